@@ -1,0 +1,1 @@
+"""Triton kernels, their torch.library ops and pure-torch references (ochre.kernels)."""

@@ -1,0 +1,3 @@
+from ochre.cli import main
+
+raise SystemExit(main())

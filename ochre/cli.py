@@ -1,0 +1,158 @@
+"""The `ochre` command line: flags map onto each component's config; the work lives elsewhere.
+
+Parsers are declared here so `ochre --help` is instant; each command's module is imported
+only when that command runs (torch alone takes a second to import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser(
+        "synth",
+        help="render a procedural Minecraft-like world into real MineRL/VPT-layout recordings",
+        description="Render N episodes of a deterministic voxel world driven by a balanced random "
+        "policy (turning, looking up/down, walking every way, standing still), written in the "
+        "MineRL v0 or VPT contractor layout so `ochre prepare` reads them like real data.",
+    )
+    p.add_argument("out", help="output folder (created); one recording per episode")
+    p.add_argument("--episodes", type=_positive_int, default=16, help="number of episodes (default 16)")
+    p.add_argument("--steps", type=_positive_int, default=400, help="ticks per episode at 20 Hz (default 400)")
+    p.add_argument("--seed", type=int, default=0, help="world and policy seed (default 0)")
+    p.add_argument("--layout", choices=["minerl", "vpt"], default="minerl", help="recording layout")
+    p.add_argument("--size", type=_positive_int, default=64, help="rendered frame size in pixels (default 64)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+    p.set_defaults(_run="ochre.data.synth:run")
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="recordings (MineRL/VPT) -> aligned 64x64 clip shards",
+        description="Find MineRL and VPT recordings anywhere under SRC, align frames and actions "
+        "(skipping MineRL loading frames), resample to --fps, and write webdataset clip shards "
+        "plus index.json and report.json (every skipped input with its reason). Rerunning after "
+        "an interruption finishes the shards that are missing.",
+    )
+    p.add_argument("src", help="folder holding recordings (searched recursively)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--fps", type=_positive_float, default=8.0, help="kept frames per second (default 8)")
+    p.add_argument("--size", type=_positive_int, default=64, help="frame size in pixels (default 64)")
+    p.add_argument("--segment", type=_positive_int, default=128,
+                   help="max kept frames per clip sample; longer trajectories are split (default 128)")
+    p.add_argument("--per-shard", type=_positive_int, default=4,
+                   help="recordings per shard (default 4; keep shards >= ranks x workers)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+    p.set_defaults(_run="ochre.data.prepare:run")
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="inspect prepared data")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="{check}")
+    c = dsub.add_parser(
+        "check",
+        help="alignment self-test: yaw/pitch vs image shift at lags -5..+5",
+        description="Correlate yaw with the horizontal shift (phase correlation) of consecutive "
+        "frames, and pitch with the vertical shift, at lags -5..+5. Exits non-zero unless both "
+        "correlations peak at lag 0 — run it before training.",
+    )
+    c.add_argument("prepared", help="output folder of `ochre prepare`")
+    c.add_argument("--max-samples", type=_positive_int, default=64, help="clips to read (default 64)")
+    c.add_argument("--max-lag", type=_positive_int, default=5, help="largest lag (default 5)")
+    c.set_defaults(_run="ochre.data.check:run")
+
+
+def _add_train_tokenizer(sub) -> None:
+    p = sub.add_parser(
+        "train-tokenizer",
+        help="train the VQ-VAE tokenizer on clip shards",
+        description="Train the VQ-VAE (64x64 frames -> 16x16 codes) on random frames from clip "
+        "shards. Checkpoints are atomic; --resume continues the exact run.",
+    )
+    p.add_argument("clips", help="output folder of `ochre prepare`")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, metrics)")
+    p.add_argument("--preset", choices=["tiny", "base"], default="tiny", help="model size (default tiny)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default: preset's)")
+    p.add_argument("--batch", type=_positive_int, default=None, help="frames per step (default: preset's)")
+    p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default: preset's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", action="store_true", help="torch.compile the train step")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--workers", type=int, default=0, help="data loader workers per rank (default 0)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--ckpt-every", type=_positive_int, default=200, help="steps between checkpoints")
+    p.add_argument("--log-every", type=_positive_int, default=25, help="steps between log lines")
+    p.add_argument("--keep", type=_positive_int, default=3, help="checkpoints kept (default 3)")
+    p.set_defaults(_run="ochre.train.tokenizer:run")
+
+
+def _add_tokenize(sub) -> None:
+    p = sub.add_parser(
+        "tokenize",
+        help="clip shards -> token shards with a trained tokenizer",
+        description="Encode every clip into 16x16 code grids (uint16) with the tokenizer checkpoint; "
+        "writes token shards in the clip shards' layout, recording the tokenizer's hash.",
+    )
+    p.add_argument("clips", help="output folder of `ochre prepare`")
+    p.add_argument("--tokenizer", required=True, help="tokenizer run folder or checkpoint folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--batch", type=_positive_int, default=256, help="frames per forward (default 256)")
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if present)")
+    p.set_defaults(_run="ochre.tokenize:run")
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the whole pipeline on the built-in synthetic world, on a CPU, in minutes",
+        description="synth -> prepare -> data check -> train-tokenizer -> tokenize, on the "
+        "built-in synthetic world; writes DIR/report.json with metrics and per-stage timings.",
+    )
+    p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
+    p.add_argument("--episodes", type=_positive_int, default=32)
+    p.add_argument("--steps", type=_positive_int, default=400, help="ticks per episode")
+    p.add_argument("--tokenizer-steps", type=_positive_int, default=None,
+                   help="tokenizer training steps (default: the tiny preset's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(_run="ochre.demo:run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ochre",
+        description="ochre: play a dreamed Minecraft. Data preparation, training, export and live play.",
+    )
+    parser.add_argument("--version", action="version", version="ochre 0.1.0")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_synth, _add_prepare, _add_data, _add_train_tokenizer, _add_tokenize, _add_demo):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, func_name = args._run.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Recordings in, aligned clip shards out, and the loaders that read them back."""

@@ -1,0 +1,1 @@
+"""Models: the VQ-VAE tokenizer (and, later, the dynamics model)."""

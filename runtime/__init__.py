@@ -1,0 +1,1 @@
+"""The live-play loop: stepper backends, input mapping, display (ochre.runtime)."""
