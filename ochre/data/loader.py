@@ -1,0 +1,246 @@
+"""Loaders: clip or token shards -> fixed-length windows, or single frames, via webdataset.
+
+Splitting: the shard list is shuffled with the same seed on every rank (seed + epoch), then
+dealt to ranks (`split_by_node`) and within a rank to DataLoader workers (`split_by_worker`).
+Each shard therefore goes to exactly one (rank, worker) per epoch: no sample is duplicated or
+lost. Keep shards >= ranks x workers (a warning says so), or some workers sit idle.
+
+Windows never cross a trajectory boundary: they are cut inside one clip sample, which
+`ochre prepare` never lets span two trajectories. Videos are decoded with decord, after the
+shuffle buffer, and only the frames a window needs.
+
+Held-out split: a trajectory belongs to "val" when crc32(source) % 100 < val_percent, so the
+split is stable across reruns and never separates the segments of one trajectory.
+Legend: T window length, K frames in a clip, h w token grid.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import warnings
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+
+from ochre.data.video import decode_frames
+
+VAL_PERCENT = 5
+
+
+@dataclass
+class Split:
+    """Which part of the data this iterator reads. rank/world default to torch.distributed."""
+    rank: int | None = None
+    world: int | None = None
+
+
+def read_index(root: str | Path) -> dict:
+    path = Path(root) / "index.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {root} the output of `ochre prepare`/`ochre tokenize`?")
+    return json.loads(path.read_text())
+
+
+def in_split(source: str, split: str, val_percent: int = VAL_PERCENT) -> bool:
+    if split == "all":
+        return True
+    is_val = zlib.crc32(source.encode()) % 100 < val_percent
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be train, val or all, got {split!r}")
+    return is_val == (split == "val")
+
+
+def _rank_world(split: Split) -> tuple[int, int]:
+    if split.rank is not None:
+        return split.rank, split.world or 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _worker_info() -> tuple[int, int]:
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info else (0, 1)
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """Base: this (rank, worker)'s shards for the epoch, as raw webdataset samples."""
+
+    def __init__(self, root, *, split: str = "train", shuffle: bool = True, seed: int = 0,
+                 shuffle_buffer: int = 256, dist: Split | None = None):
+        self.root = Path(root)
+        self.index = read_index(root)
+        self.urls = [str(self.root / s["file"]) for s in self.index["shards"]]
+        if not self.urls:
+            raise ValueError(f"{root}/index.json lists no shards (was every recording skipped?)")
+        self.split, self.shuffle, self.seed = split, shuffle, seed
+        self.shuffle_buffer, self.dist, self.epoch = shuffle_buffer, dist or Split(), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def my_shards(self) -> list[str]:
+        rank, world = _rank_world(self.dist)
+        worker, workers = _worker_info()
+        urls = list(self.urls)
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(urls)   # same order on every rank
+        if len(urls) < world * workers and rank == 0 and worker == 0:
+            warnings.warn(f"{len(urls)} shards for {world} ranks x {workers} workers: some read nothing; "
+                          "prepare with a smaller --per-shard", stacklevel=2)
+        return urls[rank::world][worker::workers]
+
+    def _rng(self) -> random.Random:
+        rank, _ = _rank_world(self.dist)
+        worker, _ = _worker_info()
+        return random.Random(hash((self.seed, self.epoch, rank, worker)))
+
+    def samples(self) -> Iterator[dict]:
+        for sample in wds.tarfile_to_samples()(iter([{"url": u} for u in self.my_shards()])):
+            meta = json.loads(sample["json"])
+            if in_split(meta["source"], self.split):
+                sample["meta"] = meta
+                yield sample
+
+    def _shuffled(self, items: Iterator, rng: random.Random) -> Iterator:
+        if not self.shuffle:
+            yield from items
+            return
+        buf = []
+        for item in items:
+            buf.append(item)
+            if len(buf) >= self.shuffle_buffer:
+                yield buf.pop(rng.randrange(len(buf)))
+        rng.shuffle(buf)
+        yield from buf
+
+
+def _npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+class WindowDataset(ShardStream):
+    """Fixed-length windows: {"frames" uint8 (T, 3, H, W) | "tokens" int64 (T, h, w),
+    "actions" float32 (T-1, 4), "ticks" int64 (T,), "key"}.
+
+    Each clip yields its non-overlapping windows from a random phase (every frame is seen
+    about once per epoch); without shuffle the phase is 0 and the order is the shard order.
+    """
+
+    def __init__(self, root, window: int, **kwargs):
+        super().__init__(root, **kwargs)
+        if window < 2:
+            raise ValueError(f"window must be >= 2 frames, got {window}")
+        self.window = window
+
+    def refs(self, rng: random.Random) -> Iterator[tuple[dict, int]]:
+        for sample in self.samples():
+            k = sample["meta"]["frames"]
+            if k < self.window:
+                continue
+            phase = rng.randrange(min(self.window, k - self.window + 1)) if self.shuffle else 0
+            for start in range(phase, k - self.window + 1, self.window):
+                yield sample, start
+
+    def __iter__(self):
+        rng = self._rng()
+        for sample, start in self._shuffled(self.refs(rng), rng):
+            yield self.load(sample, start)
+
+    def load(self, sample: dict, start: int) -> dict:
+        stop = start + self.window
+        out = {"key": sample["__key__"], "start": start,
+               "actions": torch.from_numpy(_npy(sample["actions.npy"])[start:stop - 1].copy()),
+               "ticks": torch.from_numpy(_npy(sample["ticks.npy"])[start:stop].copy())}
+        if "tokens.npy" in sample:
+            out["tokens"] = torch.from_numpy(_npy(sample["tokens.npy"])[start:stop].astype(np.int64))
+        else:
+            frames = decode_frames(sample["mp4"], range(start, stop))          # (T, H, W, 3)
+            out["frames"] = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W)
+        return out
+
+
+class FrameDataset(ShardStream):
+    """Single frames uint8 (3, H, W) for the tokenizer: up to `per_clip` random frames from each
+    clip (all of them when per_clip is None), shuffled across clips."""
+
+    def __init__(self, root, per_clip: int | None = 16, **kwargs):
+        super().__init__(root, **kwargs)
+        self.per_clip = per_clip
+
+    def __iter__(self):
+        rng = self._rng()
+        for sample, idx in self._shuffled(self._picks(rng), rng):
+            frames = decode_frames(sample["mp4"], idx)                          # (n, H, W, 3)
+            yield from torch.from_numpy(frames).permute(0, 3, 1, 2)
+
+    def _picks(self, rng: random.Random) -> Iterator[tuple[dict, list[int]]]:
+        # Decode in groups of consecutive picks per clip: one seek per group, not per frame.
+        for sample in self.samples():
+            k = sample["meta"]["frames"]
+            idx = sorted(rng.sample(range(k), min(k, self.per_clip))) if self.per_clip else list(range(k))
+            for i in range(0, len(idx), 4):
+                yield sample, idx[i:i + 4]
+
+
+def frame_batches(root, batch: int, *, seed: int = 0, split: str = "train", workers: int = 0,
+                  dist: Split | None = None, start_epoch: int = 0, skip: int = 0,
+                  per_clip: int | None = 16) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Endless uint8 (B, 3, H, W) batches of random frames: yields (epoch, batch_in_epoch, frames).
+
+    Deterministic for a given seed, rank and worker count, so a run resumes exactly by starting
+    at (start_epoch, skip): the skipped batches are drawn and dropped (decoding included).
+    """
+    ds = FrameDataset(root, per_clip=per_clip, seed=seed, split=split, dist=dist)
+    epoch = start_epoch
+    while True:
+        ds.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=workers, drop_last=True,
+                                             persistent_workers=False)
+        n = -1
+        for n, frames in enumerate(loader):
+            if epoch == start_epoch and n < skip:
+                continue
+            yield epoch, n, frames
+        if n < 0 and epoch == start_epoch:
+            raise ValueError(f"{root}: no batch of {batch} frames in split {split!r} for this rank")
+        epoch += 1
+
+
+def window_loader(root, window: int, batch: int, *, workers: int = 0, **kwargs) -> torch.utils.data.DataLoader:
+    """A DataLoader of window batches (one epoch; call .dataset.set_epoch(e) between epochs)."""
+    ds = WindowDataset(root, window, **kwargs)
+    return torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=workers,
+                                       collate_fn=_collate, drop_last=False)
+
+
+def _collate(items: list[dict]) -> dict:
+    out = {k: torch.stack([it[k] for it in items]) for k in items[0] if isinstance(items[0][k], torch.Tensor)}
+    out["key"] = [it["key"] for it in items]
+    out["start"] = torch.tensor([it["start"] for it in items])
+    return out
+
+
+def eval_frames(root, n: int, *, split: str = "val", seed: int = 0) -> torch.Tensor:
+    """Up to n held-out frames uint8 (n, 3, H, W) spread over the split's clips, deterministic.
+    Falls back to the whole dataset (with a warning) when the split is empty."""
+    def take(split_name):
+        ds = FrameDataset(root, per_clip=8, seed=seed, split=split_name, shuffle=False)
+        out = []
+        for frame in ds:
+            out.append(frame)
+            if len(out) >= n:
+                break
+        return out
+    frames = take(split)
+    if not frames:
+        warnings.warn(f"{root}: split {split!r} is empty; evaluating on all data", stacklevel=2)
+        frames = take("all")
+    return torch.stack(frames)
