@@ -1,0 +1,112 @@
+"""`ochre tokenize`: clip shards -> token shards (DESIGN §3.4) with a trained tokenizer.
+
+Token shard j holds exactly the samples of clip shard j, with `tokens.npy` uint16 (K, 16, 16)
+in place of the mp4 and the tokenizer's hash in the json. Shards are written atomically, each
+followed by its manifest; a rerun with the same tokenizer skips finished shards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ochre.data.loader import read_index
+from ochre.data.prepare import write_tar
+from ochre.data.video import decode_frames
+from ochre.io import write_json_atomic
+from ochre.train.checkpoint import checkpoint_hash, latest_checkpoint, load_tokenizer
+
+
+def resolve_checkpoint(path) -> Path:
+    """A checkpoint folder, or a run folder (its newest checkpoint)."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise FileNotFoundError(f"no tokenizer checkpoint at {path}")
+    return latest
+
+
+def read_tar(path: Path) -> list[dict]:
+    """A clip shard -> its samples, in order ({"__key__", ext: bytes, ...})."""
+    samples: dict[str, dict] = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            # webdataset's rule: the key is the path up to the first dot of the file name.
+            folder, _, base = member.name.rpartition("/")
+            stem, _, ext = base.partition(".")
+            key = f"{folder}/{stem}" if folder else stem
+            samples.setdefault(key, {"__key__": key})[ext] = tar.extractfile(member).read()
+    return list(samples.values())
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+@torch.no_grad()
+def tokenize_shard(model, samples: list[dict], tok_hash: str, batch: int, device, bar) -> list[dict]:
+    out = []
+    for sample in samples:
+        frames = torch.from_numpy(decode_frames(sample["mp4"])).permute(0, 3, 1, 2)   # (K, 3, H, W)
+        codes = torch.cat([model.encode(frames[i:i + batch].to(device)).cpu()
+                           for i in range(0, len(frames), batch)])                 # (K, h, w)
+        meta = json.loads(sample["json"])
+        meta.update(tokenizer=tok_hash, grid=list(codes.shape[1:]))
+        out.append({"__key__": sample["__key__"], "tokens.npy": _npy(codes.numpy().astype(np.uint16)),
+                    "actions.npy": sample["actions.npy"], "ticks.npy": sample["ticks.npy"],
+                    "json": json.dumps(meta).encode()})
+        bar.update(len(frames))
+    return out
+
+
+def tokenize(clips, tokenizer, out, batch: int = 256, device: str | None = None, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    clips, out = Path(clips), Path(out)
+    index = read_index(clips)
+    ckpt = resolve_checkpoint(tokenizer)
+    tok_hash = checkpoint_hash(ckpt)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_tokenizer(ckpt, device).eval()
+    if model.config.codebook_size > 65536:
+        raise ValueError("codebook larger than uint16 token shards can hold")
+    total = sum(s["frames"] for shard in index["shards"] for s in shard["samples"])
+    bar = tqdm(total=total, unit="frame", desc="tokenize", disable=not progress, file=sys.stderr)
+    shards = []
+    for shard in index["shards"]:
+        name = Path(shard["file"]).name
+        manifest = out / "shards" / (Path(name).stem + ".json")
+        if manifest.is_file() and json.loads(manifest.read_text()).get("tokenizer") == tok_hash:
+            bar.update(sum(s["frames"] for s in shard["samples"]))
+        else:
+            samples = tokenize_shard(model, read_tar(clips / shard["file"]), tok_hash, batch, device, bar)
+            write_tar(out / "shards" / name, samples)
+            write_json_atomic(manifest, {"tokenizer": tok_hash, "samples": shard["samples"]})
+        shards.append({"file": f"shards/{name}", "samples": shard["samples"]})
+    bar.close()
+    write_json_atomic(out / "index.json", {
+        **{k: v for k, v in index.items() if k != "shards"}, "kind": "tokens", "tokenizer": tok_hash,
+        "tokenizer_checkpoint": str(ckpt), "codebook_size": model.config.codebook_size, "shards": shards})
+    return {"samples": index["num_samples"], "frames": total, "tokenizer": tok_hash}
+
+
+def run(args) -> int:
+    try:
+        s = tokenize(args.clips, args.tokenizer, args.out, batch=args.batch, device=args.device)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"ochre tokenize: {e}", file=sys.stderr)
+        return 2
+    print(f"tokenized {s['frames']} frames in {s['samples']} clips with tokenizer {s['tokenizer']} -> {args.out}")
+    return 0

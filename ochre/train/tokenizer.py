@@ -1,0 +1,191 @@
+"""`ochre train-tokenizer`: the VQ-VAE on random frames from clip shards.
+
+One step: compute_loss (compiled with --compile; bf16 autocast on CUDA) -> backward -> clip
+-> AdamW -> update_codebook (eager: EMA + dead-code restarts, all-reduced under DDP).
+Resuming is exact: the checkpoint holds weights, codebook buffers, optimizer state, the step
+and the data position (epoch, batch in epoch); the frame stream is a pure function of
+(seed, epoch, rank, workers), so the resumed run sees the batches the first run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ochre.data.loader import Split, eval_frames, frame_batches
+from ochre.images import grid, save_png
+from ochre.io import write_json_atomic
+from ochre.models.tokenizer import Tokenizer, TokenizerConfig, TokenizerTrainConfig
+from ochre.train import checkpoint as ckpt
+from ochre.train.distributed import DistInfo, mean_across_ranks, setup, teardown
+
+
+class _LossModule(torch.nn.Module):
+    """DDP syncs gradients only through forward(); route compute_loss through it."""
+
+    def __init__(self, model: Tokenizer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames):
+        return self.model.compute_loss(frames)
+
+
+def lr_at(step: int, tcfg: TokenizerTrainConfig) -> float:
+    """Linear warm-up, then cosine to 10 % of the peak: a function of the step alone, so a
+    resumed run needs no scheduler state."""
+    if step < tcfg.warmup:
+        return tcfg.lr * (step + 1) / tcfg.warmup
+    t = (step - tcfg.warmup) / max(1, tcfg.steps - tcfg.warmup)
+    return tcfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+class _Logger:
+    """JSONL always; TensorBoard when installed. Rank 0 only."""
+
+    def __init__(self, out: Path, enabled: bool):
+        self.enabled, self.path, self.tb = enabled, out / "log.jsonl", None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(out / "tb"))
+            except ImportError:
+                pass
+
+    def log(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        if self.tb:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+
+
+def train(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed: int = 0,
+          compile: bool = False, resume: bool = False, workers: int = 0, device: str | None = None,
+          ckpt_every: int = 200, log_every: int = 25, keep: int = 3, progress: bool = True,
+          eval_frames_n: int = 512) -> dict:
+    from tqdm import tqdm
+
+    info = setup(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = Tokenizer(cfg).to(info.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.99),
+                            weight_decay=tcfg.weight_decay)
+    step, epoch, skip = 0, 0, 0
+    latest = ckpt.latest_checkpoint(out) if resume else None
+    if latest is not None:
+        meta = ckpt.load_checkpoint(latest, model, opt)
+        step, extra = meta["step"], meta.get("extra", {})
+        epoch, skip = extra.get("epoch", 0), extra.get("batch_in_epoch", 0)
+        if info.is_main:
+            print(f"resuming from {latest} at step {step}", file=sys.stderr)
+    elif resume and info.is_main:
+        print(f"--resume: no checkpoint in {out}; starting from scratch", file=sys.stderr)
+    loss_fn = _LossModule(model)
+    if info.world > 1:
+        loss_fn = torch.nn.parallel.DistributedDataParallel(
+            loss_fn, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    if compile:
+        loss_fn = torch.compile(loss_fn)
+    batches = frame_batches(clips, tcfg.batch, seed=seed, split="train", workers=workers,
+                            dist=Split(info.rank, info.world), start_epoch=epoch, skip=skip)
+    logger = _Logger(out, info.is_main)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=info.device.type == "cuda")
+    bar = tqdm(total=tcfg.steps, initial=step, desc="tokenizer", unit="step",
+               disable=not (progress and info.is_main), file=sys.stderr)
+    t_log, frames_seen = time.perf_counter(), 0
+    model.train()
+    while step < tcfg.steps:
+        epoch, n, frames = next(batches)
+        frames = frames.to(info.device, non_blocking=True)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, tcfg)
+        with autocast:
+            loss, logs = loss_fn(frames)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        logs = model.update_codebook(logs)
+        step += 1
+        frames_seen += len(frames) * info.world
+        bar.update()
+        if step % log_every == 0 or step == tcfg.steps:
+            logs = mean_across_ranks({"loss": loss.detach(), "grad_norm": grad_norm, **logs})
+            values = {k: float(v) for k, v in logs.items()}          # sync point: once per log interval
+            values["lr"], values["frames_per_s"] = lr_at(step - 1, tcfg), frames_seen / (time.perf_counter() - t_log)
+            t_log, frames_seen = time.perf_counter(), 0
+            logger.log(step, values)
+            bar.set_postfix(loss=f"{values['loss']:.4f}", psnr=f"{values['psnr']:.1f}",
+                            usage=f"{values['codebook_usage']:.2f}")
+        if (step % ckpt_every == 0 or step == tcfg.steps) and info.is_main:
+            ckpt.save_checkpoint(out, step, model, opt, keep=keep,
+                                 extra={"epoch": epoch, "batch_in_epoch": n + 1, "seed": seed,
+                                        "train": asdict(tcfg)})
+    bar.close()
+    metrics = evaluate(model, clips, out, n=eval_frames_n, seed=seed) if info.is_main else {}
+    teardown()
+    return metrics
+
+
+@torch.no_grad()
+def evaluate(model: Tokenizer, clips, out: Path, n: int = 512, seed: int = 0, batch: int = 128) -> dict:
+    """Held-out reconstruction: recon_psnr, codebook usage and perplexity -> metrics.json,
+    and originals over reconstructions -> recon.png."""
+    model.eval()
+    frames = eval_frames(clips, n, split="val", seed=seed)                   # (n, 3, H, W) uint8
+    device = next(model.parameters()).device
+    codes, recon = [], []
+    for i in range(0, len(frames), batch):
+        c = model.encode(frames[i:i + batch].to(device))                    # (b, h, w)
+        codes.append(c.cpu())
+        recon.append(model.decode(c, as_uint8=True).cpu())                  # (b, 3, H, W)
+    codes, recon = torch.cat(codes), torch.cat(recon)
+    err = (recon.float() - frames.float()).div(255).square().mean(dim=(1, 2, 3))
+    psnr = (-10 * torch.log10(err.clamp_min(1e-10))).mean().item()
+    K = model.config.codebook_size
+    counts = torch.bincount(codes.flatten(), minlength=K).double()
+    p = counts / counts.sum()
+    metrics = {
+        "recon_psnr": psnr,
+        "codebook_perplexity": float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum())),
+        "codebook_usage": float((counts > 0).double().mean()),
+        "codes_used": int((counts > 0).sum()),
+        "eval_frames": len(frames),
+    }
+    write_json_atomic(out / "metrics.json", metrics)
+    show = min(8, len(frames))
+    picture = grid([frames[:show].permute(0, 2, 3, 1).numpy(), recon[:show].permute(0, 2, 3, 1).numpy()])
+    save_png(out / "recon.png", np.ascontiguousarray(picture))
+    return metrics
+
+
+def run(args) -> int:
+    overrides = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr)) if v}
+    cfg = TokenizerConfig.preset(args.preset)
+    tcfg = TokenizerTrainConfig.preset(args.preset, **overrides)
+    try:
+        metrics = train(args.clips, args.out, cfg, tcfg, seed=args.seed, compile=args.compile,
+                        resume=args.resume, workers=args.workers, device=args.device,
+                        ckpt_every=args.ckpt_every, log_every=args.log_every, keep=args.keep)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"ochre train-tokenizer: {e}", file=sys.stderr)
+        return 2
+    if metrics:
+        print(json.dumps(metrics, indent=2))
+        print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'recon.png'}")
+    return 0
+
+
+__all__ = ["train", "evaluate", "run", "lr_at", "DistInfo"]
