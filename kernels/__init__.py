@@ -1,14 +1,18 @@
 """Triton kernels, their torch.library ops and pure-torch references (ochre.kernels).
 
 Public API (stable; the ops behind it may change):
-  nearest_code(z (N, D), codebook (K, D)) -> (N,) int64
-  codebook_lookup(codes (...) int, codebook (K, D)) -> (..., D)
+  nearest_code(z (N, D), codebook (K, D), *, impl="auto") -> (N,) int64
+  codebook_lookup(codes (...) int, codebook (K, D), *, impl="auto") -> (..., D)
+Importing this package registers torch.ops.ochre.{nearest_code, codebook_lookup,
+codebook_lookup_backward}. Which implementation an op runs is decided per call in ops.py.
 """
 
-from ochre.kernels.reference import codebook_lookup_ref, nearest_code_ref
+from ochre.kernels._dispatch import HAS_TRITON, INTERPRET
+from ochre.kernels.ops import codebook_lookup, nearest_code
+from ochre.kernels.reference import codebook_lookup_backward_ref, codebook_lookup_ref, nearest_code_ref
 
-# Until the Triton ops land these are the references; the signatures are the contract.
-nearest_code = nearest_code_ref
-codebook_lookup = codebook_lookup_ref
-
-__all__ = ["nearest_code", "codebook_lookup", "nearest_code_ref", "codebook_lookup_ref"]
+__all__ = [
+    "nearest_code", "codebook_lookup",
+    "nearest_code_ref", "codebook_lookup_ref", "codebook_lookup_backward_ref",
+    "HAS_TRITON", "INTERPRET",
+]

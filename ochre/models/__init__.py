@@ -1,1 +1,5 @@
 """Models: the VQ-VAE tokenizer (and, later, the dynamics model)."""
+
+from ochre.models.tokenizer import Tokenizer, TokenizerConfig, TokenizerOutput, TokenizerTrainConfig
+
+__all__ = ["Tokenizer", "TokenizerConfig", "TokenizerOutput", "TokenizerTrainConfig"]

@@ -1,0 +1,296 @@
+"""Atomic, pickle-free checkpoints (DESIGN §3.5).
+
+Layout: RUN/checkpoints/step_XXXXXXXX/
+    model.safetensors   weights and persistent buffers (EMA codebook state included)
+    optim.safetensors   optimizer state tensors, flattened as "state.<param index>.<name>"
+    config.json         {"kind", "config", "step", "optim", "extra", "files"}: the model config
+                        dataclass, the optimizer's non-tensor state, the caller's `extra` (RNG
+                        state, data position ...) and the sha256 of each safetensors file
+
+A checkpoint is written whole into `.step_XXXXXXXX.tmp/`, each file fsynced, then the folder
+is renamed into place and the parent fsynced: a reader sees a complete checkpoint or none.
+Stale `.tmp` folders (a killed run) are ignored by readers and deleted by the next save.
+Corruption after the fact (a truncated or altered file) fails `load_checkpoint` with a
+`CheckpointError` naming the file: resuming silently from an older step would hide it, so the
+user decides (delete that folder to resume from the previous checkpoint).
+Loading reads only safetensors and JSON: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ochre.io import _fsync_dir, write_json_atomic
+
+FORMAT = "ochre-checkpoint/1"
+_STEP_DIR = re.compile(r"^step_(\d{8,})$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, incomplete, corrupted or of the wrong kind."""
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    # DDP keeps the model in .module, torch.compile in ._orig_mod; both would prefix the keys.
+    while True:
+        inner = getattr(model, "module", getattr(model, "_orig_mod", None))
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
+
+
+# -- optimizer state <-> (tensors, json) --------------------------------------------------------
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for idx, state in sd["state"].items():
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[name] = value
+    groups = []
+    for i, group in enumerate(sd["param_groups"]):
+        g = {}
+        for name, value in group.items():
+            if isinstance(value, torch.Tensor):  # e.g. a tensor lr
+                tensors[f"group.{i}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                g[name] = value
+        groups.append(g)
+    return tensors, {"class": type(optimizer).__name__, "param_groups": groups, "scalar_state": scalars}
+
+
+def _unflatten_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict):
+    if meta["class"] != type(optimizer).__name__:
+        raise CheckpointError(f"checkpoint holds {meta['class']} state, but the optimizer is "
+                              f"{type(optimizer).__name__}")
+    state: dict[int, dict] = {}
+    for idx, values in meta["scalar_state"].items():
+        state.setdefault(int(idx), {}).update(values)
+    groups = [dict(g) for g in meta["param_groups"]]
+    for key, value in tensors.items():
+        kind, idx, name = key.split(".", 2)
+        if kind == "state":
+            state.setdefault(int(idx), {})[name] = value
+        else:
+            groups[int(idx)][name] = value
+    # JSON turns tuples (AdamW's betas) into lists: restore the types the live optimizer uses.
+    for live, g in zip(optimizer.param_groups, groups):
+        for name, value in g.items():
+            if isinstance(live.get(name), tuple) and isinstance(value, list):
+                g[name] = tuple(value)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+# -- RNG state <-> JSON ------------------------------------------------------------------------
+
+def _b64(t: torch.Tensor) -> str:
+    return base64.b64encode(t.cpu().numpy().tobytes()).decode()
+
+
+def _from_b64(s: str) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(base64.b64decode(s), dtype=np.uint8).copy())
+
+
+def capture_rng_state() -> dict:
+    """Python, numpy (legacy global), torch CPU and every CUDA device's RNG state, JSON-safe."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": _b64(torch.get_rng_state()),
+        "cuda": [_b64(s) for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict) -> None:
+    """Inverse of `capture_rng_state` (CUDA states restored for as many devices as both have)."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(_from_b64(state["torch"]))
+    if state.get("cuda") and torch.cuda.is_available():
+        for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(_from_b64(s), device=i)
+
+
+# -- save ----------------------------------------------------------------------------------------
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _remove(path: Path) -> None:
+    # Rename first, so a half-deleted folder never looks like a checkpoint.
+    doomed = path.with_name(f".{path.name}.del.tmp")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    extra: dict | None = None, keep: int = 3) -> Path:
+    """Write RUN/checkpoints/step_{step:08d}/ atomically, then keep only the newest `keep`.
+
+    `model` needs a dataclass `.config` (DDP / torch.compile wrappers are unwrapped). `extra` must
+    be JSON-serialisable (see `capture_rng_state`). Call it on one rank only. Returns the folder.
+    """
+    if step < 0 or keep < 1:
+        raise ValueError(f"need step >= 0 and keep >= 1, got step={step}, keep={keep}")
+    model = _unwrap(model)
+    if not dataclasses.is_dataclass(getattr(model, "config", None)):
+        raise TypeError(f"{type(model).__name__} has no dataclass .config to record in config.json")
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".*.tmp"):  # left by a killed save; only one writer per run
+        shutil.rmtree(stale, ignore_errors=True)
+    final = root / f"step_{step:08d}"
+    tmp = root / f".{final.name}.tmp"
+    tmp.mkdir()
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, tmp / "model.safetensors")
+    files = ["model.safetensors"]
+    meta = {
+        "format": FORMAT,
+        "kind": getattr(model, "kind", type(model).__name__),
+        "config": dataclasses.asdict(model.config),
+        "step": int(step),
+        "optim": None,
+        "extra": extra or {},
+    }
+    if optimizer is not None:
+        tensors, meta["optim"] = _flatten_optimizer(optimizer)
+        save_file(tensors, tmp / "optim.safetensors")
+        files.append("optim.safetensors")
+    for name in files:
+        _fsync(tmp / name)
+    meta["files"] = {name: _sha256(tmp / name) for name in files}
+    write_json_atomic(tmp / "config.json", meta)  # fsyncs the file
+
+    if final.exists():  # the same step saved again (e.g. after a resume): replace it
+        _remove(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    for old in _checkpoints(root)[:-keep]:
+        _remove(old)
+    return final
+
+
+# -- find / load ---------------------------------------------------------------------------------
+
+def _checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoint folders under RUN/checkpoints, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if (m := _STEP_DIR.match(p.name)) and (p / "config.json").is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir) -> Path | None:
+    """Newest complete checkpoint folder of a run (`.tmp` leftovers ignored), or None."""
+    found = _checkpoints(Path(run_dir) / "checkpoints")
+    return found[-1] if found else None
+
+
+def _resolve(path) -> Path:
+    """A checkpoint folder, or a run folder meaning its newest checkpoint."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    found = latest_checkpoint(path)
+    if found is None:
+        raise CheckpointError(f"{path}: neither a checkpoint folder (no config.json) nor a run folder "
+                              "with checkpoints/step_*/; train one first or pass the right path")
+    return found
+
+
+def read_checkpoint_config(path) -> dict:
+    """config.json of a checkpoint (or of a run's newest checkpoint)."""
+    path = _resolve(path)
+    try:
+        meta = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path / 'config.json'}: unreadable ({e}); delete {path} to fall back "
+                              "to the previous checkpoint") from e
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    meta["path"] = str(path)
+    return meta
+
+
+def _load_verified(path: Path, name: str, meta: dict) -> dict[str, torch.Tensor]:
+    file = path / name
+    if not file.is_file() or _sha256(file) != meta["files"].get(name):
+        raise CheckpointError(f"{file}: missing, truncated or altered (sha256 differs from config.json); "
+                              f"delete {path} to resume from the previous checkpoint")
+    return load_file(file)
+
+
+def load_checkpoint(path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Load weights, buffers (and optimizer state) into `model` in place; returns config.json.
+
+    `path` is a checkpoint folder or a run folder (its newest checkpoint). Every file is checked
+    against the sha256 in config.json first. Parameters keep their device; strict on keys/shapes.
+    """
+    meta = read_checkpoint_config(path)
+    path = Path(meta["path"])
+    target = _unwrap(model)
+    state = _load_verified(path, "model.safetensors", meta)
+    try:
+        target.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit {type(target).__name__} "
+                              f"({meta['kind']} {meta['config']}): {e}") from e
+    if optimizer is not None:
+        if meta["optim"] is None:
+            raise CheckpointError(f"{path}: saved without optimizer state; cannot resume the optimizer")
+        _unflatten_optimizer(optimizer, _load_verified(path, "optim.safetensors", meta), meta["optim"])
+    return meta
+
+
+def load_tokenizer(path_or_run_dir, device: str | torch.device = "cpu", impl: str = "auto"):
+    """Build the tokenizer recorded in a checkpoint (or a run's newest), load it, eval mode.
+
+    `impl` picks the kernels for this machine; the one the run trained with does not matter.
+    """
+    from ochre.models.tokenizer import Tokenizer, TokenizerConfig
+
+    meta = read_checkpoint_config(path_or_run_dir)
+    if meta["kind"] != Tokenizer.kind:
+        raise CheckpointError(f"{meta['path']}: holds a {meta['kind']!r} model, not a tokenizer")
+    model = Tokenizer(TokenizerConfig(**{**meta["config"], "impl": impl}))
+    load_checkpoint(meta["path"], model)
+    return model.to(device).eval()
+
+
+def checkpoint_hash(path) -> str:
+    """Short sha256 (16 hex digits) of a checkpoint's model.safetensors: names the weights."""
+    return _sha256(_resolve(path) / "model.safetensors")[:16]

@@ -1,0 +1,256 @@
+"""ochre.kernels in the main test process: the torch path of the ops on CPU, the reference
+semantics, torch.compile, an sm_90 compile of the kernels, and (in a subprocess with
+TRITON_INTERPRET=1) the real Triton kernels from tests/kernels.
+
+Legend: N vectors, D code dim, K codebook size.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import ochre.kernels._dispatch as dispatch
+import pytest
+import torch
+from ochre.kernels import (
+    HAS_TRITON,
+    INTERPRET,
+    codebook_lookup,
+    codebook_lookup_backward_ref,
+    codebook_lookup_ref,
+    nearest_code,
+    nearest_code_ref,
+)
+from ochre.kernels.testing import assert_nearest_code
+
+REPO = Path(__file__).resolve().parents[1]
+torch_path = pytest.mark.skipif(INTERPRET, reason="CPU ops run Triton in this process; tests/kernels covers it")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# ---- reference semantics -------------------------------------------------------------------
+
+def test_reference_nearest_code_is_the_exact_argmin_with_lowest_index_ties():
+    codebook = torch.randint(-3, 4, (71, 13)).float()  # small integers: all distances exact
+    codebook[[9, 40]] = codebook[2].clone()
+    z = torch.randint(-3, 4, (37, 13)).float()
+    z[:4] = codebook[2]
+    exact = ((z[:, None, :].double() - codebook[None].double()) ** 2).sum(-1)             # (N, K)
+    first_min = (exact == exact.min(1, keepdim=True).values).int().argmax(1)
+    idx = nearest_code_ref(z, codebook)
+    assert idx.dtype == torch.int64 and torch.equal(idx, first_min)
+    assert torch.equal(idx[:4], torch.full((4,), 2))
+
+
+def test_reference_nearest_code_random_and_half_inputs():
+    z, codebook = torch.randn(300, 64), torch.randn(2048, 64)
+    assert_nearest_code(nearest_code_ref(z, codebook), z, codebook, min_clear=0.95)
+    zh, ch = z.half(), codebook.half()
+    assert torch.equal(nearest_code_ref(zh, ch), nearest_code_ref(zh.float(), ch.float()))
+    assert nearest_code_ref(torch.empty(0, 64), codebook).shape == (0,)
+
+
+def test_reference_lookup_and_its_backward():
+    codebook = torch.randn(71, 13, requires_grad=True)
+    codes = torch.randint(0, 4, (5, 9))                          # repeats
+    out = codebook_lookup_ref(codes, codebook)
+    assert out.shape == (5, 9, 13) and torch.equal(out[1, 2], codebook[codes[1, 2]])
+    grad_out = torch.randn(5, 9, 13)
+    out.backward(grad_out)
+    assert torch.equal(codebook.grad, codebook_lookup_backward_ref(grad_out, codes, 71))
+    expected = torch.zeros(71, 13, dtype=torch.float64)
+    for c, g in zip(codes.flatten().tolist(), grad_out.reshape(-1, 13).double()):
+        expected[c] += g
+    torch.testing.assert_close(codebook.grad.double(), expected, rtol=0, atol=1e-5)  # 45 fp32 adds
+
+
+# ---- the ops on the torch path -------------------------------------------------------------
+
+@torch_path
+def test_ops_on_cpu_run_the_reference():
+    z = torch.randn(37, 13)
+    codebook = torch.randn(71, 13, requires_grad=True)
+    idx = nearest_code(z, codebook)
+    assert torch.equal(idx, nearest_code_ref(z, codebook))
+    assert torch.equal(idx, nearest_code(z, codebook, impl="torch"))
+    codes = idx.view(37, 1)
+    out = codebook_lookup(codes, codebook)
+    assert torch.equal(out, codebook_lookup_ref(codes, codebook))
+    out.square().sum().backward()
+    grad = codebook.grad.clone()
+    codebook.grad = None
+    codebook_lookup_ref(codes, codebook).square().sum().backward()
+    assert torch.equal(grad, codebook.grad)  # same index_put_ accumulation: bit for bit
+    assert codebook_lookup(torch.tensor(3), codebook).shape == (13,)  # 0-dim codes: no alias
+    assert torch.equal(codebook_lookup(codes.to(torch.uint16), codebook), out)
+
+
+@torch_path
+def test_impl_switch():
+    z, codebook = torch.randn(4, 8), torch.randn(6, 8)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        nearest_code(z, codebook, impl="cuda")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        nearest_code(z, codebook, impl="triton")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        codebook_lookup(torch.tensor([1]), codebook, impl="triton")
+    with pytest.raises(IndexError):
+        codebook_lookup(torch.tensor([6]), codebook)  # the torch path checks bounds
+
+
+def test_without_triton_the_reason_names_the_fix(monkeypatch):
+    monkeypatch.setattr(dispatch, "HAS_TRITON", False)
+    assert "not installed" in dispatch.triton_device_reason(torch.device("cuda"))
+
+
+def test_package_imports_and_runs_without_triton():
+    # As on macOS: `import triton` fails, ops fall back to the reference.
+    code = ("import sys; sys.modules['triton'] = None\n"
+            "import torch, ochre.kernels as k\n"
+            "assert not k.HAS_TRITON\n"
+            "z, e = torch.randn(9, 5), torch.randn(7, 5)\n"
+            "assert torch.equal(k.nearest_code(z, e), k.nearest_code_ref(z, e))\n"
+            "assert torch.equal(k.codebook_lookup(torch.tensor([1, 6]), e), e[[1, 6]])\n"
+            "try:\n    k.nearest_code(z, e, impl='triton')\nexcept RuntimeError as err:\n"
+            "    assert 'not installed' in str(err)\nelse:\n    raise AssertionError('no error')\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@torch_path
+def test_opcheck_torch_path():
+    z = torch.randn(37, 13)
+    codebook = torch.randn(71, 13, requires_grad=True)
+    codes = torch.randint(0, 71, (5, 9))
+    torch.library.opcheck(torch.ops.ochre.nearest_code, (z, codebook.detach()))
+    torch.library.opcheck(torch.ops.ochre.nearest_code, (z.half(), codebook.detach()))  # mixed dtypes
+    torch.library.opcheck(torch.ops.ochre.codebook_lookup, (codes, codebook))
+    torch.library.opcheck(torch.ops.ochre.codebook_lookup_backward,
+                          (torch.randn(5, 9, 13, requires_grad=True), codes, 71))
+
+
+@torch_path
+def test_lookup_gradgradcheck():
+    codes = torch.randint(0, 3, (4, 5))
+    codebook = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    fn = lambda cb: torch.ops.ochre.codebook_lookup(codes, cb)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (codebook,))
+    assert torch.autograd.gradgradcheck(fn, (codebook,))
+
+
+def _vq(z: torch.Tensor, codebook: torch.Tensor):
+    """A tokenizer's use of both ops: quantise, straight-through to z, codebook loss."""
+    idx = nearest_code(z, codebook)                                   # (N,)
+    zq = codebook_lookup(idx, codebook)                               # (N, D)
+    loss = (zq - z.detach()).square().mean()
+    return z + (zq - z).detach(), loss, idx
+
+
+@torch_path
+def test_compile_fullgraph_inductor():
+    compiled = torch.compile(_vq, fullgraph=True)                   # inductor, CPU
+    for n in (37, 50):                                               # the second N recompiles dynamic
+        z = torch.randn(n, 13, requires_grad=True)
+        codebook = torch.randn(71, 13, requires_grad=True)
+        zq, loss, idx = compiled(z, codebook)
+        (zq.sum() + loss).backward()
+        grads = z.grad.clone(), codebook.grad.clone()
+        z.grad = codebook.grad = None
+        zq_e, loss_e, idx_e = _vq(z, codebook)
+        (zq_e.sum() + loss_e).backward()
+        assert torch.equal(idx, idx_e)
+        # Inductor fuses the elementwise tail (may reassociate the mean): fp32 tolerances.
+        torch.testing.assert_close((zq, loss, *grads), (zq_e, loss_e, z.grad, codebook.grad))
+
+
+# ---- the kernels compile for H100 (sm_90) without a GPU ----------------------------------------
+
+def _compile_sm90(kernel, signature: dict, constants: dict, num_warps: int):
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, compile
+
+    # Arguments in the kernel's order; pointers 16-byte aligned, as the JIT sees torch tensors.
+    signature = {**signature, **dict.fromkeys(constants, "constexpr")}
+    signature = {name: signature[name] for name in kernel.arg_names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(kernel.arg_names)
+             if signature[name].startswith("*")}
+    src = ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs)
+    return compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": 2,
+                                                                     "enable_fp_fusion": True})
+
+
+def _spilled_bytes(cubin: bytes, tmp_path: Path) -> int | None:
+    import triton
+
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not tool.exists():
+        return None
+    path = tmp_path / "k.cubin"
+    path.write_bytes(cubin)
+    usage = subprocess.run([str(tool), "-res-usage", str(path)], capture_output=True, text=True).stdout
+    match = re.search(r"STACK:(\d+).*?LOCAL:(\d+)", usage)
+    return None if match is None else int(match.group(1)) + int(match.group(2))
+
+
+@pytest.mark.skipif(not HAS_TRITON or INTERPRET, reason="needs triton's compiler (not the interpreter)")
+@pytest.mark.parametrize("dtype,d,n", [("fp32", 64, 65536), ("fp32", 128, 65536), ("bf16", 64, 65536),
+                                       ("fp16", 32, 4096)])
+def test_nearest_code_kernel_compiles_for_sm90_without_spills(dtype, d, n, tmp_path):
+    from ochre.kernels.nearest_code_triton import _nearest_code_fwd_kernel, gpu_config
+
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    cfg = gpu_config(n, d, torch_dtype, num_sms=132)                # H100 SXM
+    sig = {"z_ptr": f"*{dtype}", "codebook_ptr": f"*{dtype}", "out_ptr": "*i64", "N": "i32", "K": "i32",
+           "D": "i32", "stride_zn": "i32", "stride_ck": "i32"}
+    const = {"stride_zd": 1, "stride_cd": 1, "BLOCK_N": cfg.block_n, "BLOCK_K": cfg.block_k,
+             "BLOCK_D": d, "DOT_PRECISION": "ieee"}
+    compiled = _compile_sm90(_nearest_code_fwd_kernel, sig, const, cfg.num_warps)
+    ttgir = compiled.asm["ttgir"]
+    tensor_cores = "nvidia_mma" in ttgir or "warp_group_dot" in ttgir  # mma.sync or Hopper wgmma
+    if dtype == "fp32":
+        assert not tensor_cores, "the fp32 dot must stay IEEE (FMA), not tf32 tensor cores"
+    else:
+        assert tensor_cores, "the fp16/bf16 dot should run on tensor cores"
+        assert ("warp_group_dot" in ttgir) == (cfg.block_n >= 64), "wgmma from 64 rows"
+    spilled = _spilled_bytes(compiled.asm["cubin"], tmp_path)
+    assert spilled in (0, None), f"{spilled} bytes spilled at {cfg}"
+
+
+@pytest.mark.skipif(not HAS_TRITON or INTERPRET, reason="needs triton's compiler (not the interpreter)")
+def test_lookup_kernels_compile_for_sm90(tmp_path):
+    from ochre.kernels.codebook_lookup_triton import _codebook_lookup_bwd_kernel, _codebook_lookup_fwd_kernel
+
+    fwd = _compile_sm90(_codebook_lookup_fwd_kernel,
+                        {"codes_ptr": "*i64", "codebook_ptr": "*bf16", "out_ptr": "*bf16", "M": "i32",
+                         "K": "i32", "D": "i32", "stride_codes": "i32", "stride_ck": "i32", "stride_om": "i32"},
+                        {"stride_cd": 1, "BLOCK_M": 64, "BLOCK_D": 64}, 4)
+    bwd = _compile_sm90(_codebook_lookup_bwd_kernel,
+                        {"grad_out_ptr": "*bf16", "codes_ptr": "*i64", "grad_codebook_ptr": "*fp32",
+                         "M": "i32", "K": "i32", "D": "i32", "stride_gm": "i32", "stride_codes": "i32"},
+                        {"stride_gd": 1, "BLOCK_M": 64, "BLOCK_D": 64}, 4)
+    assert "atom" in bwd.asm["ptx"] or "red." in bwd.asm["ptx"]
+    for k in (fwd, bwd):
+        assert _spilled_bytes(k.asm["cubin"], tmp_path) in (0, None)
+
+
+# ---- the interpreted kernels, in a subprocess ------------------------------------------------
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+@pytest.mark.skipif(INTERPRET, reason="already interpreting: tests/kernels is collected in this process")
+def test_triton_kernels_under_the_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/kernels", "-q", "-p", "no:cacheprovider"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    tail = (proc.stdout + proc.stderr)[-4000:]
+    assert proc.returncode == 0, f"interpreted kernel tests failed:\n{tail}"
+    passed = re.search(r"(\d+) passed", tail)
+    assert passed and int(passed.group(1)) >= 50, f"too few interpreted tests ran:\n{tail}"

@@ -1,0 +1,123 @@
+"""Loaders: window shapes and alignment, DDP x worker splitting, resumable frame batches."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from conftest import read_index_frames
+
+from ochre.data.loader import Split, WindowDataset, eval_frames, frame_batches, in_split, read_index
+from ochre.data.prepare import PrepareConfig, prepare, write_tar
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from conftest import index_frames, random_controls
+
+    from ochre.data.synth import write_minerl
+
+    root = tmp_path_factory.mktemp("loader")
+    for i in range(10):
+        n = 60 + 10 * i
+        camera, keys = random_controls(n, i)
+        write_minerl(root / "src" / f"traj{i:02d}", index_frames(n + 3), camera, keys, loading=2)
+    prepare(root / "src", root / "out", PrepareConfig(fps=8, segment=12, per_shard=1), workers=2,
+            progress=False)
+    return root / "out"
+
+
+def test_windows_have_fixed_shapes_and_stay_in_one_trajectory(prepared):
+    ds = WindowDataset(prepared, window=6, split="all", seed=3)
+    n = 0
+    for w in ds:
+        assert w["frames"].shape == (6, 3, 64, 64) and w["frames"].dtype == torch.uint8
+        assert w["actions"].shape == (5, 4) and w["actions"].dtype == torch.float32
+        frames = w["frames"].permute(0, 2, 3, 1).numpy()
+        # every frame is the source state its tick says: consecutive, inside one trajectory
+        np.testing.assert_array_equal(read_index_frames(frames), 2 + w["ticks"].numpy())
+        assert torch.all(w["ticks"].diff() > 0)
+        n += 1
+    assert n > 20
+
+
+class _SampleKeys(WindowDataset):
+    """The same split logic, yielding each raw sample's key once per (rank, worker) that reads it."""
+
+    def __iter__(self):
+        return (s["__key__"] for s in self.samples())
+
+
+def _keys(prepared, world: int, workers: int, epoch: int) -> Counter:
+    seen = Counter()
+    for rank in range(world):
+        ds = _SampleKeys(prepared, window=2, split="all", seed=5, dist=Split(rank, world))
+        ds.set_epoch(epoch)
+        seen.update(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers))
+    return seen
+
+
+@pytest.mark.parametrize("world,workers", [(1, 0), (2, 2), (3, 1)])
+def test_ranks_and_workers_cover_every_sample_exactly_once(prepared, world, workers):
+    expected = {s["key"] for shard in read_index(prepared)["shards"] for s in shard["samples"]}
+    for epoch in (0, 1):
+        seen = _keys(prepared, world, workers, epoch)
+        assert set(seen) == expected
+        assert max(seen.values()) == 1, [k for k, c in seen.items() if c > 1]
+
+
+def test_frame_batches_resume_exactly(prepared):
+    stream = frame_batches(prepared, 8, seed=1, split="all")
+    first = [next(stream) for _ in range(12)]
+    epoch, n, _ = first[6]
+    resumed = frame_batches(prepared, 8, seed=1, split="all", start_epoch=epoch, skip=n + 1)
+    for want in first[7:]:
+        got = next(resumed)
+        assert got[:2] == want[:2]
+        assert torch.equal(got[2], want[2])
+
+
+def test_split_is_by_trajectory_and_eval_frames_are_held_out(prepared):
+    sources = [f"traj{i:02d}" for i in range(10)]
+    assert all(in_split(s, "train") != in_split(s, "val") for s in sources)
+    frames = eval_frames(prepared, 16, split="all")
+    assert frames.shape == (16, 3, 64, 64) and frames.dtype == torch.uint8
+    with pytest.raises(ValueError):
+        in_split("x", "test")
+
+
+def test_token_shards_yield_token_windows(tmp_path, prepared):
+    # A token shard in the §3.4 layout (as `ochre tokenize` writes it) reads through the same loader.
+    index = read_index(prepared)
+    shard = index["shards"][0]
+    with tarfile.open(prepared / shard["file"]) as tar:
+        names = tar.getnames()
+        key = names[0].rsplit(".", 1)[0].split(".")[0]
+        actions = tar.extractfile(f"{key}.actions.npy").read()
+        ticks = tar.extractfile(f"{key}.ticks.npy").read()
+        meta = json.loads(tar.extractfile(f"{key}.json").read())
+    k = meta["frames"]
+    tokens = np.arange(k * 256, dtype=np.uint16).reshape(k, 16, 16)
+    buf = io.BytesIO()
+    np.save(buf, tokens)
+    write_tar(tmp_path / "shards" / "clips-000000.tar",
+              [{"__key__": key, "tokens.npy": buf.getvalue(), "actions.npy": actions, "ticks.npy": ticks,
+                "json": json.dumps(meta).encode()}])
+    (tmp_path / "index.json").write_text(json.dumps({"kind": "tokens", "shards": [
+        {"file": "shards/clips-000000.tar", "samples": shard["samples"][:1]}]}))
+    windows = list(WindowDataset(tmp_path, window=4, split="all", shuffle=False))
+    assert len(windows) == k // 4
+    w = windows[1]
+    assert w["tokens"].shape == (4, 16, 16) and w["tokens"].dtype == torch.int64
+    assert torch.equal(w["tokens"], torch.from_numpy(tokens[4:8].astype(np.int64)))
+    assert w["actions"].shape == (3, 4)
+
+
+def test_missing_index_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ochre prepare"):
+        WindowDataset(tmp_path, window=4)
