@@ -20,18 +20,12 @@ from ochre.data.loader import read_index
 from ochre.data.prepare import write_tar
 from ochre.data.video import decode_frames
 from ochre.io import write_json_atomic
-from ochre.train.checkpoint import checkpoint_hash, latest_checkpoint, load_tokenizer
+from ochre.train.checkpoint import CheckpointError, checkpoint_hash, load_tokenizer, read_checkpoint_config
 
 
 def resolve_checkpoint(path) -> Path:
     """A checkpoint folder, or a run folder (its newest checkpoint)."""
-    path = Path(path)
-    if (path / "model.safetensors").is_file():
-        return path
-    latest = latest_checkpoint(path)
-    if latest is None:
-        raise FileNotFoundError(f"no tokenizer checkpoint at {path}")
-    return latest
+    return Path(read_checkpoint_config(path)["path"])
 
 
 def read_tar(path: Path) -> list[dict]:
@@ -105,7 +99,7 @@ def tokenize(clips, tokenizer, out, batch: int = 256, device: str | None = None,
 def run(args) -> int:
     try:
         s = tokenize(args.clips, args.tokenizer, args.out, batch=args.batch, device=args.device)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, CheckpointError) as e:
         print(f"ochre tokenize: {e}", file=sys.stderr)
         return 2
     print(f"tokenized {s['frames']} frames in {s['samples']} clips with tokenizer {s['tokenizer']} -> {args.out}")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import read_index_frames
 
-from ochre.data.loader import Split, WindowDataset, eval_frames, frame_batches, in_split, read_index
+from ochre.data.loader import Split, WindowDataset, eval_frames, frame_batches, read_index, val_sources
 from ochre.data.prepare import PrepareConfig, prepare, write_tar
 
 
@@ -83,12 +83,17 @@ def test_frame_batches_resume_exactly(prepared):
 
 
 def test_split_is_by_trajectory_and_eval_frames_are_held_out(prepared):
-    sources = [f"traj{i:02d}" for i in range(10)]
-    assert all(in_split(s, "train") != in_split(s, "val") for s in sources)
-    frames = eval_frames(prepared, 16, split="all")
+    index = read_index(prepared)
+    val = val_sources(index)
+    assert len(val) == 1                                   # 10 trajectories: 5 % rounds up to one
+    val_keys = {w["key"] for w in WindowDataset(prepared, window=2, split="val", shuffle=False)}
+    train_keys = {w["key"] for w in WindowDataset(prepared, window=2, split="train", shuffle=False)}
+    assert val_keys and train_keys and not val_keys & train_keys
+    assert {k.split("/")[0] for k in val_keys} == set(val)
+    frames = eval_frames(prepared, 16, split="val")
     assert frames.shape == (16, 3, 64, 64) and frames.dtype == torch.uint8
     with pytest.raises(ValueError):
-        in_split("x", "test")
+        WindowDataset(prepared, window=2, split="test")
 
 
 def test_token_shards_yield_token_windows(tmp_path, prepared):

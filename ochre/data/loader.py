@@ -9,8 +9,9 @@ Windows never cross a trajectory boundary: they are cut inside one clip sample, 
 `ochre prepare` never lets span two trajectories. Videos are decoded with decord, after the
 shuffle buffer, and only the frames a window needs.
 
-Held-out split: a trajectory belongs to "val" when crc32(source) % 100 < val_percent, so the
-split is stable across reruns and never separates the segments of one trajectory.
+Held-out split: whole trajectories, never segments of one. Sources are ranked by crc32 of
+their name and the first max(1, 5 %) of them are "val" (none when there is only one), so the
+split is stable across reruns and even a small demo dataset has a held-out trajectory.
 Legend: T window length, K frames in a clip, h w token grid.
 """
 
@@ -48,13 +49,18 @@ def read_index(root: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def in_split(source: str, split: str, val_percent: int = VAL_PERCENT) -> bool:
-    if split == "all":
-        return True
-    is_val = zlib.crc32(source.encode()) % 100 < val_percent
-    if split not in ("train", "val"):
+def val_sources(index: dict, val_percent: float = VAL_PERCENT) -> frozenset[str]:
+    """The held-out trajectories of a dataset (see the module docstring)."""
+    sources = sorted({s["source"] for shard in index["shards"] for s in shard["samples"]},
+                     key=lambda name: (zlib.crc32(name.encode()), name))
+    n_val = max(1, round(len(sources) * val_percent / 100)) if len(sources) > 1 else 0
+    return frozenset(sources[:n_val])
+
+
+def in_split(source: str, split: str, val: frozenset[str]) -> bool:
+    if split not in ("train", "val", "all"):
         raise ValueError(f"split must be train, val or all, got {split!r}")
-    return is_val == (split == "val")
+    return split == "all" or (source in val) == (split == "val")
 
 
 def _rank_world(split: Split) -> tuple[int, int]:
@@ -74,12 +80,14 @@ class ShardStream(torch.utils.data.IterableDataset):
     """Base: this (rank, worker)'s shards for the epoch, as raw webdataset samples."""
 
     def __init__(self, root, *, split: str = "train", shuffle: bool = True, seed: int = 0,
-                 shuffle_buffer: int = 256, dist: Split | None = None):
+                 shuffle_buffer: int = 512, dist: Split | None = None):
         self.root = Path(root)
         self.index = read_index(root)
         self.urls = [str(self.root / s["file"]) for s in self.index["shards"]]
         if not self.urls:
             raise ValueError(f"{root}/index.json lists no shards (was every recording skipped?)")
+        in_split("", split, frozenset())                                       # validates split
+        self.val = val_sources(self.index)
         self.split, self.shuffle, self.seed = split, shuffle, seed
         self.shuffle_buffer, self.dist, self.epoch = shuffle_buffer, dist or Split(), 0
 
@@ -105,7 +113,7 @@ class ShardStream(torch.utils.data.IterableDataset):
     def samples(self) -> Iterator[dict]:
         for sample in wds.tarfile_to_samples()(iter([{"url": u} for u in self.my_shards()])):
             meta = json.loads(sample["json"])
-            if in_split(meta["source"], self.split):
+            if in_split(meta["source"], self.split, self.val):
                 sample["meta"] = meta
                 yield sample
 
@@ -177,17 +185,14 @@ class FrameDataset(ShardStream):
 
     def __iter__(self):
         rng = self._rng()
-        for sample, idx in self._shuffled(self._picks(rng), rng):
-            frames = decode_frames(sample["mp4"], idx)                          # (n, H, W, 3)
-            yield from torch.from_numpy(frames).permute(0, 3, 1, 2)
+        yield from self._shuffled(self._frames(rng), rng)
 
-    def _picks(self, rng: random.Random) -> Iterator[tuple[dict, list[int]]]:
-        # Decode in groups of consecutive picks per clip: one seek per group, not per frame.
+    def _frames(self, rng: random.Random) -> Iterator[torch.Tensor]:
+        # One decoder per clip for all its picks (opening a reader costs more than a few frames).
         for sample in self.samples():
             k = sample["meta"]["frames"]
-            idx = sorted(rng.sample(range(k), min(k, self.per_clip))) if self.per_clip else list(range(k))
-            for i in range(0, len(idx), 4):
-                yield sample, idx[i:i + 4]
+            idx = sorted(rng.sample(range(k), min(k, self.per_clip))) if self.per_clip else range(k)
+            yield from torch.from_numpy(decode_frames(sample["mp4"], idx)).permute(0, 3, 1, 2)  # (3, H, W)
 
 
 def frame_batches(root, batch: int, *, seed: int = 0, split: str = "train", workers: int = 0,
@@ -232,7 +237,7 @@ def eval_frames(root, n: int, *, split: str = "val", seed: int = 0) -> torch.Ten
     """Up to n held-out frames uint8 (n, 3, H, W) spread over the split's clips, deterministic.
     Falls back to the whole dataset (with a warning) when the split is empty."""
     def take(split_name):
-        ds = FrameDataset(root, per_clip=8, seed=seed, split=split_name, shuffle=False)
+        ds = FrameDataset(root, per_clip=None, seed=seed, split=split_name, shuffle=False)
         out = []
         for frame in ds:
             out.append(frame)

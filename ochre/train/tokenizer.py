@@ -88,6 +88,8 @@ def train(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed:
         meta = ckpt.load_checkpoint(latest, model, opt)
         step, extra = meta["step"], meta.get("extra", {})
         epoch, skip = extra.get("epoch", 0), extra.get("batch_in_epoch", 0)
+        if "rng" in extra:
+            ckpt.restore_rng_state(extra["rng"])
         if info.is_main:
             print(f"resuming from {latest} at step {step}", file=sys.stderr)
     elif resume and info.is_main:
@@ -132,7 +134,7 @@ def train(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed:
         if (step % ckpt_every == 0 or step == tcfg.steps) and info.is_main:
             ckpt.save_checkpoint(out, step, model, opt, keep=keep,
                                  extra={"epoch": epoch, "batch_in_epoch": n + 1, "seed": seed,
-                                        "train": asdict(tcfg)})
+                                        "train": asdict(tcfg), "rng": ckpt.capture_rng_state()})
     bar.close()
     metrics = evaluate(model, clips, out, n=eval_frames_n, seed=seed) if info.is_main else {}
     teardown()

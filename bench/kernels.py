@@ -1,0 +1,172 @@
+"""Nearest-code search: the fused Triton kernel against the torch ways of writing it.
+
+    python -m ochre.bench.kernels [--out FILE] [--device cpu|cuda]
+
+Legend: N vectors, D code dim, K codebook size (2048, the base tokenizer's).
+Variants, all returning (N,) int64 indices:
+  triton         ochre.kernels.nearest_code(impl="triton"): distance + argmin fused, no N x K matrix
+  reference      nearest_code_ref: cdist on differences (the spec, exact) + argmin
+  cdist_mm       torch.cdist in its default mode (matmul form above 25 rows) + argmin
+  matmul         (||z||^2 - 2 z E^T + ||E||^2).argmin(1), written out in torch
+  compiled_ref   torch.compile(nearest_code_ref)
+Timing: warm-up calls (and compilation) untimed; each timed call on its own, with CUDA events
+on GPU and perf_counter on CPU; median and p99 over the runs. GB/s counts the minimum
+traffic (read z and the codebook once, write the indices); TFLOP/s counts the 2*N*K*D of
+the dot products. Every variant's indices are compared with the reference (`agree`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from ochre.bench.common import RESULTS, header, stats_ms
+from ochre.kernels import nearest_code, nearest_code_ref
+
+K = 2048
+DIMS = (32, 64)
+N_GPU = (4096, 16384, 65536)
+# The CPU stops at 16,384 rows: at 65,536 one reference call alone takes seconds and its
+# N x K distance matrix is 512 MB, and the whole run has to stay under two minutes.
+N_CPU = (4096, 16384)
+
+
+def _cdist_mm(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(z.float(), codebook.float()).argmin(1)
+
+
+def _matmul(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    z, codebook = z.float(), codebook.float()
+    d = z.square().sum(1, keepdim=True) - 2 * z @ codebook.T + codebook.square().sum(1)  # (N, K)
+    return d.argmin(1)
+
+
+def variants(device: str) -> dict[str, Callable | str]:
+    """name -> function, or the reason it does not run here."""
+    out: dict[str, Callable | str] = {}
+    if device == "cuda":
+        out["triton"] = lambda z, e: nearest_code(z, e, impl="triton")
+    else:
+        out["triton"] = "needs a CUDA GPU (TRITON_INTERPRET runs it on CPU for correctness only, far too slow to time)"
+    out["reference"] = nearest_code_ref
+    out["cdist_mm"] = _cdist_mm
+    out["matmul"] = _matmul
+    # Built per shape after a dynamo reset: one static graph per shape, like a training run
+    # with a fixed batch, without running into dynamo's recompile limit (8) across shapes.
+    torch._dynamo.reset()
+    out["compiled_ref"] = torch.compile(nearest_code_ref, dynamic=False)
+    return out
+
+
+def time_ms(fn: Callable[[], object], device: str, budget_s: float, max_runs: int, min_runs: int,
+            warmup: int) -> list[float]:
+    """Seconds per call: `warmup` untimed calls (compilation lands there), then timed calls
+    until `budget_s` is spent (at least `min_runs`, at most `max_runs`)."""
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    if device == "cuda":
+        torch.cuda.synchronize()
+        while len(samples) < max_runs and (len(samples) < min_runs or time.perf_counter() < deadline):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()  # one call at a time: no queueing between runs inflates the median
+            samples.append(start.elapsed_time(end) / 1e3)
+    else:
+        while len(samples) < max_runs and (len(samples) < min_runs or time.perf_counter() < deadline):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def bench_shape(n: int, d: int, dtype: torch.dtype, device: str, budget_s: float) -> list[dict]:
+    gen = torch.Generator(device="cpu").manual_seed(n * 1000 + d)
+    z = torch.randn(n, d, generator=gen).to(device=device, dtype=dtype)
+    codebook = torch.randn(K, d, generator=gen).to(device=device, dtype=dtype)
+    ref = nearest_code_ref(z, codebook)
+    size = torch.finfo(dtype).bits // 8
+    nbytes = (n * d + K * d) * size + n * 8
+    rows, ref_ms = [], None
+    for name, fn in variants(device).items():
+        row = {"variant": name, "N": n, "K": K, "D": d, "dtype": str(dtype).removeprefix("torch.")}
+        if isinstance(fn, str):
+            rows.append({**row, "skipped": fn})
+            continue
+        idx = fn(z, codebook)  # the first, untimed call: compiles where there is anything to compile
+        gpu = device == "cuda"
+        samples = time_ms(lambda fn=fn: fn(z, codebook), device, budget_s, max_runs=200 if gpu else 50,
+                          min_runs=20 if gpu else 5, warmup=3 if gpu else 1)
+        st = stats_ms(samples)
+        ref_ms = st["ms_p50"] if name == "reference" else ref_ms
+        rows.append({**row, **st, "gbps": nbytes / (st["ms_p50"] * 1e-3) / 1e9,
+                     "tflops": 2 * n * K * d / (st["ms_p50"] * 1e-3) / 1e12,
+                     "agree": float((idx == ref).float().mean())})
+    for row in rows:
+        if ref_ms is not None and "ms_p50" in row:
+            row["x_vs_reference"] = ref_ms / row["ms_p50"]
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'variant':<13} {'N':>6} {'D':>3} {'dtype':<9} {'p50 ms':>9} {'p99 ms':>9} {'runs':>4} "
+          f"{'GB/s':>8} {'TFLOP/s':>8} {'x ref':>6} {'agree':>7}")
+    for r in rows:
+        head = f"{r['variant']:<13} {r['N']:>6} {r['D']:>3} {r['dtype']:<9}"
+        if "skipped" in r:
+            print(f"{head} skipped: {r['skipped']}")
+            continue
+        print(f"{head} {r['ms_p50']:>9.3f} {r['ms_p99']:>9.3f} {r['runs']:>4} {r['gbps']:>8.3g} "
+              f"{r['tflops']:>8.3g} {r['x_vs_reference']:>6.2f} {r['agree']:>7.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ochre.bench.kernels", description=__doc__.split("\n")[0])
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="result JSON (default bench/results/kernels_<device>_<date>.json)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds of timed calls per row (default 0.5 on GPU, 1.0 on CPU)")
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda, but torch sees no CUDA GPU")
+    device = args.device
+    budget = args.budget if args.budget is not None else (0.5 if device == "cuda" else 1.0)
+    sizes = N_GPU if device == "cuda" else N_CPU
+    dtypes = (torch.float32, torch.bfloat16) if device == "cuda" else (torch.float32,)
+    notes = [f"K={K}; N in {sizes}; D in {DIMS}; dtypes {[str(t) for t in dtypes]}",
+             "GB/s = (N*D + K*D) * itemsize + N*8 bytes / p50: the least any variant must move"]
+    if device == "cpu":
+        notes.append(f"CPU run: N stops at {N_CPU[-1]} (65,536 takes seconds per reference call and "
+                     f"a 512 MB distance matrix); {torch.get_num_threads()} torch threads")
+    for note in notes:
+        print(note)
+
+    load_before = os.getloadavg()[0]  # other jobs on a shared machine show up here
+    rows = []
+    for dtype in dtypes:
+        for d in DIMS:
+            for n in sizes:
+                rows.extend(bench_shape(n, d, dtype, device, budget))
+    print_table(rows)
+    result = {"benchmark": "nearest_code", **header(device), "device_kind": device,
+              "torch_threads": torch.get_num_threads(), "loadavg_1m": [load_before, os.getloadavg()[0]],
+              "notes": notes, "rows": rows}
+    out = args.out or RESULTS / f"kernels_{device}_{dt.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
