@@ -57,8 +57,9 @@ def test_every_kept_frame_is_state_L_plus_tick(tmp_path, make_minerl, make_vpt, 
 
 @pytest.mark.parametrize("layout", ["minerl", "vpt"])
 def test_actions_are_window_sums_and_means(tmp_path, layout):
-    from ochre.data.synth import write_minerl, write_vpt
     from conftest import index_frames
+
+    from ochre.data.synth import write_minerl, write_vpt
 
     n = 10   # fps 8 keeps ticks 0, 2, 5, 7, 10: windows {0,1} {2,3,4} {5,6} {7,8,9}
     camera = np.zeros((n, 2))

@@ -205,3 +205,10 @@ def test_cli_runs_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "frames/s" in out.stdout and "action mix" in out.stdout
     assert len(list((tmp_path / "o").glob("v3_synth_0_*/recording.mp4"))) == 2
+
+
+def test_frames_do_not_depend_on_how_they_are_batched(world, monkeypatch):
+    poses = _poses(world, np.linspace(0, 90, 7), np.linspace(-30, 40, 7))
+    together = synth.render(world, poses, 32)
+    monkeypatch.setattr(synth, "PIXELS_PER_BATCH", 32 * 32)                # one frame per batch
+    np.testing.assert_array_equal(together, synth.render(world, poses, 32))
