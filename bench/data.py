@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ochre.bench.common import header, result_path
 
+from ochre.bench.common import header, result_path
 from ochre.data.loader import WindowDataset, read_index
 from ochre.data.prepare import PrepareConfig, prepare
 from ochre.data.sources import find_recordings, load_recording

@@ -5,8 +5,8 @@
 Legend: N vectors, D code dim, K codebook size (2048, the base tokenizer's).
 Variants, all returning (N,) int64 indices:
   triton         ochre.kernels.nearest_code(impl="triton"): distance + argmin fused, no N x K matrix
-  reference      nearest_code_ref: cdist on differences (the spec, exact) + argmin
-  cdist_mm       torch.cdist in its default mode (matmul form above 25 rows) + argmin
+  reference      nearest_code_ref: torch.cdist (its default, the matmul form above 25 rows) + argmin
+  cdist_exact    torch.cdist on differences (compute_mode="donot_use_mm_for_euclid_dist") + argmin
   matmul         (||z||^2 - 2 z E^T + ||E||^2).argmin(1), written out in torch
   compiled_ref   torch.compile(nearest_code_ref)
 Timing: warm-up calls (and compilation) untimed; each timed call on its own, with CUDA events
@@ -21,11 +21,13 @@ import argparse
 import datetime as dt
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
 from ochre.bench.common import RESULTS, header, stats_ms
 from ochre.kernels import nearest_code, nearest_code_ref
 
@@ -37,8 +39,8 @@ N_GPU = (4096, 16384, 65536)
 N_CPU = (4096, 16384)
 
 
-def _cdist_mm(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    return torch.cdist(z.float(), codebook.float()).argmin(1)
+def _cdist_exact(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(z.float(), codebook.float(), compute_mode="donot_use_mm_for_euclid_dist").argmin(1)
 
 
 def _matmul(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -55,7 +57,7 @@ def variants(device: str) -> dict[str, Callable | str]:
     else:
         out["triton"] = "needs a CUDA GPU (TRITON_INTERPRET runs it on CPU for correctness only, far too slow to time)"
     out["reference"] = nearest_code_ref
-    out["cdist_mm"] = _cdist_mm
+    out["cdist_exact"] = _cdist_exact
     out["matmul"] = _matmul
     # Built per shape after a dynamo reset: one static graph per shape, like a training run
     # with a fixed batch, without running into dynamo's recompile limit (8) across shapes.
@@ -117,6 +119,16 @@ def bench_shape(n: int, d: int, dtype: torch.dtype, device: str, budget_s: float
     return rows
 
 
+def kernel_sources_dirty() -> bool | None:
+    """Whether the measured kernel code differs from the recorded git SHA (None: no git)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", "kernels", "bench/kernels.py"],
+                             capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def print_table(rows: list[dict]) -> None:
     print(f"{'variant':<13} {'N':>6} {'D':>3} {'dtype':<9} {'p50 ms':>9} {'p99 ms':>9} {'runs':>4} "
           f"{'GB/s':>8} {'TFLOP/s':>8} {'x ref':>6} {'agree':>7}")
@@ -158,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             for n in sizes:
                 rows.extend(bench_shape(n, d, dtype, device, budget))
     print_table(rows)
-    result = {"benchmark": "nearest_code", **header(device), "device_kind": device,
+    result = {"benchmark": "nearest_code", **header(device), "kernel_sources_dirty": kernel_sources_dirty(),
+              "device_kind": device,
               "torch_threads": torch.get_num_threads(), "loadavg_1m": [load_before, os.getloadavg()[0]],
               "notes": notes, "rows": rows}
     out = args.out or RESULTS / f"kernels_{device}_{dt.date.today().isoformat()}.json"

@@ -14,6 +14,7 @@ The branch is inside the op, so a compiled graph holds the same node on every de
 from __future__ import annotations
 
 import torch
+
 from ochre.kernels._dispatch import HAS_TRITON, INTERPRET, triton_device_reason
 from ochre.kernels.reference import codebook_lookup_backward_ref, codebook_lookup_ref, nearest_code_ref
 

@@ -11,15 +11,17 @@ import torch
 def nearest_code_ref(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Index of the nearest code (squared L2) for each row of z: (N, D), (K, D) -> (N,) int64.
 
-    Ties go to the lowest index (torch.argmin returns the first minimum). Distances are
-    computed in fp32 from the differences z - e ("donot_use_mm": cdist's default switches to
-    the ||z||^2 - 2 z.e + ||e||^2 matmul form above 25 rows, whose cancellation error scales
-    with ||z||^2 + ||e||^2 rather than with the distance), so the spec has no cancellation
-    error of its own. It costs 1.6-5x the matmul form on CPU (N=4096, K=512..2048, D=32..64,
-    2 cores); bench/kernels.py times both. cdist returns sqrt(d^2), which has the same argmin.
+    Ties go to the lowest index (torch.argmin returns the first minimum); cdist's sqrt does
+    not move the argmin. Distances are fp32. Above 25 rows cdist uses the matmul form
+    ||z||^2 - 2 z.e + ||e||^2, whose rounding error scales with ||z||^2 + ||e||^2 rather than
+    with the distance, so near-ties may go either way, as in the Triton kernel; the tests
+    judge both against an fp64 search (ochre.kernels.testing). The difference-based mode
+    (compute_mode="donot_use_mm_for_euclid_dist") has no such cancellation but took 1.1-2.8x
+    as long on 2 shared CPU cores at K=2048, N=4096-16384 (bench/kernels.py row cdist_exact,
+    bench/results/kernels_cpu_2026-11-25.json), and this function is what the ops run on CPU
+    during training; the two chose the same index on every row there.
     """
-    d = torch.cdist(z.float(), codebook.float(), compute_mode="donot_use_mm_for_euclid_dist")  # (N, K)
-    return d.argmin(dim=1)
+    return torch.cdist(z.float(), codebook.float()).argmin(dim=1)                   # (N, K) -> (N,)
 
 
 def codebook_lookup_ref(codes: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:

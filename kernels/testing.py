@@ -12,10 +12,12 @@ Stability, 3.1); ||e||^2 likewise, and the final subtraction adds one rounding, 
 
 We take u = 2^-23, twice the round-to-nearest 2^-24, because tensor cores (the fp16/bf16
 path) accumulate in fp32 with truncation rather than rounding to nearest. fp16/bf16 inputs
-are exact in fp32 and so are their products, so the same bound holds. A returned index k^
-is then correct iff d(k^) - min_k d(k) <= b_k^ + b_k*: the kernel saw s~_k^ <= s~_k*.
-The reference (fp32 differences, squares, sum, then cdist's sqrt: D + 5 roundings on d_k)
-is bounded by gamma_{D+5} * d_k.
+are exact in fp32 and so are their products, so the same bound holds. A correct kernel
+that returns k^ saw s~_k^ <= s~_k* (k* the fp64 argmin), hence d(k^) - d(k*) <= b_k^ + b_k*:
+that is what `wrong` counts violations of.
+The reference (torch.cdist's matmul form: ||z||^2 and ||e||^2 each within gamma_D, then one
+(D+2)-term dot [-2z, ||z||^2, 1].[e, 1, ||e||^2], then sqrt) is bounded, on the squared
+scale, by gamma_{2D+5} * (||z||^2 + ||e_k||^2 + 2 sum_i |z_i e_ki|).
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ def _bounds(z64: torch.Tensor, e64: torch.Tensor) -> tuple[torch.Tensor, torch.T
     """Exact fp64 squared distances, the kernel's error bound and the reference's: each (n, K)."""
     d = z64.shape[1]
     dist = torch.cdist(z64, e64, compute_mode="donot_use_mm_for_euclid_dist").square()    # (n, K)
-    kernel = _gamma(d + 2) * (e64.square().sum(1)[None, :] + 2 * z64.abs() @ e64.abs().T)  # (n, K)
-    return dist, kernel, _gamma(d + 5) * dist
+    e_sq, abs_dot = e64.square().sum(1)[None, :], 2 * z64.abs() @ e64.abs().T              # (1, K), (n, K)
+    kernel = _gamma(d + 2) * (e_sq + abs_dot)
+    reference = _gamma(2 * d + 5) * (z64.square().sum(1, keepdim=True) + e_sq + abs_dot)
+    return dist, kernel, reference
 
 
 def _take(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:

@@ -13,9 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import ochre.kernels._dispatch as dispatch
 import pytest
 import torch
+
+import ochre.kernels._dispatch as dispatch
 from ochre.kernels import (
     HAS_TRITON,
     INTERPRET,
@@ -247,7 +248,9 @@ def test_lookup_kernels_compile_for_sm90(tmp_path):
 @pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 @pytest.mark.skipif(INTERPRET, reason="already interpreting: tests/kernels is collected in this process")
 def test_triton_kernels_under_the_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    # PYTEST_* (PYTEST_ADDOPTS -k/-x, say) is meant for this process, not the child's selection.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["TRITON_INTERPRET"] = "1"
     proc = subprocess.run([sys.executable, "-m", "pytest", "tests/kernels", "-q", "-p", "no:cacheprovider"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     tail = (proc.stdout + proc.stderr)[-4000:]

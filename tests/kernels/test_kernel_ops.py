@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import ochre.kernels.ops as ops
 import pytest
 import torch
+
+import ochre.kernels.ops as ops
 from ochre.kernels import HAS_TRITON, INTERPRET, codebook_lookup, nearest_code, nearest_code_ref
 
 # These tests run the real kernels: interpreted on CPU (TRITON_INTERPRET=1, set before

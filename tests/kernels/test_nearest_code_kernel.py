@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from ochre.kernels import HAS_TRITON, INTERPRET, nearest_code, nearest_code_ref
 from ochre.kernels.testing import assert_nearest_code
 
@@ -20,8 +21,10 @@ from ochre.kernels.testing import assert_nearest_code
 if not (HAS_TRITON and (INTERPRET or torch.cuda.is_available())):
     pytest.skip("needs TRITON_INTERPRET=1 or CUDA; tests/test_kernels.py runs these interpreted",
                 allow_module_level=True)
-DEVICE = torch.device("cpu" if INTERPRET else "cuda")  # CPU under the interpreter, even beside a GPU
+# Imports triton, so only past the guard.
 from ochre.kernels.nearest_code_triton import NearestCodeConfig, gpu_config, nearest_code_triton  # noqa: E402
+
+DEVICE = torch.device("cpu" if INTERPRET else "cuda")  # CPU under the interpreter, even beside a GPU
 
 
 @pytest.fixture
