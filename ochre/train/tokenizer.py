@@ -136,9 +136,24 @@ def train(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed:
                                  extra={"epoch": epoch, "batch_in_epoch": n + 1, "seed": seed,
                                         "train": asdict(tcfg), "rng": ckpt.capture_rng_state()})
     bar.close()
+    if info.world > 1:
+        _check_ranks_agree(model)
     metrics = evaluate(model, clips, out, n=eval_frames_n, seed=seed) if info.is_main else {}
     teardown()
     return metrics
+
+
+@torch.no_grad()
+def _check_ranks_agree(model: torch.nn.Module) -> None:
+    """Weights and codebook must be identical on every rank after DDP training; a silent drift
+    (a missed all-reduce, a rank-local restart) would otherwise only show as a worse model."""
+    import torch.distributed as dist
+
+    total = torch.stack([t.double().sum() for t in model.state_dict().values()]).sum().reshape(1)
+    sums = [torch.zeros_like(total) for _ in range(dist.get_world_size())]
+    dist.all_gather(sums, total)
+    if any(not torch.equal(s, sums[0]) for s in sums):
+        raise RuntimeError(f"ranks disagree after training: checksums {[float(s) for s in sums]}")
 
 
 @torch.no_grad()
