@@ -2,8 +2,10 @@
 
 Prepared clips are encoded so that decord's random access is exact and fast: constant
 frame rate, a keyframe every `gop` frames (a random 16-frame window decodes at most
-`gop - 1` extra frames), no B-frames (decord returns wrong frames around them), and
-yuv444p at low CRF (64x64 frames have no chroma to spare for 4:2:0 subsampling).
+`gop - 1` extra frames), no B-frames (decord returns wrong frames around them), yuv444p
+at low CRF (64x64 frames have no chroma to spare: 4:2:0 costs 10 dB, 40.1 -> 29.9 dB on
+synthetic clips), and x264's fastdecode tuning (CAVLC, no deblocking): 2.4x faster decoding,
+4.4k -> 10.7k frames/s on one core, for 5 % more bytes at the same 40 dB.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def encode_mp4(frames: np.ndarray, fps: float, *, crf: int = 10, gop: int = 16) 
         stream.pix_fmt = "yuv444p"
         stream.options = {
             "crf": str(crf), "g": str(gop), "keyint_min": str(gop), "bf": "0",
-            "preset": "veryfast", "sc_threshold": "0", "threads": "1",
+            "preset": "veryfast", "tune": "fastdecode", "sc_threshold": "0", "threads": "1",
         }
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
