@@ -9,6 +9,7 @@ Variants, all returning (N,) int64 indices:
   cdist_exact    torch.cdist on differences (compute_mode="donot_use_mm_for_euclid_dist") + argmin
   matmul         (||z||^2 - 2 z E^T + ||E||^2).argmin(1), written out in torch
   compiled_ref   torch.compile(nearest_code_ref)
+Then the tokenizer train step (frames/s): eager vs compiled, and compiled+triton on GPU.
 Timing: warm-up calls (and compilation) untimed; each timed call on its own, with CUDA events
 on GPU and perf_counter on CPU; median and p99 over the runs. GB/s counts the minimum
 traffic (read z and the codebook once, write the indices); TFLOP/s counts the 2*N*K*D of
@@ -119,6 +120,42 @@ def bench_shape(n: int, d: int, dtype: torch.dtype, device: str, budget_s: float
     return rows
 
 
+def bench_tokenizer_train(device: str, preset: str, batch: int, budget_s: float) -> list[dict]:
+    """Tokenizer train-step throughput: eager vs torch.compile, and on GPU with the Triton
+    kernels vs the torch references inside the compiled step. One step = compute_loss ->
+    backward -> AdamW -> update_codebook, on fixed random frames (throughput, not quality)."""
+    from ochre.models.tokenizer import Tokenizer, TokenizerConfig
+
+    gen = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (batch, 3, 64, 64), dtype=torch.uint8, generator=gen).to(device)
+    variants = [("eager", False, "auto"), ("compiled", True, "torch")]
+    if device == "cuda":
+        variants.append(("compiled+triton", True, "triton"))
+    rows = []
+    for name, compiled, impl in variants:
+        torch._dynamo.reset()
+        model = Tokenizer(TokenizerConfig.preset(preset, impl=impl)).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        loss_fn = torch.compile(model.compute_loss) if compiled else model.compute_loss
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+
+        def step(loss_fn=loss_fn, model=model, opt=opt, autocast=autocast):
+            with autocast:
+                loss, logs = loss_fn(frames)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            model.update_codebook(logs)
+        samples = time_ms(step, device, budget_s, max_runs=100 if device == "cuda" else 20,
+                          min_runs=10 if device == "cuda" else 5, warmup=3)
+        st = stats_ms(samples)
+        rows.append({"variant": f"tokenizer_train/{name}", "preset": preset, "batch": batch, **st,
+                     "frames_per_s": batch / (st["ms_p50"] * 1e-3)})
+    for row in rows:
+        row["x_vs_eager"] = rows[0]["ms_p50"] / row["ms_p50"]
+    return rows
+
+
 def kernel_sources_dirty() -> bool | None:
     """Whether the measured kernel code differs from the recorded git SHA (None: no git)."""
     try:
@@ -170,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
             for n in sizes:
                 rows.extend(bench_shape(n, d, dtype, device, budget))
     print_table(rows)
+    preset, batch = ("base", 128) if device == "cuda" else ("tiny", 32)
+    train_rows = bench_tokenizer_train(device, preset, batch, budget * 4)
+    for r in train_rows:
+        print(f"{r['variant']:<28} {preset} B={batch}: p50 {r['ms_p50']:.1f} ms, p99 {r['ms_p99']:.1f} ms, "
+              f"{r['frames_per_s']:.0f} frames/s ({r['x_vs_eager']:.2f}x eager)")
+    rows += train_rows
     result = {"benchmark": "nearest_code", **header(device), "kernel_sources_dirty": kernel_sources_dirty(),
               "device_kind": device,
               "torch_threads": torch.get_num_threads(), "loadavg_1m": [load_before, os.getloadavg()[0]],

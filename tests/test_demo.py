@@ -1,0 +1,34 @@
+"""End to end: `ochre demo` on the synthetic world, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_runs_every_stage_and_reports(tmp_path):
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "ochre", "demo", "--out", str(out), "--episodes", "6", "--steps", "200",
+           "--tokenizer-steps", "30"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert set(report) == {"metrics", "bench", "timings_s"}
+    assert set(report["timings_s"]) == {"synth", "prepare", "data_check", "train_tokenizer", "tokenize", "total"}
+    m = report["metrics"]
+    for name in ("recon_psnr", "codebook_perplexity", "train_frames_per_s", "decode_frames_per_s"):
+        assert m[name] > 0, name
+    bench = report["bench"]
+    assert {"device", "git_sha", "versions", "rows"} <= set(bench)
+    assert all({"backend", "batch", "fps", "step_ms_p50", "step_ms_p99"} <= set(row) for row in bench["rows"])
+    assert (out / "tokenizer" / "recon.png").is_file() and (out / "tokens" / "index.json").is_file()
+    # A rerun resumes every stage instead of redoing it.
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0
+    again = json.loads((out / "report.json").read_text())["timings_s"]
+    assert again["train_tokenizer"] < report["timings_s"]["train_tokenizer"] + 30
+    assert "already complete" in r.stdout + r.stderr
