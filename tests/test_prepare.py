@@ -220,3 +220,21 @@ def test_prepare_cli_reports_missing_source(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ochre", "prepare", str(tmp_path / "nope"), str(tmp_path / "o")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_unexpected_error_in_one_recording_spares_the_rest(tmp_path, make_minerl, monkeypatch):
+    import ochre.data.prepare as prep
+
+    make_minerl("a", n=30)
+    make_minerl("b", n=30)
+    real = prep.load_recording
+
+    def flaky(rec, size):
+        if rec.name == "a":
+            raise RuntimeError("decoder exploded")
+        return real(rec, size)
+    monkeypatch.setattr(prep, "load_recording", flaky)
+    summary = prepare(tmp_path / "src", tmp_path / "out", PrepareConfig(), workers=1, progress=False)
+    (entry,) = json.loads((tmp_path / "out" / "report.json").read_text())["skipped"]
+    assert summary["kept"] == 1 and entry["source"] == "a"
+    assert entry["reason"] == "unexpected error: RuntimeError: decoder exploded"

@@ -117,7 +117,11 @@ def write_tar(path: Path, samples: list[dict]) -> None:
 
 def _worker(job):
     index, rec, cfg = job
-    return index, *process_recording(rec, cfg)
+    try:
+        return index, *process_recording(rec, cfg)
+    except Exception as e:  # a bug or an input nobody anticipated: report it, keep the rest
+        return index, [], {"source": rec.name, "format": rec.layout, "status": "skipped",
+                           "reason": f"unexpected error: {type(e).__name__}: {e}"}
 
 
 def _shard_done(manifest: Path, names: list[str]) -> bool:
