@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from conftest import read_index_frames
+from recordings import read_index_frames
 
 from ochre.data.loader import Split, WindowDataset, eval_frames, frame_batches, read_index, val_sources
 from ochre.data.prepare import PrepareConfig, prepare, write_tar
@@ -18,7 +18,7 @@ from ochre.data.prepare import PrepareConfig, prepare, write_tar
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from conftest import index_frames, random_controls
+    from recordings import index_frames, random_controls
 
     from ochre.data.synth import write_minerl
 

@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import read_index_frames
+from recordings import read_index_frames
 
 from ochre.actions import kept_ticks
 from ochre.data.loader import WindowDataset
@@ -57,7 +57,7 @@ def test_every_kept_frame_is_state_L_plus_tick(tmp_path, make_minerl, make_vpt, 
 
 @pytest.mark.parametrize("layout", ["minerl", "vpt"])
 def test_actions_are_window_sums_and_means(tmp_path, layout):
-    from conftest import index_frames
+    from recordings import index_frames
 
     from ochre.data.synth import write_minerl, write_vpt
 

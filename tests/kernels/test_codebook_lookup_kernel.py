@@ -7,39 +7,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kernel_env import needs_compiled_cuda
 
-from ochre.kernels import HAS_TRITON, INTERPRET, codebook_lookup, codebook_lookup_ref
+from ochre.kernels import codebook_lookup, codebook_lookup_ref
 
-# These tests run the real kernels: interpreted on CPU (TRITON_INTERPRET=1, set before
-# anything imports ochre.kernels) or compiled on CUDA. A plain `pytest` on a CPU machine has
-# neither and must not switch the interpreter on for the whole process (every model test
-# would then run interpreted kernels), so the module skips there; tests/test_kernels.py runs
-# this folder in a subprocess with TRITON_INTERPRET=1. (A conftest.py here would be imported
-# as the module `conftest` and shadow tests/conftest.py, which other test files import.)
-if not (HAS_TRITON and (INTERPRET or torch.cuda.is_available())):
-    pytest.skip("needs TRITON_INTERPRET=1 or CUDA; tests/test_kernels.py runs these interpreted",
-                allow_module_level=True)
-# Imports triton, so only past the guard.
-from ochre.kernels.codebook_lookup_triton import (  # noqa: E402
+from ochre.kernels.codebook_lookup_triton import (
     codebook_lookup_backward_triton,
     codebook_lookup_triton,
 )
 
-DEVICE = torch.device("cpu" if INTERPRET else "cuda")  # CPU under the interpreter, even beside a GPU
-
-
-@pytest.fixture
-def device() -> torch.device:
-    return DEVICE
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
-needs_compiled_cuda = pytest.mark.skipif(INTERPRET or not torch.cuda.is_available(),
-                                         reason="needs compiled Triton on CUDA")
 K = 71
 
 

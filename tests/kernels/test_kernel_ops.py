@@ -6,28 +6,7 @@ import pytest
 import torch
 
 import ochre.kernels.ops as ops
-from ochre.kernels import HAS_TRITON, INTERPRET, codebook_lookup, nearest_code, nearest_code_ref
-
-# These tests run the real kernels: interpreted on CPU (TRITON_INTERPRET=1, set before
-# anything imports ochre.kernels) or compiled on CUDA. A plain `pytest` on a CPU machine has
-# neither and must not switch the interpreter on for the whole process (every model test
-# would then run interpreted kernels), so the module skips there; tests/test_kernels.py runs
-# this folder in a subprocess with TRITON_INTERPRET=1. (A conftest.py here would be imported
-# as the module `conftest` and shadow tests/conftest.py, which other test files import.)
-if not (HAS_TRITON and (INTERPRET or torch.cuda.is_available())):
-    pytest.skip("needs TRITON_INTERPRET=1 or CUDA; tests/test_kernels.py runs these interpreted",
-                allow_module_level=True)
-DEVICE = torch.device("cpu" if INTERPRET else "cuda")  # CPU under the interpreter, even beside a GPU
-
-
-@pytest.fixture
-def device() -> torch.device:
-    return DEVICE
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
+from ochre.kernels import codebook_lookup, nearest_code, nearest_code_ref
 
 
 def _spy(monkeypatch, name: str) -> list:
