@@ -10,7 +10,6 @@ import torch
 from kernel_env import needs_compiled_cuda
 
 from ochre.kernels import codebook_lookup, codebook_lookup_ref
-
 from ochre.kernels.codebook_lookup_triton import (
     codebook_lookup_backward_triton,
     codebook_lookup_triton,

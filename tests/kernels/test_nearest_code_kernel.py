@@ -11,7 +11,6 @@ import torch
 from kernel_env import needs_compiled_cuda
 
 from ochre.kernels import INTERPRET, nearest_code, nearest_code_ref
-
 from ochre.kernels.nearest_code_triton import NearestCodeConfig, gpu_config, nearest_code_triton
 from ochre.kernels.testing import assert_nearest_code
 
