@@ -2,12 +2,12 @@
 
 Legend: B batch, C channels, H W pixels (64), h w token grid (16), D code dim, K codebook size, N = B·h·w.
 
-Training contract (the loop may compile step 1; step 3 always runs eagerly):
+Training contract, each step (1 may be compiled, fullgraph, with its backward; 3 is always eager):
     1. loss, logs = model.compute_loss(frames)   # pure: reads the codebook, mutates nothing
-       loss.backward(); optimizer.step()
-    2. logs = model.update_codebook(logs)        # @no_grad: EMA + dead-code restarts; all-reduces
+    2. loss.backward(); optimizer.step()
+    3. logs = model.update_codebook(logs)        # @no_grad: EMA + dead-code restarts; all-reduces
                                                  # under torch.distributed; strips the "vq/" stats
-    3. log `logs` (scalar detached tensors) at the log interval
+    4. log `logs` (scalar detached tensors) at the log interval; `.item()` only there
 The codebook is not a parameter (the optimizer never sees it): it is an EMA of the encoder
 outputs assigned to each code, held in buffers that checkpoints save with the weights.
 """
@@ -59,7 +59,10 @@ class TokenizerConfig:
     def preset(cls, name: str, **overrides) -> TokenizerConfig:
         presets = {
             # CPU demos and tests: thin at full resolution, where a conv costs 16× more than at 16².
-            "tiny": dict(channels=(16, 32, 64), blocks=(0, 1, 2), code_dim=32),
+            # 0.58M params; ~92 frames/s training at batch 32 on a 2-core CPU (eager); 2000 steps
+            # of `ochre train-tokenizer` on `ochre synth` data: 27.3 dB held-out, 98 % of codes used.
+            # (16, 32, 64) (0.27M) is cheaper but was 0.3 dB lower after 1000 equal steps.
+            "tiny": dict(channels=(16, 48, 96), blocks=(0, 1, 2), code_dim=32),
             "base": dict(),  # the dataclass defaults: the GPU model
         }
         if name not in presets:
@@ -140,15 +143,15 @@ class Tokenizer(nn.Module):
         self.register_buffer("ema_count", torch.zeros(K))
         self.register_buffer("ema_sum", torch.zeros(K, D))
         self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
-        self._nearest, self._lookup, self._kw = _kernels(cfg.impl)
+        (self._nearest, self._nearest_kw), (self._lookup, self._lookup_kw) = _kernels(cfg.impl)
 
     # -- quantiser -------------------------------------------------------------------------
     def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z (B, D, h, w) -> codes (B, h, w) int64, zq (B, D, h, w) straight-through."""
         B, D, h, w = z.shape
         flat = z.float().permute(0, 2, 3, 1).reshape(B * h * w, D)  # (N, D)
-        codes = self._nearest(flat, self.codebook, **self._kw).view(B, h, w)  # (B, h, w)
-        zq = self._lookup(codes, self.codebook, **self._kw).permute(0, 3, 1, 2)  # (B, D, h, w)
+        codes = self._nearest(flat, self.codebook, **self._nearest_kw).view(B, h, w)  # (B, h, w)
+        zq = self._lookup(codes, self.codebook, **self._lookup_kw).permute(0, 3, 1, 2)  # (B, D, h, w)
         # Straight-through: the forward value is zq, the gradient flows to z unchanged.
         return codes, z + (zq - z).detach()
 
@@ -172,8 +175,10 @@ class Tokenizer(nn.Module):
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, as_uint8: bool = False) -> torch.Tensor:
-        """codes (B, h, w) int -> frames (B, 3, H, W): float in [0, 1], or uint8 with as_uint8."""
-        zq = self._lookup(codes, self.codebook, **self._kw).permute(0, 3, 1, 2)  # (B, D, h, w)
+        """codes (B, h, w) int (token shards hold uint16) -> frames (B, 3, H, W): float in [0, 1],
+        or uint8 with as_uint8."""
+        zq = self._lookup(codes.long(), self.codebook, **self._lookup_kw)  # (B, h, w, D)
+        zq = zq.permute(0, 3, 1, 2)  # (B, D, h, w)
         x = (self.decoder(zq).float().clamp(-1, 1) + 1) * 0.5  # (B, 3, H, W) in [0, 1]
         return x.mul(255).round().to(torch.uint8) if as_uint8 else x
 
@@ -187,8 +192,8 @@ class Tokenizer(nn.Module):
         frames = batch["frames"] if isinstance(batch, dict) else batch
         x = self.normalize(frames)  # (B, 3, H, W)
         out = self(frames)
-        # MSE is exactly what PSNR measures; measured on the synthetic world, it reached the
-        # PSNR target sooner than L1 (see the note in the final report / tests).
+        # Plain MSE: PSNR is −10·log10(MSE), so this optimises the reported metric itself
+        # (L1 or edge terms favour sharpness, which PSNR does not reward).
         recon_loss = F.mse_loss(out.recon.float(), x)
         z = out.z.float()
         commit_loss = F.mse_loss(z, out.zq.detach().float())
@@ -225,8 +230,9 @@ class Tokenizer(nn.Module):
         the codebook stays identical on every rank. Deterministic and sync-free: restart picks hash
         (restart_seed, update count) on the device and never touch the global RNG.
         """
-        counts, sums, z = (logs[k].float() for k in _STATS)
         distributed = dist.is_available() and dist.is_initialized()
+        # Copies: the all-reduces below work in place and must not alter the caller's logs.
+        counts, sums, z = (logs[k].float().clone() if distributed else logs[k].float() for k in _STATS)
         if distributed:
             dist.all_reduce(counts)
             dist.all_reduce(sums)
@@ -267,11 +273,14 @@ def _hash_index(counter: torch.Tensor, seed: int, k: int, n: int) -> torch.Tenso
 
 
 def _kernels(impl: str):
-    """Pick the ochre.kernels functions for `impl` and the kwargs to pass them."""
+    """((nearest_code, kwargs), (codebook_lookup, kwargs)) of ochre.kernels for `impl`."""
     if impl == "torch":  # the reference is the spec; always present
-        return kernels.nearest_code_ref, kernels.codebook_lookup_ref, {}
-    takes_impl = "impl" in inspect.signature(kernels.nearest_code).parameters
-    if impl == "triton" and not takes_impl:
-        raise ValueError("impl='triton' asked for, but this ochre.kernels build has no impl switch; "
-                         "use impl='auto'")
-    return kernels.nearest_code, kernels.codebook_lookup, ({"impl": impl} if takes_impl else {})
+        return (kernels.nearest_code_ref, {}), (kernels.codebook_lookup_ref, {})
+    picked = []
+    for fn in (kernels.nearest_code, kernels.codebook_lookup):
+        takes_impl = "impl" in inspect.signature(fn).parameters
+        if impl == "triton" and not takes_impl:
+            raise ValueError(f"impl='triton' asked for, but ochre.kernels.{fn.__name__} has no impl "
+                             "switch in this build; use impl='auto'")
+        picked.append((fn, {"impl": impl} if takes_impl else {}))
+    return tuple(picked)

@@ -107,28 +107,43 @@ def _from_b64(s: str) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(base64.b64decode(s), dtype=np.uint8).copy())
 
 
-def capture_rng_state() -> dict:
-    """Python, numpy (legacy global), torch CPU and every CUDA device's RNG state, JSON-safe."""
+def capture_rng_state(**generators: np.random.Generator | torch.Generator) -> dict:
+    """RNG state, JSON-safe: Python's `random`, torch CPU, every CUDA device, and the named
+    generators passed in (numpy `Generator`s or `torch.Generator`s, e.g. the data sampler's).
+    The legacy global `np.random` is not captured: the project draws from Generators."""
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    named = {}
+    for name, gen in generators.items():
+        if isinstance(gen, torch.Generator):
+            named[name] = {"torch": _b64(gen.get_state())}
+        else:
+            named[name] = {"numpy": gen.bit_generator.state}  # ints of any size: JSON keeps them
     return {
         "python": [version, list(internal), gauss],
-        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
         "torch": _b64(torch.get_rng_state()),
         "cuda": [_b64(s) for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "generators": named,
     }
 
 
-def restore_rng_state(state: dict) -> None:
-    """Inverse of `capture_rng_state` (CUDA states restored for as many devices as both have)."""
+def restore_rng_state(state: dict, **generators: np.random.Generator | torch.Generator) -> None:
+    """Inverse of `capture_rng_state`: pass the same generator names (CUDA states are restored
+    for as many devices as both machines have)."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(_from_b64(state["torch"]))
     if state.get("cuda") and torch.cuda.is_available():
         for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(_from_b64(s), device=i)
+    for name, gen in generators.items():
+        if name not in state.get("generators", {}):
+            raise CheckpointError(f"no RNG state saved for generator {name!r}; saved: "
+                                  f"{sorted(state.get('generators', {}))}")
+        saved = state["generators"][name]
+        if isinstance(gen, torch.Generator):
+            gen.set_state(_from_b64(saved["torch"]))
+        else:
+            gen.bit_generator.state = saved["numpy"]
 
 
 # -- save ----------------------------------------------------------------------------------------
@@ -163,6 +178,11 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer: torch
     """
     if step < 0 or keep < 1:
         raise ValueError(f"need step >= 0 and keep >= 1, got step={step}, keep={keep}")
+    try:
+        json.dumps(extra or {})
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"save_checkpoint: `extra` must be JSON-serialisable ({e}); encode tensors and "
+                        "RNG states first (capture_rng_state)") from e
     model = _unwrap(model)
     if not dataclasses.is_dataclass(getattr(model, "config", None)):
         raise TypeError(f"{type(model).__name__} has no dataclass .config to record in config.json")
@@ -286,7 +306,11 @@ def load_tokenizer(path_or_run_dir, device: str | torch.device = "cpu", impl: st
     meta = read_checkpoint_config(path_or_run_dir)
     if meta["kind"] != Tokenizer.kind:
         raise CheckpointError(f"{meta['path']}: holds a {meta['kind']!r} model, not a tokenizer")
-    model = Tokenizer(TokenizerConfig(**{**meta["config"], "impl": impl}))
+    try:
+        model = Tokenizer(TokenizerConfig(**{**meta["config"], "impl": impl}))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{meta['path']}: its config does not fit this version's TokenizerConfig "
+                              f"({e})") from e
     load_checkpoint(meta["path"], model)
     return model.to(device).eval()
 
