@@ -32,3 +32,16 @@ def test_demo_runs_every_stage_and_reports(tmp_path):
     again = json.loads((out / "report.json").read_text())["timings_s"]
     assert again["train_tokenizer"] < report["timings_s"]["train_tokenizer"] + 30
     assert "already complete" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_demo_tokenizer_meets_the_quality_bar(tmp_path):
+    """The default demo (32 episodes, tiny tokenizer, 1000 steps: ~5 min on 2 cores) must give
+    held-out recon_psnr >= 25 dB with at least half of the 2048 codes in use."""
+    r = subprocess.run([sys.executable, "-m", "ochre", "demo", "--out", str(tmp_path / "demo")],
+                       capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "demo" / "report.json").read_text())["metrics"]
+    assert m["recon_psnr"] >= 25.0, m
+    assert m["codebook_usage"] >= 0.5, m
+    assert m["eval_frames"] >= 128, m

@@ -184,8 +184,8 @@ def evaluate(model: Tokenizer, clips, out: Path, n: int = 512, seed: int = 0, ba
         "eval_frames": len(frames),
     }
     write_json_atomic(out / "metrics.json", metrics)
-    show = min(8, len(frames))
-    picture = grid([frames[:show].permute(0, 2, 3, 1).numpy(), recon[:show].permute(0, 2, 3, 1).numpy()])
+    pick = torch.linspace(0, len(frames) - 1, min(8, len(frames))).long()     # spread over the clips
+    picture = grid([frames[pick].permute(0, 2, 3, 1).numpy(), recon[pick].permute(0, 2, 3, 1).numpy()])
     save_png(out / "recon.png", np.ascontiguousarray(picture))
     return metrics
 
