@@ -4,7 +4,7 @@
 
 Rows (one run, same data, same machine):
   synth      rendered + encoded source frames/s
-  prepare    source frames/s with all cores  vs  the same pipeline on one process
+  prepare    source frames/s with all cores  vs  the same pipeline on one process (CLI, wall time)
   loader     frames/s of random 16-frame windows, one worker (the main process):
              clip shards + decord  vs  per-trajectory .npz of raw frames (load, slice)
                                    vs  decoding the source recording.mp4 directly
@@ -23,7 +23,6 @@ import numpy as np
 
 from ochre.bench.common import header, result_path
 from ochre.data.loader import WindowDataset, read_index
-from ochre.data.prepare import PrepareConfig, prepare
 from ochre.data.sources import find_recordings, load_recording
 from ochre.data.video import decode_frames
 
@@ -42,14 +41,23 @@ def bench_synth(src: Path, episodes: int, steps: int) -> dict:
 
 
 def bench_prepare(src: Path, work: Path) -> list[dict]:
+    # Through the CLI in a fresh process, as users run it: worker processes are spawned from a
+    # light main module (this one imports torch, which would add seconds to every spawn).
+    import subprocess
+    import sys
+
     rows = []
     for variant, workers in (("serial (1 process)", 1), ("all cores", None)):
         out = work / f"prepared-{workers or 'all'}"
+        cmd = [sys.executable, "-m", "ochre", "prepare", str(src), str(out)]
+        cmd += ["--workers", str(workers)] if workers else []
         t0 = time.perf_counter()
-        summary = prepare(src, out, PrepareConfig(), workers=workers, progress=False)
+        subprocess.run(cmd, check=True, capture_output=True)
         seconds = time.perf_counter() - t0
-        rows.append({"stage": "prepare", "variant": variant, "frames": summary["states_processed"],
-                     "seconds": seconds, "frames_per_s": summary["states_processed"] / seconds})
+        report = json.loads((out / "report.json").read_text())
+        frames = sum(e.get("states", 0) for e in report["recordings"])
+        rows.append({"stage": "prepare", "variant": variant, "frames": frames, "seconds": seconds,
+                     "frames_per_s": frames / seconds})
     rows[1]["ratio_vs_serial"] = rows[1]["frames_per_s"] / rows[0]["frames_per_s"]
     return rows
 
