@@ -128,13 +128,14 @@ def bench_tokenizer_train(device: str, preset: str, batch: int, budget_s: float)
 
     gen = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (batch, 3, 64, 64), dtype=torch.uint8, generator=gen).to(device)
+    frames = frames.contiguous(memory_format=torch.channels_last)        # as ochre train-tokenizer does
     variants = [("eager", False, "auto"), ("compiled", True, "torch")]
     if device == "cuda":
         variants.append(("compiled+triton", True, "triton"))
     rows = []
     for name, compiled, impl in variants:
         torch._dynamo.reset()
-        model = Tokenizer(TokenizerConfig.preset(preset, impl=impl)).to(device)
+        model = Tokenizer(TokenizerConfig.preset(preset, impl=impl)).to(device, memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         loss_fn = torch.compile(model.compute_loss) if compiled else model.compute_loss
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
