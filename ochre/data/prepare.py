@@ -229,6 +229,9 @@ def run(args) -> int:
     except FileNotFoundError as e:
         print(f"ochre prepare: {e}", file=sys.stderr)
         return 2
+    if s["recordings"] == 0:
+        print(f"ochre prepare: no MineRL or VPT recordings found under {args.src}", file=sys.stderr)
+        return 1
     rate = s["states_processed"] / max(s["seconds"], 1e-9)
     print(f"prepared {s['kept']}/{s['recordings']} recordings -> {s['samples']} clips, {s['frames']} "
           f"frames in {s['shards']} shards; skipped {s['skipped']} (reasons in {args.out}/report.json)")
@@ -236,7 +239,4 @@ def run(args) -> int:
         print(f"{s['states_processed']} source frames in {s['seconds']:.1f} s = {rate:.0f} source frames/s")
     else:
         print("nothing to do: every shard was already complete")
-    if s["recordings"] == 0:
-        print(f"ochre prepare: no MineRL or VPT recordings found under {args.src}", file=sys.stderr)
-        return 1
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ochre.data.loader import Split, eval_frames, frame_batches
+from ochre.data.loader import Split, eval_frames, frame_batches, read_index
 from ochre.images import grid, save_png
 from ochre.io import write_json_atomic
 from ochre.models.tokenizer import Tokenizer, TokenizerConfig, TokenizerTrainConfig
@@ -75,6 +75,7 @@ def train(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed:
           eval_frames_n: int = 512) -> dict:
     from tqdm import tqdm
 
+    read_index(clips)                       # a wrong path fails here, before any work
     info = setup(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
