@@ -238,3 +238,10 @@ def test_unexpected_error_in_one_recording_spares_the_rest(tmp_path, make_minerl
     (entry,) = json.loads((tmp_path / "out" / "report.json").read_text())["skipped"]
     assert summary["kept"] == 1 and entry["source"] == "a"
     assert entry["reason"] == "unexpected error: RuntimeError: decoder exploded"
+
+
+def test_prepare_cli_reports_a_source_without_recordings(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = subprocess.run([sys.executable, "-m", "ochre", "prepare", str(tmp_path / "empty"), str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "no MineRL or VPT recordings" in r.stderr
