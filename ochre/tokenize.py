@@ -7,17 +7,15 @@ followed by its manifest; a rerun with the same tokenizer skips finished shards.
 
 from __future__ import annotations
 
-import io
 import json
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ochre.data.loader import read_index
-from ochre.data.prepare import write_tar
+from ochre.data.loader import read_index, tar_samples
+from ochre.data.prepare import npy_bytes, write_tar
 from ochre.data.video import decode_frames
 from ochre.io import write_json_atomic
 from ochre.train.checkpoint import CheckpointError, checkpoint_hash, load_tokenizer, read_checkpoint_config
@@ -28,29 +26,8 @@ def resolve_checkpoint(path) -> Path:
     return Path(read_checkpoint_config(path)["path"])
 
 
-def read_tar(path: Path) -> list[dict]:
-    """A clip shard -> its samples, in order ({"__key__", ext: bytes, ...})."""
-    samples: dict[str, dict] = {}
-    with tarfile.open(path) as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            # webdataset's rule: the key is the path up to the first dot of the file name.
-            folder, _, base = member.name.rpartition("/")
-            stem, _, ext = base.partition(".")
-            key = f"{folder}/{stem}" if folder else stem
-            samples.setdefault(key, {"__key__": key})[ext] = tar.extractfile(member).read()
-    return list(samples.values())
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
-
-
 @torch.no_grad()
-def tokenize_shard(model, samples: list[dict], tok_hash: str, batch: int, device, bar) -> list[dict]:
+def tokenize_shard(model, samples, tok_hash: str, batch: int, device, bar) -> list[dict]:
     out = []
     for sample in samples:
         frames = torch.from_numpy(decode_frames(sample["mp4"])).permute(0, 3, 1, 2)   # (K, 3, H, W)
@@ -58,7 +35,7 @@ def tokenize_shard(model, samples: list[dict], tok_hash: str, batch: int, device
                            for i in range(0, len(frames), batch)])                 # (K, h, w)
         meta = json.loads(sample["json"])
         meta.update(tokenizer=tok_hash, grid=list(codes.shape[1:]))
-        out.append({"__key__": sample["__key__"], "tokens.npy": _npy(codes.numpy().astype(np.uint16)),
+        out.append({"__key__": sample["__key__"], "tokens.npy": npy_bytes(codes.numpy().astype(np.uint16)),
                     "actions.npy": sample["actions.npy"], "ticks.npy": sample["ticks.npy"],
                     "json": json.dumps(meta).encode()})
         bar.update(len(frames))
@@ -85,7 +62,8 @@ def tokenize(clips, tokenizer, out, batch: int = 256, device: str | None = None,
         if manifest.is_file() and json.loads(manifest.read_text()).get("tokenizer") == tok_hash:
             bar.update(sum(s["frames"] for s in shard["samples"]))
         else:
-            samples = tokenize_shard(model, read_tar(clips / shard["file"]), tok_hash, batch, device, bar)
+            clip_samples = tar_samples([str(clips / shard["file"])])
+            samples = tokenize_shard(model, clip_samples, tok_hash, batch, device, bar)
             write_tar(out / "shards" / name, samples)
             write_json_atomic(manifest, {"tokenizer": tok_hash, "samples": shard["samples"]})
         shards.append({"file": f"shards/{name}", "samples": shard["samples"]})

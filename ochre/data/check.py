@@ -11,12 +11,11 @@ so content moves up (dy < 0). We correlate the action with the negated shift.
 
 from __future__ import annotations
 
-import io
 import sys
 
 import numpy as np
 
-from ochre.data.loader import WindowDataset, read_index
+from ochre.data.loader import WindowDataset, load_npy
 from ochre.data.video import decode_frames
 
 
@@ -69,14 +68,13 @@ def lag_correlations(actions: list[np.ndarray], shifts: list[np.ndarray], max_la
 
 
 def check(prepared, max_samples: int = 64, max_lag: int = 5) -> dict:
-    read_index(prepared)
     ds = WindowDataset(prepared, window=2, split="all", shuffle=False)
     actions, shifts = [], []
     for sample in ds.samples():
         if len(actions) >= max_samples:
             break
         frames = decode_frames(sample["mp4"])                               # (K, H, W, 3)
-        actions.append(np.load(io.BytesIO(sample["actions.npy"]), allow_pickle=False))
+        actions.append(load_npy(sample["actions.npy"]))
         shifts.append(phase_shift(frames))
     if not actions:
         raise ValueError(f"{prepared}: no clips to check")

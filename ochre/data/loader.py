@@ -111,7 +111,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         return random.Random(hash((self.seed, self.epoch, rank, worker)))
 
     def samples(self) -> Iterator[dict]:
-        for sample in wds.tarfile_to_samples()(iter([{"url": u} for u in self.my_shards()])):
+        for sample in tar_samples(self.my_shards()):
             meta = json.loads(sample["json"])
             if in_split(meta["source"], self.split, self.val):
                 sample["meta"] = meta
@@ -130,8 +130,13 @@ class ShardStream(torch.utils.data.IterableDataset):
         yield from buf
 
 
-def _npy(data: bytes) -> np.ndarray:
+def load_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def tar_samples(urls: list[str]) -> Iterator[dict]:
+    """Raw webdataset samples ({"__key__", ext: bytes}) of the given shards, in order."""
+    return wds.tarfile_to_samples()(iter([{"url": u} for u in urls]))
 
 
 class WindowDataset(ShardStream):
@@ -172,10 +177,10 @@ class WindowDataset(ShardStream):
     @staticmethod
     def load_clip(sample: dict, start: int, stop: int) -> dict[str, torch.Tensor]:
         """Frames start..stop-1 of a clip sample and their actions/ticks, as tensors."""
-        out = {"actions": torch.from_numpy(_npy(sample["actions.npy"])[start:stop - 1].copy()),
-               "ticks": torch.from_numpy(_npy(sample["ticks.npy"])[start:stop].copy())}
+        out = {"actions": torch.from_numpy(load_npy(sample["actions.npy"])[start:stop - 1].copy()),
+               "ticks": torch.from_numpy(load_npy(sample["ticks.npy"])[start:stop].copy())}
         if "tokens.npy" in sample:
-            out["tokens"] = torch.from_numpy(_npy(sample["tokens.npy"])[start:stop].astype(np.int64))
+            out["tokens"] = torch.from_numpy(load_npy(sample["tokens.npy"])[start:stop].astype(np.int64))
         else:
             frames = decode_frames(sample["mp4"], range(start, stop))          # (T, H, W, 3)
             out["frames"] = torch.from_numpy(frames).permute(0, 3, 1, 2)      # (T, 3, H, W)

@@ -83,8 +83,8 @@ def process_recording(rec: Recording, cfg: PrepareConfig) -> tuple[list[dict], d
         samples.append({
             "__key__": sample_key(rec.name, seg),
             "mp4": encode_mp4(traj.frames[ticks[a:b]], cfg.fps, crf=cfg.crf, gop=cfg.gop),
-            "actions.npy": _npy(actions[a:b - 1]),
-            "ticks.npy": _npy(ticks[a:b]),
+            "actions.npy": npy_bytes(actions[a:b - 1]),
+            "ticks.npy": npy_bytes(ticks[a:b]),
             "json": json.dumps(meta).encode(),
         })
     entry = {"source": rec.name, "format": rec.layout, "status": "kept", "states": len(traj.frames),
@@ -95,7 +95,8 @@ def process_recording(rec: Recording, cfg: PrepareConfig) -> tuple[list[dict], d
     return samples, entry
 
 
-def _npy(array: np.ndarray) -> bytes:
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An array as .npy bytes (no pickle), the encoding of every array in a shard."""
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     return buf.getvalue()
