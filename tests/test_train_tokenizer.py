@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -118,11 +119,19 @@ def test_torchrun_ddp_on_cpu(clips, tmp_path):
     """Two gloo ranks: each reads its own shards, gradients and codebook stay in sync (checked
     by the loop itself at the end), rank 0 writes checkpoints and metrics."""
     run = tmp_path / "ddp"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                        "29517", "-m", "ochre", "train-tokenizer", str(clips), "--out", str(run), "--steps", "4",
-                        "--batch", "4", "--log-every", "2", "--device", "cpu"], capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    # --standalone: a free rendezvous port per run (a fixed one collides with a previous run's
+    # lingering socket). A new session, so a hang kills every rank, not just the launcher.
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             "-m", "ochre", "train-tokenizer", str(clips), "--out", str(run), "--steps", "4",
+                             "--batch", "4", "--log-every", "2", "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        pytest.fail(f"torchrun hung:\n{stderr[-3000:]}")
+    assert proc.returncode == 0, stderr[-3000:]
     assert latest_checkpoint(run).name == "step_00000004"
     logs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in logs] == [2, 4]
