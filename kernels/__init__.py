@@ -9,10 +9,15 @@ codebook_lookup_backward}. Which implementation an op runs is decided per call i
 
 from ochre.kernels._dispatch import HAS_TRITON, INTERPRET
 from ochre.kernels.ops import codebook_lookup, nearest_code
-from ochre.kernels.reference import codebook_lookup_backward_ref, codebook_lookup_ref, nearest_code_ref
+from ochre.kernels.reference import (
+    codebook_lookup_backward_ref,
+    codebook_lookup_ref,
+    film_gru_step_ref,
+    nearest_code_ref,
+)
 
 __all__ = [
     "nearest_code", "codebook_lookup",
-    "nearest_code_ref", "codebook_lookup_ref", "codebook_lookup_backward_ref",
+    "nearest_code_ref", "codebook_lookup_ref", "codebook_lookup_backward_ref", "film_gru_step_ref",
     "HAS_TRITON", "INTERPRET",
 ]

@@ -38,3 +38,32 @@ def codebook_lookup_backward_ref(grad_out: torch.Tensor, codes: torch.Tensor, nu
     d = grad_out.shape[-1]
     grad = grad_out.new_zeros((num_codes, d))                          # (K, D)
     return grad.index_put_((codes.reshape(-1).long(),), grad_out.reshape(-1, d), accumulate=True)
+
+
+def film_gru_step_ref(gx: torch.Tensor, gh: torch.Tensor, h: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
+    """Gate arithmetic of one FiLM-ConvGRU step ("linear before reset"), in fp32.
+
+    Legend: B batch, C state channels, H W grid. Gate order along channels is [z, r, n].
+      gx   (B, 3C, H, W)  input-convolution pre-activations (bias included)
+      gh   (B, 3C, H, W)  hidden-convolution pre-activations (bias included)
+      h    (B, C, H, W)   previous state
+      film (B, 6C)        [gamma (3C), beta (3C)]: per-sample, per-channel affine from the action MLP
+    a_z = (gx_z + gh_z)·(1 + γ_z) + β_z,  z = σ(a_z)          update gate
+    a_r = (gx_r + gh_r)·(1 + γ_r) + β_r,  r = σ(a_r)          reset gate
+    a_n = (gx_n + r·gh_n)·(1 + γ_n) + β_n, n = tanh(a_n)      candidate
+    h'  = h + z·(n − h)                                       returned in h's dtype
+    Linear-before-reset (r multiplies W_h·h, not h) lets the input convolutions of a whole
+    teacher-forced window run as one batched call outside the recurrence.
+    """
+    B, C3 = gx.shape[:2]
+    C = C3 // 3
+    gamma, beta = film.float().view(B, 2, C3, 1, 1).unbind(1)                # (B, 3C, 1, 1) each
+    gxz, gxr, gxn = gx.float().chunk(3, dim=1)                              # (B, C, H, W) each
+    ghz, ghr, ghn = gh.float().chunk(3, dim=1)
+    gz, gr, gn = (1 + gamma).chunk(3, dim=1)
+    bz, br, bn = beta.chunk(3, dim=1)
+    z = torch.sigmoid((gxz + ghz) * gz + bz)
+    r = torch.sigmoid((gxr + ghr) * gr + br)
+    n = torch.tanh((gxn + r * ghn) * gn + bn)
+    hf = h.float()
+    return (hf + z * (n - hf)).to(h.dtype)
