@@ -387,4 +387,5 @@ def test_triton_kernels_under_the_interpreter():
     tail = (proc.stdout + proc.stderr)[-4000:]
     assert proc.returncode == 0, f"interpreted kernel tests failed:\n{tail}"
     passed = re.search(r"(\d+) passed", tail)
-    assert passed and int(passed.group(1)) >= 50, f"too few interpreted tests ran:\n{tail}"
+    # 148 when the FiLM-GRU kernel tests joined: a file that fails to collect shows here.
+    assert passed and int(passed.group(1)) >= 140, f"too few interpreted tests ran:\n{tail}"
