@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ochre.data.check import phase_shift
-from ochre.data.loader import ShardStream, load_npy, read_index
+from ochre.data.loader import WindowDataset, load_npy, read_index
 from ochre.data.video import decode_frames
 from ochre.io import atomic_path, write_json_atomic
 from ochre.models.sampling import SamplingConfig, dream_step
@@ -44,7 +44,7 @@ class Trajectory:
 def heldout_trajectories(clips_root) -> list[Trajectory]:
     """Held-out clip samples stitched into whole trajectories, in a stable order."""
     parts: dict[str, list] = {}
-    for sample in ShardStream(clips_root, split="val", shuffle=False).samples():
+    for sample in WindowDataset(clips_root, window=2, split="val", shuffle=False).samples():
         meta = sample["meta"]
         parts.setdefault(meta["source"], []).append((meta.get("segment", 0), sample))
     out = []
