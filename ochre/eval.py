@@ -189,7 +189,8 @@ def repeat_frame_metrics(real: np.ndarray, trajs: list[Trajectory], dreamer: Dre
     curve = psnr(np.repeat(real[:, :1], real.shape[1], axis=1), real).mean(axis=0)
     firsts = np.stack([t.frames[0] for t in trajs])
     real_all = np.concatenate([t.frames[:LONG + 1] for t in trajs])
-    usage = len(np.unique(dreamer.encode(firsts).cpu().numpy())) / len(np.unique(dreamer.encode(real_all).cpu().numpy()))
+    distinct = [len(np.unique(dreamer.encode(f).cpu().numpy())) for f in (firsts, real_all)]
+    usage = distinct[0] / distinct[1]
     metrics = {**{f"psnr@{h}": float(curve[h]) for h in HORIZONS}, "delta_psnr@16": 0.0,
                "code_usage@256": usage, "grad_ratio@256": grad_magnitude(firsts) / grad_magnitude(real_all)}
     return metrics, curve
@@ -224,7 +225,8 @@ def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: 
     if compare:
         other_model, other_sampling, other_meta = load_dynamics(compare, device)
         name = other_meta["extra"].get("recipe", "compare")
-        cmp_metrics, cmp_arrays = evaluate_model(Dreamer(other_model, tokenizer, other_sampling, seed), trajs, plan, other)
+        cmp_dreamer = Dreamer(other_model, tokenizer, other_sampling, seed)
+        cmp_metrics, cmp_arrays = evaluate_model(cmp_dreamer, trajs, plan, other)
         metrics.update({f"{name}/{k}": v for k, v in cmp_metrics.items()})
         curves[name] = cmp_arrays["curve"]
     metrics.update({"rollouts": len(plan), "rollouts@256": len(trajs), "heldout_trajectories": len(trajs),

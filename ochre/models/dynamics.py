@@ -23,6 +23,7 @@ flag, no warp. At inference `guidance` w mixes uncond + w·(cond − uncond) log
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -118,7 +119,9 @@ class Dynamics(nn.Module):
         if cfg.copy_bias:
             # A global copy logit plus a per-position correction the state predicts (zero at start):
             # the model learns where copying is right (kept content) and where not (revealed strips).
-            self.copy_logit = nn.Parameter(torch.tensor(2.0))
+            # Starting at log K makes the copy as likely as all other codes together (p ≈ 0.5) from
+            # step 0: the head learns a residual on "repeat, shifted" instead of discovering it.
+            self.copy_logit = nn.Parameter(torch.tensor(math.log(cfg.codebook_size)))
             self.copy_gate = nn.Conv2d(cfg.hidden[-1], 1, 1)
             nn.init.zeros_(self.copy_gate.weight)
             nn.init.zeros_(self.copy_gate.bias)

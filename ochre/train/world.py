@@ -228,7 +228,9 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
     logger = RunLogger(out, info.is_main)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=info.device.type == "cuda")
     budget = _Budget(tcfg, elapsed)
-    bar = tqdm(total=tcfg.steps, initial=step, desc=f"world model ({recipe_name})", unit="step",
+    # The bar counts percent of the run: steps, or wall time when --minutes ends it first.
+    bar = tqdm(total=100, initial=round(100 * budget.progress(step), 1), desc=f"world model ({recipe_name})",
+               unit="%", bar_format="{l_bar}{bar}| {n:.0f}/100% [{elapsed}<{remaining}{postfix}]",
                disable=not (progress and info.is_main), file=sys.stderr)
     t_log, frames_seen, bad, last = time.perf_counter(), 0, 0, {}
 
@@ -272,7 +274,7 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
         opt.zero_grad(set_to_none=True)
         step += 1
         frames_seen += tokens.shape[0] * (tokens.shape[1] - 1) * info.world
-        bar.update()
+        bar.update(round(100 * budget.progress(step), 1) - bar.n)
         done = step >= tcfg.steps or budget.progress(step) >= 1.0
         if step % log_every == 0 or done:
             logs = mean_across_ranks({"loss": loss.detach(), "grad_norm": grad_norm, **logs})
@@ -281,7 +283,7 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
                         frames_per_s=frames_seen / (time.perf_counter() - t_log), elapsed_s=budget.elapsed)
             t_log, frames_seen = time.perf_counter(), 0
             logger.log(step, last)
-            bar.set_postfix(loss=f"{last['loss']:.3f}", unroll=unroll)
+            bar.set_postfix(step=step, loss=f"{last['loss']:.3f}", unroll=unroll)
         if step % ckpt_every == 0 or done:
             save()
     bar.close()
