@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", choices=("tiny", "base"), default=None, help="default: base on GPU, tiny on CPU")
     ap.add_argument("--batch", type=int, default=None, help="windows per step (default: the preset's)")
     ap.add_argument("--budget", type=float, default=None, help="seconds of timed steps per row")
-    ap.add_argument("--out", type=Path, default=None, help="result JSON (default bench/results/train_<device>_<date>.json)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="result JSON (default bench/results/train_<device>_<date>.json)")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda, but torch sees no CUDA GPU")
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     fused = bench_fused_step(args.device, preset, rows[0]["batch"], budget / 4)
     for r in fused:
         if "skipped" not in r:
-            print(f"{r['variant']:<28} B={r['B']} C={r['C']}: p50 {r['ms_p50']:.3f} ms ({r['x_vs_reference']:.2f}x reference)")
+            print(f"{r['variant']:<28} B={r['B']} C={r['C']}: p50 {r['ms_p50']:.3f} ms "
+                  f"({r['x_vs_reference']:.2f}x reference)")
     result = {"benchmark": "train", **header(args.device), "torch_threads": torch.get_num_threads(),
               "loadavg_1m": [load_before, os.getloadavg()[0]], "rows": rows + fused}
     out = args.out or result_path("train", args.device)
