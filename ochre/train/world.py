@@ -228,6 +228,8 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
     logger = RunLogger(out, info.is_main)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=info.device.type == "cuda")
     budget = _Budget(tcfg, elapsed)
+    if latest is not None and (step >= tcfg.steps or budget.progress(step) >= 1.0) and info.is_main:
+        print(f"world model: already complete at step {step} ({elapsed:.0f} s of training)", file=sys.stderr)
     # The bar counts percent of the run: steps, or wall time when --minutes ends it first.
     bar = tqdm(total=100, initial=round(100 * budget.progress(step), 1), desc=f"world model ({recipe_name})",
                unit="%", bar_format="{l_bar}{bar}| {n:.0f}/100% [{elapsed}<{remaining}{postfix}]",
