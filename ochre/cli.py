@@ -171,6 +171,10 @@ def _add_eval(sub) -> None:
     p.add_argument("--clips", default=None, help="clip shards (default: the ones the tokens were made from)")
     p.add_argument("--rollouts", type=_positive_int, default=48, help="max 32-step rollouts (default 48)")
     p.add_argument("--seed", type=int, default=0, help="sampling noise seed")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="override the checkpoint's sampling temperature (0 = argmax)")
+    p.add_argument("--top-k", type=_positive_int, default=None, help="override the checkpoint's top-k")
+    p.add_argument("--guidance", type=float, default=None, help="override the action guidance weight")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if present)")
     p.set_defaults(_run="ochre.eval:run")
 

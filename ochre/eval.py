@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -202,7 +202,7 @@ def _real_yaw_response(trajs, plan) -> float:
 
 
 def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: int = 48, seed: int = 0,
-             device: str | None = None, video_rollouts: int = 6) -> dict:
+             device: str | None = None, video_rollouts: int = 6, sampling: dict | None = None) -> dict:
     """Write OUT/metrics.json, rollouts.npz, dream.mp4 and psnr.png; return the metrics."""
     from ochre.train.checkpoint import load_dynamics, load_tokenizer
 
@@ -216,7 +216,8 @@ def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: 
     trajs = heldout_trajectories(clips)
     plan = _plan(trajs, max_rollouts)
     other = _other(plan)
-    model, sampling, meta = load_dynamics(ckpt, device)
+    model, shipped, meta = load_dynamics(ckpt, device)
+    sampling = SamplingConfig(**{**asdict(shipped), **(sampling or {})})     # overrides, for sweeps
     metrics, arrays = evaluate_model(Dreamer(model, tokenizer, sampling, seed), trajs, plan, other)
     metrics["real/yaw_response"] = _real_yaw_response(trajs, plan)
     repeat, repeat_curve = repeat_frame_metrics(arrays["real"], trajs, Dreamer(model, tokenizer, sampling))
@@ -230,7 +231,8 @@ def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: 
         metrics.update({f"{name}/{k}": v for k, v in cmp_metrics.items()})
         curves[name] = cmp_arrays["curve"]
     metrics.update({"rollouts": len(plan), "rollouts@256": len(trajs), "heldout_trajectories": len(trajs),
-                    "step": meta["step"]})
+                    "step": meta["step"], "temperature": sampling.temperature, "top_k": sampling.top_k,
+                    "guidance": sampling.guidance})
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "metrics.json", metrics)
     with atomic_path(out / "rollouts.npz") as tmp, open(tmp, "wb") as f:
@@ -248,8 +250,10 @@ def run(args) -> int:
     from ochre.train.checkpoint import CheckpointError
 
     try:
+        overrides = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k),
+                                       ("guidance", args.guidance)) if v is not None}
         metrics = evaluate(args.checkpoint, args.tokens, args.out, compare=args.compare, clips=args.clips,
-                           max_rollouts=args.rollouts, seed=args.seed, device=args.device)
+                           max_rollouts=args.rollouts, seed=args.seed, device=args.device, sampling=overrides)
     except (FileNotFoundError, ValueError, CheckpointError) as e:
         print(f"ochre eval: {e}", file=sys.stderr)
         return 2
