@@ -5,8 +5,8 @@ Legend: B players, h w token grid (16), H W pixels (64), L ConvGRU layers, C_l t
 
   EncodeGraph  frames uint8 (B, H, W, 3)                         -> tokens int64 (B, h, w)
   StepGraph    tokens int64 (B, h, w), actions fp32 (B, 4), noise fp32 (B, h, w) in [0, 1),
-               state_0 .. state_{L-1} (B, C_l, h, w)             -> next tokens (B, h, w), logits
-               (B, K, h, w) fp32, next state_0 .. state_{L-1}
+               state_0 .. state_L (Dynamics.state_shapes)        -> next tokens (B, h, w), logits
+               (B, K, h, w) fp32, next state_0 .. state_L
   DecodeGraph  tokens int64 (B, h, w)                            -> frames uint8 (B, H, W, 3)
 Sampling happens inside StepGraph (ochre.models.sampling: inverse-CDF over the top-k on the
 noise input), so a live step never returns to the host between model and sampler, and the
@@ -60,9 +60,8 @@ class StepGraph(nn.Module):
 
     @property
     def state_shapes(self) -> list[tuple[int, ...]]:
-        """Per-layer state shapes for batch 1 (C_l, h, w); prepend B."""
-        g = self.model.config.grid
-        return [(c, g, g) for c in self.model.config.hidden]
+        """Per-sample state shapes (Dynamics.state_shapes); prepend B."""
+        return self.model.state_shapes()
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor, *state: torch.Tensor):
         logits, new_state = guided_step(self.model, tokens, actions, list(state), self.sampling.guidance)

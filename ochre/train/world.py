@@ -47,7 +47,7 @@ class WorldTrainConfig:
     steps: int = 3000
     batch: int = 16
     lr: float = 2e-3
-    warmup: int = 100
+    warmup: int = 30
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     window: int = 12               # T frames per window
@@ -121,6 +121,7 @@ class WorldLoss(nn.Module):
         for t in range(T - 1):
             if t < tf:
                 x, g = inputs[:, t], gx0[:, t]
+                state = model.realign(state)
             else:                                                               # own predictions
                 x = current
                 g = model.input_gates(x, act[:, t])
