@@ -229,10 +229,10 @@ def test_unexpected_error_in_one_recording_spares_the_rest(tmp_path, make_minerl
     make_minerl("b", n=30)
     real = prep.load_recording
 
-    def flaky(rec, size):
+    def flaky(rec, *args):
         if rec.name == "a":
             raise RuntimeError("decoder exploded")
-        return real(rec, size)
+        return real(rec, *args)
     monkeypatch.setattr(prep, "load_recording", flaky)
     summary = prepare(tmp_path / "src", tmp_path / "out", PrepareConfig(), workers=1, progress=False)
     (entry,) = json.loads((tmp_path / "out" / "report.json").read_text())["skipped"]

@@ -15,7 +15,8 @@ import sys
 
 import numpy as np
 
-from ochre.data.loader import WindowDataset, load_npy
+from ochre.data.loader import WindowDataset
+from ochre.data.shards import load_npy
 from ochre.data.video import decode_frames
 
 
