@@ -76,8 +76,9 @@ def _add_data(sub) -> None:
         "check",
         help="alignment self-test: yaw/pitch vs image shift at lags -5..+5",
         description="Correlate yaw with the horizontal shift (phase correlation) of consecutive "
-        "frames, and pitch with the vertical shift, at lags -5..+5. Exits non-zero unless both "
-        "correlations peak at lag 0 — run it before training.",
+        "frames, and pitch with the vertical shift, at lags -5..+5. Exits 0 when both correlations "
+        "peak at lag 0, 1 when either peaks elsewhere, 3 when yaw or pitch never moves in the data "
+        "(nothing to check) — run it before training.",
     )
     c.add_argument("prepared", help="output folder of `ochre prepare`")
     c.add_argument("--max-samples", type=_positive_int, default=64, help="clips to read (default 64)")

@@ -30,7 +30,9 @@ def warn_if_interpreted() -> None:
 
     if INTERPRET:
         _warned = True
+        # Measured on 2 cores: nearest-code search of 2048 vectors among 2048 codes (D = 32) takes
+        # 49 s interpreted against 0.14 s on the torch path.
         print("ochre: warning: TRITON_INTERPRET=1 is set, so the Triton kernels (nearest-code search, "
-              "codebook lookup) run in Triton's Python interpreter on CPU tensors: exact, but orders of "
-              "magnitude slower than the torch path. It exists to test the kernels without a GPU; unset "
+              "codebook lookup) run in Triton's Python interpreter on CPU tensors: exact, but ~350x slower "
+              "than the torch path. The interpreter exists to test the kernels without a GPU; unset "
               "TRITON_INTERPRET for real runs.", file=sys.stderr)
