@@ -129,6 +129,62 @@ def _add_tokenize(sub) -> None:
     p.set_defaults(_run="ochre.tokenize:run")
 
 
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the world model (FiLM-ConvGRU dynamics) on token shards",
+        description="Train the dynamics model on windows of token shards: teacher-forced context, "
+        "then an autoregressive unroll on the model's own samples that grows by a curriculum, with "
+        "token noise and action dropout (recipe ochre), or the earlier prototype's recipe (seed-v3) "
+        "as a baseline. Checkpoints are atomic; --resume continues the exact run; "
+        "`torchrun --nproc-per-node G ochre train ...` for DDP.",
+    )
+    p.add_argument("tokens", help="output folder of `ochre tokenize`")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, tb/)")
+    p.add_argument("--preset", choices=["tiny", "base"], default="tiny", help="model size (default tiny)")
+    p.add_argument("--recipe", choices=["ochre", "seed-v3"], default="ochre",
+                   help="training recipe (default ochre; seed-v3 = the earlier prototype, the baseline)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default: preset's)")
+    p.add_argument("--minutes", type=_positive_float, default=None,
+                   help="wall-time budget; stops at whichever of --steps/--minutes comes first")
+    p.add_argument("--batch", type=_positive_int, default=None, help="windows per step (default: preset's)")
+    p.add_argument("--window", type=_positive_int, default=None, help="frames per window (default: preset's)")
+    p.add_argument("--unroll", type=int, default=None, help="max autoregressive steps (default: preset's)")
+    p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default: preset's)")
+    p.add_argument("--impl", choices=["auto", "triton", "torch"], default="auto",
+                   help="fused step kernel: Triton on CUDA (auto), or the torch reference")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", action="store_true", help="torch.compile the train step")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--workers", type=int, default=0, help="data loader workers per rank (default 0)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--ckpt-every", type=_positive_int, default=200, help="steps between checkpoints")
+    p.add_argument("--log-every", type=_positive_int, default=25, help="steps between log lines")
+    p.add_argument("--keep", type=_positive_int, default=3, help="checkpoints kept (default 3)")
+    p.set_defaults(_run="ochre.train.world:run")
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="world-model metrics on held-out trajectories (DESIGN section 6)",
+        description="Roll the model out from one real context frame on the recorded actions of "
+        "held-out trajectories, with the decoding its checkpoint ships, and measure psnr@1/8/32, "
+        "delta_psnr@16, yaw_response, code_usage@256 and grad_ratio@256, for the model, the "
+        "repeat-the-context-frame predictor and optionally a second checkpoint. Writes "
+        "metrics.json, rollouts.npz, dream.mp4 and psnr.png.",
+    )
+    p.add_argument("checkpoint", help="dynamics run folder or checkpoint folder")
+    p.add_argument("tokens", help="output folder of `ochre tokenize` (names the clips and the tokenizer)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--compare", default=None, help="a second dynamics checkpoint (e.g. a seed-v3 run)")
+    p.add_argument("--clips", default=None, help="clip shards (default: the ones the tokens were made from)")
+    p.add_argument("--rollouts", type=_positive_int, default=48, help="max 32-step rollouts (default 48)")
+    p.add_argument("--seed", type=int, default=0, help="sampling noise seed")
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if present)")
+    p.set_defaults(_run="ochre.eval:run")
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser(
         "demo",
@@ -152,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version="ochre 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_synth, _add_prepare, _add_data, _add_train_tokenizer, _add_tokenize, _add_demo):
+    for add in (_add_synth, _add_prepare, _add_data, _add_train_tokenizer, _add_tokenize, _add_train,
+                _add_eval, _add_demo):
         add(sub)
     return parser
 

@@ -85,6 +85,7 @@ def tokenize(clips, tokenizer, out, batch: int = 256, device: str | None = None,
     bar.close()
     write_json_atomic(out / "index.json", {
         **{k: v for k, v in index.items() if k != "shards"}, "kind": "tokens", "tokenizer": tok_hash,
+        "clips": str(clips.resolve()),
         "tokenizer_checkpoint": str(ckpt), "codebook_size": model.config.codebook_size, "shards": shards})
     return {"samples": index["num_samples"], "frames": total, "tokenizer": tok_hash}
 

@@ -212,3 +212,21 @@ def test_frames_do_not_depend_on_how_they_are_batched(world, monkeypatch):
     together = synth.render(world, poses, 32)
     monkeypatch.setattr(synth, "PIXELS_PER_BATCH", 32 * 32)                # one frame per batch
     np.testing.assert_array_equal(together, synth.render(world, poses, 32))
+
+
+def test_the_view_mostly_holds_the_horizon_and_looks_away_are_brief():
+    cfg = synth.SynthConfig(episodes=24, steps=400)
+    assert synth.horizon_share(cfg) >= 0.85
+    # Looks up and down still happen (the policy stays balanced) ...
+    acts = synth.policy(np.random.default_rng(1), 20_000, pitch0=0.0)
+    pitch = np.cumsum(acts.camera[:, 0])
+    assert np.abs(pitch).max() > 35.0
+    # ... but the pitch comes back: a stretch beyond 35 degrees lasts under 3 s (60 ticks).
+    away = np.abs(pitch) > 35.0
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], away.astype(np.int8), [0]])))
+    assert (edges[1::2] - edges[::2]).max() < 60
+
+
+def test_horizon_in_view_follows_the_renderer_s_horizon_row():
+    inside = synth.horizon_in_view(np.array([0.0, 30.0, -30.0, 40.0, -40.0, 89.0]))
+    assert inside.tolist() == [True, True, True, False, False, False]   # atan(32 / 45.7) = 35 deg

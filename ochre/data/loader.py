@@ -285,3 +285,27 @@ def eval_frames(root, n: int, *, split: str = "val") -> torch.Tensor:
     frames = [decode_frames(sample["mp4"], picks[sample["__key__"]])             # (k, H, W, 3)
               for sample in tar_samples(urls) if sample["__key__"] in picks]
     return torch.from_numpy(np.concatenate(frames)).permute(0, 3, 1, 2)          # (n, 3, H, W)
+
+
+def window_batches(root, window: int, batch: int, *, seed: int = 0, split: str = "train", workers: int = 0,
+                   dist: Split | None = None, start_epoch: int = 0, skip: int = 0) -> Iterator[tuple[int, int, dict]]:
+    """Endless batches of fixed-length windows (see WindowDataset): yields (epoch, batch_in_epoch, batch).
+
+    Full batches only (fixed shapes for compile and DDP). Deterministic for a given seed, rank and
+    worker count, so a run resumes exactly from (start_epoch, skip), as frame_batches does.
+    """
+    ds = WindowDataset(root, window, seed=seed, split=split, dist=dist)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=workers, collate_fn=_collate,
+                                         drop_last=True)
+    epoch = start_epoch
+    while True:
+        ds.set_epoch(epoch)
+        n = -1
+        for n, item in enumerate(loader):
+            if epoch == start_epoch and n < skip:
+                continue
+            yield epoch, n, item
+        if n < 0:
+            raise ValueError(f"{root}: no batch of {batch} windows of {window} frames in split {split!r} "
+                             "for this rank; use a smaller --batch or --window, or more data")
+        epoch += 1

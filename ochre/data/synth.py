@@ -61,6 +61,7 @@ FOG_START = 24.0
 NEAR = 0.05                 # near plane, blocks
 FINE_DEPTH = 12.0           # per-texel colours nearer than this, per-block means beyond (a mip level)
 PITCH_LIMIT_DEG = 60.0      # the policy keeps |pitch| within this; the renderer never clips
+LEVEL_PER_TICK = 0.03       # share of the pitch the player takes back each tick (half-life ~1.2 s)
 MAX_YAW_DEG, MAX_PITCH_DEG = 6.0, 3.0   # per tick
 SEGMENT_TICKS = (5, 40)
 PIXELS_PER_BATCH = 1 << 15  # B = this // S^2 frames per batch (8 at 64 px): temporaries stay in
@@ -410,6 +411,16 @@ def render(world: World, poses: Poses, size: int = 64) -> np.ndarray:
     return out
 
 
+def horizon_in_view(pitch: np.ndarray, size: int = 64) -> np.ndarray:
+    """Whether the horizon row lies inside the frame at each pitch (degrees): (T,) -> (T,) bool.
+
+    The renderer draws the horizon at row size/2 − focal·tan(pitch); outside the frame a view shows
+    only sky or only ground, where turning and walking change little."""
+    lens = _lens(size)
+    row = lens.size / 2 - lens.focal * np.tan(np.radians(np.asarray(pitch, np.float64)))
+    return (row >= 0) & (row < lens.size)
+
+
 # ---- policy -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -439,19 +450,28 @@ def _camera_rates(rng: np.random.Generator, name: str, n: int) -> np.ndarray:
     return np.clip(rates, [-MAX_PITCH_DEG, -MAX_YAW_DEG], [MAX_PITCH_DEG, MAX_YAW_DEG])
 
 
-def _keep_pitch(rates: np.ndarray, pitch: float, quantum: float | None) -> tuple[np.ndarray, float]:
-    """Round rates to whole `quantum`s (mouse counts) if given, and stop pitch at ±PITCH_LIMIT_DEG.
+def _keep_pitch(rates: np.ndarray, pitch: float, quantum: float | None,
+                level: float = LEVEL_PER_TICK) -> tuple[np.ndarray, float]:
+    """Add the pull back to level, round to whole `quantum`s (mouse counts) if given, and stop
+    pitch at ±PITCH_LIMIT_DEG, tick by tick (the pull depends on the pitch reached).
 
-    The policy, not the renderer, enforces the limit, so recorded actions are exactly what the
-    frames show. Returns the segment's camera (n, 2) and the pitch after it.
+    People play looking ahead: each tick the player brings the view `level` of the way back to the
+    horizon, so a look up or down is brief unless it keeps pushing. The policy, not the renderer,
+    enforces all of it, so recorded actions are exactly what the frames show. Returns the
+    segment's camera (n, 2) and the pitch after it.
     """
-    camera = rates.copy() if quantum is None else np.round(rates / quantum) * quantum
+    camera = rates.copy()
     for i in range(len(camera)):
-        after = pitch + camera[i, 0]
+        rate = np.clip(camera[i, 0] - level * pitch, -MAX_PITCH_DEG, MAX_PITCH_DEG)
+        if quantum is not None:
+            rate = round(rate / quantum) * quantum
+            camera[i, 1] = round(camera[i, 1] / quantum) * quantum
+        after = pitch + rate
         if abs(after) > PITCH_LIMIT_DEG:
             room = math.copysign(PITCH_LIMIT_DEG, after) - pitch
-            camera[i, 0] = room if quantum is None else math.trunc(room / quantum) * quantum
-        pitch += camera[i, 0]
+            rate = room if quantum is None else math.trunc(room / quantum) * quantum
+        camera[i, 0] = rate
+        pitch += rate
     return camera, pitch
 
 
@@ -460,7 +480,8 @@ def policy(rng: np.random.Generator, steps: int, *, pitch0: float = 0.0,
     """A structured random player: behaviour segments of 5-40 ticks drawn uniformly from BEHAVIOURS.
 
     Uniform behaviours keep the mix balanced (the old prototype's data was mostly "forward", and
-    its model learned little else). Vertical looks keep the pitch within ±60° (see below).
+    its model learned little else). Vertical looks keep the pitch within ±60° and drift back to
+    level (`_keep_pitch`): about 9 frames in 10 keep the horizon in view (`horizon_share`).
     quantum: round camera to multiples of it (VPT mouse counts: VPT_DEG_PER_COUNT).
     """
     camera = np.zeros((steps, 2))
@@ -760,7 +781,8 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig, *, progress: bool = Tru
     seconds = time.perf_counter() - start
     return {"episodes": cfg.episodes, "written": len(todo), "skipped": cfg.episodes - len(todo),
             "frames": frames, "seconds": seconds, "frames_per_s": frames / max(seconds, 1e-9),
-            "workers": workers, "mix": dataset_mix(cfg)}
+            "workers": workers, "mix": dataset_mix(cfg),
+            "horizon_share": horizon_share(cfg)}
 
 
 def dataset_mix(cfg: SynthConfig) -> dict[str, float]:
@@ -768,6 +790,16 @@ def dataset_mix(cfg: SynthConfig) -> dict[str, float]:
     behaviour = [episode_actions(cfg.seed, i, cfg.steps, mouse_counts=cfg.layout == "vpt")[0].behaviour
                  for i in range(cfg.episodes)]
     return action_mix(np.concatenate(behaviour))
+
+
+def horizon_share(cfg: SynthConfig) -> float:
+    """Share of all frames (states) whose view holds the horizon (policy only: no rendering)."""
+    inside = []
+    for i in range(cfg.episodes):
+        actions, _, pitch0 = episode_actions(cfg.seed, i, cfg.steps, mouse_counts=cfg.layout == "vpt")
+        pitch = pitch0 + np.concatenate([[0.0], np.cumsum(actions.camera[:, 0])])   # as walk() integrates it
+        inside.append(horizon_in_view(pitch, cfg.size))
+    return float(np.concatenate(inside).mean())
 
 
 def run(args) -> int:
@@ -780,4 +812,5 @@ def run(args) -> int:
           f"{s['frames_per_s']:.0f} frames/s "
           f"with {s['workers']} worker(s)")
     print("  action mix: " + ", ".join(f"{k} {v:.1%}" for k, v in s["mix"].items()))
+    print(f"  horizon in view: {s['horizon_share']:.1%} of frames")
     return 0

@@ -21,8 +21,9 @@ class VideoError(ValueError):
     """A video that cannot be decoded (corrupt, truncated, empty, wrong size)."""
 
 
-def encode_mp4(frames: np.ndarray, fps: float, *, crf: int = 10, gop: int = 16) -> bytes:
-    """Encode uint8 frames (T, H, W, 3) as H.264 mp4 bytes."""
+def encode_mp4(frames: np.ndarray, fps: float, *, crf: int = 10, gop: int = 16, pix_fmt: str = "yuv444p") -> bytes:
+    """Encode uint8 frames (T, H, W, 3) as H.264 mp4 bytes (yuv420p for videos people play in
+    a browser or player: even sizes only)."""
     import av
 
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -33,7 +34,7 @@ def encode_mp4(frames: np.ndarray, fps: float, *, crf: int = 10, gop: int = 16) 
     with av.open(buf, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv444p"
+        stream.pix_fmt = pix_fmt
         stream.options = {
             "crf": str(crf), "g": str(gop), "keyint_min": str(gop), "bf": "0",
             "preset": "veryfast", "tune": "fastdecode", "sc_threshold": "0", "threads": "1",

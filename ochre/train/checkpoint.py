@@ -318,3 +318,25 @@ def load_tokenizer(path_or_run_dir, device: str | torch.device = "cpu", impl: st
 def checkpoint_hash(path) -> str:
     """Short sha256 (16 hex digits) of a checkpoint's model.safetensors: names the weights."""
     return _sha256(_resolve(path) / "model.safetensors")[:16]
+
+
+def load_dynamics(path_or_run_dir, device: str | torch.device = "cpu", impl: str = "auto"):
+    """Build the dynamics model of a checkpoint (or a run's newest), load it, eval mode.
+
+    Returns (model, SamplingConfig the run ships, config.json). `impl` picks the step kernel
+    for this machine.
+    """
+    from ochre.models.dynamics import Dynamics, DynamicsConfig
+    from ochre.models.sampling import SamplingConfig
+
+    meta = read_checkpoint_config(path_or_run_dir)
+    if meta["kind"] != Dynamics.kind:
+        raise CheckpointError(f"{meta['path']}: holds a {meta['kind']!r} model, not a dynamics model")
+    try:
+        model = Dynamics(DynamicsConfig(**{**meta["config"], "impl": impl}))
+        sampling = SamplingConfig(**meta["extra"].get("sampling", {}))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{meta['path']}: its config does not fit this version's DynamicsConfig "
+                              f"({e})") from e
+    load_checkpoint(meta["path"], model)
+    return model.to(device).eval(), sampling, meta

@@ -1,7 +1,7 @@
-"""A training run's folder: who may write into it, what a --resume must match, and its log.
+"""A training run's folder: who may write into it, and what a --resume must match.
 
 RUN/checkpoints/ (ochre.train.checkpoint), RUN/log.jsonl (+ RUN/tb/ when TensorBoard is
-installed), and whatever the trainer evaluates at the end (metrics.json, pictures). Every
+installed; ochre.train.common.RunLogger), and whatever the trainer evaluates at the end (metrics.json, pictures). Every
 checkpoint's `extra["run"]` holds the run's record ({"kind", "config", "inputs"}, the shape of a
 data folder's config.json): the settings and data that must match for a resume to continue
 the exact run. Anything else is refused on every rank alike, with one line saying what differs.
@@ -64,31 +64,9 @@ def check_every_rank_has_data(what, frames_here: int, batch: int, shards: int) -
                          "with a smaller --per-shard so that every rank gets shards, or lower --batch.")
 
 
-class RunLogger:
-    """JSONL always; TensorBoard when installed. Rank 0 only."""
-
-    def __init__(self, out: Path, enabled: bool):
-        self.enabled, self.path, self.tb = enabled, out / "log.jsonl", None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(out / "tb"))
-            except ImportError:
-                pass
-
-    @staticmethod
-    def truncate(out: Path, step: int) -> None:
-        """Drop log lines past `step`: a killed run logged steps its checkpoint does not hold."""
-        path = out / "log.jsonl"
-        if path.is_file():
-            lines = [x for x in path.read_text().splitlines() if x and json.loads(x)["step"] <= step]
-            write_bytes_atomic(path, "".join(x + "\n" for x in lines).encode())
-
-    def log(self, step: int, values: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
-        if self.tb:
-            for k, v in values.items():
-                self.tb.add_scalar(k, v, step)
+def truncate_log(out: Path, step: int) -> None:
+    """Drop RUN/log.jsonl lines past `step`: a killed run logged steps its checkpoint does not hold."""
+    path = out / "log.jsonl"
+    if path.is_file():
+        lines = [x for x in path.read_text().splitlines() if x and json.loads(x)["step"] <= step]
+        write_bytes_atomic(path, "".join(x + "\n" for x in lines).encode())

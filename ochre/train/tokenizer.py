@@ -29,8 +29,9 @@ from ochre.images import grid, save_png
 from ochre.io import write_json_atomic
 from ochre.models.tokenizer import Tokenizer, TokenizerConfig, TokenizerTrainConfig
 from ochre.train import checkpoint as ckpt
+from ochre.train.common import RunLogger
 from ochre.train.distributed import DistInfo, mean_across_ranks, setup, teardown
-from ochre.train.run_folder import RunLogger, RunMismatch, check_every_rank_has_data, claim_run_folder
+from ochre.train.run_folder import RunMismatch, check_every_rank_has_data, claim_run_folder, truncate_log
 
 
 class _LossModule(torch.nn.Module):
@@ -117,7 +118,7 @@ def _restore(latest: Path, model: Tokenizer, opt: torch.optim.Optimizer, info: D
     extra = meta["extra"]
     ckpt.restore_rng_state(extra["rng"])
     if info.is_main:
-        RunLogger.truncate(latest.parent.parent, meta["step"])
+        truncate_log(latest.parent.parent, meta["step"])
         print(f"resuming from {latest} at step {meta['step']}", file=sys.stderr)
     return meta["step"], extra["epoch"], extra["batch_in_epoch"]
 

@@ -1,0 +1,328 @@
+"""`ochre train`: the dynamics model on windows of token shards, with rollout training.
+
+Legend: B batch, T window frames, U unroll steps, K codebook size, h w token grid.
+
+A window of T frames from one trajectory is split into T−1−U teacher-forced steps (inputs are
+the recorded codes, a random share of them replaced by random codes) and U autoregressive steps
+whose inputs are the model's own samples (detached), U growing 1 → unroll over the first part
+of the run. Every step predicts the next frame's codes (cross-entropy over K). A share of the
+windows drops its actions (the null action), which is what lets inference use action guidance.
+
+Recipes (same model family, same data, same budget):
+  ochre    FiLM + action planes + warp + copy prior; token noise; action dropout; unroll on
+           samples; ships temperature/top-k sampling.
+  seed-v3  the earlier prototype: FiLM only; no noise, no dropout; unroll fed argmax; argmax
+           decoding. The baseline every claim is compared against.
+
+Exact resume: the checkpoint holds weights, optimizer, step, data position, RNG states and the
+elapsed training time (so --minutes budgets survive a kill).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ochre.data.loader import Split, read_index, window_batches
+from ochre.models.dynamics import Dynamics, DynamicsConfig
+from ochre.models.sampling import SamplingConfig, sample_tokens
+from ochre.train import checkpoint as ckpt
+from ochre.train.common import RunLogger, cosine_lr
+from ochre.train.distributed import mean_across_ranks, setup, teardown
+
+RECIPES = ("ochre", "seed-v3")
+MAX_BAD_STEPS = 5   # consecutive non-finite losses before the run stops
+
+
+@dataclass
+class WorldTrainConfig:
+    steps: int = 3000
+    batch: int = 16
+    lr: float = 2e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    window: int = 12               # T frames per window
+    unroll: int = 4                # U at the end of the curriculum (DIAMOND unrolls 4)
+    curriculum: float = 0.5        # share of the run over which U grows from 1 to `unroll`
+    token_noise: float = 0.1       # per window, a share uniform in [0, this] of input codes is randomised
+    action_dropout: float = 0.1    # share of windows trained with the null action
+    unroll_feed: str = "sample"    # "sample" (shipping decoding) | "argmax" (seed-v3)
+    minutes: float | None = None   # wall-time budget; the schedule follows whichever of steps/minutes ends first
+
+    def __post_init__(self):
+        if self.window < 2 or not 0 <= self.unroll <= self.window - 2:
+            raise ValueError(f"need window >= 2 and 0 <= unroll <= window - 2, got {self.window}, {self.unroll}")
+        if self.unroll_feed not in ("sample", "argmax"):
+            raise ValueError(f"unroll_feed must be 'sample' or 'argmax', got {self.unroll_feed!r}")
+        if not (0 <= self.token_noise < 1 and 0 <= self.action_dropout < 1 and 0 < self.curriculum <= 1):
+            raise ValueError(f"token_noise, action_dropout in [0, 1), curriculum in (0, 1]: {self}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"minutes must be positive, got {self.minutes}")
+
+
+def recipe(name: str, preset: str = "tiny", **train_overrides):
+    """(DynamicsConfig, WorldTrainConfig, SamplingConfig) of a recipe and model preset."""
+    if name == "ochre":
+        model, train, sampling = {}, {}, SamplingConfig()
+    elif name == "seed-v3":
+        model = dict(action_planes=False, warp=False, copy_bias=False)
+        train = dict(token_noise=0.0, action_dropout=0.0, unroll_feed="argmax")
+        sampling = SamplingConfig.argmax()
+    else:
+        raise ValueError(f"unknown recipe {name!r}; choose from {RECIPES}")
+    if preset == "base":
+        train = {**train, "batch": 64, "lr": 1e-3, "steps": 50_000, "window": 16, "unroll": 6}
+    known = {f.name for f in fields(WorldTrainConfig)}
+    if set(train_overrides) - known:
+        raise ValueError(f"unknown training options {sorted(set(train_overrides) - known)}")
+    return DynamicsConfig.preset(preset, **model), WorldTrainConfig(**{**train, **train_overrides}), sampling
+
+
+class WorldLoss(nn.Module):
+    """compute_loss(batch) for the dynamics model under a recipe; DDP wraps this module."""
+
+    def __init__(self, model: Dynamics, tcfg: WorldTrainConfig, sampling: SamplingConfig):
+        super().__init__()
+        self.model, self.tcfg, self.sampling = model, tcfg, sampling
+
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, unroll: int):
+        return self.compute_loss(tokens, actions, unroll)
+
+    def _corrupt(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Replace a per-window random share (uniform in [0, token_noise]) of codes with random codes."""
+        if self.tcfg.token_noise == 0:
+            return tokens
+        B = tokens.shape[0]
+        rate = torch.rand(B, 1, 1, 1, device=tokens.device) * self.tcfg.token_noise
+        noise = torch.randint_like(tokens, self.model.config.codebook_size)
+        return torch.where(torch.rand(tokens.shape, device=tokens.device) < rate, noise, tokens)
+
+    def compute_loss(self, tokens: torch.Tensor, actions: torch.Tensor, unroll: int):
+        """tokens (B, T, h, w) int64, actions (B, T−1, 4) -> (loss, logs). U = unroll steps."""
+        model, B, T = self.model, tokens.shape[0], tokens.shape[1]
+        tf = T - 1 - unroll                                                     # teacher-forced steps
+        present = (torch.rand(B, device=tokens.device) >= self.tcfg.action_dropout).float()   # (B,)
+        act = model.with_flag(actions, present[:, None].expand(B, T - 1))       # (B, T−1, 5)
+        inputs = self._corrupt(tokens[:, :tf])                                  # (B, tf, h, w)
+        # The first layer's input convolution of all teacher-forced frames in one batched call.
+        gx0 = model.input_gates(inputs.flatten(0, 1), act[:, :tf].flatten(0, 1))
+        gx0 = gx0.unflatten(0, (B, tf))                                         # (B, tf, 3C, h, w)
+        state = model.init_state(B, tokens.device)
+        losses, current = [], None
+        for t in range(T - 1):
+            if t < tf:
+                x, g = inputs[:, t], gx0[:, t]
+            else:                                                               # own predictions
+                x = current
+                g = model.input_gates(x, act[:, t])
+            logits, state = model.core(g, x, act[:, t], state)                  # (B, K, h, w)
+            losses.append(F.cross_entropy(logits, tokens[:, t + 1], reduction="none").mean(dim=(1, 2)))
+            if t + 1 >= tf:
+                with torch.no_grad():
+                    current = self._feed(logits.detach())
+        per_step = torch.stack(losses, dim=1)                                   # (B, T−1)
+        loss = per_step.mean()
+        with torch.no_grad():
+            logs = {"ce_teacher": per_step[:, :tf].mean(),
+                    "ce_unroll": per_step[:, tf:].mean() if unroll else per_step.new_zeros(()),
+                    "unroll_acc": (current == tokens[:, -1]).float().mean() if unroll else per_step.new_zeros(())}
+            if model.config.copy_bias:
+                logs["copy_logit"] = model.copy_logit.detach()
+            if model.config.warp:
+                logs["shift_scale"] = model.shift_scale.detach().mean()
+        return loss, logs
+
+    def _feed(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.tcfg.unroll_feed == "argmax":
+            return logits.argmax(dim=1)
+        u = torch.rand(logits.shape[0], *logits.shape[2:], device=logits.device)
+        return sample_tokens(logits, u, self.sampling)
+
+
+def unroll_at(progress: float, tcfg: WorldTrainConfig) -> int:
+    """Curriculum: U grows linearly from min(1, unroll) to `unroll` over the first `curriculum` of the run."""
+    lo = min(1, tcfg.unroll)
+    return lo + int(round((tcfg.unroll - lo) * min(1.0, progress / tcfg.curriculum)))
+
+
+class _Budget:
+    """Run progress in [0, 1] from steps and, with --minutes, from training time (kept across resumes)."""
+
+    def __init__(self, tcfg: WorldTrainConfig, elapsed: float):
+        self.tcfg, self.before, self.t0 = tcfg, elapsed, time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.t0
+
+    def progress(self, step: int) -> float:
+        p = step / self.tcfg.steps
+        if self.tcfg.minutes:
+            p = max(p, self.elapsed / (60 * self.tcfg.minutes))
+        return min(p, 1.0)
+
+
+def _run_identity(tokens_root, preset: str, recipe_name: str, tcfg: WorldTrainConfig, world: int, workers: int) -> dict:
+    """What a resumed run must share with the first one to continue it exactly."""
+    index = read_index(tokens_root)
+    return {"tokens": index.get("tokenizer"), "samples": index.get("num_samples"), "preset": preset,
+            "recipe": recipe_name, "batch": tcfg.batch, "window": tcfg.window, "world": world, "workers": workers}
+
+
+def _check_resume(meta: dict, identity: dict, path) -> None:
+    saved = meta.get("extra", {}).get("identity", {})
+    diff = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}" for k, v in identity.items() if saved.get(k) != v]
+    if diff:
+        raise ValueError(f"cannot --resume {path}: the run differs ({'; '.join(diff)}); use another --out "
+                         "or the original settings")
+
+
+def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sampling: SamplingConfig, *,
+          recipe_name: str = "ochre", preset: str = "tiny", seed: int = 0, compile: bool = False,
+          resume: bool = False, workers: int = 0, device: str | None = None, ckpt_every: int = 200,
+          log_every: int = 25, keep: int = 3, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    index = read_index(tokens_root)                          # a wrong path fails here, before any work
+    if index.get("kind") != "tokens":
+        raise ValueError(f"{tokens_root} holds clip shards, not token shards: run `ochre tokenize` first")
+    if index.get("codebook_size", cfg.codebook_size) != cfg.codebook_size:
+        cfg = DynamicsConfig(**{**asdict(cfg), "codebook_size": index["codebook_size"]})
+    info = setup(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed + info.rank)                      # ranks draw different noise/samples
+    model = Dynamics(cfg).to(info.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.99), weight_decay=tcfg.weight_decay)
+    identity = _run_identity(tokens_root, preset, recipe_name, tcfg, info.world, workers)
+    step, epoch, skip, elapsed = 0, 0, 0, 0.0
+    latest = ckpt.latest_checkpoint(out) if resume else None
+    if latest is not None:
+        meta = ckpt.read_checkpoint_config(latest)
+        _check_resume(meta, identity, latest)
+        ckpt.load_checkpoint(latest, model, opt)
+        extra = meta["extra"]
+        step, epoch, skip, elapsed = meta["step"], extra["epoch"], extra["batch_in_epoch"], extra["elapsed_s"]
+        ckpt.restore_rng_state(extra["rng"][info.rank] if isinstance(extra["rng"], list) else extra["rng"])
+        if info.is_main:
+            print(f"resuming from {latest} at step {step}", file=sys.stderr)
+    elif resume and info.is_main:
+        print(f"--resume: no checkpoint in {out}; starting from scratch", file=sys.stderr)
+    loss_fn: nn.Module = WorldLoss(model, tcfg, sampling)
+    if info.world > 1:
+        loss_fn = torch.nn.parallel.DistributedDataParallel(
+            loss_fn, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    if compile:
+        loss_fn = torch.compile(loss_fn, fullgraph=info.world == 1)
+    batches = window_batches(tokens_root, tcfg.window, tcfg.batch, seed=seed, split="train", workers=workers,
+                             dist=Split(info.rank, info.world), start_epoch=epoch, skip=skip)
+    logger = RunLogger(out, info.is_main)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=info.device.type == "cuda")
+    budget = _Budget(tcfg, elapsed)
+    bar = tqdm(total=tcfg.steps, initial=step, desc=f"world model ({recipe_name})", unit="step",
+               disable=not (progress and info.is_main), file=sys.stderr)
+    t_log, frames_seen, bad, last = time.perf_counter(), 0, 0, {}
+
+    def save():
+        rngs = _gather_rng(info)
+        if info.is_main:
+            ckpt.save_checkpoint(out, step, model, opt, keep=keep, extra={
+                "epoch": epoch, "batch_in_epoch": n + 1, "seed": seed, "elapsed_s": budget.elapsed,
+                "recipe": recipe_name, "preset": preset, "identity": identity, "train": asdict(tcfg),
+                "sampling": asdict(sampling), "rng": rngs})
+
+    model.train()
+    while step < tcfg.steps and budget.progress(step) < 1.0:
+        epoch, n, batch = next(batches)
+        tokens = batch["tokens"].to(info.device, non_blocking=True)             # (B, T, h, w)
+        actions = batch["actions"].to(info.device, non_blocking=True)           # (B, T−1, 4)
+        p = budget.progress(step)
+        unroll = unroll_at(p, tcfg)
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(p, tcfg.lr, tcfg.warmup / tcfg.steps)
+        with autocast:
+            loss, logs = loss_fn(tokens, actions, unroll)
+        # Sync point, once per step: a non-finite loss must not reach the weights, and every rank
+        # must take the same decision.
+        finite = torch.isfinite(loss.detach()).float()
+        if info.world > 1:
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if not bool(finite):
+            bad += 1
+            opt.zero_grad(set_to_none=True)
+            warnings.warn(f"step {step}: non-finite loss ({float(loss)}); step skipped ({bad}/{MAX_BAD_STEPS})",
+                          stacklevel=1)
+            if bad >= MAX_BAD_STEPS:
+                raise FloatingPointError(f"{MAX_BAD_STEPS} non-finite losses in a row at step {step}; stopping "
+                                         f"with the weights of the last good step (newest checkpoint in {out})")
+            continue
+        bad = 0
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        frames_seen += tokens.shape[0] * (tokens.shape[1] - 1) * info.world
+        bar.update()
+        done = step >= tcfg.steps or budget.progress(step) >= 1.0
+        if step % log_every == 0 or done:
+            logs = mean_across_ranks({"loss": loss.detach(), "grad_norm": grad_norm, **logs})
+            last = {k: float(v) for k, v in logs.items()}                     # sync point: log interval
+            last.update(lr=cosine_lr(p, tcfg.lr, tcfg.warmup / tcfg.steps), unroll=unroll,
+                        frames_per_s=frames_seen / (time.perf_counter() - t_log), elapsed_s=budget.elapsed)
+            t_log, frames_seen = time.perf_counter(), 0
+            logger.log(step, last)
+            bar.set_postfix(loss=f"{last['loss']:.3f}", unroll=unroll)
+        if step % ckpt_every == 0 or done:
+            save()
+    bar.close()
+    if info.world > 1:
+        from ochre.train.tokenizer import _check_ranks_agree
+        _check_ranks_agree(model)
+    teardown()
+    summary = {"step": step, "elapsed_s": round(budget.elapsed, 1), "recipe": recipe_name, **last}
+    if info.is_main:
+        print(json.dumps(summary), file=sys.stderr)
+    return summary
+
+
+def _gather_rng(info) -> dict | list[dict]:
+    """Every rank's RNG state (each draws its own noise), gathered on rank 0."""
+    state = ckpt.capture_rng_state()
+    if info.world == 1:
+        return state
+    states = [None] * info.world
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def run(args) -> int:
+    overrides = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr),
+                                   ("window", args.window), ("unroll", args.unroll), ("minutes", args.minutes))
+                 if v is not None}
+    try:
+        cfg, tcfg, sampling = recipe(args.recipe, args.preset, **overrides)
+        cfg.impl = args.impl
+        summary = train(args.tokens, args.out, cfg, tcfg, sampling, recipe_name=args.recipe, preset=args.preset,
+                        seed=args.seed, compile=args.compile, resume=args.resume, workers=args.workers,
+                        device=args.device, ckpt_every=args.ckpt_every, log_every=args.log_every, keep=args.keep)
+    except (FileNotFoundError, ValueError, ckpt.CheckpointError) as e:
+        print(f"ochre train: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        print(f"ochre train: {e}", file=sys.stderr)
+        return 3
+    print(f"trained {summary['step']} steps ({summary['elapsed_s']:.0f} s) -> {args.out}")
+    return 0
+
+
+__all__ = ["WorldTrainConfig", "WorldLoss", "recipe", "train", "run", "unroll_at", "RECIPES"]

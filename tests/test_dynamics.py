@@ -1,0 +1,116 @@
+"""The dynamics model and its decoding: shapes, the warp prior's direction, action dropout,
+guidance, and the one sampling function."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ochre.models.dynamics import Dynamics, DynamicsConfig
+from ochre.models.sampling import SamplingConfig, dream_step, guided_step, sample_tokens
+from ochre.train.world import WorldLoss, WorldTrainConfig, recipe, unroll_at
+
+SMALL = dict(codebook_size=64, grid=16, embed_dim=8, hidden=(8, 12), head_dim=8, action_embed=8, impl="torch")
+
+
+def _model(**kw) -> Dynamics:
+    torch.manual_seed(0)
+    return Dynamics(DynamicsConfig(**{**SMALL, **kw}))
+
+
+def test_step_has_fixed_shapes_and_a_preallocatable_state():
+    m = _model()
+    tokens, actions = torch.randint(0, 64, (3, 16, 16)), torch.rand(3, 4) * 2 - 1
+    state = m.init_state(3)
+    assert [s.shape for s in state] == [(3, 8, 16, 16), (3, 12, 16, 16)]
+    logits, new = m.step(tokens, actions, state)
+    assert logits.shape == (3, 64, 16, 16) and logits.dtype == torch.float32
+    assert [s.shape for s in new] == [s.shape for s in state]
+
+
+@pytest.mark.parametrize("yaw, pitch, dx, dy", [(1.0, 0.0, 1, 0), (-1.0, 0.0, -1, 0), (0.0, 1.0, 0, 1)])
+def test_copy_prior_moves_content_the_way_the_camera_turns(yaw, pitch, dx, dy):
+    """Turning right moves content left (new[x] = old[x + 1] for a one-token turn); looking down moves
+    it up. With a dominant copy logit the model's argmax is the shifted current frame."""
+    m = _model(shift_per_unit=1.0)
+    with torch.no_grad():
+        m.copy_logit.fill_(1e4)
+    tokens = torch.randint(0, 64, (1, 16, 16))
+    logits, _ = m.step(tokens, torch.tensor([[yaw, pitch, 0.0, 0.0]]), m.init_state(1))
+    pred = logits.argmax(1)[0]
+    want = torch.roll(tokens[0], shifts=(-dy, -dx), dims=(0, 1))
+    inner = (slice(1, 15), slice(1, 15))                      # the revealed edge has nothing to copy
+    assert torch.equal(pred[inner], want[inner])
+
+
+def test_dropped_actions_are_ignored_and_kept_ones_are_not():
+    m = _model()
+    with torch.no_grad():                                      # FiLM starts at identity: give it weight
+        for cell in m.cells:
+            cell.film.weight.normal_()
+    tokens, state = torch.randint(0, 64, (2, 16, 16)), m.init_state(2)
+    a, b = torch.tensor([[1.0, 0.5, -1.0, 1.0]] * 2), torch.tensor([[-1.0, 0.0, 1.0, 0.0]] * 2)
+    off = torch.zeros(2)
+    assert torch.equal(m.step(tokens, a, state, present=off)[0], m.step(tokens, b, state, present=off)[0])
+    assert not torch.allclose(m.step(tokens, a, state)[0], m.step(tokens, b, state)[0])
+
+
+def test_guidance_one_is_the_plain_step_and_other_weights_extrapolate():
+    m = _model()
+    tokens, actions, state = torch.randint(0, 64, (2, 16, 16)), torch.rand(2, 4), m.init_state(2)
+    plain, _ = m.step(tokens, actions, state)
+    assert torch.equal(guided_step(m, tokens, actions, state, 1.0)[0], plain)
+    uncond, _ = m.step(tokens, actions, state, present=torch.zeros(2))
+    got, new_state = guided_step(m, tokens, actions, state, 2.0)
+    torch.testing.assert_close(got, uncond + 2.0 * (plain - uncond))
+    torch.testing.assert_close(new_state[0], m.step(tokens, actions, state)[1][0])
+
+
+def test_sampling_follows_the_top_k_softmax_and_is_a_function_of_the_noise():
+    logits = torch.tensor([3.0, 2.0, 1.0, 0.0, -5.0]).log_softmax(0)[None, :, None, None].expand(1, 5, 64, 64)
+    cfg = SamplingConfig(temperature=1.0, top_k=3)
+    u = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0))
+    codes = sample_tokens(logits, u, cfg)
+    assert torch.equal(codes, sample_tokens(logits, u.clone(), cfg))          # same noise, same codes
+    freq = torch.bincount(codes.flatten(), minlength=5).float() / codes.numel()
+    want = torch.zeros(5)
+    want[:3] = torch.tensor([3.0, 2.0, 1.0]).softmax(0)                       # top-3 renormalised
+    # 4096 draws: the standard error of a share p is sqrt(p(1-p)/4096) <= 0.008; allow 4 of them.
+    torch.testing.assert_close(freq, want, atol=0.032, rtol=0)
+    assert torch.equal(sample_tokens(logits, u, SamplingConfig.argmax()), torch.zeros(1, 64, 64, dtype=torch.long))
+
+
+def test_dream_step_is_deterministic_given_the_noise():
+    m = _model()
+    tokens, actions, state = torch.randint(0, 64, (2, 16, 16)), torch.rand(2, 4), m.init_state(2)
+    u = torch.rand(2, 16, 16)
+    a, sa = dream_step(m, tokens, actions, state, u, SamplingConfig())
+    b, sb = dream_step(m, tokens, actions, state, u, SamplingConfig())
+    assert torch.equal(a, b) and all(torch.equal(x, y) for x, y in zip(sa, sb))
+
+
+def test_rollout_loss_trains_every_parameter():
+    m = _model()
+    loss_fn = WorldLoss(m, WorldTrainConfig(window=6, unroll=2, batch=2), SamplingConfig())
+    tokens, actions = torch.randint(0, 64, (2, 6, 16, 16)), torch.rand(2, 5, 4) * 2 - 1
+    loss, logs = loss_fn(tokens, actions, 2)
+    loss.backward()
+    assert torch.isfinite(loss) and {"ce_teacher", "ce_unroll", "unroll_acc"} <= set(logs)
+    missing = [n for n, p in m.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, missing
+
+
+def test_seed_v3_recipe_is_the_prototype():
+    cfg, tcfg, sampling = recipe("seed-v3")
+    assert (cfg.action_planes, cfg.warp, cfg.copy_bias) == (False, False, False)
+    assert (tcfg.token_noise, tcfg.action_dropout, tcfg.unroll_feed) == (0.0, 0.0, "argmax")
+    assert sampling.temperature == 0
+    cfg, tcfg, sampling = recipe("ochre")
+    assert cfg.warp and cfg.copy_bias and cfg.action_planes and tcfg.token_noise > 0 and sampling.temperature > 0
+    with pytest.raises(ValueError, match="unknown recipe"):
+        recipe("nope")
+
+
+def test_unroll_curriculum_grows_to_its_maximum():
+    tcfg = WorldTrainConfig(window=12, unroll=4, curriculum=0.5)
+    assert [unroll_at(p, tcfg) for p in (0.0, 0.25, 0.5, 0.9)] == [1, 3, 4, 4]
