@@ -34,6 +34,7 @@ from ochre.data.shards import load_npy, read_index, tar_samples
 from ochre.data.video import decode_frames
 
 VAL_PERCENT = 5
+FRAMES_PER_CLIP = 16    # frames a tokenizer epoch draws from each clip (frame_batches' per_clip)
 
 
 @dataclass
@@ -60,7 +61,7 @@ def rank_shards(shards: list, seed: int, epoch: int, rank: int, world: int, shuf
 
 
 def rank_frame_count(index: dict, *, rank: int, world: int, seed: int, epoch: int, split: str = "train",
-                     per_clip: int | None = 16) -> int:
+                     per_clip: int | None = FRAMES_PER_CLIP) -> int:
     """Frames a rank's FrameDataset yields in an epoch, from index.json alone (nothing decoded)."""
     val = val_sources(index)
     mine = rank_shards(index["shards"], seed, epoch, rank, world)
@@ -208,7 +209,7 @@ class FrameDataset(ShardStream):
 
 def frame_batches(root, batch: int, *, seed: int = 0, split: str = "train", workers: int = 0,
                   dist: Split | None = None, start_epoch: int = 0, skip: int = 0,
-                  per_clip: int | None = 16) -> Iterator[tuple[int, int, torch.Tensor]]:
+                  per_clip: int | None = FRAMES_PER_CLIP) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Endless uint8 (B, 3, H, W) batches of random frames: yields (epoch, batch_in_epoch, frames).
 
     Deterministic for a given seed, rank and worker count, so a run resumes exactly by starting

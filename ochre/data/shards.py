@@ -65,19 +65,20 @@ def tar_samples(urls: list[str]) -> Iterator[dict]:
 
 # ---- index and manifests ------------------------------------------------------------------
 
-def read_index(root: str | Path) -> dict:
+def _index_bytes(root: str | Path) -> bytes:
     path = Path(root) / "index.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {root} the output of `ochre prepare`/`ochre tokenize`?")
-    return json.loads(path.read_text())
+    return path.read_bytes()
+
+
+def read_index(root: str | Path) -> dict:
+    return json.loads(_index_bytes(root))
 
 
 def index_digest(root: str | Path) -> str:
     """Short sha256 of a folder's index.json: names the data set (its samples, config and sources)."""
-    path = Path(root) / "index.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {root} the output of `ochre prepare`/`ochre tokenize`?")
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return hashlib.sha256(_index_bytes(root)).hexdigest()[:16]
 
 
 def read_manifest(path: Path) -> dict | None:
