@@ -129,7 +129,8 @@ def claim_output(out: Path, record: dict, *, overwrite: bool = False, what: str 
     elif any((out / name).exists() for name in OUTPUTS):
         raise OutputMismatch(f"{out} holds {what} with no {RECORD} saying how they were made (an older ochre?). "
                              "Pass --overwrite to replace them, or write to another folder.")
-    write_json_atomic(path, record)
+    if not path.is_file():                  # a resumed run leaves the record (and its mtime) alone
+        write_json_atomic(path, record)
 
 
 def describe_differences(old: dict, new: dict) -> list[str]:

@@ -4,6 +4,7 @@ device, reduce metrics. Single-process runs go through the same code with world 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,11 @@ def setup(device: str | None = None) -> DistInfo:
 
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
+        # A gloo worker thread frees a finished collective's tensors only once it holds the GIL.
+        # The process group's destructor (when DDP is freed) joins those threads while holding
+        # the GIL, so a rank that leaves right after its last collective could hang there for
+        # good (2 of 8 two-rank CPU runs did; 0 of 10 with this). Sleeping hands them the GIL first.
+        time.sleep(0.1)
         dist.destroy_process_group()
 
 
