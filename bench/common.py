@@ -1,78 +1,16 @@
-"""What every benchmark shares: the environment record and honest summary statistics."""
+"""What every benchmark shares: the environment record and honest summary statistics (from the
+library, ochre.measure: bench depends on the library, never the reverse), and where results go."""
 
 from __future__ import annotations
 
 import datetime as _dt
-import platform
-import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
+from ochre.measure import device_name, git_sha, header, stats_ms, time_calls, versions
+
+__all__ = ["RESULTS", "device_name", "git_sha", "header", "result_path", "stats_ms", "time_calls", "versions"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def device_name(device: str = "cpu") -> str:
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()} ({_cpu_count()} cores)"
-
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "triton", "numpy", "decord", "webdataset", "av", "onnxruntime"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def header(device: str = "cpu") -> dict:
-    return {"device": device_name(device), "git_sha": git_sha(), "versions": versions(),
-            "date": _dt.date.today().isoformat()}
-
-
-def stats_ms(samples_s: list[float]) -> dict:
-    a = np.asarray(samples_s) * 1e3
-    return {"ms_p50": float(np.median(a)), "ms_p99": float(np.percentile(a, 99)), "runs": len(a)}
-
-
-def time_calls(fn: Callable[[], object], *, warmup: int = 3, runs: int = 20, sync=None) -> list[float]:
-    """Wall time of each call after `warmup` untimed calls; `sync` (e.g. torch.cuda.synchronize)
-    runs before each clock read so asynchronous device work is inside the measurement."""
-    sync = sync or (lambda: None)
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(runs):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def result_path(theme: str, device: str = "cpu") -> Path:

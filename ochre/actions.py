@@ -61,11 +61,22 @@ def encode_window_actions(
     return out.astype(np.float32)
 
 
+def mouse_counts_to_degrees(dx, dy) -> tuple[np.ndarray, np.ndarray]:
+    """Mouse motion in counts -> camera (yaw, pitch) degrees, for recorded (VPT) and live input alike.
+
+    VPT records raw mouse counts and the game turns 0.15 degrees per count (360 / 2400, the
+    default sensitivity); live play feeds the same counts (relative mouse motion) through here,
+    so a flick turns the dream as far as it turned the recorded players. Right (dx > 0) turns
+    right, down (dy > 0) looks down.
+    """
+    return np.asarray(dx, np.float64) * VPT_DEG_PER_COUNT, np.asarray(dy, np.float64) * VPT_DEG_PER_COUNT
+
+
 def encode_live(yaw_deg: float, pitch_deg: float, keys: set[str] | frozenset[str]) -> np.ndarray:
     """One model step of live input -> [yaw, pitch, move_x, move_z] in the units above.
 
-    yaw_deg / pitch_deg: total camera rotation since the previous model frame (mouse dx/dy
-    already converted to degrees); keys: held keys among w, a, s, d.
+    yaw_deg / pitch_deg: total camera rotation since the previous model frame (mouse counts
+    converted by `mouse_counts_to_degrees`); keys: held keys among w, a, s, d.
     """
     move_x = float("d" in keys) - float("a" in keys)
     move_z = float("w" in keys) - float("s" in keys)

@@ -50,7 +50,8 @@ def _add_prepare(sub) -> None:
         description="Find MineRL and VPT recordings anywhere under SRC, align frames and actions "
         "(skipping MineRL loading frames), resample to --fps, and write webdataset clip shards "
         "plus index.json and report.json (every skipped input with its reason). Rerunning after "
-        "an interruption finishes the shards that are missing.",
+        "an interruption finishes the shards that are missing; a rerun with other settings or "
+        "sources into the same OUT is refused (--overwrite replaces it).",
     )
     p.add_argument("src", help="folder holding recordings (searched recursively)")
     p.add_argument("out", help="output folder")
@@ -61,6 +62,10 @@ def _add_prepare(sub) -> None:
     p.add_argument("--per-shard", type=_positive_int, default=4,
                    help="recordings per shard (default 4; keep shards >= ranks x workers)")
     p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--crop", choices=["center", "squash"], default="center",
+                   help="non-square video (VPT's 16:9): centre square crop (default) or squash the whole frame")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT when it was prepared with other settings or sources (default: refuse)")
     p.set_defaults(_run="ochre.data.prepare:run")
 
 
@@ -71,8 +76,9 @@ def _add_data(sub) -> None:
         "check",
         help="alignment self-test: yaw/pitch vs image shift at lags -5..+5",
         description="Correlate yaw with the horizontal shift (phase correlation) of consecutive "
-        "frames, and pitch with the vertical shift, at lags -5..+5. Exits non-zero unless both "
-        "correlations peak at lag 0 — run it before training.",
+        "frames, and pitch with the vertical shift, at lags -5..+5. Exits 0 when both correlations "
+        "peak at lag 0, 1 when either peaks elsewhere, 3 when yaw or pitch never moves in the data "
+        "(nothing to check) — run it before training.",
     )
     c.add_argument("prepared", help="output folder of `ochre prepare`")
     c.add_argument("--max-samples", type=_positive_int, default=64, help="clips to read (default 64)")
@@ -101,6 +107,8 @@ def _add_train_tokenizer(sub) -> None:
     p.add_argument("--ckpt-every", type=_positive_int, default=200, help="steps between checkpoints")
     p.add_argument("--log-every", type=_positive_int, default=25, help="steps between log lines")
     p.add_argument("--keep", type=_positive_int, default=3, help="checkpoints kept (default 3)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an earlier run in --out and start afresh (default: refuse without --resume)")
     p.set_defaults(_run="ochre.train.tokenizer:run")
 
 
@@ -116,6 +124,8 @@ def _add_tokenize(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--batch", type=_positive_int, default=256, help="frames per forward (default 256)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if present)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out when it holds tokens of other clips or another tokenizer (default: refuse)")
     p.set_defaults(_run="ochre.tokenize:run")
 
 

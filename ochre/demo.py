@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ochre.bench.common import header, stats_ms, time_calls
 from ochre.io import write_json_atomic
+from ochre.measure import header, stats_ms, time_calls
 
 
 class _Stages:

@@ -2,7 +2,9 @@
 
 Token shard j holds exactly the samples of clip shard j, with `tokens.npy` uint16 (K, 16, 16)
 in place of the mp4 and the tokenizer's hash in the json. Shards are written atomically, each
-followed by its manifest; a rerun with the same tokenizer skips finished shards.
+followed by its manifest. OUT/config.json records the inputs (the clip shards' index digest and
+the tokenizer's hash): a rerun with the same inputs skips finished shards, one with other clips
+or another tokenizer is refused before any work (--overwrite replaces the folder).
 """
 
 from __future__ import annotations
@@ -14,9 +16,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ochre.data.loader import read_index, tar_samples
-from ochre.data.prepare import npy_bytes, write_tar
+from ochre.data.shards import (
+    claim_output,
+    index_digest,
+    npy_bytes,
+    read_index,
+    read_manifest,
+    tar_samples,
+    write_manifest,
+    write_tar,
+)
 from ochre.data.video import decode_frames
+from ochre.device import pick_device
 from ochre.io import write_json_atomic
 from ochre.train.checkpoint import CheckpointError, checkpoint_hash, load_tokenizer, read_checkpoint_config
 
@@ -42,14 +53,18 @@ def tokenize_shard(model, samples, tok_hash: str, batch: int, device, bar) -> li
     return out
 
 
-def tokenize(clips, tokenizer, out, batch: int = 256, device: str | None = None, progress: bool = True) -> dict:
+def tokenize(clips, tokenizer, out, batch: int = 256, device: str | None = None, progress: bool = True,
+             overwrite: bool = False) -> dict:
     from tqdm import tqdm
 
     clips, out = Path(clips), Path(out)
     index = read_index(clips)
     ckpt = resolve_checkpoint(tokenizer)
     tok_hash = checkpoint_hash(ckpt)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    claim_output(out, {"kind": "tokens", "config": {},
+                       "inputs": {"clips": index_digest(clips), "tokenizer": tok_hash}},
+                 overwrite=overwrite, what="token shards")
+    device = pick_device(device)
     model = load_tokenizer(ckpt, device).eval()
     if model.config.codebook_size > 65536:
         raise ValueError("codebook larger than uint16 token shards can hold")
@@ -59,13 +74,13 @@ def tokenize(clips, tokenizer, out, batch: int = 256, device: str | None = None,
     for shard in index["shards"]:
         name = Path(shard["file"]).name
         manifest = out / "shards" / (Path(name).stem + ".json")
-        if manifest.is_file() and json.loads(manifest.read_text()).get("tokenizer") == tok_hash:
+        if (read_manifest(manifest) or {}).get("tokenizer") == tok_hash:
             bar.update(sum(s["frames"] for s in shard["samples"]))
         else:
             clip_samples = tar_samples([str(clips / shard["file"])])
             samples = tokenize_shard(model, clip_samples, tok_hash, batch, device, bar)
             write_tar(out / "shards" / name, samples)
-            write_json_atomic(manifest, {"tokenizer": tok_hash, "samples": shard["samples"]})
+            write_manifest(manifest, {"tokenizer": tok_hash, "samples": shard["samples"]})
         shards.append({"file": f"shards/{name}", "samples": shard["samples"]})
     bar.close()
     write_json_atomic(out / "index.json", {
@@ -77,8 +92,9 @@ def tokenize(clips, tokenizer, out, batch: int = 256, device: str | None = None,
 
 def run(args) -> int:
     try:
-        s = tokenize(args.clips, args.tokenizer, args.out, batch=args.batch, device=args.device)
-    except (FileNotFoundError, ValueError, CheckpointError) as e:
+        s = tokenize(args.clips, args.tokenizer, args.out, batch=args.batch, device=args.device,
+                     overwrite=args.overwrite)
+    except (FileNotFoundError, ValueError, CheckpointError) as e:     # ValueError: OutputMismatch too
         print(f"ochre tokenize: {e}", file=sys.stderr)
         return 2
     print(f"tokenized {s['frames']} frames in {s['samples']} clips with tokenizer {s['tokenizer']} -> {args.out}")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ochre.actions import encode_live, encode_window_actions, kept_ticks
+from ochre.actions import encode_live, encode_window_actions, kept_ticks, mouse_counts_to_degrees
 
 
 def test_kept_ticks_8fps_is_floor_of_2_5():
@@ -37,3 +37,15 @@ def test_live_encoding_matches_recorded_encoding():
     a = encode_live(7.5, -30.0, {"w", "a"})
     np.testing.assert_allclose(a, [0.5, -1.0, -1.0, 1.0])
     assert encode_live(0.0, 0.0, set()).tolist() == [0, 0, 0, 0]
+
+
+def test_live_mouse_counts_to_degrees_by_hand():
+    # 0.15 degrees per count (360 / 2400): 40 counts right = 6 degrees of yaw, 20 up = -3 of pitch.
+    yaw, pitch = mouse_counts_to_degrees(40, -20)
+    assert (float(yaw), float(pitch)) == pytest.approx((6.0, -3.0), abs=1e-12)
+    # One model step: 100 counts right (15 degrees, the clip) and 10 down (1.5 degrees) with W + D held.
+    a = encode_live(*mouse_counts_to_degrees(100, 10), {"w", "d"})
+    np.testing.assert_allclose(a, [1.0, 0.1, 1.0, 1.0], atol=1e-7)
+    # 150 counts is 22.5 degrees: saturates at 1; counts arrays convert elementwise.
+    np.testing.assert_allclose(encode_live(*mouse_counts_to_degrees(-150, 0), set()), [-1, 0, 0, 0])
+    np.testing.assert_allclose(mouse_counts_to_degrees([1, 2400], [0, 0])[0], [0.15, 360.0])

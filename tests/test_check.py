@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ochre.cli import main
-from ochre.data.check import check, phase_shift
+from ochre.data.check import CANNOT_CHECK, check, phase_shift
 from ochre.data.prepare import PrepareConfig, prepare
 
 
@@ -57,3 +57,31 @@ def test_shifted_actions_are_detected(synth_src, tmp_path):
     assert not result["ok"]
     assert result["yaw_peak_lag"] in (1, 2, 3) and result["pitch_peak_lag"] in (1, 2, 3)
     assert main(["data", "check", str(tmp_path / "out")]) == 1
+
+
+def test_data_without_pitch_movement_cannot_be_checked(tmp_path, capsys):
+    # Hand-made clips in which the camera only ever turns sideways: pitch has no variance, so
+    # no lag can be told from another. That is "cannot check" (exit 3), not a misalignment (1).
+    from recordings import index_frames, random_controls
+
+    from ochre.data.synth import write_minerl
+
+    for i in range(2):
+        camera, keys = random_controls(60, i)
+        camera[:, 0] = 0.0                                             # pitch never moves
+        write_minerl(tmp_path / "src" / f"t{i}", index_frames(61), camera, keys, loading=0)
+    prepare(tmp_path / "src", tmp_path / "out", PrepareConfig(), workers=1, progress=False)
+    capsys.readouterr()
+    assert main(["data", "check", str(tmp_path / "out")]) == CANNOT_CHECK == 3
+    err = capsys.readouterr().err
+    assert "cannot check: no pitch movement in the data" in err and "MISALIGNED" not in err
+    assert check(tmp_path / "out")["still"] == ["pitch"]
+
+
+def test_check_runs_on_vpt_layout_data(tmp_path):
+    assert main(["synth", str(tmp_path / "src"), "--episodes", "3", "--steps", "200", "--seed", "3",
+                 "--layout", "vpt"]) == 0
+    prepare(tmp_path / "src", tmp_path / "out", PrepareConfig(), progress=False)
+    assert main(["data", "check", str(tmp_path / "out")]) == 0
+    result = check(tmp_path / "out")
+    assert result["ok"] and result["yaw"][5] > 0.5 and result["pitch"][5] > 0.5

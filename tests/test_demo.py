@@ -30,12 +30,22 @@ def test_quick_demo_runs_every_stage_and_reports(tmp_path):
     assert all({"backend", "batch", "fps", "step_ms_p50", "step_ms_p99"} <= set(row) for row in bench["rows"])
     for name in ("metrics.json", "rollouts.npz", "dream.mp4", "psnr.png"):
         assert (out / "eval" / name).is_file(), name
-    # A rerun resumes every stage instead of redoing it: training and eval are skipped outright.
+    assert (out / "tokenizer" / "recon.png").is_file() and (out / "tokens" / "index.json").is_file()
+    # A rerun resumes every stage instead of redoing it: no file of a finished stage is rewritten
+    # and no training step is taken (a timing bound could not tell a redo from a resume).
+    def written():
+        return {p: p.stat().st_mtime_ns for folder in ("recordings", "clips", "tokens", "tokenizer/checkpoints",
+                                                       "world/checkpoints", "eval")
+                for p in (out / folder).rglob("*") if p.is_file()}
+    before = written()
+    logs = {run: (out / run / "log.jsonl").read_text() for run in ("tokenizer", "world")}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    again = json.loads((out / "report.json").read_text())["timings_s"]
-    assert again["eval"] == 0.0 and again["train"] < 30, again
-    assert "already complete" in r.stdout + r.stderr
+    assert written() == before
+    assert {run: (out / run / "log.jsonl").read_text() for run in logs} == logs
+    assert "0 episodes written" in r.stdout and "nothing to do" in r.stdout
+    assert "resuming from" in r.stderr and "at step 30" in r.stderr
+    assert "world model: already complete" in r.stderr and "eval: already complete" in r.stderr
 
 
 @pytest.mark.slow

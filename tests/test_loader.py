@@ -12,7 +12,16 @@ import pytest
 import torch
 from recordings import read_index_frames
 
-from ochre.data.loader import Split, WindowDataset, eval_frames, frame_batches, read_index, val_sources
+from ochre.actions import kept_ticks
+from ochre.data.loader import (
+    Split,
+    WindowDataset,
+    eval_frames,
+    frame_batches,
+    read_index,
+    spread_picks,
+    val_sources,
+)
 from ochre.data.prepare import PrepareConfig, prepare, write_tar
 
 
@@ -126,3 +135,27 @@ def test_token_shards_yield_token_windows(tmp_path, prepared):
 def test_missing_index_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="ochre prepare"):
         WindowDataset(tmp_path, window=4)
+
+
+def test_eval_frames_are_spread_over_every_held_out_trajectory(prepared):
+    # One held-out trajectory here (10 sources): its frames must span it from the first kept
+    # frame to the last, evenly, not be the first n of its first clips.
+    index = read_index(prepared)
+    (val,) = val_sources(index)
+    kept = sum(s["frames"] for sh in index["shards"] for s in sh["samples"] if s["source"] == val)
+    segments = sum(1 for sh in index["shards"] for s in sh["samples"] if s["source"] == val)
+    distinct = kept - (segments - 1)
+    frames = eval_frames(prepared, 9)
+    order = read_index_frames(frames.permute(0, 2, 3, 1).numpy()) - 2        # the source tick of each
+    want = kept_ticks(1000, 8)[np.linspace(0, distinct - 1, 9).round().astype(int)]
+    np.testing.assert_array_equal(order, want)
+    # Several held-out trajectories: an equal share each, first to last frame of each.
+    fake = {"shards": [{"file": f"s{i}", "samples": [
+        {"key": f"t{i:02d}/{j}", "source": f"t{i:02d}", "frames": 5} for j in range(3)]} for i in range(40)]}
+    picks = spread_picks(fake, 10)
+    val = val_sources(fake)
+    assert len(val) == 2 and {k.split("/")[0] for k in picks} == set(val)
+    for source in val:
+        mine = {k: v for k, v in picks.items() if k.startswith(source)}
+        assert sum(map(len, mine.values())) == 5                            # 10 frames, 2 trajectories
+        assert mine[f"{source}/0"][0] == 0 and mine[f"{source}/2"][-1] == 4  # 13 distinct: 0 .. 12

@@ -229,10 +229,10 @@ def test_unexpected_error_in_one_recording_spares_the_rest(tmp_path, make_minerl
     make_minerl("b", n=30)
     real = prep.load_recording
 
-    def flaky(rec, size):
+    def flaky(rec, *args):
         if rec.name == "a":
             raise RuntimeError("decoder exploded")
-        return real(rec, size)
+        return real(rec, *args)
     monkeypatch.setattr(prep, "load_recording", flaky)
     summary = prepare(tmp_path / "src", tmp_path / "out", PrepareConfig(), workers=1, progress=False)
     (entry,) = json.loads((tmp_path / "out" / "report.json").read_text())["skipped"]
@@ -245,3 +245,31 @@ def test_prepare_cli_reports_a_source_without_recordings(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ochre", "prepare", str(tmp_path / "empty"), str(tmp_path / "o")],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "no MineRL or VPT recordings" in r.stderr
+
+
+def test_rerun_with_other_settings_is_refused_before_any_work(tmp_path, make_minerl):
+    for i in range(3):
+        make_minerl(f"t{i}", n=40, seed=i)
+    src, out = tmp_path / "src", tmp_path / "out"
+
+    def cli(*flags):
+        return subprocess.run([sys.executable, "-m", "ochre", "prepare", str(src), str(out), "--workers", "1",
+                               *flags], capture_output=True, text=True)
+    assert cli("--fps", "8").returncode == 0
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    r = cli("--fps", "10")
+    assert r.returncode == 2 and "fps 8.0 -> 10.0" in r.stderr and "--overwrite" in r.stderr, r.stderr
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before    # nothing touched
+    make_minerl("t3", n=40, seed=3)                                   # the source set changed too
+    r = cli("--fps", "8")
+    assert r.returncode == 2 and "sources: 1 added (t3)" in r.stderr, r.stderr
+    (src / "t3" / "recording.mp4").unlink()
+    (src / "t3" / "rendered.npz").unlink()
+    (src / "t3" / "metadata.json").unlink()
+    r = cli("--fps", "8")                                             # the same run again: resumes
+    assert r.returncode == 0 and "nothing to do" in r.stdout, r.stderr
+    assert cli("--fps", "10", "--overwrite").returncode == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["fps"] == 10.0 and index["config"]["fps"] == 10.0
+    ticks = [t for *_, t, _ in _samples(out).values()]
+    assert all(np.array_equal(t, kept_ticks(41, 10)) for t in ticks)  # the shards are 10 fps too

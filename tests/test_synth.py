@@ -10,6 +10,7 @@ import pytest
 
 from ochre.actions import VPT_DEG_PER_COUNT
 from ochre.data import synth
+from ochre.data.synth import renderer
 from ochre.data.video import read_video
 
 
@@ -53,7 +54,7 @@ def test_same_seed_same_episode_bit_exact_and_episodes_differ():
 @pytest.mark.parametrize("u, v", [(100.5, 300.5), (40.2, 77.9), (250.0, 420.0)])
 def test_yaw_moves_content_horizontally_right_turn_moves_it_left(world, u, v):
     frames = synth.render(world, _poses(world, [30.0, 34.0, 26.0], [10.0] * 3, u, v), 64)
-    expected = synth._lens(64).focal * np.tan(np.radians(4.0))                 # ~3.2 px
+    expected = renderer._lens(64).focal * np.tan(np.radians(4.0))                 # ~3.2 px
     dy, dx = _shift(frames[0], frames[1])
     assert abs(dy) <= 1 and -expected - 1.5 <= dx <= -expected + 1.5, (dy, dx)
     dy, dx = _shift(frames[0], frames[2])
@@ -63,7 +64,7 @@ def test_yaw_moves_content_horizontally_right_turn_moves_it_left(world, u, v):
 @pytest.mark.parametrize("u, v", [(100.5, 300.5), (40.2, 77.9), (250.0, 420.0)])
 def test_pitch_moves_content_vertically_looking_down_moves_it_up(world, u, v):
     frames = synth.render(world, _poses(world, [30.0] * 3, [5.0, 9.0, 1.0], u, v), 64)
-    expected = synth._lens(64).focal * (np.tan(np.radians(9.0)) - np.tan(np.radians(5.0)))
+    expected = renderer._lens(64).focal * (np.tan(np.radians(9.0)) - np.tan(np.radians(5.0)))
     dy, dx = _shift(frames[0], frames[1])
     assert abs(dx) <= 1 and -expected - 1.5 <= dy <= -expected + 1.5, (dy, dx)
     dy, dx = _shift(frames[0], frames[2])
@@ -210,7 +211,7 @@ def test_cli_runs_end_to_end(tmp_path):
 def test_frames_do_not_depend_on_how_they_are_batched(world, monkeypatch):
     poses = _poses(world, np.linspace(0, 90, 7), np.linspace(-30, 40, 7))
     together = synth.render(world, poses, 32)
-    monkeypatch.setattr(synth, "PIXELS_PER_BATCH", 32 * 32)                # one frame per batch
+    monkeypatch.setattr(renderer, "PIXELS_PER_BATCH", 32 * 32)                # one frame per batch
     np.testing.assert_array_equal(together, synth.render(world, poses, 32))
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +18,7 @@ from ochre.cli import main
 from ochre.data.loader import WindowDataset, read_index
 from ochre.models.tokenizer import Tokenizer, TokenizerConfig, TokenizerTrainConfig
 from ochre.train.checkpoint import latest_checkpoint, load_checkpoint, load_tokenizer
-from ochre.train.tokenizer import train
+from ochre.train.tokenizer import RunMismatch, train
 
 SMALL = dict(channels=(8, 16, 16), blocks=(0, 1, 1), code_dim=8, codebook_size=64)
 
@@ -147,3 +149,91 @@ def test_compiled_training_runs_and_tracks_eager(clips, tmp_path):
     # Same data, same init; inductor reorders float reductions, so agreement is close, not exact.
     assert a == pytest.approx(b, rel=1e-3)
     assert compiled["recon_psnr"] == pytest.approx(eager["recon_psnr"], abs=0.05)
+
+
+def test_tokenize_rerun_with_other_clips_or_tokenizer_is_refused(clips, tmp_path):
+    _train(clips, tmp_path / "tok", steps=2)
+    _train(clips, tmp_path / "tok2", steps=3)
+    tokens = tmp_path / "tokens"
+
+    def tokenize(tok, src=clips, *flags):
+        return main(["tokenize", str(src), "--tokenizer", str(tmp_path / tok), "--out", str(tokens), *flags])
+    assert tokenize("tok") == 0
+    before = {p.name: p.read_bytes() for p in (tokens / "shards").iterdir()}
+    assert tokenize("tok2") == 2                                   # another tokenizer: refused
+    other = tmp_path / "clips2"                                    # other clips (fewer recordings)
+    shutil.copytree(clips.parent / "src", tmp_path / "src2")
+    shutil.rmtree(next((tmp_path / "src2").iterdir()))
+    assert main(["prepare", str(tmp_path / "src2"), str(other), "--per-shard", "1"]) == 0
+    assert tokenize("tok", other) == 2
+    assert {p.name: p.read_bytes() for p in (tokens / "shards").iterdir()} == before
+    assert tokenize("tok", other, "--overwrite") == 0
+    index = read_index(tokens)
+    assert index["num_samples"] == read_index(other)["num_samples"] and len(index["shards"]) == 3
+    assert len(list((tokens / "shards").glob("*.tar"))) == 3       # no stale fourth shard
+
+
+def test_training_into_a_used_run_folder_needs_resume_or_overwrite(clips, tmp_path):
+    run = tmp_path / "run"
+    _train(clips, run, steps=3)
+    with pytest.raises(RunMismatch, match="--resume to continue it, --overwrite"):
+        _train(clips, run, steps=3)
+    _train(clips, run, steps=2, overwrite=True)                    # afresh: the old step 3 is gone
+    assert latest_checkpoint(run).name == "step_00000002"
+    assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(clips, tmp_path_factory):
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    assert main(["train-tokenizer", str(clips), "--out", str(run), "--steps", "1", "--batch", "4"]) == 0
+    return run
+
+
+@pytest.mark.parametrize("change, flags, says, differences", [
+    ("batch", ["--batch", "2"], "batch 4 -> 2", 1),
+    ("workers", ["--workers", "1"], "workers 0 -> 1", 1),
+    ("seed", ["--seed", "1"], "seed 0 -> 1", 1),
+    ("preset", ["--preset", "base"], "model: 3 changed (blocks, channels, code_dim); warmup 100 -> 500", 3),
+    ("data", [], "clips ", 1),
+])
+def test_resume_with_other_settings_is_refused_in_one_line(clips, tiny_run, tmp_path, change, flags, says,
+                                                            differences, capsys):
+    data = clips
+    if change == "data":
+        data = tmp_path / "clips2"
+        assert main(["prepare", str(clips.parent / "src"), str(data), "--per-shard", "2"]) == 0
+    capsys.readouterr()
+    argv = ["train-tokenizer", str(data), "--out", str(tiny_run), "--steps", "2", "--batch", "4", "--resume"]
+    assert main(argv + flags) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ochre train-tokenizer: cannot --resume"), err
+    assert says in err[0] and err[0].count(";") == differences, err[0]   # names what differs, only that
+    assert latest_checkpoint(tiny_run).name == "step_00000001"     # nothing was trained
+
+
+def test_a_rank_without_data_stops_every_rank_with_the_same_message(clips, tmp_path):
+    """One shard, two ranks (plain processes over gloo, as a multi-node launch would start them):
+    rank 1 has nothing to read. Both must exit at once with one message, not leave rank 0 waiting."""
+    one = tmp_path / "one_shard"
+    assert main(["prepare", str(clips.parent / "src"), str(one)]) == 0       # 4 recordings per shard
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    env.update(WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    cmd = [sys.executable, "-m", "ochre", "train-tokenizer", str(one), "--out", str(tmp_path / "run"),
+           "--steps", "2", "--batch", "4", "--device", "cpu"]
+    procs = [subprocess.Popen(cmd, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True) for r in range(2)]
+    errs = []
+    try:
+        for p in procs:
+            errs.append(p.communicate(timeout=120)[1])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    assert [p.returncode for p in procs] == [2, 2], errs
+    lines = [e.strip().splitlines()[-1] for e in errs]
+    assert lines[0] == lines[1] and "rank(s) [1] would get fewer than 4 training frames" in lines[0], lines

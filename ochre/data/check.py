@@ -7,6 +7,8 @@ dataset peaks at lag 0; loading frames left in, a linspace alignment or an off-b
 action window moves the peak, and a model trained on it learns to ignore its inputs.
 Signs: positive yaw turns right, so content moves left (dx < 0); positive pitch looks down,
 so content moves up (dy < 0). We correlate the action with the negated shift.
+Data in which yaw (or pitch) never changes has no correlation to peak anywhere: that is
+reported as "cannot check" (exit code 3), never as a misalignment (exit code 1).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import sys
 
 import numpy as np
 
-from ochre.data.loader import WindowDataset, load_npy
+from ochre.data.loader import WindowDataset
+from ochre.data.shards import load_npy
 from ochre.data.video import decode_frames
+
+CANNOT_CHECK = 3      # exit code: an action without variance, so alignment cannot be measured
 
 
 def phase_shift(frames: np.ndarray) -> np.ndarray:
@@ -81,9 +86,11 @@ def check(prepared, max_samples: int = 64, max_lag: int = 5) -> dict:
     corr = lag_correlations(actions, shifts, max_lag)
     lags = list(range(-max_lag, max_lag + 1))
     peaks = [lags[int(np.argmax(c))] for c in corr]
+    joined = np.concatenate(actions)
+    still = [name for col, name in enumerate(("yaw", "pitch")) if not joined[:, col].std() > 0]
     return {"lags": lags, "yaw": corr[0].tolist(), "pitch": corr[1].tolist(),
             "yaw_peak_lag": peaks[0], "pitch_peak_lag": peaks[1],
-            "clips": len(actions), "ok": peaks == [0, 0]}
+            "clips": len(actions), "still": still, "ok": peaks == [0, 0] and not still}
 
 
 def format_table(result: dict) -> str:
@@ -102,6 +109,11 @@ def run(args) -> int:
         return 2
     print(f"alignment check over {result['clips']} clips (correlation of action with image shift)")
     print(format_table(result))
+    if result["still"]:
+        print(f"cannot check: no {' or '.join(result['still'])} movement in the data (every such action is 0 in "
+              f"{result['clips']} clips), so no lag can be told from another. Check data with camera turns, "
+              "or raise --max-samples.", file=sys.stderr)
+        return CANNOT_CHECK
     if result["ok"]:
         print("OK: yaw and pitch both peak at lag 0")
         return 0

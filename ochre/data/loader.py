@@ -12,12 +12,13 @@ shuffle buffer, and only the frames a window needs.
 Held-out split: whole trajectories, never segments of one. Sources are ranked by crc32 of
 their name and the first max(1, 5 %) of them are "val" (none when there is only one), so the
 split is stable across reruns and even a small demo dataset has a held-out trajectory.
+Evaluation frames (`eval_frames`) give every held-out trajectory an equal share, evenly spaced
+from its first kept frame to its last, so a metric speaks for all of them, not for one's start.
 Legend: T window length, K frames in a clip, h w token grid.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import warnings
@@ -28,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import webdataset as wds
 
+from ochre.data.shards import load_npy, read_index, tar_samples
 from ochre.data.video import decode_frames
 
 VAL_PERCENT = 5
+FRAMES_PER_CLIP = 16    # frames a tokenizer epoch draws from each clip (frame_batches' per_clip)
 
 
 @dataclass
@@ -42,19 +44,29 @@ class Split:
     world: int | None = None
 
 
-def read_index(root: str | Path) -> dict:
-    path = Path(root) / "index.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {root} the output of `ochre prepare`/`ochre tokenize`?")
-    return json.loads(path.read_text())
-
-
 def val_sources(index: dict, val_percent: float = VAL_PERCENT) -> frozenset[str]:
     """The held-out trajectories of a dataset (see the module docstring)."""
     sources = sorted({s["source"] for shard in index["shards"] for s in shard["samples"]},
                      key=lambda name: (zlib.crc32(name.encode()), name))
     n_val = max(1, round(len(sources) * val_percent / 100)) if len(sources) > 1 else 0
     return frozenset(sources[:n_val])
+
+
+def rank_shards(shards: list, seed: int, epoch: int, rank: int, world: int, shuffle: bool = True) -> list:
+    """The shards one rank reads in an epoch: the list shuffled alike on every rank, then dealt."""
+    shards = list(shards)
+    if shuffle:
+        random.Random(seed * 1_000_003 + epoch).shuffle(shards)
+    return shards[rank::world]
+
+
+def rank_frame_count(index: dict, *, rank: int, world: int, seed: int, epoch: int, split: str = "train",
+                     per_clip: int | None = FRAMES_PER_CLIP) -> int:
+    """Frames a rank's FrameDataset yields in an epoch, from index.json alone (nothing decoded)."""
+    val = val_sources(index)
+    mine = rank_shards(index["shards"], seed, epoch, rank, world)
+    return sum(min(s["frames"], per_clip or s["frames"]) for shard in mine for s in shard["samples"]
+               if in_split(s["source"], split, val))
 
 
 def in_split(source: str, split: str, val: frozenset[str]) -> bool:
@@ -97,13 +109,10 @@ class ShardStream(torch.utils.data.IterableDataset):
     def my_shards(self) -> list[str]:
         rank, world = _rank_world(self.dist)
         worker, workers = _worker_info()
-        urls = list(self.urls)
-        if self.shuffle:
-            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(urls)   # same order on every rank
-        if len(urls) < world * workers and rank == 0 and worker == 0:
-            warnings.warn(f"{len(urls)} shards for {world} ranks x {workers} workers: some read nothing; "
+        if len(self.urls) < world * workers and rank == 0 and worker == 0:
+            warnings.warn(f"{len(self.urls)} shards for {world} ranks x {workers} workers: some read nothing; "
                           "prepare with a smaller --per-shard", stacklevel=2)
-        return urls[rank::world][worker::workers]
+        return rank_shards(self.urls, self.seed, self.epoch, rank, world, self.shuffle)[worker::workers]
 
     def _rng(self) -> random.Random:
         rank, _ = _rank_world(self.dist)
@@ -128,15 +137,6 @@ class ShardStream(torch.utils.data.IterableDataset):
                 yield buf.pop(rng.randrange(len(buf)))
         rng.shuffle(buf)
         yield from buf
-
-
-def load_npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def tar_samples(urls: list[str]) -> Iterator[dict]:
-    """Raw webdataset samples ({"__key__", ext: bytes}) of the given shards, in order."""
-    return wds.tarfile_to_samples()(iter([{"url": u} for u in urls]))
 
 
 class WindowDataset(ShardStream):
@@ -209,7 +209,7 @@ class FrameDataset(ShardStream):
 
 def frame_batches(root, batch: int, *, seed: int = 0, split: str = "train", workers: int = 0,
                   dist: Split | None = None, start_epoch: int = 0, skip: int = 0,
-                  per_clip: int | None = 16) -> Iterator[tuple[int, int, torch.Tensor]]:
+                  per_clip: int | None = FRAMES_PER_CLIP) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Endless uint8 (B, 3, H, W) batches of random frames: yields (epoch, batch_in_epoch, frames).
 
     Deterministic for a given seed, rank and worker count, so a run resumes exactly by starting
@@ -245,22 +245,47 @@ def _collate(items: list[dict]) -> dict:
     return out
 
 
-def eval_frames(root, n: int, *, split: str = "val", seed: int = 0) -> torch.Tensor:
-    """Up to n held-out frames uint8 (n, 3, H, W) spread over the split's clips, deterministic.
-    Falls back to the whole dataset (with a warning) when the split is empty."""
-    def take(split_name):
-        ds = FrameDataset(root, per_clip=None, seed=seed, split=split_name, shuffle=False)
-        out = []
-        for frame in ds:
-            out.append(frame)
-            if len(out) >= n:
-                break
-        return out
-    frames = take(split)
-    if not frames:
+def spread_picks(index: dict, n: int, split: str = "val") -> dict[str, list[int]]:
+    """Which frames `eval_frames` reads: {sample key: sorted frame indices in that clip}.
+
+    Each trajectory of the split gets n // T frames (the first n % T one more), evenly spaced
+    from its first kept frame to its last. A trajectory's clips share their boundary frames, so
+    frame f of the trajectory is counted once, in the first clip that holds it.
+    """
+    val = val_sources(index)
+    clips: dict[str, list[tuple[str, int]]] = {}            # source -> [(key, frames)] in order
+    for shard in index["shards"]:
+        for s in shard["samples"]:
+            if in_split(s["source"], split, val):
+                clips.setdefault(s["source"], []).append((s["key"], s["frames"]))
+    picks: dict[str, list[int]] = {}
+    for i, source in enumerate(sorted(clips)):
+        share = n // len(clips) + (i < n % len(clips))
+        total = sum(k for _, k in clips[source]) - (len(clips[source]) - 1)   # distinct frames
+        wanted = np.unique(np.linspace(0, total - 1, min(share, total)).round().astype(np.int64))
+        start = 0
+        for key, k in clips[source]:
+            local = wanted[(wanted >= start) & (wanted < start + k)] - start
+            wanted = wanted[wanted >= start + k]
+            if len(local):
+                picks[key] = local.tolist()
+            start += k - 1
+    return picks
+
+
+def eval_frames(root, n: int, *, split: str = "val") -> torch.Tensor:
+    """Up to n frames uint8 (n, 3, H, W) of a split, spread over its trajectories (`spread_picks`),
+    deterministic. Falls back to the whole dataset (with a warning) when the split is empty."""
+    index = read_index(root)
+    picks = spread_picks(index, n, split)
+    if not picks:
         warnings.warn(f"{root}: split {split!r} is empty; evaluating on all data", stacklevel=2)
-        frames = take("all")
-    return torch.stack(frames)
+        picks = spread_picks(index, n, "all")
+    urls = [str(Path(root) / shard["file"]) for shard in index["shards"]
+            if any(s["key"] in picks for s in shard["samples"])]
+    frames = [decode_frames(sample["mp4"], picks[sample["__key__"]])             # (k, H, W, 3)
+              for sample in tar_samples(urls) if sample["__key__"] in picks]
+    return torch.from_numpy(np.concatenate(frames)).permute(0, 3, 1, 2)          # (n, 3, H, W)
 
 
 def window_batches(root, window: int, batch: int, *, seed: int = 0, split: str = "train", workers: int = 0,

@@ -1,7 +1,9 @@
 """`ochre prepare`: recordings -> aligned, resampled 64x64 clip shards (DESIGN §3.3).
 
 Plan, then work: recordings are sorted and dealt into shards of `per_shard` recordings,
-so shard j always holds the same recordings. Each shard is written atomically (temporary
+so shard j always holds the same recordings. Before any work the run's record (config and the
+source set, name -> bytes) is checked against OUT/config.json (ochre.data.shards.claim_output):
+a different configuration stops with what differs. Each shard is written atomically (temporary
 name, then rename) followed by its manifest `clips-%06d.json`; a rerun skips every shard
 whose manifest matches the plan, so an interrupted run finishes the rest and loses nothing.
 index.json and report.json are rebuilt from the manifests at the end.
@@ -10,23 +12,27 @@ Legend: N ticks, K kept frames, S segment length (kept frames).
 
 from __future__ import annotations
 
-import io
 import json
-import multiprocessing as mp
-import os
 import re
 import sys
-import tarfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ochre.actions import encode_window_actions, kept_ticks
-from ochre.data.sources import BadRecording, Recording, find_recordings, load_recording
-from ochre.data.video import encode_mp4
-from ochre.io import atomic_path, write_json_atomic
+from ochre.data.shards import (
+    OutputMismatch,
+    claim_output,
+    npy_bytes,
+    read_manifest,
+    sources_digest,
+    write_manifest,
+    write_tar,
+)
+from ochre.data.sources import BadRecording, Recording, find_recordings, load_recording, source_bytes
+from ochre.data.video import CROPS, encode_mp4
+from ochre.io import write_json_atomic
+from ochre.parallel import pool_size, process_map
 
 SHARD_PATTERN = "clips-%06d"
 
@@ -39,6 +45,7 @@ class PrepareConfig:
     per_shard: int = 4       # recordings per shard
     gop: int = 16            # keyframe interval of the clip mp4 (random-window decode cost)
     crf: int = 10            # near-lossless; see ochre.data.video
+    crop: str = "center"     # non-square sources (VPT's 640x360): "center" square crop, or "squash"
 
     def __post_init__(self):
         if not 0 < self.fps <= 20:
@@ -47,6 +54,8 @@ class PrepareConfig:
             raise ValueError(f"segment must be >= 2 kept frames, got {self.segment}")
         if self.size < 8 or self.per_shard < 1:
             raise ValueError("size must be >= 8 and per_shard >= 1")
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
 
 
 def sample_key(name: str, segment: int) -> str:
@@ -68,7 +77,7 @@ def process_recording(rec: Recording, cfg: PrepareConfig) -> tuple[list[dict], d
     """One recording -> (webdataset samples, report entry). Never raises on bad input."""
     t0 = time.perf_counter()
     try:
-        traj = load_recording(rec, cfg.size)
+        traj = load_recording(rec, cfg.size, cfg.crop)
     except BadRecording as e:
         return [], {"source": rec.name, "format": rec.layout, "status": "skipped", "reason": str(e)}
     ticks = kept_ticks(len(traj.frames), cfg.fps)                           # (K,)
@@ -95,25 +104,6 @@ def process_recording(rec: Recording, cfg: PrepareConfig) -> tuple[list[dict], d
     return samples, entry
 
 
-def npy_bytes(array: np.ndarray) -> bytes:
-    """An array as .npy bytes (no pickle), the encoding of every array in a shard."""
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
-
-
-def write_tar(path: Path, samples: list[dict]) -> None:
-    """Write webdataset samples to a tar atomically; fixed mtimes keep reruns byte-identical."""
-    with atomic_path(path) as tmp, tarfile.open(tmp, "w") as tar:
-        for sample in samples:
-            for ext, data in sample.items():
-                if ext.startswith("__"):
-                    continue
-                info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
-                info.size, info.mtime, info.mode = len(data), 0, 0o644
-                tar.addfile(info, io.BytesIO(data))
-
-
 # ---- the run -------------------------------------------------------------------------
 
 def _worker(job):
@@ -126,23 +116,35 @@ def _worker(job):
 
 
 def _shard_done(manifest: Path, names: list[str]) -> bool:
-    try:
-        m = json.loads(manifest.read_text())
-    except (OSError, json.JSONDecodeError):
+    m = read_manifest(manifest)
+    if m is None:
         return False
     tar_ok = not m.get("samples") or (manifest.with_suffix(".tar")).is_file()
     return m.get("recordings") == names and tar_ok
 
 
+def run_record(recordings: list[Recording], cfg: PrepareConfig) -> dict:
+    """What makes a prepared folder: the config and the source set (name -> bytes on disk)."""
+    return {"kind": "clips", "config": asdict(cfg),
+            "inputs": {"sources": {r.name: source_bytes(r) for r in recordings}}}
+
+
 def prepare(src: str | Path, out: str | Path, cfg: PrepareConfig, workers: int | None = None,
-            progress: bool = True) -> dict:
-    """Run (or finish) a prepare; returns the summary also printed by the CLI."""
+            progress: bool = True, overwrite: bool = False) -> dict:
+    """Run (or finish) a prepare; returns the summary also printed by the CLI.
+
+    Raises OutputMismatch before any work when `out` was made by another config or source set
+    (unless `overwrite`, which replaces it)."""
     from tqdm import tqdm
 
     src, out = Path(src), Path(out)
+    recordings = find_recordings(src)
+    if not recordings:
+        return {"recordings": 0}
+    record = run_record(recordings, cfg)
+    claim_output(out, record, overwrite=overwrite, what="clip shards")
     shard_dir = out / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
-    recordings = find_recordings(src)
     plan = [recordings[i:i + cfg.per_shard] for i in range(0, len(recordings), cfg.per_shard)]
     todo = [j for j, recs in enumerate(plan)
             if not _shard_done(shard_dir / f"{SHARD_PATTERN % j}.json", [r.name for r in recs])]
@@ -150,10 +152,11 @@ def prepare(src: str | Path, out: str | Path, cfg: PrepareConfig, workers: int |
     pending = {j: len(plan[j]) for j in todo}
     results: dict[int, list] = {j: [] for j in todo}
     t0, states_done = time.perf_counter(), 0
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
+    workers = pool_size(workers, len(jobs))
     bar = tqdm(total=len(jobs), unit="rec", desc="prepare", disable=not progress, file=sys.stderr)
-    with _pool(workers) as pool:
-        for j, samples, entry in pool.imap(_worker, jobs) if pool else map(_worker, jobs):
+    # One process per core: decoding and x264 encoding are single-threaded per recording.
+    with process_map(workers) as mapper:
+        for j, samples, entry in mapper(_worker, jobs):
             results[j].append((samples, entry))
             states_done += entry.get("states", 0)
             pending[j] -= 1
@@ -162,25 +165,10 @@ def prepare(src: str | Path, out: str | Path, cfg: PrepareConfig, workers: int |
             if pending[j] == 0:
                 _finish_shard(shard_dir, j, plan[j], results.pop(j), cfg)
     bar.close()
-    summary = _write_index(out, plan, cfg)
+    summary = _write_index(out, plan, cfg, sources_digest(record["inputs"]["sources"]))
     summary.update(shards_written=len(todo), seconds=round(time.perf_counter() - t0, 2),
                    states_processed=states_done)
     return summary
-
-
-class _NoPool:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _pool(workers: int):
-    # One process per core: decoding and x264 encoding are single-threaded per recording.
-    if workers == 1:
-        return _NoPool()
-    return mp.get_context("spawn").Pool(workers)
 
 
 def _finish_shard(shard_dir: Path, j: int, recs: list[Recording], results, cfg: PrepareConfig) -> None:
@@ -192,15 +180,15 @@ def _finish_shard(shard_dir: Path, j: int, recs: list[Recording], results, cfg: 
         write_tar(shard_dir / f"{name}.tar", samples)
     manifest = {
         "recordings": [r.name for r in recs],
-        "config": {"fps": cfg.fps, "size": cfg.size, "segment": cfg.segment},
+        "config": asdict(cfg),
         "samples": [{"key": s["__key__"], "frames": json.loads(s["json"])["frames"],
                      "source": json.loads(s["json"])["source"]} for s in samples],
         "entries": [e for _, e in results],
     }
-    write_json_atomic(shard_dir / f"{name}.json", manifest)   # written last: marks the shard done
+    write_manifest(shard_dir / f"{name}.json", manifest)
 
 
-def _write_index(out: Path, plan, cfg: PrepareConfig) -> dict:
+def _write_index(out: Path, plan, cfg: PrepareConfig, sources: str) -> dict:
     shards, report = [], []
     for j in range(len(plan)):
         m = json.loads((out / "shards" / f"{SHARD_PATTERN % j}.json").read_text())
@@ -215,7 +203,8 @@ def _write_index(out: Path, plan, cfg: PrepareConfig) -> dict:
         "frames": sum(x["frames"] for s in shards for x in s["samples"]),
         "shards": len(shards),
     }
-    index = {"version": 1, "kind": "clips", "fps": cfg.fps, "size": cfg.size, "shards": shards,
+    index = {"version": 1, "kind": "clips", "fps": cfg.fps, "size": cfg.size, "config": asdict(cfg),
+             "sources_digest": sources, "shards": shards,
              "num_samples": summary["samples"], "num_frames": summary["frames"]}
     write_json_atomic(out / "index.json", index)
     write_json_atomic(out / "report.json", {"summary": summary, "skipped": skipped,
@@ -224,10 +213,11 @@ def _write_index(out: Path, plan, cfg: PrepareConfig) -> dict:
 
 
 def run(args) -> int:
-    cfg = PrepareConfig(fps=args.fps, size=args.size, segment=args.segment, per_shard=args.per_shard)
+    cfg = PrepareConfig(fps=args.fps, size=args.size, segment=args.segment, per_shard=args.per_shard,
+                        crop=args.crop)
     try:
-        s = prepare(args.src, args.out, cfg, workers=args.workers)
-    except FileNotFoundError as e:
+        s = prepare(args.src, args.out, cfg, workers=args.workers, overwrite=args.overwrite)
+    except (FileNotFoundError, OutputMismatch) as e:
         print(f"ochre prepare: {e}", file=sys.stderr)
         return 2
     if s["recordings"] == 0:

@@ -4,6 +4,8 @@ Two layouts:
   MineRL v0  DIR/{recording.mp4, rendered.npz, metadata.json}; the video starts with
              L = true_video_frame_count - (N + 1) loading frames; state t = frame L + t.
   VPT        NAME.mp4 beside NAME.jsonl, one action per video frame, no loading frames.
+             Ticks with a GUI open (isGuiOpen) move the cursor, not the player: no camera, no walking.
+             Its 640x360 video is centre-cropped to square unless crop="squash".
 
 Every problem raises BadRecording with a reason a user can act on; the caller records it
 and moves on, so one bad trajectory never costs the rest of the dataset.
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ochre.actions import VPT_DEG_PER_COUNT
+from ochre.actions import mouse_counts_to_degrees
 from ochre.data.video import VideoError, read_video
 
 MINERL_FILES = ("recording.mp4", "rendered.npz", "metadata.json")
@@ -75,14 +77,21 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() or "."
 
 
-def load_recording(rec: Recording, size: int) -> Trajectory:
+def load_recording(rec: Recording, size: int, crop: str = "center") -> Trajectory:
     loader = load_minerl if rec.layout == "minerl" else load_vpt
-    return loader(rec.path, size)
+    return loader(rec.path, size, crop)
+
+
+def source_bytes(rec: Recording) -> int:
+    """Bytes on disk of a recording's files: a replaced or re-downloaded recording changes it."""
+    files = ([rec.path / name for name in MINERL_FILES] if rec.layout == "minerl"
+             else [rec.path, rec.path.with_suffix(".jsonl")])
+    return sum(f.stat().st_size for f in files if f.is_file())
 
 
 # ---- MineRL ---------------------------------------------------------------------------
 
-def load_minerl(folder: Path, size: int) -> Trajectory:
+def load_minerl(folder: Path, size: int, crop: str = "center") -> Trajectory:
     for name in MINERL_FILES:
         if not (folder / name).is_file():
             raise BadRecording(f"missing {name}")
@@ -94,7 +103,7 @@ def load_minerl(folder: Path, size: int) -> Trajectory:
     if "duration_steps" in meta and int(meta["duration_steps"]) != n:
         raise BadRecording(f"metadata.json duration_steps={meta['duration_steps']} but rendered.npz "
                            f"has {n} actions")
-    frames = _decode(folder / "recording.mp4", size)
+    frames = _decode(folder / "recording.mp4", size, crop)
     notes = []
     claimed = meta.get("true_video_frame_count")
     if claimed is None:
@@ -163,23 +172,23 @@ def _check_finite(values: np.ndarray, what: str) -> None:
         raise BadRecording(f"{what} has NaN/inf at {len(ticks)} ticks (first: {ticks[:5].tolist()})")
 
 
-def _decode(path: Path, size: int) -> np.ndarray:
+def _decode(path: Path, size: int, crop: str) -> np.ndarray:
     try:
-        return read_video(path, size)
+        return read_video(path, size, crop)
     except VideoError as e:
         raise BadRecording(f"{path.name}: {e}") from None
 
 
 # ---- VPT ------------------------------------------------------------------------------
 
-def load_vpt(mp4: Path, size: int) -> Trajectory:
+def load_vpt(mp4: Path, size: int, crop: str = "center") -> Trajectory:
     jsonl = mp4.with_suffix(".jsonl")
     if not mp4.is_file():
         raise BadRecording(f"missing {mp4.name} beside {jsonl.name}")
     if not jsonl.is_file():
         raise BadRecording(f"missing {jsonl.name} beside {mp4.name}")
     camera, move_x, move_z = _read_jsonl(jsonl)
-    frames = _decode(mp4, size)
+    frames = _decode(mp4, size, crop)
     n_frames, n_lines = len(frames), len(camera)
     # One action per video frame; the last frame's action leads nowhere and is unused.
     if n_lines < n_frames - 1:
@@ -210,12 +219,16 @@ def _read_jsonl(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise BadRecording(f"empty recording: {path.name} has no actions")
     table = np.array(rows, dtype=np.float64)          # (N, 4): dy, dx, move_x, move_z
     _check_finite(table[:, :2], f"{path.name} mouse dx/dy")
-    camera = table[:, :2] * VPT_DEG_PER_COUNT         # [pitch, yaw] degrees
-    return camera, table[:, 2], table[:, 3]
+    yaw, pitch = mouse_counts_to_degrees(table[:, 1], table[:, 0])
+    return np.stack([pitch, yaw], axis=1), table[:, 2], table[:, 3]     # camera (N, 2) [pitch, yaw]
 
 
 def _vpt_action(obj) -> tuple[float, float, float, float]:
     if obj is None:                 # a null action stays, as a no-op
+        return 0.0, 0.0, 0.0, 0.0
+    if obj.get("isGuiOpen"):
+        # An open inventory or menu takes the mouse and keys: dx/dy move the cursor and the game
+        # releases held movement keys, so the player neither turns nor walks. The frame stays.
         return 0.0, 0.0, 0.0, 0.0
     mouse = obj.get("mouse") or {}
     keys = set((obj.get("keyboard") or {}).get("keys") or [])

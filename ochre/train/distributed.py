@@ -4,10 +4,13 @@ device, reduce metrics. Single-process runs go through the same code with world 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from ochre.device import pick_device
 
 
 @dataclass(frozen=True)
@@ -28,9 +31,7 @@ def setup(device: str | None = None) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = pick_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
@@ -40,6 +41,11 @@ def setup(device: str | None = None) -> DistInfo:
 
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
+        # A gloo worker thread frees a finished collective's tensors only once it holds the GIL.
+        # The process group's destructor (when DDP is freed) joins those threads while holding
+        # the GIL, so a rank that leaves right after its last collective could hang there for
+        # good (2 of 8 two-rank CPU runs did; 0 of 10 with this). Sleeping hands them the GIL first.
+        time.sleep(0.1)
         dist.destroy_process_group()
 
 
@@ -51,3 +57,13 @@ def mean_across_ranks(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     dist.all_reduce(stacked)
     stacked /= dist.get_world_size()
     return dict(zip(values, stacked))
+
+
+def gather_ints(value: int) -> list[int]:
+    """Every rank's `value`, in rank order, on every rank ([value] on one process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [int(value)]
+    # all_gather_object works on gloo and NCCL alike (NCCL needs the CUDA device set: setup does it).
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, int(value))
+    return [int(v) for v in out]

@@ -5,6 +5,9 @@ One step: compute_loss (compiled with --compile; bf16 autocast on CUDA) -> backw
 Resuming is exact: the checkpoint holds weights, codebook buffers, optimizer state, the step
 and the data position (epoch, batch in epoch); the frame stream is a pure function of
 (seed, epoch, rank, workers), so the resumed run sees the batches the first run would have.
+It also holds the run's record (`run_record`), and a resume with another preset, batch, seed,
+worker or rank count or data set is refused before any work (ochre.train.run_folder).
+Pieces: start_run (checks, model, optimizer, checkpoint) -> train_loop (_train_step) -> evaluate.
 """
 
 from __future__ import annotations
@@ -13,18 +16,22 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ochre.data.loader import Split, eval_frames, frame_batches, read_index
+from ochre.data.loader import Split, eval_frames, frame_batches, rank_frame_count
+from ochre.data.shards import index_digest, read_index
 from ochre.images import grid, save_png
 from ochre.io import write_json_atomic
 from ochre.models.tokenizer import Tokenizer, TokenizerConfig, TokenizerTrainConfig
 from ochre.train import checkpoint as ckpt
+from ochre.train.common import RunLogger
 from ochre.train.distributed import DistInfo, mean_across_ranks, setup, teardown
+from ochre.train.run_folder import RunMismatch, check_every_rank_has_data, claim_run_folder, truncate_log
 
 
 class _LossModule(torch.nn.Module):
@@ -47,56 +54,53 @@ def lr_at(step: int, tcfg: TokenizerTrainConfig) -> float:
     return tcfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
-class _Logger:
-    """JSONL always; TensorBoard when installed. Rank 0 only."""
+# ---- what a run is, and where it starts -----------------------------------------------------
 
-    def __init__(self, out: Path, enabled: bool):
-        self.enabled, self.path, self.tb = enabled, out / "log.jsonl", None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(out / "tb"))
-            except ImportError:
-                pass
-
-    def log(self, step: int, values: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
-        if self.tb:
-            for k, v in values.items():
-                self.tb.add_scalar(k, v, step)
+RUN_OUTPUTS = ("checkpoints", "log.jsonl", "tb", "metrics.json", "recon.png")
 
 
-def train(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed: int = 0,
-          compile: bool = False, resume: bool = False, workers: int = 0, device: str | None = None,
-          ckpt_every: int = 200, log_every: int = 25, keep: int = 3, progress: bool = True,
-          eval_frames_n: int = 512) -> dict:
-    from tqdm import tqdm
+def run_record(clips, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed: int, workers: int,
+               ranks: int) -> dict:
+    """Everything that must match for --resume to continue the exact run: the model, the training
+    settings, the seed, the data stream's shape (loader workers, ranks) and the data set itself.
+    `steps` may grow on resume (the cosine schedule then follows the new total); `impl` and
+    --compile pick kernels, not results."""
+    model = {k: v for k, v in asdict(cfg).items() if k != "impl"}
+    train = {k: v for k, v in asdict(tcfg).items() if k != "steps"}
+    return {"kind": "tokenizer-run",
+            "config": {**train, "seed": seed, "workers": workers, "ranks": ranks, "model": model},
+            "inputs": {"clips": index_digest(clips)}}
 
-    read_index(clips)                       # a wrong path fails here, before any work
-    info = setup(device)
+
+@dataclass
+class _Run:
+    """One process's training state: what the loop advances and the checkpoints save."""
+    info: DistInfo
+    out: Path
+    model: Tokenizer
+    opt: torch.optim.Optimizer
+    loss_fn: torch.nn.Module
+    batches: Iterator
+    record: dict
+    step: int = 0
+
+
+def start_run(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, info: DistInfo, *, seed: int,
+              compile: bool, resume: bool, overwrite: bool, workers: int) -> _Run:
+    """Check the run folder and the data, build model and optimizer, restore a checkpoint."""
     out = Path(out)
+    index = read_index(clips)                   # a wrong path fails here, before any work
+    record = run_record(clips, cfg, tcfg, seed=seed, workers=workers, ranks=info.world)
+    latest = claim_run_folder(out, record, info, resume=resume, overwrite=overwrite, outputs=RUN_OUTPUTS)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     # channels_last: 1.3x on a 2-core CPU for the tiny preset (118 vs 92 frames/s at B=32), and the
     # layout cuDNN's bf16 convolutions prefer on GPU.
     model = Tokenizer(cfg).to(info.device, memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.99),
-                            weight_decay=tcfg.weight_decay)
-    step, epoch, skip = 0, 0, 0
-    latest = ckpt.latest_checkpoint(out) if resume else None
-    if latest is not None:
-        meta = ckpt.load_checkpoint(latest, model, opt)
-        step, extra = meta["step"], meta.get("extra", {})
-        epoch, skip = extra.get("epoch", 0), extra.get("batch_in_epoch", 0)
-        if "rng" in extra:
-            ckpt.restore_rng_state(extra["rng"])
-        if info.is_main:
-            print(f"resuming from {latest} at step {step}", file=sys.stderr)
-    elif resume and info.is_main:
-        print(f"--resume: no checkpoint in {out}; starting from scratch", file=sys.stderr)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.99), weight_decay=tcfg.weight_decay)
+    step, epoch, skip = _restore(latest, model, opt, info) if latest is not None else (0, 0, 0)
+    here = rank_frame_count(index, rank=info.rank, world=info.world, seed=seed, epoch=epoch)
+    check_every_rank_has_data(clips, here, tcfg.batch, len(index["shards"]))
     loss_fn = _LossModule(model)
     if info.world > 1:
         loss_fn = torch.nn.parallel.DistributedDataParallel(
@@ -105,43 +109,83 @@ def train(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed:
         loss_fn = torch.compile(loss_fn)
     batches = frame_batches(clips, tcfg.batch, seed=seed, split="train", workers=workers,
                             dist=Split(info.rank, info.world), start_epoch=epoch, skip=skip)
-    logger = _Logger(out, info.is_main)
+    return _Run(info, out, model, opt, loss_fn, batches, record, step)
+
+
+def _restore(latest: Path, model: Tokenizer, opt: torch.optim.Optimizer, info: DistInfo) -> tuple[int, int, int]:
+    """Load a checkpoint into model and optimizer, restore the RNGs; returns (step, epoch, batch in epoch)."""
+    meta = ckpt.load_checkpoint(latest, model, opt)
+    extra = meta["extra"]
+    ckpt.restore_rng_state(extra["rng"])
+    if info.is_main:
+        truncate_log(latest.parent.parent, meta["step"])
+        print(f"resuming from {latest} at step {meta['step']}", file=sys.stderr)
+    return meta["step"], extra["epoch"], extra["batch_in_epoch"]
+
+
+# ---- the loop ----------------------------------------------------------------------------------
+
+def _train_step(run: _Run, frames: torch.Tensor, tcfg: TokenizerTrainConfig, autocast) -> tuple:
+    """One optimizer step; returns (loss, grad_norm, logs) as detached tensors (no host sync)."""
+    frames = frames.to(run.info.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    for group in run.opt.param_groups:
+        group["lr"] = lr_at(run.step, tcfg)
+    with autocast:
+        loss, logs = run.loss_fn(frames)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), tcfg.grad_clip)
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    logs = run.model.update_codebook(logs)
+    run.step += 1
+    return loss.detach(), grad_norm, logs
+
+
+def train_loop(run: _Run, tcfg: TokenizerTrainConfig, *, seed: int, ckpt_every: int, log_every: int,
+               keep: int, progress: bool) -> None:
+    from tqdm import tqdm
+
+    info = run.info
+    logger = RunLogger(run.out, info.is_main)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=info.device.type == "cuda")
-    bar = tqdm(total=tcfg.steps, initial=step, desc="tokenizer", unit="step",
+    bar = tqdm(total=tcfg.steps, initial=run.step, desc="tokenizer", unit="step",
                disable=not (progress and info.is_main), file=sys.stderr)
     t_log, frames_seen = time.perf_counter(), 0
-    model.train()
-    while step < tcfg.steps:
-        epoch, n, frames = next(batches)
-        frames = frames.to(info.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, tcfg)
-        with autocast:
-            loss, logs = loss_fn(frames)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        logs = model.update_codebook(logs)
-        step += 1
+    run.model.train()
+    while run.step < tcfg.steps:
+        epoch, n, frames = next(run.batches)
+        loss, grad_norm, logs = _train_step(run, frames, tcfg, autocast)
         frames_seen += len(frames) * info.world
         bar.update()
-        if step % log_every == 0 or step == tcfg.steps:
-            logs = mean_across_ranks({"loss": loss.detach(), "grad_norm": grad_norm, **logs})
+        if run.step % log_every == 0 or run.step == tcfg.steps:
+            logs = mean_across_ranks({"loss": loss, "grad_norm": grad_norm, **logs})
             values = {k: float(v) for k, v in logs.items()}          # sync point: once per log interval
-            values["lr"], values["frames_per_s"] = lr_at(step - 1, tcfg), frames_seen / (time.perf_counter() - t_log)
+            values["lr"] = lr_at(run.step - 1, tcfg)
+            values["frames_per_s"] = frames_seen / (time.perf_counter() - t_log)
             t_log, frames_seen = time.perf_counter(), 0
-            logger.log(step, values)
+            logger.log(run.step, values)
             bar.set_postfix(loss=f"{values['loss']:.4f}", psnr=f"{values['psnr']:.1f}",
                             usage=f"{values['codebook_usage']:.2f}")
-        if (step % ckpt_every == 0 or step == tcfg.steps) and info.is_main:
-            ckpt.save_checkpoint(out, step, model, opt, keep=keep,
+        if (run.step % ckpt_every == 0 or run.step == tcfg.steps) and info.is_main:
+            ckpt.save_checkpoint(run.out, run.step, run.model, run.opt, keep=keep,
                                  extra={"epoch": epoch, "batch_in_epoch": n + 1, "seed": seed,
-                                        "train": asdict(tcfg), "rng": ckpt.capture_rng_state()})
+                                        "train": asdict(tcfg), "rng": ckpt.capture_rng_state(),
+                                        "run": run.record})
     bar.close()
+
+
+def train(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed: int = 0,
+          compile: bool = False, resume: bool = False, overwrite: bool = False, workers: int = 0,
+          device: str | None = None, ckpt_every: int = 200, log_every: int = 25, keep: int = 3,
+          progress: bool = True, eval_frames_n: int = 512) -> dict:
+    """Train (or resume) a tokenizer run in `out`; returns the held-out metrics (rank 0; {} elsewhere)."""
+    info = setup(device)
+    run = start_run(clips, out, cfg, tcfg, info, seed=seed, compile=compile, resume=resume,
+                    overwrite=overwrite, workers=workers)
+    train_loop(run, tcfg, seed=seed, ckpt_every=ckpt_every, log_every=log_every, keep=keep, progress=progress)
     if info.world > 1:
-        _check_ranks_agree(model)
-    metrics = evaluate(model, clips, out, n=eval_frames_n, seed=seed) if info.is_main else {}
+        _check_ranks_agree(run.model)
+    metrics = evaluate(run.model, clips, run.out, n=eval_frames_n) if info.is_main else {}
     teardown()
     return metrics
 
@@ -160,11 +204,12 @@ def _check_ranks_agree(model: torch.nn.Module) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: Tokenizer, clips, out: Path, n: int = 512, seed: int = 0, batch: int = 128) -> dict:
+def evaluate(model: Tokenizer, clips, out: Path, n: int = 512, batch: int = 128) -> dict:
     """Held-out reconstruction: recon_psnr, codebook usage and perplexity -> metrics.json,
-    and originals over reconstructions -> recon.png."""
+    and originals over reconstructions -> recon.png. The frames are spread evenly over every
+    held-out trajectory (ochre.data.loader.eval_frames)."""
     model.eval()
-    frames = eval_frames(clips, n, split="val", seed=seed)                   # (n, 3, H, W) uint8
+    frames = eval_frames(clips, n, split="val")                              # (n, 3, H, W) uint8
     device = next(model.parameters()).device
     codes, recon = [], []
     for i in range(0, len(frames), batch):
@@ -197,9 +242,10 @@ def run(args) -> int:
     tcfg = TokenizerTrainConfig.preset(args.preset, **overrides)
     try:
         metrics = train(args.clips, args.out, cfg, tcfg, seed=args.seed, compile=args.compile,
-                        resume=args.resume, workers=args.workers, device=args.device,
-                        ckpt_every=args.ckpt_every, log_every=args.log_every, keep=args.keep)
-    except (FileNotFoundError, ValueError) as e:
+                        resume=args.resume, overwrite=args.overwrite, workers=args.workers,
+                        device=args.device, ckpt_every=args.ckpt_every, log_every=args.log_every,
+                        keep=args.keep)
+    except (FileNotFoundError, ValueError, ckpt.CheckpointError) as e:     # ValueError: RunMismatch too
         print(f"ochre train-tokenizer: {e}", file=sys.stderr)
         return 2
     if metrics:
@@ -208,4 +254,4 @@ def run(args) -> int:
     return 0
 
 
-__all__ = ["train", "evaluate", "run", "lr_at", "DistInfo"]
+__all__ = ["train", "start_run", "train_loop", "evaluate", "run", "run_record", "lr_at", "RunMismatch"]

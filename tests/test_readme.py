@@ -1,0 +1,51 @@
+"""The README's real-data instructions stay true: every `ochre` command it shows parses with
+today's CLI, and the layouts it describes are the ones `prepare` finds."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from ochre.cli import build_parser
+from ochre.data.sources import find_recordings
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _real_data_section() -> str:
+    text = README.read_text()
+    match = re.search(r"^## Real data.*?(?=^## )", text, re.S | re.M)
+    assert match, "README has no '## Real data' section"
+    return match.group(0)
+
+
+def test_readme_real_data_commands_parse():
+    section = _real_data_section()
+    commands = [line.split("#")[0].strip() for block in re.findall(r"```bash\n(.*?)```", section, re.S)
+                for line in block.splitlines() if line.startswith("ochre ")]
+    assert {c.split()[1] for c in commands} >= {"prepare", "data", "train-tokenizer", "tokenize"}
+    for command in commands:
+        try:
+            build_parser().parse_args(shlex.split(command)[1:])
+        except SystemExit:
+            pytest.fail(f"README command does not parse: {command}")
+    assert "**Status:**" in section and "per 1,000 trajectories" in section
+
+
+def test_readme_layouts_are_what_prepare_finds(tmp_path):
+    layout = re.search(r"```\n(SRC/.*?)```", _real_data_section(), re.S).group(1)
+    for line in layout.splitlines():
+        files = line.split("#")[0].split()
+        if files and files[0].startswith("SRC/"):
+            folder = tmp_path / files[0].removeprefix("SRC/")
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            folder.touch() if folder.suffix else folder.mkdir(parents=True, exist_ok=True)
+            last = folder
+        else:
+            for name in files:
+                (last / name).touch()
+    found = {(r.layout, r.name) for r in find_recordings(tmp_path)}
+    assert {layout for layout, _ in found} == {"minerl", "vpt"} and len(found) == 2, found
