@@ -155,7 +155,9 @@ def _add_train(sub) -> None:
                    help="fused step kernel: Triton on CUDA (auto), or the torch reference")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the train step")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly (refused if its settings or data differ)")
+    p.add_argument("--overwrite", action="store_true", help="start afresh, deleting the run in --out")
     p.add_argument("--workers", type=int, default=0, help="data loader workers per rank (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--ckpt-every", type=_positive_int, default=200, help="steps between checkpoints")
