@@ -193,7 +193,9 @@ def run_record(tokens_root, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
 def _windows_here(index: dict, window: int, rank: int, world: int, seed: int, epoch: int) -> int:
     """The fewest training windows this rank reads in an epoch (any phase), from index.json alone."""
     val = val_sources(index)
-    return sum(max(0, -(-(s["frames"] - 2 * window + 2) // window)) for shard in rank_shards(index["shards"], seed, epoch, rank, world)
+    mine = rank_shards(index["shards"], seed, epoch, rank, world)
+    # A clip of k frames cut from a random phase p < T yields ceil((k − T + 1 − p) / T) windows.
+    return sum(max(0, -(-(s["frames"] - 2 * window + 2) // window)) for shard in mine
                for s in shard["samples"] if in_split(s["source"], "train", val))
 
 
