@@ -198,20 +198,20 @@ def _add_demo(sub) -> None:
         description="synth -> prepare -> data check -> train-tokenizer -> tokenize -> train (world model) -> "
         "eval, on the built-in synthetic world; writes DIR/report.json (metrics, benchmark, per-stage "
         "timings) and DIR/eval/ (dream.mp4, psnr.png). About 20 minutes on a 2-core CPU (the world model "
-        "trains for --world-minutes); --quick runs every stage small in about 2 minutes. A rerun skips "
+        "trains for --world-minutes, 12 by default); --quick runs every stage small in about 2 minutes. A rerun skips "
         "finished stages.",
     )
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (CI)")
-    p.add_argument("--episodes", type=_positive_int, default=None, help="recordings to render (default 32)")
-    p.add_argument("--steps", type=_positive_int, default=None, help="ticks per episode (default 800)")
+    p.add_argument("--episodes", type=_positive_int, default=None, help="recordings to render (default 64)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="ticks per episode (default 600)")
     p.add_argument("--tokenizer-steps", type=_positive_int, default=None,
-                   help="tokenizer training steps at batch 32 (default 600)")
+                   help="tokenizer training steps at batch 32 (default 500)")
     p.add_argument("--world-minutes", type=_positive_float, default=None,
-                   help="world-model training budget in minutes (default 15)")
+                   help="world-model training budget in minutes (default 12)")
     p.add_argument("--world-steps", type=_positive_int, default=None,
                    help="world-model step cap (default: the minutes decide)")
-    p.add_argument("--rollouts", type=_positive_int, default=None, help="eval rollouts (default 48)")
+    p.add_argument("--rollouts", type=_positive_int, default=None, help="eval rollouts (default 32)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(_run="ochre.demo:run")
 

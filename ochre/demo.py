@@ -52,7 +52,7 @@ def decode_bench(ckpt_dir: Path, batches=(1, 16)) -> dict:
 
 # Default and --quick sizes. The default fits 30 minutes on a slow 2-core machine: the world model
 # gets a wall-time budget, so a slower machine trains fewer steps instead of running longer.
-DEFAULTS = dict(episodes=32, steps=800, tokenizer_steps=600, world_minutes=15.0, world_steps=100_000, rollouts=48)
+DEFAULTS = dict(episodes=64, steps=600, tokenizer_steps=500, world_minutes=12.0, world_steps=100_000, rollouts=32)
 QUICK = dict(episodes=6, steps=200, tokenizer_steps=30, world_minutes=1.0, world_steps=30, rollouts=8)
 
 
