@@ -1,6 +1,7 @@
-"""Nearest-code search: the fused Triton kernel against the torch ways of writing it.
+"""The fused Triton kernels against the torch ways of writing them: nearest-code search, the
+FiLM-ConvGRU step, and the tokenizer train step.
 
-    python -m ochre.bench.kernels [--out FILE] [--device cpu|cuda]
+    python -m ochre.bench.kernels [--out FILE] [--device cpu|cuda] [--only SECTION ...]
 
 Legend: N vectors, D code dim, K codebook size (2048, the base tokenizer's).
 Variants, all returning (N,) int64 indices:
@@ -9,6 +10,13 @@ Variants, all returning (N,) int64 indices:
   cdist_exact    torch.cdist on differences (compute_mode="donot_use_mm_for_euclid_dist") + argmin
   matmul         (||z||^2 - 2 z E^T + ||E||^2).argmin(1), written out in torch
   compiled_ref   torch.compile(nearest_code_ref)
+Then the FiLM-ConvGRU step (B batch, C state channels, on the 16x16 token grid), forward and
+backward of all four inputs together:
+  film_gru/triton        ochre.kernels.film_gru_step(impl="triton"): one kernel each way
+  film_gru/reference     film_gru_step_ref with autograd: 16 elementwise kernels forward
+  film_gru/compiled_ref  torch.compile(film_gru_step_ref), forward and backward
+GB/s counts the fused kernels' traffic (23 (B, C, 16, 16) tensors); `max_diff` is the largest
+gradient difference from the reference's.
 Then the tokenizer train step (frames/s): eager vs compiled, and compiled+triton on GPU.
 Timing: warm-up calls (and compilation) untimed; each timed call on its own, with CUDA events
 on GPU and perf_counter on CPU; median and p99 over the runs. GB/s counts the minimum
@@ -30,7 +38,7 @@ from pathlib import Path
 import torch
 
 from ochre.bench.common import RESULTS, header, stats_ms
-from ochre.kernels import nearest_code, nearest_code_ref
+from ochre.kernels import film_gru_step, film_gru_step_ref, nearest_code, nearest_code_ref
 
 K = 2048
 DIMS = (32, 64)
@@ -38,6 +46,9 @@ N_GPU = (4096, 16384, 65536)
 # The CPU stops at 16,384 rows: at 65,536 one reference call alone takes seconds and its
 # N x K distance matrix is 512 MB, and the whole run has to stay under two minutes.
 N_CPU = (4096, 16384)
+FILM_SHAPES = [(b, c) for b in (8, 64) for c in (64, 128)]  # (B, C) on the model's 16x16 grid
+GRID = 16
+SECTIONS = ("nearest_code", "film_gru", "tokenizer")
 
 
 def _cdist_exact(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -120,6 +131,63 @@ def bench_shape(n: int, d: int, dtype: torch.dtype, device: str, budget_s: float
     return rows
 
 
+def film_gru_variants(device: str) -> dict[str, Callable | str]:
+    """name -> step function (gx, gh, h, film) -> h', or the reason it does not run here."""
+    out: dict[str, Callable | str] = {}
+    if device == "cuda":
+        out["film_gru/triton"] = lambda *x: film_gru_step(*x, impl="triton")
+    else:
+        out["film_gru/triton"] = "needs a CUDA GPU (TRITON_INTERPRET runs it on CPU for correctness only)"
+    out["film_gru/reference"] = film_gru_step_ref
+    torch._dynamo.reset()  # one static graph per shape, as in variants()
+    out["film_gru/compiled_ref"] = torch.compile(film_gru_step_ref, dynamic=False)
+    return out
+
+
+def bench_film_gru(b: int, c: int, dtype: torch.dtype, device: str, budget_s: float) -> list[dict]:
+    """Forward + backward of one step: h' and the gradients of gx, gh, h and film."""
+    gen = torch.Generator(device="cpu").manual_seed(b * 1000 + c)
+    shapes = [(b, 3 * c, GRID, GRID), (b, 3 * c, GRID, GRID), (b, c, GRID, GRID), (b, 6 * c)]
+    inputs = [torch.randn(sh, generator=gen).to(device=device, dtype=dtype).requires_grad_(True) for sh in shapes]
+    grad_out = torch.randn(shapes[2], generator=gen).to(device=device, dtype=dtype)
+
+    def fwd_bwd(fn):
+        return torch.autograd.grad(fn(*inputs), inputs, grad_out)
+
+    ref = fwd_bwd(film_gru_step_ref)
+    nbytes = 23 * b * c * GRID * GRID * (torch.finfo(dtype).bits // 8)
+    gpu = device == "cuda"
+    rows, ref_ms = [], None
+    for name, fn in film_gru_variants(device).items():
+        row = {"variant": name, "B": b, "C": c, "H": GRID, "W": GRID, "dtype": str(dtype).removeprefix("torch.")}
+        if isinstance(fn, str):
+            rows.append({**row, "skipped": fn})
+            continue
+        grads = fwd_bwd(fn)  # untimed: compiles forward and backward where there is anything to compile
+        samples = time_ms(lambda fn=fn: fwd_bwd(fn), device, budget_s, max_runs=200 if gpu else 50,
+                          min_runs=20 if gpu else 5, warmup=3 if gpu else 1)
+        st = stats_ms(samples)
+        ref_ms = st["ms_p50"] if name == "film_gru/reference" else ref_ms
+        rows.append({**row, **st, "gbps": nbytes / (st["ms_p50"] * 1e-3) / 1e9,
+                     "max_diff": max(float((g.float() - r.float()).abs().max()) for g, r in zip(grads, ref))})
+    for row in rows:
+        if ref_ms is not None and "ms_p50" in row:
+            row["x_vs_reference"] = ref_ms / row["ms_p50"]
+    return rows
+
+
+def print_film_gru_table(rows: list[dict]) -> None:
+    print(f"{'variant':<22} {'B':>3} {'C':>4} {'dtype':<9} {'p50 ms':>9} {'p99 ms':>9} {'runs':>4} "
+          f"{'GB/s':>8} {'x ref':>6} {'max_diff':>9}")
+    for r in rows:
+        head = f"{r['variant']:<22} {r['B']:>3} {r['C']:>4} {r['dtype']:<9}"
+        if "skipped" in r:
+            print(f"{head} skipped: {r['skipped']}")
+            continue
+        print(f"{head} {r['ms_p50']:>9.3f} {r['ms_p99']:>9.3f} {r['runs']:>4} {r['gbps']:>8.3g} "
+              f"{r['x_vs_reference']:>6.2f} {r['max_diff']:>9.2g}")
+
+
 def bench_tokenizer_train(device: str, preset: str, batch: int, budget_s: float) -> list[dict]:
     """Tokenizer train-step throughput: eager vs torch.compile, and on GPU with the Triton
     kernels vs the torch references inside the compiled step. One step = compute_loss ->
@@ -186,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="result JSON (default bench/results/kernels_<device>_<date>.json)")
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds of timed calls per row (default 0.5 on GPU, 1.0 on CPU)")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                    help="sections to run (default: all)")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda, but torch sees no CUDA GPU")
@@ -193,8 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.budget if args.budget is not None else (0.5 if device == "cuda" else 1.0)
     sizes = N_GPU if device == "cuda" else N_CPU
     dtypes = (torch.float32, torch.bfloat16) if device == "cuda" else (torch.float32,)
-    notes = [f"K={K}; N in {sizes}; D in {DIMS}; dtypes {[str(t) for t in dtypes]}",
-             "GB/s = (N*D + K*D) * itemsize + N*8 bytes / p50: the least any variant must move"]
+    notes = [f"sections {args.only}; dtypes {[str(t) for t in dtypes]}",
+             f"nearest_code: K={K}; N in {sizes}; D in {DIMS}",
+             "nearest_code GB/s = (N*D + K*D) * itemsize + N*8 bytes / p50: the least any variant must move",
+             f"film_gru: (B, C) in {FILM_SHAPES} on {GRID}x{GRID}; forward + backward of gx, gh, h, film",
+             "film_gru GB/s = 23 * B*C*H*W * itemsize / p50: the fused kernels' traffic (read 7, write 1; "
+             "read 8, write 7)"]
     if device == "cpu":
         notes.append(f"CPU run: N stops at {N_CPU[-1]} (65,536 takes seconds per reference call and "
                      f"a 512 MB distance matrix); {torch.get_num_threads()} torch threads")
@@ -203,18 +277,23 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()[0]  # other jobs on a shared machine show up here
     rows = []
-    for dtype in dtypes:
-        for d in DIMS:
-            for n in sizes:
-                rows.extend(bench_shape(n, d, dtype, device, budget))
-    print_table(rows)
-    preset, batch = ("base", 128) if device == "cuda" else ("tiny", 32)
-    train_rows = bench_tokenizer_train(device, preset, batch, budget * 4)
-    for r in train_rows:
-        print(f"{r['variant']:<28} {preset} B={batch}: p50 {r['ms_p50']:.1f} ms, p99 {r['ms_p99']:.1f} ms, "
-              f"{r['frames_per_s']:.0f} frames/s ({r['x_vs_eager']:.2f}x eager)")
-    rows += train_rows
-    result = {"benchmark": "nearest_code", **header(device), "kernel_sources_dirty": kernel_sources_dirty(),
+    if "nearest_code" in args.only:
+        nc_rows = [r for dtype in dtypes for d in DIMS for n in sizes for r in bench_shape(n, d, dtype, device, budget)]
+        print_table(nc_rows)
+        rows += nc_rows
+    if "film_gru" in args.only:
+        film_rows = [r for dtype in dtypes for b, c in FILM_SHAPES for r in bench_film_gru(b, c, dtype, device, budget)]
+        print_film_gru_table(film_rows)
+        rows += film_rows
+    if "tokenizer" in args.only:
+        preset, batch = ("base", 128) if device == "cuda" else ("tiny", 32)
+        train_rows = bench_tokenizer_train(device, preset, batch, budget * 4)
+        for r in train_rows:
+            print(f"{r['variant']:<28} {preset} B={batch}: p50 {r['ms_p50']:.1f} ms, p99 {r['ms_p99']:.1f} ms, "
+                  f"{r['frames_per_s']:.0f} frames/s ({r['x_vs_eager']:.2f}x eager)")
+        rows += train_rows
+    result = {"benchmark": "kernels", "sections": args.only, **header(device),
+              "kernel_sources_dirty": kernel_sources_dirty(),
               "device_kind": device,
               "torch_threads": torch.get_num_threads(), "loadavg_1m": [load_before, os.getloadavg()[0]],
               "notes": notes, "rows": rows}

@@ -1,6 +1,6 @@
 """Pure-torch references: the specification every kernel is tested and benchmarked against.
 
-Legend: N vectors, D code dim, K codebook size.
+Legend: N vectors, D code dim, K codebook size; B batch, C state channels, H W grid.
 """
 
 from __future__ import annotations
@@ -40,8 +40,28 @@ def codebook_lookup_backward_ref(grad_out: torch.Tensor, codes: torch.Tensor, nu
     return grad.index_put_((codes.reshape(-1).long(),), grad_out.reshape(-1, d), accumulate=True)
 
 
+def check_film_gru_shapes(gx: torch.Tensor, gh: torch.Tensor, h: torch.Tensor, film: torch.Tensor) -> None:
+    """Raise ValueError unless gx, gh (B, 3C, H, W), h (B, C, H, W) and film (B, 6C) fit together."""
+    if h.dim() != 4:
+        raise ValueError(f"film_gru_step: h must be (B, C, H, W), got {tuple(h.shape)}")
+    B, C, H, W = h.shape
+    want = {"gx": (B, 3 * C, H, W), "gh": (B, 3 * C, H, W), "film": (B, 6 * C)}
+    for name, t in (("gx", gx), ("gh", gh), ("film", film)):
+        if tuple(t.shape) != want[name]:
+            raise ValueError(f"film_gru_step: h is {tuple(h.shape)}, so {name} must be {want[name]}; "
+                             f"got {tuple(t.shape)}")
+
+
+def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    # fp32, or fp64 when an input is fp64: gradcheck and the tests' exact baselines need it.
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
 def film_gru_step_ref(gx: torch.Tensor, gh: torch.Tensor, h: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
-    """Gate arithmetic of one FiLM-ConvGRU step ("linear before reset"), in fp32.
+    """Gate arithmetic of one FiLM-ConvGRU step ("linear before reset"), in fp32 (fp64 if an input is).
 
     Legend: B batch, C state channels, H W grid. Gate order along channels is [z, r, n].
       gx   (B, 3C, H, W)  input-convolution pre-activations (bias included)
@@ -55,15 +75,49 @@ def film_gru_step_ref(gx: torch.Tensor, gh: torch.Tensor, h: torch.Tensor, film:
     Linear-before-reset (r multiplies W_h·h, not h) lets the input convolutions of a whole
     teacher-forced window run as one batched call outside the recurrence.
     """
+    dt = _compute_dtype(gx, gh, h, film)
     B, C3 = gx.shape[:2]
-    C = C3 // 3
-    gamma, beta = film.float().view(B, 2, C3, 1, 1).unbind(1)                # (B, 3C, 1, 1) each
-    gxz, gxr, gxn = gx.float().chunk(3, dim=1)                              # (B, C, H, W) each
-    ghz, ghr, ghn = gh.float().chunk(3, dim=1)
+    gamma, beta = film.to(dt).view(B, 2, C3, 1, 1).unbind(1)                 # (B, 3C, 1, 1) each
+    gxz, gxr, gxn = gx.to(dt).chunk(3, dim=1)                               # (B, C, H, W) each
+    ghz, ghr, ghn = gh.to(dt).chunk(3, dim=1)
     gz, gr, gn = (1 + gamma).chunk(3, dim=1)
     bz, br, bn = beta.chunk(3, dim=1)
     z = torch.sigmoid((gxz + ghz) * gz + bz)
     r = torch.sigmoid((gxr + ghr) * gr + br)
     n = torch.tanh((gxn + r * ghn) * gn + bn)
-    hf = h.float()
+    hf = h.to(dt)
     return (hf + z * (n - hf)).to(h.dtype)
+
+
+def film_gru_step_backward_ref(grad_out: torch.Tensor, gx: torch.Tensor, gh: torch.Tensor, h: torch.Tensor,
+                               film: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of film_gru_step_ref, written out: grad_out (B, C, H, W) -> (d gx, d gh, d h, d film),
+    each in its input's dtype. Gates are recomputed from the inputs, as the Triton backward does.
+
+    With s_z = gx_z + gh_z, s_r = gx_r + gh_r, s_n = gx_n + r·gh_n and g = grad_out:
+      da_z = g·(n − h)·z(1 − z),  da_n = g·z·(1 − n²),  da_r = da_n·(1 + γ_n)·gh_n·r(1 − r)
+      d gx = da·(1 + γ) per gate;  d gh the same, except d gh_n = da_n·(1 + γ_n)·r;  d h = g·(1 − z)
+      d γ = Σ_HW da·s,  d β = Σ_HW da
+    """
+    dt = _compute_dtype(grad_out, gx, gh, h, film)
+    B, C3 = gx.shape[:2]
+    gamma, beta = film.to(dt).view(B, 2, C3, 1, 1).unbind(1)                 # (B, 3C, 1, 1) each
+    gxz, gxr, gxn = gx.to(dt).chunk(3, dim=1)                               # (B, C, H, W) each
+    ghz, ghr, ghn = gh.to(dt).chunk(3, dim=1)
+    gz, gr, gn = (1 + gamma).chunk(3, dim=1)
+    bz, br, bn = beta.chunk(3, dim=1)
+    s_z, s_r = gxz + ghz, gxr + ghr
+    z = torch.sigmoid(s_z * gz + bz)
+    r = torch.sigmoid(s_r * gr + br)
+    s_n = gxn + r * ghn
+    n = torch.tanh(s_n * gn + bn)
+    g, hf = grad_out.to(dt), h.to(dt)
+    da_z = g * (n - hf) * z * (1 - z)
+    da_n = g * z * (1 - n * n)
+    da_r = da_n * gn * ghn * r * (1 - r)
+    d_gx = torch.cat([da_z * gz, da_r * gr, da_n * gn], dim=1)               # (B, 3C, H, W)
+    d_gh = torch.cat([da_z * gz, da_r * gr, da_n * gn * r], dim=1)
+    da = torch.cat([da_z, da_r, da_n], dim=1)
+    s = torch.cat([s_z, s_r, s_n], dim=1)
+    d_film = torch.cat([(da * s).sum((2, 3)), da.sum((2, 3))], dim=1)       # (B, 6C)
+    return d_gx.to(gx.dtype), d_gh.to(gh.dtype), (g * (1 - z)).to(h.dtype), d_film.to(film.dtype)

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ochre.data.check import phase_shift
-from ochre.data.loader import ShardStream, load_npy, read_index
+from ochre.data.loader import WindowDataset, load_npy, read_index
 from ochre.data.video import decode_frames
 from ochre.io import atomic_path, write_json_atomic
 from ochre.models.sampling import SamplingConfig, dream_step
@@ -44,7 +44,7 @@ class Trajectory:
 def heldout_trajectories(clips_root) -> list[Trajectory]:
     """Held-out clip samples stitched into whole trajectories, in a stable order."""
     parts: dict[str, list] = {}
-    for sample in ShardStream(clips_root, split="val", shuffle=False).samples():
+    for sample in WindowDataset(clips_root, window=2, split="val", shuffle=False).samples():
         meta = sample["meta"]
         parts.setdefault(meta["source"], []).append((meta.get("segment", 0), sample))
     out = []
@@ -189,7 +189,8 @@ def repeat_frame_metrics(real: np.ndarray, trajs: list[Trajectory], dreamer: Dre
     curve = psnr(np.repeat(real[:, :1], real.shape[1], axis=1), real).mean(axis=0)
     firsts = np.stack([t.frames[0] for t in trajs])
     real_all = np.concatenate([t.frames[:LONG + 1] for t in trajs])
-    usage = len(np.unique(dreamer.encode(firsts).cpu().numpy())) / len(np.unique(dreamer.encode(real_all).cpu().numpy()))
+    distinct = [len(np.unique(dreamer.encode(f).cpu().numpy())) for f in (firsts, real_all)]
+    usage = distinct[0] / distinct[1]
     metrics = {**{f"psnr@{h}": float(curve[h]) for h in HORIZONS}, "delta_psnr@16": 0.0,
                "code_usage@256": usage, "grad_ratio@256": grad_magnitude(firsts) / grad_magnitude(real_all)}
     return metrics, curve
@@ -201,7 +202,7 @@ def _real_yaw_response(trajs, plan) -> float:
 
 
 def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: int = 48, seed: int = 0,
-             device: str | None = None, video_rollouts: int = 6) -> dict:
+             device: str | None = None, video_rollouts: int = 6, sampling: dict | None = None) -> dict:
     """Write OUT/metrics.json, rollouts.npz, dream.mp4 and psnr.png; return the metrics."""
     from ochre.train.checkpoint import load_dynamics, load_tokenizer
 
@@ -215,7 +216,8 @@ def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: 
     trajs = heldout_trajectories(clips)
     plan = _plan(trajs, max_rollouts)
     other = _other(plan)
-    model, sampling, meta = load_dynamics(ckpt, device)
+    model, shipped, meta = load_dynamics(ckpt, device)
+    sampling = SamplingConfig(**{**asdict(shipped), **(sampling or {})})     # overrides, for sweeps
     metrics, arrays = evaluate_model(Dreamer(model, tokenizer, sampling, seed), trajs, plan, other)
     metrics["real/yaw_response"] = _real_yaw_response(trajs, plan)
     repeat, repeat_curve = repeat_frame_metrics(arrays["real"], trajs, Dreamer(model, tokenizer, sampling))
@@ -224,11 +226,13 @@ def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: 
     if compare:
         other_model, other_sampling, other_meta = load_dynamics(compare, device)
         name = other_meta["extra"].get("recipe", "compare")
-        cmp_metrics, cmp_arrays = evaluate_model(Dreamer(other_model, tokenizer, other_sampling, seed), trajs, plan, other)
+        cmp_dreamer = Dreamer(other_model, tokenizer, other_sampling, seed)
+        cmp_metrics, cmp_arrays = evaluate_model(cmp_dreamer, trajs, plan, other)
         metrics.update({f"{name}/{k}": v for k, v in cmp_metrics.items()})
         curves[name] = cmp_arrays["curve"]
     metrics.update({"rollouts": len(plan), "rollouts@256": len(trajs), "heldout_trajectories": len(trajs),
-                    "step": meta["step"]})
+                    "step": meta["step"], "temperature": sampling.temperature, "top_k": sampling.top_k,
+                    "guidance": sampling.guidance})
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "metrics.json", metrics)
     with atomic_path(out / "rollouts.npz") as tmp, open(tmp, "wb") as f:
@@ -246,8 +250,10 @@ def run(args) -> int:
     from ochre.train.checkpoint import CheckpointError
 
     try:
+        overrides = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k),
+                                       ("guidance", args.guidance)) if v is not None}
         metrics = evaluate(args.checkpoint, args.tokens, args.out, compare=args.compare, clips=args.clips,
-                           max_rollouts=args.rollouts, seed=args.seed, device=args.device)
+                           max_rollouts=args.rollouts, seed=args.seed, device=args.device, sampling=overrides)
     except (FileNotFoundError, ValueError, CheckpointError) as e:
         print(f"ochre eval: {e}", file=sys.stderr)
         return 2

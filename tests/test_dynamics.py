@@ -22,7 +22,7 @@ def test_step_has_fixed_shapes_and_a_preallocatable_state():
     m = _model()
     tokens, actions = torch.randint(0, 64, (3, 16, 16)), torch.rand(3, 4) * 2 - 1
     state = m.init_state(3)
-    assert [s.shape for s in state] == [(3, 8, 16, 16), (3, 12, 16, 16)]
+    assert [s.shape for s in state] == [(3, 8, 16, 16), (3, 12, 16, 16), (3, 2)]
     logits, new = m.step(tokens, actions, state)
     assert logits.shape == (3, 64, 16, 16) and logits.dtype == torch.float32
     assert [s.shape for s in new] == [s.shape for s in state]
@@ -41,6 +41,21 @@ def test_copy_prior_moves_content_the_way_the_camera_turns(yaw, pitch, dx, dy):
     want = torch.roll(tokens[0], shifts=(-dy, -dx), dims=(0, 1))
     inner = (slice(1, 15), slice(1, 15))                      # the revealed edge has nothing to copy
     assert torch.equal(pred[inner], want[inner])
+
+
+def test_slow_turns_move_the_copied_codes_by_carrying_the_sub_token_rest():
+    """A 0.4-token turn per step rounds to no move; carried over, 5 steps move the codes by 2 tokens."""
+    m = _model(shift_per_unit=1.0)
+    with torch.no_grad():
+        m.copy_logit.fill_(1e4)
+    tokens = torch.randint(0, 64, (1, 16, 16))
+    state, current = m.init_state(1), tokens
+    for _ in range(5):
+        logits, state = m.step(current, torch.tensor([[0.4, 0.0, 0.0, 0.0]]), state)
+        current = logits.argmax(1)
+    assert torch.equal(current[0, :, 2:14], tokens[0, :, 4:16][:, :12])
+    torch.testing.assert_close(state[-1], torch.tensor([[0.0, 0.0]]), atol=1e-5, rtol=0)
+    assert torch.equal(m.realign(state)[-1], torch.zeros(1, 2))
 
 
 def test_dropped_actions_are_ignored_and_kept_ones_are_not():

@@ -296,8 +296,10 @@ def window_batches(root, window: int, batch: int, *, seed: int = 0, split: str =
     worker count, so a run resumes exactly from (start_epoch, skip), as frame_batches does.
     """
     ds = WindowDataset(root, window, seed=seed, split=split, dist=dist)
+    # A private generator: a DataLoader otherwise draws its base seed from the global torch RNG at
+    # every epoch start, which the training loop also samples from, and a resumed run would differ.
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=workers, collate_fn=_collate,
-                                         drop_last=True)
+                                         drop_last=True, generator=torch.Generator().manual_seed(seed))
     epoch = start_epoch
     while True:
         ds.set_epoch(epoch)

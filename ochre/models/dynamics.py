@@ -23,6 +23,7 @@ flag, no warp. At inference `guidance` w mixes uncond + w·(cond − uncond) log
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -63,8 +64,9 @@ class DynamicsConfig:
     @classmethod
     def preset(cls, name: str, **overrides) -> DynamicsConfig:
         presets = {
-            # CPU demos and tests: sized so that a 2-core CPU trains ~100+ predicted frames/s.
-            "tiny": dict(embed_dim=48, hidden=(96, 96), head_dim=48, action_embed=48),
+            # CPU demos and tests. A demo trains only ~20-60k predicted frames, so steps beat width:
+            # (64, 64) trains 1.3x the frames/s of (96, 96) on 2 cores (113 vs 88, batch 16 x 11).
+            "tiny": dict(embed_dim=32, hidden=(64, 64), head_dim=48, action_embed=32),
             "base": dict(embed_dim=128, hidden=(256, 256, 256), head_dim=128, action_embed=128),
         }
         if name not in presets:
@@ -118,7 +120,9 @@ class Dynamics(nn.Module):
         if cfg.copy_bias:
             # A global copy logit plus a per-position correction the state predicts (zero at start):
             # the model learns where copying is right (kept content) and where not (revealed strips).
-            self.copy_logit = nn.Parameter(torch.tensor(2.0))
+            # Starting at log K makes the copy as likely as all other codes together (p ≈ 0.5) from
+            # step 0: the head learns a residual on "repeat, shifted" instead of discovering it.
+            self.copy_logit = nn.Parameter(torch.tensor(math.log(cfg.codebook_size)))
             self.copy_gate = nn.Conv2d(cfg.hidden[-1], 1, 1)
             nn.init.zeros_(self.copy_gate.weight)
             nn.init.zeros_(self.copy_gate.bias)
@@ -128,11 +132,21 @@ class Dynamics(nn.Module):
         self.register_buffer("base_grid", torch.stack([xs, ys], dim=-1), persistent=False)  # (h, w, 2)
 
     # -- state ------------------------------------------------------------------------------
-    def init_state(self, batch: int, device=None, dtype=torch.float32) -> list[torch.Tensor]:
-        """Zero state, one (B, C, h, w) tensor per layer: fixed shapes, preallocatable."""
+    def state_shapes(self) -> list[tuple[int, ...]]:
+        """Per-sample state shapes: (C_l, h, w) per layer, then (2,) the copy prior's sub-token residual."""
         g = self.config.grid
+        return [(c, g, g) for c in self.config.hidden] + [(2,)]
+
+    def init_state(self, batch: int, device=None, dtype=torch.float32) -> list[torch.Tensor]:
+        """Zero state: fixed shapes, preallocatable (see state_shapes)."""
         device = device if device is not None else self.embed.weight.device
-        return [torch.zeros(batch, c, g, g, device=device, dtype=dtype) for c in self.config.hidden]
+        return [torch.zeros(batch, *shape, device=device, dtype=dtype) for shape in self.state_shapes()]
+
+    @staticmethod
+    def realign(state: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The state for a real (not dreamed) input frame: its codes sit exactly where the camera
+        is, so no sub-token residual is owed."""
+        return [*state[:-1], torch.zeros_like(state[-1])]
 
     # -- pieces -------------------------------------------------------------------------------
     @staticmethod
@@ -141,34 +155,44 @@ class Dynamics(nn.Module):
         flag = torch.ones_like(actions[..., :1]) if present is None else present[..., None].to(actions.dtype)
         return torch.cat([actions * flag, flag], dim=-1)
 
-    def _grid(self, act: torch.Tensor) -> torch.Tensor:
-        """Sampling grid that shifts content by the commanded yaw/pitch: act (B, 5) -> (B, h, w, 2).
+    def _shift(self, act: torch.Tensor) -> torch.Tensor:
+        """Content shift in tokens that the commanded yaw/pitch causes: act (B, 5) -> (B, 2) [x, y].
 
         Turning right (yaw > 0) moves content left, so output x samples input x + shift; looking
-        down (pitch > 0) moves it up, so output y samples input y + shift. Grid units: 2/(w−1) per token.
-        """
-        g = self.config.grid
-        shift = act[:, :2] * self.shift_scale * (2.0 / max(g - 1, 1))            # (B, 2) [x, y]
-        return self.base_grid + shift[:, None, None, :]
+        down (pitch > 0) moves it up, so output y samples input y + shift."""
+        return act[:, :2] * self.shift_scale
 
-    def _warp(self, x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
+    def _grid(self, shift: torch.Tensor) -> torch.Tensor:
+        """Sampling grid for a shift in tokens: (B, 2) -> (B, h, w, 2); grid units are 2/(w−1) per token."""
+        return self.base_grid + (shift * (2.0 / max(self.config.grid - 1, 1)))[:, None, None, :]
 
-    def _copy_codes(self, tokens: torch.Tensor, grid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The code the shift carries to each position, and whether one does: (B, h, w) long, (B, h, w) bool."""
-        if grid is None:
-            return tokens, torch.ones_like(tokens, dtype=torch.bool)
+    def _warp(self, x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        return F.grid_sample(x, self._grid(shift).to(x.dtype), mode="bilinear", padding_mode="zeros",
+                             align_corners=True)
+
+    def _copy_codes(self, tokens: torch.Tensor, shift: torch.Tensor | None,
+                    residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The code the shift carries to each position, whether one does, and the residual owed.
+
+        Codes move by whole tokens: round(shift + residual), the rest is carried to the next step,
+        so a slow turn (0.3 token per step) still moves the dream, one token every few steps, and the
+        dreamed content never lags the camera by more than half a token.
+        -> codes (B, h, w) long, valid (B, h, w) bool, residual (B, 2)."""
+        if shift is None:
+            return tokens, torch.ones_like(tokens, dtype=torch.bool), residual
+        total = shift.detach() + residual
+        whole = torch.round(total)                                                     # (B, 2)
         # Codes as floats are exact below 2^24; +1 so that 0 marks "from outside the grid".
-        moved = F.grid_sample(tokens[:, None].float() + 1, grid, mode="nearest", padding_mode="zeros",
-                              align_corners=True)[:, 0]                              # (B, h, w)
-        return (moved - 1).clamp_min(0).long(), moved > 0.5
+        moved = F.grid_sample(tokens[:, None].float() + 1, self._grid(whole), mode="nearest",
+                              padding_mode="zeros", align_corners=True)[:, 0]          # (B, h, w)
+        return (moved - 1).clamp_min(0).long(), moved > 0.5, total - whole
 
     def input_gates(self, tokens: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """First layer's input convolution for any batch of frames: tokens (N, h, w), act (N, 5)
         -> gx (N, 3C, h, w). Teacher-forced windows call it once for all T frames."""
         e = self.embed(tokens).permute(0, 3, 1, 2)                                   # (N, E, h, w)
         if self.config.warp:
-            e = self._warp(e, self._grid(act))
+            e = self._warp(e, self._shift(act))
         return self.cells[0].conv_x(self._with_planes(e, act))
 
     def _with_planes(self, x: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -180,21 +204,22 @@ class Dynamics(nn.Module):
     def core(self, gx0: torch.Tensor, tokens: torch.Tensor, act: torch.Tensor,
              state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The recurrent part of a step, given the first layer's input gates gx0 (B, 3C, h, w)."""
-        grid = self._grid(act) if self.config.warp else None
+        *hidden, residual = state
+        shift = self._shift(act) if self.config.warp else None
         a_emb = self.action_mlp(act)                                                  # (B, a)
         new_state, x = [], None
-        for i, (cell, s) in enumerate(zip(self.cells, state)):
-            if grid is not None:
-                s = self._warp(s, grid)
+        for i, (cell, s) in enumerate(zip(self.cells, hidden)):
+            if shift is not None:
+                s = self._warp(s, shift)
             gx = gx0 if i == 0 else cell.conv_x(self._with_planes(x, act))
             x = cell(gx, s, a_emb)
             new_state.append(x)
         logits = self.head(x).float()                                                 # (B, K, h, w)
         if self.config.copy_bias:
-            codes, valid = self._copy_codes(tokens, grid)
+            codes, valid, residual = self._copy_codes(tokens, shift, residual)
             bonus = (self.copy_logit + self.copy_gate(x)[:, 0].float()) * valid       # (B, h, w)
             logits = logits.scatter_add(1, codes[:, None], bonus[:, None])
-        return logits, new_state
+        return logits, [*new_state, residual]
 
     # -- public API ---------------------------------------------------------------------------
     def step(self, tokens: torch.Tensor, actions: torch.Tensor, state: list[torch.Tensor],

@@ -19,8 +19,12 @@ import torch
 
 @dataclass
 class SamplingConfig:
-    temperature: float = 0.7    # 0: argmax
-    top_k: int = 16             # codes considered per position
+    # Low temperature, few codes: the copy prior's code wins where it should, and the rest stays
+    # sharp. Measured on tiny models (10 and 15 CPU minutes; T/top-k: psnr@8, grad_ratio@256):
+    # 1.0/32: 11.5, 0.58; 0.8/8: 11.5, 0.69; 0.7/16: 11.8, 0.66; 0.5/8: 12.1, 0.74; 0.4/8: 12.2, 0.72;
+    # 0.3/4: 12.6, 0.72 (delta_psnr@16 falls from 1.69 at 0.5/8 to 1.56). Higher T is blurrier, not sharper.
+    temperature: float = 0.4    # 0: argmax
+    top_k: int = 8              # codes considered per position
     guidance: float = 1.0       # action guidance w: uncond + w·(cond − uncond); 1 = plain conditional
 
     def __post_init__(self):
@@ -52,7 +56,7 @@ def guided_step(model, tokens: torch.Tensor, actions: torch.Tensor, state: list[
     B = tokens.shape[0]
     present = torch.cat([torch.ones(B, device=tokens.device), torch.zeros(B, device=tokens.device)])
     logits, new_state = model.step(tokens.repeat(2, 1, 1), actions.repeat(2, 1),
-                                   [s.repeat(2, 1, 1, 1) for s in state], present=present)
+                                   [s.repeat(2, *[1] * (s.dim() - 1)) for s in state], present=present)
     cond, uncond = logits[:B], logits[B:]
     return uncond + guidance * (cond - uncond), [s[:B] for s in new_state]
 

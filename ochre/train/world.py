@@ -31,12 +31,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ochre.data.loader import Split, read_index, window_batches
+from ochre.data.loader import Split, in_split, rank_shards, val_sources, window_batches
+from ochre.data.shards import index_digest, read_index
 from ochre.models.dynamics import Dynamics, DynamicsConfig
 from ochre.models.sampling import SamplingConfig, sample_tokens
 from ochre.train import checkpoint as ckpt
 from ochre.train.common import RunLogger, cosine_lr
 from ochre.train.distributed import mean_across_ranks, setup, teardown
+from ochre.train.run_folder import check_every_rank_has_data, claim_run_folder, truncate_log
 
 RECIPES = ("ochre", "seed-v3")
 MAX_BAD_STEPS = 5   # consecutive non-finite losses before the run stops
@@ -47,7 +49,7 @@ class WorldTrainConfig:
     steps: int = 3000
     batch: int = 16
     lr: float = 2e-3
-    warmup: int = 100
+    warmup: int = 30
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     window: int = 12               # T frames per window
@@ -121,6 +123,7 @@ class WorldLoss(nn.Module):
         for t in range(T - 1):
             if t < tf:
                 x, g = inputs[:, t], gx0[:, t]
+                state = model.realign(state)
             else:                                                               # own predictions
                 x = current
                 g = model.input_gates(x, act[:, t])
@@ -171,25 +174,35 @@ class _Budget:
         return min(p, 1.0)
 
 
-def _run_identity(tokens_root, preset: str, recipe_name: str, tcfg: WorldTrainConfig, world: int, workers: int) -> dict:
-    """What a resumed run must share with the first one to continue it exactly."""
-    index = read_index(tokens_root)
-    return {"tokens": index.get("tokenizer"), "samples": index.get("num_samples"), "preset": preset,
-            "recipe": recipe_name, "batch": tcfg.batch, "window": tcfg.window, "world": world, "workers": workers}
+RUN_OUTPUTS = ("checkpoints", "log.jsonl", "tb")
 
 
-def _check_resume(meta: dict, identity: dict, path) -> None:
-    saved = meta.get("extra", {}).get("identity", {})
-    diff = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}" for k, v in identity.items() if saved.get(k) != v]
-    if diff:
-        raise ValueError(f"cannot --resume {path}: the run differs ({'; '.join(diff)}); use another --out "
-                         "or the original settings")
+def run_record(tokens_root, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sampling: SamplingConfig, *,
+               recipe_name: str, seed: int, workers: int, ranks: int) -> dict:
+    """Everything that must match for --resume to continue the exact run (ochre.train.run_folder):
+    model, recipe, training settings, seed, the data stream's shape and the token set. `steps` and
+    `minutes` may grow on resume; `impl` and --compile pick kernels, not results."""
+    model = {k: v for k, v in asdict(cfg).items() if k != "impl"}
+    train = {k: v for k, v in asdict(tcfg).items() if k not in ("steps", "minutes")}
+    return {"kind": "world-run",
+            "config": {**train, "recipe": recipe_name, "sampling": asdict(sampling), "seed": seed,
+                       "workers": workers, "ranks": ranks, "model": model},
+            "inputs": {"tokens": index_digest(tokens_root)}}
+
+
+def _windows_here(index: dict, window: int, rank: int, world: int, seed: int, epoch: int) -> int:
+    """The fewest training windows this rank reads in an epoch (any phase), from index.json alone."""
+    val = val_sources(index)
+    mine = rank_shards(index["shards"], seed, epoch, rank, world)
+    # A clip of k frames cut from a random phase p < T yields ceil((k − T + 1 − p) / T) windows.
+    return sum(max(0, -(-(s["frames"] - 2 * window + 2) // window)) for shard in mine
+               for s in shard["samples"] if in_split(s["source"], "train", val))
 
 
 def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sampling: SamplingConfig, *,
           recipe_name: str = "ochre", preset: str = "tiny", seed: int = 0, compile: bool = False,
-          resume: bool = False, workers: int = 0, device: str | None = None, ckpt_every: int = 200,
-          log_every: int = 25, keep: int = 3, progress: bool = True) -> dict:
+          resume: bool = False, overwrite: bool = False, workers: int = 0, device: str | None = None,
+          ckpt_every: int = 200, log_every: int = 25, keep: int = 3, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     index = read_index(tokens_root)                          # a wrong path fails here, before any work
@@ -199,24 +212,24 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
         cfg = DynamicsConfig(**{**asdict(cfg), "codebook_size": index["codebook_size"]})
     info = setup(device)
     out = Path(out)
+    record = run_record(tokens_root, cfg, tcfg, sampling, recipe_name=recipe_name, seed=seed, workers=workers,
+                        ranks=info.world)
+    latest = claim_run_folder(out, record, info, resume=resume, overwrite=overwrite, outputs=RUN_OUTPUTS)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed + info.rank)                      # ranks draw different noise/samples
     model = Dynamics(cfg).to(info.device)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.99), weight_decay=tcfg.weight_decay)
-    identity = _run_identity(tokens_root, preset, recipe_name, tcfg, info.world, workers)
     step, epoch, skip, elapsed = 0, 0, 0, 0.0
-    latest = ckpt.latest_checkpoint(out) if resume else None
     if latest is not None:
-        meta = ckpt.read_checkpoint_config(latest)
-        _check_resume(meta, identity, latest)
-        ckpt.load_checkpoint(latest, model, opt)
+        meta = ckpt.load_checkpoint(latest, model, opt)
         extra = meta["extra"]
         step, epoch, skip, elapsed = meta["step"], extra["epoch"], extra["batch_in_epoch"], extra["elapsed_s"]
         ckpt.restore_rng_state(extra["rng"][info.rank] if isinstance(extra["rng"], list) else extra["rng"])
         if info.is_main:
+            truncate_log(out, step)
             print(f"resuming from {latest} at step {step}", file=sys.stderr)
-    elif resume and info.is_main:
-        print(f"--resume: no checkpoint in {out}; starting from scratch", file=sys.stderr)
+    here = _windows_here(index, tcfg.window, info.rank, info.world, seed, epoch)
+    check_every_rank_has_data(tokens_root, here, tcfg.batch, len(index["shards"]))
     loss_fn: nn.Module = WorldLoss(model, tcfg, sampling)
     if info.world > 1:
         loss_fn = torch.nn.parallel.DistributedDataParallel(
@@ -228,7 +241,11 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
     logger = RunLogger(out, info.is_main)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=info.device.type == "cuda")
     budget = _Budget(tcfg, elapsed)
-    bar = tqdm(total=tcfg.steps, initial=step, desc=f"world model ({recipe_name})", unit="step",
+    if latest is not None and (step >= tcfg.steps or budget.progress(step) >= 1.0) and info.is_main:
+        print(f"world model: already complete at step {step} ({elapsed:.0f} s of training)", file=sys.stderr)
+    # The bar counts percent of the run: steps, or wall time when --minutes ends it first.
+    bar = tqdm(total=100, initial=round(100 * budget.progress(step), 1), desc=f"world model ({recipe_name})",
+               unit="%", bar_format="{l_bar}{bar}| {n:.0f}/100% [{elapsed}<{remaining}{postfix}]",
                disable=not (progress and info.is_main), file=sys.stderr)
     t_log, frames_seen, bad, last = time.perf_counter(), 0, 0, {}
 
@@ -237,7 +254,7 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
         if info.is_main:
             ckpt.save_checkpoint(out, step, model, opt, keep=keep, extra={
                 "epoch": epoch, "batch_in_epoch": n + 1, "seed": seed, "elapsed_s": budget.elapsed,
-                "recipe": recipe_name, "preset": preset, "identity": identity, "train": asdict(tcfg),
+                "recipe": recipe_name, "preset": preset, "run": record, "train": asdict(tcfg),
                 "sampling": asdict(sampling), "rng": rngs})
 
     model.train()
@@ -272,7 +289,7 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
         opt.zero_grad(set_to_none=True)
         step += 1
         frames_seen += tokens.shape[0] * (tokens.shape[1] - 1) * info.world
-        bar.update()
+        bar.update(round(100 * budget.progress(step), 1) - bar.n)
         done = step >= tcfg.steps or budget.progress(step) >= 1.0
         if step % log_every == 0 or done:
             logs = mean_across_ranks({"loss": loss.detach(), "grad_norm": grad_norm, **logs})
@@ -281,7 +298,7 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
                         frames_per_s=frames_seen / (time.perf_counter() - t_log), elapsed_s=budget.elapsed)
             t_log, frames_seen = time.perf_counter(), 0
             logger.log(step, last)
-            bar.set_postfix(loss=f"{last['loss']:.3f}", unroll=unroll)
+            bar.set_postfix(step=step, loss=f"{last['loss']:.3f}", unroll=unroll)
         if step % ckpt_every == 0 or done:
             save()
     bar.close()
@@ -313,9 +330,10 @@ def run(args) -> int:
         cfg, tcfg, sampling = recipe(args.recipe, args.preset, **overrides)
         cfg.impl = args.impl
         summary = train(args.tokens, args.out, cfg, tcfg, sampling, recipe_name=args.recipe, preset=args.preset,
-                        seed=args.seed, compile=args.compile, resume=args.resume, workers=args.workers,
+                        seed=args.seed, compile=args.compile, resume=args.resume, overwrite=args.overwrite,
+                        workers=args.workers,
                         device=args.device, ckpt_every=args.ckpt_every, log_every=args.log_every, keep=args.keep)
-    except (FileNotFoundError, ValueError, ckpt.CheckpointError) as e:
+    except (FileNotFoundError, ValueError, ckpt.CheckpointError) as e:   # RunMismatch is a ValueError
         print(f"ochre train: {e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:

@@ -1,0 +1,78 @@
+"""The three graphs every deploy path exports (ONNX, TensorRT, AOTInductor), as plain modules
+with flat tensor inputs and outputs and static shapes.
+
+Legend: B players, h w token grid (16), H W pixels (64), L ConvGRU layers, C_l their widths.
+
+  EncodeGraph  frames uint8 (B, H, W, 3)                         -> tokens int64 (B, h, w)
+  StepGraph    tokens int64 (B, h, w), actions fp32 (B, 4), noise fp32 (B, h, w) in [0, 1),
+               state_0 .. state_L (Dynamics.state_shapes)        -> next tokens (B, h, w), logits
+               (B, K, h, w) fp32, next state_0 .. state_L
+  DecodeGraph  tokens int64 (B, h, w)                            -> frames uint8 (B, H, W, 3)
+Sampling happens inside StepGraph (ochre.models.sampling: inverse-CDF over the top-k on the
+noise input), so a live step never returns to the host between model and sampler, and the
+same noise gives the same tokens on every backend. The fused step kernel is a Python custom
+op, which no exporter can carry: the graphs are built with impl="torch" (the reference), which
+exporters and compilers fuse themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn as nn
+
+from ochre.models.dynamics import Dynamics
+from ochre.models.sampling import SamplingConfig, guided_step, sample_tokens
+from ochre.models.tokenizer import Tokenizer
+
+
+def _with_torch_impl(model: nn.Module) -> nn.Module:
+    """A copy of the model whose kernels are the pure-torch references (exportable)."""
+    cfg = dataclasses.replace(model.config, impl="torch")
+    clone = type(model)(cfg).to(next(model.parameters()).device)
+    clone.load_state_dict(model.state_dict())
+    return clone.eval()
+
+
+class EncodeGraph(nn.Module):
+    def __init__(self, tokenizer: Tokenizer):
+        super().__init__()
+        self.tokenizer = _with_torch_impl(tokenizer)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.tokenizer.encode(frames.permute(0, 3, 1, 2))                     # (B, h, w)
+
+
+class DecodeGraph(nn.Module):
+    def __init__(self, tokenizer: Tokenizer):
+        super().__init__()
+        self.tokenizer = _with_torch_impl(tokenizer)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.tokenizer.decode(tokens, as_uint8=True).permute(0, 2, 3, 1).contiguous()   # (B, H, W, 3)
+
+
+class StepGraph(nn.Module):
+    def __init__(self, model: Dynamics, sampling: SamplingConfig):
+        super().__init__()
+        self.model, self.sampling = _with_torch_impl(model), sampling
+
+    @property
+    def state_shapes(self) -> list[tuple[int, ...]]:
+        """Per-sample state shapes (Dynamics.state_shapes); prepend B."""
+        return self.model.state_shapes()
+
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor, *state: torch.Tensor):
+        logits, new_state = guided_step(self.model, tokens, actions, list(state), self.sampling.guidance)
+        return (sample_tokens(logits, noise, self.sampling), logits, *new_state)
+
+    def example_inputs(self, batch: int = 1, device="cpu") -> tuple[torch.Tensor, ...]:
+        cfg = self.model.config
+        g = cfg.grid
+        gen = torch.Generator().manual_seed(0)
+        tokens = torch.randint(0, cfg.codebook_size, (batch, g, g), generator=gen)
+        actions = torch.rand(batch, 4, generator=gen) * 2 - 1
+        noise = torch.rand(batch, g, g, generator=gen)
+        state = [torch.randn(batch, *s, generator=gen) * 0.1 for s in self.state_shapes]
+        return tuple(t.to(device) for t in (tokens, actions, noise, *state))

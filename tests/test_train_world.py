@@ -1,0 +1,176 @@
+"""`ochre train` and `ochre eval`: exact resume, surviving kill -9, compile with the custom op,
+NaN guarding, and the §6 metric files."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from ochre.cli import main
+from ochre.models.dynamics import DynamicsConfig
+from ochre.models.sampling import SamplingConfig
+from ochre.train.checkpoint import latest_checkpoint, load_dynamics
+from ochre.train.world import WorldLoss, WorldTrainConfig, train
+
+SMALL_TOKENIZER = dict(channels=(8, 16, 16), blocks=(0, 1, 1), code_dim=8, codebook_size=64)
+SMALL = dict(codebook_size=64, embed_dim=8, hidden=(8, 8), head_dim=8, action_embed=8)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from ochre.models.tokenizer import TokenizerConfig, TokenizerTrainConfig
+    from ochre.train.tokenizer import train as train_tokenizer
+
+    root = tmp_path_factory.mktemp("world")
+    assert main(["synth", str(root / "src"), "--episodes", "6", "--steps", "120", "--seed", "2"]) == 0
+    assert main(["prepare", str(root / "src"), str(root / "clips"), "--per-shard", "1"]) == 0
+    train_tokenizer(root / "clips", root / "tok", TokenizerConfig(**SMALL_TOKENIZER),
+                    TokenizerTrainConfig(steps=3, batch=8, warmup=1), progress=False, eval_frames_n=8)
+    assert main(["tokenize", str(root / "clips"), "--tokenizer", str(root / "tok"), "--out", str(root / "tokens")]) == 0
+    return root
+
+
+def _train(tokens, out, steps, resume=False, impl="torch", **kw):
+    cfg = DynamicsConfig(**SMALL, impl=impl)
+    tcfg = WorldTrainConfig(steps=steps, batch=2, window=6, unroll=2, warmup=2, **kw)
+    return train(tokens, out, cfg, tcfg, SamplingConfig(), seed=0, resume=resume, ckpt_every=3, log_every=1,
+                 progress=False)
+
+
+def _weights(run):
+    return {k: v.clone() for k, v in load_dynamics(run)[0].state_dict().items()}
+
+
+def _losses(run):
+    return [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_resume_continues_the_exact_run(data, tmp_path, monkeypatch):
+    _train(data / "tokens", tmp_path / "straight", steps=8)
+    import ochre.train.world as loop
+
+    real = loop.window_batches
+
+    def interrupted(*args, **kwargs):           # dies fetching batch 7; the checkpoint is at step 6
+        for i, batch in enumerate(real(*args, **kwargs)):
+            if i == 6:
+                raise KeyboardInterrupt
+            yield batch
+    monkeypatch.setattr(loop, "window_batches", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _train(data / "tokens", tmp_path / "cut", steps=8)
+    monkeypatch.setattr(loop, "window_batches", real)
+    _train(data / "tokens", tmp_path / "cut", steps=8, resume=True)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "cut")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # Steps 7-8 logged twice in "cut" (before the interruption nothing past 6 was logged).
+    assert _losses(tmp_path / "cut") == _losses(tmp_path / "straight")
+
+
+def test_resume_refuses_a_different_run(data, tmp_path):
+    _train(data / "tokens", tmp_path / "run", steps=3)
+    cfg = DynamicsConfig(**SMALL, impl="torch")
+    with pytest.raises(ValueError, match="cannot --resume .*batch"):
+        train(data / "tokens", tmp_path / "run", cfg, WorldTrainConfig(steps=6, batch=4, window=6, unroll=2),
+              SamplingConfig(), resume=True, progress=False)
+
+
+def test_kill_9_then_resume_matches_the_straight_run(data, tmp_path):
+    """2N steps straight vs N steps, kill -9 somewhere after, resume to 2N: same weights and losses."""
+    def cmd(run, steps):
+        return [sys.executable, "-m", "ochre", "train", str(data / "tokens"), "--out", str(run), "--steps", str(steps),
+                "--batch", "2", "--window", "5", "--unroll", "1", "--ckpt-every", "2", "--log-every", "1",
+                "--impl", "torch"]
+    straight = tmp_path / "straight"
+    assert subprocess.run(cmd(straight, 8), capture_output=True).returncode == 0
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(run, 8), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and (latest_checkpoint(run) is None or
+                                      int(latest_checkpoint(run).name.split("_")[1]) < 4):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = int(latest_checkpoint(run).name.split("_")[1])
+    assert step < 8, "finished before the kill; nothing was resumed"
+    r = subprocess.run(cmd(run, 8) + ["--resume"], capture_output=True, text=True)
+    assert r.returncode == 0 and "resuming from" in r.stderr, r.stderr[-2000:]
+    a, b = _weights(straight), _weights(run)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # Logged losses after the resume equal the straight run's at the same steps.
+    logs = {json.loads(x)["step"]: json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()}
+    want = {json.loads(x)["step"]: json.loads(x)["loss"] for x in (straight / "log.jsonl").read_text().splitlines()}
+    assert logs == want
+
+
+def test_compiled_train_step_keeps_the_custom_op_and_tracks_eager():
+    """torch.compile(fullgraph=True) of the rollout loss with the fused-step op inside, on CPU."""
+    torch.manual_seed(0)
+    from ochre.models.dynamics import Dynamics
+
+    model = Dynamics(DynamicsConfig(**SMALL, impl="auto"))
+    loss_fn = WorldLoss(model, WorldTrainConfig(window=4, unroll=1, token_noise=0.0, action_dropout=0.0,
+                                                unroll_feed="argmax"), SamplingConfig())
+    tokens, actions = torch.randint(0, 64, (2, 4, 16, 16)), torch.rand(2, 3, 4) * 2 - 1
+    eager, _ = loss_fn(tokens, actions, 1)
+    eager.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    compiled, _ = torch.compile(loss_fn, fullgraph=True)(tokens, actions, 1)
+    compiled.backward()
+    # Inductor reorders float reductions: close, not bit-equal (fp32 sums of ~1e5 terms).
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    for p, g in zip(model.parameters(), grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-3, atol=1e-5)
+
+
+def test_non_finite_losses_skip_steps_then_stop(data, tmp_path, monkeypatch):
+    import ochre.train.world as loop
+
+    real = loop.WorldLoss.compute_loss
+    monkeypatch.setattr(loop.WorldLoss, "compute_loss",
+                        lambda self, *a: (torch.tensor(float("nan"), requires_grad=True), real(self, *a)[1]))
+    with pytest.warns(UserWarning, match="non-finite loss"), pytest.raises(FloatingPointError, match="in a row"):
+        _train(data / "tokens", tmp_path / "nan", steps=8)
+    assert latest_checkpoint(tmp_path / "nan") is None          # no weights were touched or saved
+
+
+def test_minutes_bound_the_run(data, tmp_path):
+    summary = _train(data / "tokens", tmp_path / "timed", steps=10_000, minutes=0.05)
+    assert 0 < summary["step"] < 10_000 and summary["elapsed_s"] < 30
+
+
+def test_eval_writes_the_section_6_files(data, tmp_path):
+    _train(data / "tokens", tmp_path / "run", steps=3)
+    seed_v3 = tmp_path / "seed"
+    cfg = DynamicsConfig(**SMALL, impl="torch", warp=False, copy_bias=False, action_planes=False)
+    train(data / "tokens", seed_v3, cfg, WorldTrainConfig(steps=2, batch=2, window=6, unroll=2,
+                                                           unroll_feed="argmax", token_noise=0, action_dropout=0),
+          SamplingConfig.argmax(), recipe_name="seed-v3", progress=False)
+    assert main(["eval", str(tmp_path / "run"), str(data / "tokens"), "--out", str(tmp_path / "eval"),
+                 "--compare", str(seed_v3), "--rollouts", "4"]) == 0
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    names = ["psnr@1", "psnr@8", "psnr@32", "delta_psnr@16", "code_usage@256", "grad_ratio@256"]
+    for prefix in ("", "repeat_frame/", "seed-v3/"):
+        for name in names:
+            assert np.isfinite(m[prefix + name]), prefix + name
+    assert -1 <= m["yaw_response"] <= 1 and -1 <= m["real/yaw_response"] <= 1 and "seed-v3/yaw_response" in m
+    z = np.load(tmp_path / "eval" / "rollouts.npz")
+    n = len(z["keys"])
+    assert z["real"].shape == z["dream"].shape == (n, 33, 64, 64, 3) and z["real"].dtype == np.uint8
+    assert z["actions"].shape == (n, 32, 4) and z["other_actions"].shape == (n, 16, 4)
+    assert z["dream_other"].shape == (n, 17, 64, 64, 3) and z["starts"].dtype == np.int64
+    # The file is enough to recompute a metric.
+    from ochre.eval import psnr
+    assert psnr(z["dream"][:, 8], z["real"][:, 8]).mean() == pytest.approx(m["psnr@8"])
+    assert (tmp_path / "eval" / "psnr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "eval" / "dream.mp4").stat().st_size > 1000
