@@ -31,11 +31,12 @@ def test_quick_demo_runs_every_stage_and_reports(tmp_path):
     for name in ("metrics.json", "rollouts.npz", "dream.mp4", "psnr.png"):
         assert (out / "eval" / name).is_file(), name
     assert (out / "tokenizer" / "recon.png").is_file() and (out / "tokens" / "index.json").is_file()
-    # A rerun resumes every stage instead of redoing it: no file of a finished stage is rewritten
+    # A rerun resumes every stage instead of redoing it: no recording, shard, checkpoint or eval
+    # file is rewritten, the JSON indexes (rebuilt from the shard manifests) come out byte-identical,
     # and no training step is taken (a timing bound could not tell a redo from a resume).
     def written():
-        return {p: p.stat().st_mtime_ns for folder in ("recordings", "clips", "tokens", "tokenizer/checkpoints",
-                                                       "world/checkpoints", "eval")
+        return {p: p.read_bytes() if p.suffix == ".json" else p.stat().st_mtime_ns
+                for folder in ("recordings", "clips", "tokens", "tokenizer/checkpoints", "world/checkpoints", "eval")
                 for p in (out / folder).rglob("*") if p.is_file()}
     before = written()
     logs = {run: (out / run / "log.jsonl").read_text() for run in ("tokenizer", "world")}
