@@ -99,17 +99,23 @@ def _add_train_tokenizer(sub) -> None:
     p.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default: preset's)")
     p.add_argument("--batch", type=_positive_int, default=None, help="frames per step (default: preset's)")
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default: preset's)")
+    _add_run_flags(p)
+    p.set_defaults(_run="ochre.train.tokenizer:run")
+
+
+def _add_run_flags(p) -> None:
+    """What every training command shares: seed, compile, the run folder's rules, DDP data, checkpoints."""
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the train step")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly (refused, in one line, if its settings or data differ)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an earlier run in --out and start afresh (default: refuse without --resume)")
     p.add_argument("--workers", type=int, default=0, help="data loader workers per rank (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--ckpt-every", type=_positive_int, default=200, help="steps between checkpoints")
     p.add_argument("--log-every", type=_positive_int, default=25, help="steps between log lines")
     p.add_argument("--keep", type=_positive_int, default=3, help="checkpoints kept (default 3)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="delete an earlier run in --out and start afresh (default: refuse without --resume)")
-    p.set_defaults(_run="ochre.train.tokenizer:run")
 
 
 def _add_tokenize(sub) -> None:
@@ -153,16 +159,7 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default: preset's)")
     p.add_argument("--impl", choices=["auto", "triton", "torch"], default="auto",
                    help="fused step kernel: Triton on CUDA (auto), or the torch reference")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--compile", action="store_true", help="torch.compile the train step")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out exactly (refused if its settings or data differ)")
-    p.add_argument("--overwrite", action="store_true", help="start afresh, deleting the run in --out")
-    p.add_argument("--workers", type=int, default=0, help="data loader workers per rank (default 0)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
-    p.add_argument("--ckpt-every", type=_positive_int, default=200, help="steps between checkpoints")
-    p.add_argument("--log-every", type=_positive_int, default=25, help="steps between log lines")
-    p.add_argument("--keep", type=_positive_int, default=3, help="checkpoints kept (default 3)")
+    _add_run_flags(p)
     p.set_defaults(_run="ochre.train.world:run")
 
 
