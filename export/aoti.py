@@ -68,10 +68,15 @@ def context_frames(batch: int, seed: int = 0) -> np.ndarray:
 
 
 def _compile(graph: torch.nn.Module, inputs: tuple, path: Path) -> float:
+    """torch.export + AOTInductor with freezing: the weights become constants, folded and (CPU)
+    prepacked for oneDNN's convolutions. On a 2-core x86 CPU that took the tiny step from 17 ms to
+    3.9 ms (eager: 13.6 ms; best of 60 at batch 1), since unfrozen the convolutions re-layout their
+    weights on every call. Prepacked weights tie the package to the compiling CPU's ISA, as the
+    generated vector code already does."""
     t0 = time.perf_counter()
     with torch.no_grad():
         ep = torch.export.export(graph, inputs, strict=False)
-        torch._inductor.aoti_compile_and_package(ep, package_path=str(path))
+        torch._inductor.aoti_compile_and_package(ep, package_path=str(path), inductor_configs={"freezing": True})
     return time.perf_counter() - t0
 
 
