@@ -213,6 +213,25 @@ def _add_demo(sub) -> None:
     p.set_defaults(_run="ochre.demo:run")
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="world model -> deploy packages (aoti: AOTInductor .pt2 for ochre-native and the native backend)",
+        description="Export the encoder, the step (sampling inside, on a noise input) and the decoder with "
+        "static shapes at batch B, then check them against eager torch on a short rollout (tokens equal "
+        "except counted near-ties; state, logits and frames within stated bounds).",
+    )
+    p.add_argument("checkpoint", help="world-model run folder or checkpoint folder")
+    p.add_argument("--out", required=True, help="output folder for the packages")
+    p.add_argument("--format", choices=["aoti"], default="aoti", help="package format (default aoti)")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer run or checkpoint (default: the `tokenizer` run beside the world run)")
+    p.add_argument("--batch", type=_positive_int, default=1, help="players per step, a static shape (default 1)")
+    p.add_argument("--check-steps", type=int, default=16, help="parity rollout length; 0 skips the check")
+    p.add_argument("--seed", type=int, default=0, help="parity rollout and context seed")
+    p.set_defaults(_run="ochre.export.aoti:run")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ochre",
@@ -221,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="ochre 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_synth, _add_prepare, _add_data, _add_train_tokenizer, _add_tokenize, _add_train,
-                _add_eval, _add_demo):
+                _add_eval, _add_demo, _add_export):
         add(sub)
     return parser
 
