@@ -18,7 +18,9 @@ def export_dir(model, batch: int, dtype: str = "fp32") -> Path:
 
 
 def ensure_export(model, batch: int = 1, dtype: str = "fp32", out: Path | None = None, log=print) -> Path:
-    """An export folder for `model` at `batch`, made (and parity-checked) if absent."""
+    """An export folder for `model` at `batch`, made (and parity-checked) if absent. The parity
+    rollout is 64 steps up to batch 8 and 512 player-steps beyond (the fp64 reference runs on the
+    CPU: 64 steps at batch 64 take minutes there)."""
     from ochre.export.cli import export_model
     from ochre.export.onnx import read_manifest
 
@@ -29,5 +31,5 @@ def ensure_export(model, batch: int = 1, dtype: str = "fp32", out: Path | None =
             return out
     except (FileNotFoundError, ValueError):
         pass
-    export_model(model, out, dtype=dtype, batch=batch, log=log)
+    export_model(model, out, dtype=dtype, batch=batch, steps=max(8, min(64, 512 // batch)), log=log)
     return out
