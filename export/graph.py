@@ -13,6 +13,9 @@ noise input), so a live step never returns to the host between model and sampler
 same noise gives the same tokens on every backend. The fused step kernel is a Python custom
 op, which no exporter can carry: the graphs are built with impl="torch" (the reference), which
 exporters and compilers fuse themselves.
+dtype=torch.float16 runs every convolution and linear layer in fp16 between fp32 tensors (the
+graph's inputs, outputs, state, gate arithmetic, sampling and codebook search stay fp32): TensorRT
+10+ is strongly typed, so the ONNX's types are the engine's precisions.
 """
 
 from __future__ import annotations
@@ -27,36 +30,68 @@ from ochre.models.sampling import SamplingConfig, guided_step, sample_tokens
 from ochre.models.tokenizer import Tokenizer
 
 
-def _with_torch_impl(model: nn.Module) -> nn.Module:
+class _Half(nn.Module):
+    """A Conv2d / Linear computed in fp16 between fp32 tensors."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.half()).float()
+
+
+def _convs_in(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Wrap every Conv2d and Linear of `module` (in place) to compute in `dtype`."""
+    if dtype == torch.float32:
+        return module
+    if dtype == torch.float64:
+        return _fp64_reference(module)
+    if dtype != torch.float16:
+        raise ValueError(f"graphs are float32, float16 or (the parity reference) float64, not {dtype}")
+    for name, child in module.named_children():
+        if isinstance(child, nn.Conv2d | nn.Linear):
+            setattr(module, name, _Half(child))
+        else:
+            _convs_in(child, dtype)
+    return module
+
+
+def _fp64_reference(model: nn.Module) -> nn.Module:
+    """The whole model in fp64: the reference of the parity checks (ochre.export.parity)."""
+    return model.double()
+
+
+def _with_torch_impl(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
     """A copy of the model whose kernels are the pure-torch references (exportable)."""
     cfg = dataclasses.replace(model.config, impl="torch")
     clone = type(model)(cfg).to(next(model.parameters()).device)
     clone.load_state_dict(model.state_dict())
-    return clone.eval()
+    return _convs_in(clone, dtype).eval()
 
 
 class EncodeGraph(nn.Module):
-    def __init__(self, tokenizer: Tokenizer):
+    def __init__(self, tokenizer: Tokenizer, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.tokenizer = _with_torch_impl(tokenizer)
+        self.tokenizer = _with_torch_impl(tokenizer, dtype)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.tokenizer.encode(frames.permute(0, 3, 1, 2))                     # (B, h, w)
 
 
 class DecodeGraph(nn.Module):
-    def __init__(self, tokenizer: Tokenizer):
+    def __init__(self, tokenizer: Tokenizer, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.tokenizer = _with_torch_impl(tokenizer)
+        self.tokenizer = _with_torch_impl(tokenizer, dtype)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.tokenizer.decode(tokens, as_uint8=True).permute(0, 2, 3, 1).contiguous()   # (B, H, W, 3)
 
 
 class StepGraph(nn.Module):
-    def __init__(self, model: Dynamics, sampling: SamplingConfig):
+    def __init__(self, model: Dynamics, sampling: SamplingConfig, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.model, self.sampling = _with_torch_impl(model), sampling
+        self.model, self.sampling = _with_torch_impl(model, dtype), sampling
 
     @property
     def state_shapes(self) -> list[tuple[int, ...]]:

@@ -216,20 +216,84 @@ def _add_demo(sub) -> None:
 def _add_export(sub) -> None:
     p = sub.add_parser(
         "export",
-        help="world model -> deploy packages (aoti: AOTInductor .pt2 for ochre-native and the native backend)",
-        description="Export the encoder, the step (sampling inside, on a noise input) and the decoder with "
-        "static shapes at batch B, then check them against eager torch on a short rollout (tokens equal "
-        "except counted near-ties; state, logits and frames within stated bounds).",
+        help="world model -> ONNX (fp32/fp16) with a parity check [+ TensorRT engines], or AOTInductor .pt2",
+        description="Export the tokenizer encoder, the world-model step (sampling inside the graph, driven "
+        "by a noise input) and the decoder at a static batch, then check ONNX Runtime against eager torch "
+        "and an fp64 reference on random inputs and a 64-step rollout fed the same noise; a failed check "
+        "fails the export. --format tensorrt also builds TensorRT engines from that ONNX (GPU, extra "
+        "`tensorrt`). --format aoti writes AOTInductor .pt2 packages (C++ on CPU, Triton inside on GPU) for "
+        "ochre-native and the `native` backend, checked against eager torch on a short rollout.",
     )
-    p.add_argument("checkpoint", help="world-model run folder or checkpoint folder")
-    p.add_argument("--out", required=True, help="output folder for the packages")
-    p.add_argument("--format", choices=["aoti"], default="aoti", help="package format (default aoti)")
+    p.add_argument("checkpoint", help="world-model run folder (or checkpoint folder)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", choices=["onnx", "tensorrt", "aoti"], default="onnx")
+    p.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32",
+                   help="fp16: convolutions and linear layers in fp16 (TensorRT's FP16 engines come from it)")
+    p.add_argument("--batch", type=_positive_int, default=1, help="players per step (static; default 1)")
     p.add_argument("--tokenizer", default=None,
-                   help="tokenizer run or checkpoint (default: the `tokenizer` run beside the world run)")
-    p.add_argument("--batch", type=_positive_int, default=1, help="players per step, a static shape (default 1)")
-    p.add_argument("--check-steps", type=int, default=16, help="parity rollout length; 0 skips the check")
-    p.add_argument("--seed", type=int, default=0, help="parity rollout and context seed")
-    p.set_defaults(_run="ochre.export.aoti:run")
+                   help="tokenizer run folder (default: the one the world model's token shards name)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="action guidance baked into the step graph (default: the checkpoint's)")
+    p.add_argument("--check-steps", type=int, default=16, help="aoti: parity rollout length; 0 skips the check")
+    p.add_argument("--seed", type=int, default=0, help="aoti: parity rollout and context seed")
+    p.set_defaults(_run="ochre.export.cli:run")
+
+
+def _add_model_args(p) -> None:
+    p.add_argument("--checkpoint", default=None,
+                   help="world-model run folder (default: the newest `ochre demo` model, else the shipped one)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer run folder (default: the one the run's data names)")
+    p.add_argument("--onnx", default=None, help="an `ochre export` folder to run instead of a checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--guidance", type=float, default=None, help="action guidance (default: the model's)")
+
+
+def _add_play(sub) -> None:
+    p = sub.add_parser(
+        "play",
+        help="play the dream: WASD + mouse in a window, or headless from an action file",
+        description="A pygame window: WASD to move, mouse (captured) or arrow keys to look, R to restart "
+        "from another context frame, Esc to quit; fps and step latency drawn over the frame. The dream "
+        "advances at the model's frame rate. --headless --actions FILE [--record OUT.mp4] plays an action "
+        "file (one step per line: yaw pitch move_x move_z, DESIGN §3.2 units) without a display.",
+    )
+    _add_model_args(p)
+    p.add_argument("--backend", choices=["torch", "compiled", "onnxruntime", "tensorrt"], default=None,
+                   help="default: onnxruntime with --onnx, else torch")
+    p.add_argument("--headless", action="store_true", help="no window: play --actions and exit")
+    p.add_argument("--actions", default=None, help="action file (one step per line)")
+    p.add_argument("--record", default=None, help="write the headless frames to this .mp4")
+    p.add_argument("--scale", type=_positive_int, default=8, help="window pixels per model pixel (default 8)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="model steps per second in the window (default: the model's rate; 0: as fast as it goes)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="quit the window after this many steps")
+    p.add_argument("--screenshot", default=None, help="save the window to this PNG when it closes")
+    p.add_argument("--context", type=int, default=0, help="headless: index of the context frame (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="sampling noise and context choice seed")
+    p.set_defaults(_run="ochre.runtime.play:run")
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="live step + decode latency and fps per runtime backend, batch 1 and batch B",
+        description="Times stepper.step (the world-model step, in-graph sampling and the decode to RGB) per "
+        "available backend at batch 1 and batch B: p50/p99 latency, fps per player and frames/s for all B. "
+        "Warm-up and compilation excluded; every backend gets the same threads and preallocated buffers. "
+        "Writes the DESIGN §6 JSON (default bench/results/live_<device>_<date>.json in a source checkout) "
+        "and a plot beside it.",
+    )
+    _add_model_args(p)
+    p.add_argument("--out", default=None, help="JSON file to write")
+    p.add_argument("--backends", nargs="+", choices=["torch", "compiled", "onnxruntime", "tensorrt"], default=None,
+                   help="default: every backend available here")
+    p.add_argument("--batch", type=_positive_int, nargs="+", default=None,
+                   help="batch sizes (default 1 8 on CPU, 1 64 on CUDA)")
+    p.add_argument("--runs", type=_positive_int, default=200, help="timed steps per row (default 200)")
+    p.add_argument("--warmup", type=_positive_int, default=20, help="untimed steps per row (default 20)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="intra-op threads for every backend (default: the physical cores)")
+    p.set_defaults(_run="ochre.runtime.bench:run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="ochre 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_synth, _add_prepare, _add_data, _add_train_tokenizer, _add_tokenize, _add_train,
-                _add_eval, _add_demo, _add_export):
+                _add_eval, _add_export, _add_play, _add_bench, _add_demo):
         add(sub)
     return parser
 

@@ -183,7 +183,7 @@ class Dynamics(nn.Module):
         total = shift.detach() + residual
         whole = torch.round(total)                                                     # (B, 2)
         # Codes as floats are exact below 2^24; +1 so that 0 marks "from outside the grid".
-        moved = F.grid_sample(tokens[:, None].float() + 1, self._grid(whole), mode="nearest",
+        moved = F.grid_sample(tokens[:, None].to(whole.dtype) + 1, self._grid(whole), mode="nearest",
                               padding_mode="zeros", align_corners=True)[:, 0]          # (B, h, w)
         return (moved - 1).clamp_min(0).long(), moved > 0.5, total - whole
 
@@ -214,10 +214,10 @@ class Dynamics(nn.Module):
             gx = gx0 if i == 0 else cell.conv_x(self._with_planes(x, act))
             x = cell(gx, s, a_emb)
             new_state.append(x)
-        logits = self.head(x).float()                                                 # (B, K, h, w)
+        logits = self.head(x).to(torch.promote_types(x.dtype, torch.float32))          # (B, K, h, w)
         if self.config.copy_bias:
             codes, valid, residual = self._copy_codes(tokens, shift, residual)
-            bonus = (self.copy_logit + self.copy_gate(x)[:, 0].float()) * valid       # (B, h, w)
+            bonus = (self.copy_logit + self.copy_gate(x)[:, 0].to(logits.dtype)) * valid  # (B, h, w)
             logits = logits.scatter_add(1, codes[:, None], bonus[:, None])
         return logits, [*new_state, residual]
 

@@ -1,0 +1,222 @@
+"""`ochre bench`: live latency of each runtime backend, the DESIGN §6 JSON and a plot.
+
+What is timed: stepper.step(actions) — the world-model step with its in-graph sampling, the decode
+to RGB, and the frames back on the host — i.e. one live frame for B players. Warm-up steps (and
+compilation) are excluded; the step returns host frames, so every sample is synchronised.
+Every backend runs with the same intra-op threads and its own preallocated buffers; the torch row
+is eager torch under inference_mode, the honest baseline the others are divided by.
+Row fields: backend, batch, fps (steps per second: each player's frame rate), step_ms_p50/p99,
+frames_per_s (batch × fps: frames for all players), speedup_vs_torch (same batch).
+The header adds the model, the thread count, and the load average before and after, because
+these machines are shared and latency tails show it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ochre.runtime.stepper import BACKENDS, make_stepper
+
+SOURCE_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+
+
+def available_backends(device: str) -> list[str]:
+    out = ["torch", "compiled"]
+    if importlib.util.find_spec("onnxruntime") is not None:
+        out.append("onnxruntime")
+    if device == "cuda" and importlib.util.find_spec("tensorrt") is not None:
+        out.append("tensorrt")
+    return out
+
+
+def _ort_device(device: str) -> str:
+    """onnxruntime runs on the GPU only with onnxruntime-gpu; otherwise it is the CPU reference."""
+    if device != "cuda":
+        return "cpu"
+    import onnxruntime as ort
+
+    return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+
+
+def physical_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def time_stepper(stepper, contexts: np.ndarray, runs: int, warmup: int, seed: int = 0) -> dict:
+    """Latency of `runs` steps after `warmup` untimed ones, with random valid actions."""
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(-1, 1, (warmup + runs, stepper.batch, 4)).astype(np.float32)
+    actions[..., 2:] = actions[..., 2:].round()
+    pick = np.arange(stepper.batch) % len(contexts)
+    stepper.reset(contexts[pick])
+    for a in actions[:warmup]:
+        stepper.step(a)
+    samples = np.empty(runs)
+    t_all = time.perf_counter()
+    for i, a in enumerate(actions[warmup:]):
+        t0 = time.perf_counter()
+        stepper.step(a)
+        samples[i] = time.perf_counter() - t0
+    total = time.perf_counter() - t_all
+    ms = samples * 1e3
+    fps = runs / total
+    return {"backend": stepper.backend, "batch": stepper.batch, "fps": fps, "step_ms_p50": float(np.median(ms)),
+            "step_ms_p99": float(np.percentile(ms, 99)), "frames_per_s": fps * stepper.batch, "runs": runs}
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    from ochre.measure import versions
+
+    out = versions()
+    for pkg in ("onnxruntime-gpu", "tensorrt", "gymnasium", "pygame"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_bench(model, *, backends=None, batches=(1, 8), device: str = "cpu", runs: int = 200, warmup: int = 20,
+              threads: int | None = None, onnx_dirs: dict | None = None, log=print) -> dict:
+    """Rows for each (backend, batch); a backend that cannot run here gets an "error" row instead."""
+    from ochre.measure import device_name, git_sha
+
+    threads = threads or physical_cores()
+    backends = backends or available_backends(device)
+    contexts = model.context_frames()
+    load_before = os.getloadavg()
+    rows = []
+    for batch in batches:
+        for backend in backends:
+            where = _ort_device(device) if backend == "onnxruntime" else device
+            if where != device and batch > 1:
+                continue                              # the CPU reference row on a GPU machine: batch 1
+            log(f"bench: {backend} on {where}, batch {batch}")
+            try:
+                onnx_dir = None
+                if backend in ("onnxruntime", "tensorrt"):
+                    onnx_dir = (onnx_dirs or {}).get(batch)
+                    if onnx_dir is None:
+                        from ochre.runtime.exports import ensure_export
+
+                        onnx_dir = ensure_export(model, batch=batch, log=log)
+                    if backend == "tensorrt":
+                        from ochre.export.tensorrt import build_engines, engine_info
+
+                        try:
+                            engine_info(onnx_dir)
+                        except FileNotFoundError:
+                            build_engines(onnx_dir, log=log)
+                stepper = make_stepper(backend, model, onnx_dir=onnx_dir, batch=batch, device=where,
+                                       threads=threads)
+                rows.append({**time_stepper(stepper, contexts, runs, warmup), "device": where})
+                del stepper
+            except (RuntimeError, ValueError, ImportError, FileNotFoundError) as e:
+                log(f"bench: {backend} at batch {batch} cannot run here: {e}")
+                rows.append({"backend": backend, "batch": batch, "error": str(e).splitlines()[0]})
+    for row in rows:
+        base = next((r for r in rows if r["backend"] == "torch" and r["batch"] == row["batch"] and "fps" in r), None)
+        if base and "fps" in row:
+            row["speedup_vs_torch"] = row["fps"] / base["fps"]
+    return {"benchmark": "live", "device": device_name(device), "git_sha": git_sha(), "versions": _versions(),
+            "date": _dt.date.today().isoformat(), "model": model.origin, "threads": threads,
+            "what": "stepper.step: world-model step + in-graph sampling + decode, frames on the host",
+            "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()), "rows": rows}
+
+
+def plot(result: dict, path) -> None:
+    """Bar chart: fps per backend, one group per batch, p99 latency on each bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ochre.io import atomic_path
+
+    rows = [r for r in result["rows"] if "fps" in r]
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    batches = sorted({r["batch"] for r in rows})
+    fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches), 3.4), dpi=100, squeeze=False)
+    for ax, batch in zip(axes[0], batches):
+        fps = [next((r["fps"] for r in rows if r["backend"] == b and r["batch"] == batch), 0.0) for b in backends]
+        p99 = [next((r["step_ms_p99"] for r in rows if r["backend"] == b and r["batch"] == batch), 0.0)
+               for b in backends]
+        bars = ax.bar(backends, fps, color="#b5651d")
+        for bar, ms in zip(bars, p99):
+            ax.annotate(f"p99 {ms:.1f} ms", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+        ax.set_title(f"batch {batch}: steps/s per player")
+        ax.axhline(60, color="grey", linestyle="--", linewidth=0.8)
+        ax.tick_params(axis="x", labelrotation=20)
+    fig.suptitle(f"ochre live step + decode, {result['device']}", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def table(result: dict) -> str:
+    """Markdown table of the rows (README, demo report)."""
+    lines = ["| backend | batch | fps (per player) | frames/s | step p50 ms | step p99 ms | vs torch |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        if "fps" not in r:
+            lines.append(f"| {r['backend']} | {r['batch']} | — | — | — | — | {r['error'][:60]} |")
+            continue
+        lines.append(f"| {r['backend']} | {r['batch']} | {r['fps']:.1f} | {r['frames_per_s']:.1f} | "
+                     f"{r['step_ms_p50']:.2f} | {r['step_ms_p99']:.2f} | {r.get('speedup_vs_torch', 1):.2f}× |")
+    return "\n".join(lines)
+
+
+def default_out(device: str) -> Path:
+    from ochre.measure import device_name
+
+    tag = "cpu" if device == "cpu" else device_name(device).split()[-1].lower()
+    root = SOURCE_RESULTS if SOURCE_RESULTS.is_dir() else Path.cwd()
+    return root / f"live_{tag}_{_dt.date.today().isoformat()}.json"
+
+
+def run(args) -> int:
+    from ochre.io import write_json_atomic
+    from ochre.runtime.model import ModelError, resolve
+
+    device = args.device
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("ochre bench: --device cuda, but torch sees no CUDA GPU", file=sys.stderr)
+            return 2
+    try:
+        model = resolve(args.checkpoint, args.tokenizer)
+    except ModelError as e:
+        print(f"ochre bench: {e}", file=sys.stderr)
+        return 2
+    print(f"ochre bench: {model.origin}", file=sys.stderr)
+    batches = args.batch or ([1, 8] if device == "cpu" else [1, 64])
+    onnx_dirs = None
+    if args.onnx:
+        from ochre.export.onnx import read_manifest
+
+        onnx_dirs = {read_manifest(args.onnx)["batch"]: Path(args.onnx)}
+    result = run_bench(model, backends=args.backends, batches=batches, device=device, runs=args.runs,
+                       warmup=args.warmup, threads=args.threads, onnx_dirs=onnx_dirs,
+                       log=lambda m: print(m, file=sys.stderr))
+    out = Path(args.out) if args.out else default_out(device)
+    write_json_atomic(out, result)
+    plot(result, out.with_suffix(".png"))
+    print(table(result))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+__all__ = ["BACKENDS", "available_backends", "plot", "run_bench", "table", "time_stepper"]

@@ -1,0 +1,95 @@
+"""Put a trained model into the package: `python -m ochre.runtime.ship DEMO_DIR`.
+
+Copies the tokenizer and world model that `ochre demo --out DEMO_DIR` trained (weights only, as
+safetensors, with pickle-free config.json files that `ochre.train.checkpoint` loads), 16 real
+held-out context frames, the eval's metrics.json and the command that made them into
+runtime/shipped/ (package data), so `ochre play` and `ochre bench` work on a fresh install with
+no data. Refuses models over 10 MB. Run it from a source checkout, then commit runtime/shipped/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ochre.io import write_json_atomic
+from ochre.runtime.model import SHIPPED, from_run
+
+MAX_BYTES = 10 * 2**20
+CONTEXTS = 16
+_KEEP_EXTRA = ("sampling", "recipe", "preset", "identity")
+
+
+def _copy_checkpoint(src: Path, dst: Path) -> dict:
+    """model.safetensors + a config.json without optimizer or RNG state."""
+    meta = json.loads((src / "config.json").read_text())
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / "model.safetensors", dst / "model.safetensors")
+    digest = hashlib.sha256((dst / "model.safetensors").read_bytes()).hexdigest()
+    extra = {k: meta.get("extra", {})[k] for k in _KEEP_EXTRA if k in meta.get("extra", {})}
+    if "identity" in extra:
+        extra["identity"] = {"tokens": extra["identity"].get("tokens")}
+    slim = {"format": meta["format"], "kind": meta["kind"], "config": meta["config"], "step": meta["step"],
+            "optim": None, "extra": extra, "files": {"model.safetensors": digest}}
+    write_json_atomic(dst / "config.json", slim)
+    return slim
+
+
+def ship(demo_dir, command: str, dest: Path = SHIPPED) -> dict:
+    demo_dir = Path(demo_dir)
+    model = from_run(demo_dir / "world")
+    metrics = demo_dir / "eval" / "metrics.json"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics}: the model has no eval; finish `ochre demo` first")
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    world = _copy_checkpoint(model.world, tmp / "world")
+    _copy_checkpoint(model.tokenizer, tmp / "tokenizer")
+    frames = model.context_frames()
+    pick = np.linspace(0, len(frames) - 1, min(CONTEXTS, len(frames))).round().astype(int)
+    np.save(tmp / "contexts.npy", frames[pick])
+    shutil.copyfile(metrics, tmp / "metrics.json")
+    if (demo_dir / "tokenizer" / "metrics.json").is_file():
+        shutil.copyfile(demo_dir / "tokenizer" / "metrics.json", tmp / "tokenizer_metrics.json")
+    size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+    if size > MAX_BYTES:
+        shutil.rmtree(tmp)
+        raise ValueError(f"the model takes {size / 2**20:.1f} MB; the package ships at most {MAX_BYTES / 2**20:.0f} MB")
+    from ochre.measure import git_sha
+
+    info = {"made_by": command, "fps": model.fps, "world_step": world["step"], "bytes": size,
+            "recipe": world["extra"].get("recipe"), "preset": world["extra"].get("preset"),
+            "git_sha": git_sha(), "date": _dt.date.today().isoformat()}
+    write_json_atomic(tmp / "MODEL.json", info)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ochre.runtime.ship", description=__doc__.split("\n")[0])
+    ap.add_argument("demo_dir", help="an `ochre demo --out` folder (tokenizer/, tokens/, world/, eval/)")
+    ap.add_argument("--command", required=True,
+                    help="the exact command that made DEMO_DIR, recorded with the model "
+                         "(e.g. \"ochre demo --quick --out demo-out\")")
+    ap.add_argument("--dest", default=str(SHIPPED), help="where to write (default: the package's runtime/shipped)")
+    args = ap.parse_args(argv)
+    try:
+        info = ship(args.demo_dir, args.command, Path(args.dest))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"ochre ship: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(info, indent=2))
+    print(f"wrote {args.dest}; commit it")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""The live stepper (DESIGN §7): context frames in, then one dreamed frame per action, for B players.
+
+Legend: B players, h w token grid (16), H W pixels (64), L ConvGRU layers, C_l their widths.
+
+    stepper.reset(context)  uint8 (B, H, W, 3)          -> frames uint8 (B, H, W, 3) (decoded context)
+    stepper.step(actions)   float32 (B, 4), §3.2 units  -> frames uint8 (B, H, W, 3)
+
+Backends: "torch" (eager, inference_mode), "compiled" (torch.compile; CUDA graphs on a GPU),
+"onnxruntime" (an `ochre export` folder; CPU, or CUDA with IOBinding), "tensorrt" (engines built by
+`ochre export --format tensorrt`). Every backend holds its tokens and state in buffers allocated
+once, at a fixed batch, and takes its sampling noise from the same host generator (numpy, seeded),
+so backends fed the same seed and actions dream the same frames (up to logit near-ties). A step
+has no host sync and no value-dependent branch until the frames come back to the host at its end.
+Actions pass through ActionGuard first: bad ones are fixed and reported, never raised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from ochre.runtime.actions import ActionGuard
+
+BACKENDS = ("torch", "compiled", "onnxruntime", "tensorrt")
+FRAME = (64, 64, 3)
+
+
+class Stepper:
+    """The interface and the host-side parts every backend shares (guard, noise, buffers)."""
+
+    backend = "?"
+
+    def __init__(self, batch: int, grid: int, seed: int = 0, report=None):
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.batch, self.grid = batch, grid
+        self.actions_guard = ActionGuard(batch, report)
+        self.rng = np.random.default_rng(seed)
+        self.noise = np.zeros((batch, grid, grid), np.float32)                   # (B, h, w)
+        self.frames = np.zeros((batch, *FRAME), np.uint8)                         # (B, H, W, 3)
+
+    def seed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, context: np.ndarray) -> np.ndarray:
+        """Start every player's dream from a context frame: uint8 (B, H, W, 3) (or (H, W, 3) for all)."""
+        context = np.asarray(context)
+        if context.shape == FRAME:
+            context = np.broadcast_to(context, (self.batch, *FRAME))
+        if context.shape != (self.batch, *FRAME) or context.dtype != np.uint8:
+            raise ValueError(f"context frames must be uint8 ({self.batch}, 64, 64, 3), got {context.dtype} "
+                             f"{context.shape}")
+        self._reset(np.ascontiguousarray(context))
+        return self.frames
+
+    def step(self, actions) -> np.ndarray:
+        """One dreamed frame per player; bad actions are fixed (see ActionGuard), never raised."""
+        a = self.actions_guard(actions)
+        self.rng.random(out=self.noise, dtype=np.float32)
+        self._step(a, self.noise)
+        return self.frames
+
+    # backends implement these: fill self.frames
+    def _reset(self, context: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class TorchStepper(Stepper):
+    """Eager torch (backend "torch") or torch.compile (backend "compiled") on CPU or CUDA."""
+
+    def __init__(self, tokenizer, dynamics, sampling, *, batch: int = 1, device="cpu", compiled: bool = False,
+                 seed: int = 0, report=None):
+        import torch
+
+        super().__init__(batch, dynamics.config.grid, seed, report)
+        self.backend = "compiled" if compiled else "torch"
+        self.device = torch.device(device)
+        self.tokenizer, self.dynamics, self.sampling = tokenizer.eval(), dynamics.eval(), sampling
+        g, dev = self.grid, self.device
+        pin = dev.type == "cuda"
+        self.tokens = torch.zeros(batch, g, g, dtype=torch.long, device=dev)                # (B, h, w)
+        self.state = dynamics.init_state(batch, dev)                                        # L x (B, C_l, h, w)
+        self.actions_dev = torch.zeros(batch, 4, device=dev)
+        self.noise_dev = torch.zeros(batch, g, g, device=dev)
+        self.frames_host = torch.zeros(batch, *FRAME, dtype=torch.uint8, pin_memory=pin)
+        self.frames = self.frames_host.numpy()                  # the same memory: no copy on return
+        self._actions_host = torch.zeros(batch, 4, pin_memory=pin)
+        self._noise_host = torch.zeros(batch, g, g, pin_memory=pin)
+        self.noise = self._noise_host.numpy()
+        self._fn = self._live_step
+        if compiled:
+            # CUDA graphs ("reduce-overhead") on a GPU: the step's inputs are the static buffers above,
+            # and the outputs are copied out before the next replay overwrites them.
+            mode = "reduce-overhead" if dev.type == "cuda" else None
+            self._fn = torch.compile(self._live_step, mode=mode, fullgraph=True, dynamic=False)
+
+    def _live_step(self, tokens, actions, noise, *state):
+        from ochre.models.sampling import guided_step, sample_tokens
+
+        logits, new_state = guided_step(self.dynamics, tokens, actions, list(state), self.sampling.guidance)
+        nxt = sample_tokens(logits, noise, self.sampling)                                   # (B, h, w)
+        frames = self.tokenizer.decode(nxt, as_uint8=True).permute(0, 2, 3, 1)              # (B, H, W, 3)
+        return (nxt, frames, *new_state)
+
+    def _reset(self, context: np.ndarray) -> None:
+        import torch
+
+        with torch.inference_mode():
+            frames = torch.from_numpy(context).to(self.device).permute(0, 3, 1, 2)
+            self.tokens.copy_(self.tokenizer.encode(frames))
+            for s in self.state:
+                s.zero_()
+            self.frames_host.copy_(self.tokenizer.decode(self.tokens, as_uint8=True).permute(0, 2, 3, 1))
+
+    def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:
+        import torch
+
+        with torch.inference_mode():
+            self._actions_host.numpy()[:] = actions
+            self.actions_dev.copy_(self._actions_host, non_blocking=True)
+            self.noise_dev.copy_(self._noise_host, non_blocking=True)
+            nxt, frames, *state = self._fn(self.tokens, self.actions_dev, self.noise_dev, *self.state)
+            self.tokens.copy_(nxt)
+            for buf, s in zip(self.state, state):
+                buf.copy_(s)
+            self.frames_host.copy_(frames)              # the one sync: the frames the caller shows
+
+
+def _ort_session(path: Path, device: str, threads: int | None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads:
+        so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeError("onnxruntime has no CUDA provider here: pip install 'ochre[gpu]' (onnxruntime-gpu)")
+        providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), so, providers=providers)
+
+
+class OrtStepper(Stepper):
+    """ONNX Runtime over an `ochre export` folder, with IOBinding to buffers allocated once.
+
+    The step's tokens and state ping-pong between two buffer sets (A -> B, then B -> A), so a step
+    binds nothing new and copies nothing: four IOBindings (two for step, two for decode) are built
+    up front. On CUDA the buffers live on the GPU and only actions, noise in and frames out cross.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, onnx_dir, *, device: str = "cpu", threads: int | None = None, seed: int = 0,
+                 guidance: float | None = None, report=None):
+        import onnxruntime as ort
+
+        from ochre.export.onnx import read_manifest
+
+        self.manifest = m = read_manifest(onnx_dir)
+        if guidance is not None and guidance != m["sampling"]["guidance"]:
+            raise ValueError(f"{onnx_dir} was exported with guidance {m['sampling']['guidance']}; re-export with "
+                             f"`ochre export ... --guidance {guidance}` or use the torch backend")
+        super().__init__(m["batch"], m["grid"], seed, report)
+        onnx_dir = Path(onnx_dir)
+        self.sessions = {g: _ort_session(onnx_dir / f"{g}.onnx", device, threads) for g in ("encode", "step", "decode")}
+        B, g = self.batch, self.grid
+        dev = "cuda" if device == "cuda" else "cpu"
+
+        def buf(shape, dtype):
+            if dev == "cpu":
+                arr = np.zeros(shape, dtype)
+                return arr, ort.OrtValue.ortvalue_from_numpy(arr)
+            return None, ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, "cuda", 0)
+
+        # Host-side inputs: on the CPU the OrtValue shares the numpy array's memory.
+        self._actions, self._actions_v = buf((B, 4), np.float32)
+        self._noise, self._noise_v = buf((B, g, g), np.float32)
+        if dev == "cpu":
+            self.noise = self._noise
+        tokens = [buf((B, g, g), np.int64) for _ in range(2)]
+        states = [[buf(tuple(s), np.float32) for s in m["state_shapes"]] for _ in range(2)]
+        logits = buf((B, m["codebook_size"], g, g), np.float32)
+        frames = buf((B, *FRAME), np.uint8)
+        if dev == "cpu":
+            self.frames = frames[0]
+        self._frames_v, self._dev = frames[1], dev
+        self._tokens, self._states = tokens, states
+        names_in, names_out = m["inputs"]["step"], m["outputs"]["step"]
+        self._step_bind, self._decode_bind = [], []
+        for src in (0, 1):
+            dst = 1 - src
+            b = self.sessions["step"].io_binding()
+            ins = [tokens[src][1], self._actions_v, self._noise_v, *[s[1] for s in states[src]]]
+            outs = [tokens[dst][1], logits[1], *[s[1] for s in states[dst]]]
+            for name, v in zip(names_in, ins):
+                b.bind_ortvalue_input(name, v)
+            for name, v in zip(names_out, outs):
+                b.bind_ortvalue_output(name, v)
+            self._step_bind.append(b)
+            d = self.sessions["decode"].io_binding()
+            d.bind_ortvalue_input("tokens", tokens[dst][1])
+            d.bind_ortvalue_output("frames", frames[1])
+            self._decode_bind.append(d)
+        self._cur = 0                                    # which buffer set holds the current tokens/state
+
+    def _reset(self, context: np.ndarray) -> None:
+        tokens = self.sessions["encode"].run(None, {"frames": context})[0]
+        self._cur = 1                                    # decode binding 0 reads set 1
+        self._write(self._tokens[1], tokens)
+        for s in self._states[1]:
+            self._write(s, np.zeros(s[1].shape(), np.float32))
+        self.sessions["decode"].run_with_iobinding(self._decode_bind[0])
+        self._read_frames()
+
+    def _write(self, pair, value: np.ndarray) -> None:
+        if pair[0] is not None:
+            pair[0][...] = value
+        else:
+            pair[1].update_inplace(np.ascontiguousarray(value))
+
+    def _read_frames(self) -> None:
+        if self._dev != "cpu":
+            self.frames[...] = self._frames_v.numpy()
+
+    def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:
+        if self._dev == "cpu":
+            self._actions[...] = actions                 # noise was drawn straight into its buffer
+        else:
+            self._actions_v.update_inplace(actions)
+            self._noise_v.update_inplace(noise)
+        src = self._cur
+        self.sessions["step"].run_with_iobinding(self._step_bind[src])
+        self.sessions["decode"].run_with_iobinding(self._decode_bind[src])
+        self._cur = 1 - src
+        self._read_frames()
+
+
+def make_stepper(backend: str, model=None, *, onnx_dir=None, batch: int = 1, device: str = "cpu",
+                 threads: int | None = None, seed: int = 0, guidance: float | None = None, report=None) -> Stepper:
+    """A stepper for `backend`. torch / compiled load `model` (ochre.runtime.model.Model);
+    onnxruntime / tensorrt need an export folder at this batch (onnx_dir)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend in ("torch", "compiled"):
+        import torch
+
+        from ochre.runtime.model import load
+
+        if threads:
+            torch.set_num_threads(threads)
+        impl = "torch" if backend == "compiled" and device == "cpu" else "auto"
+        tokenizer, dynamics, sampling = load(model, device, impl=impl)
+        if guidance is not None:
+            sampling = dataclasses.replace(sampling, guidance=guidance)
+        return TorchStepper(tokenizer, dynamics, sampling, batch=batch, device=device,
+                            compiled=backend == "compiled", seed=seed, report=report)
+    if onnx_dir is None:
+        raise ValueError(f"the {backend} backend runs an export: pass --onnx DIR (made by `ochre export`)")
+    if backend == "onnxruntime":
+        stepper = OrtStepper(onnx_dir, device=device, threads=threads, seed=seed, guidance=guidance, report=report)
+    else:
+        from ochre.runtime.tensorrt import TrtStepper
+
+        stepper = TrtStepper(onnx_dir, seed=seed, guidance=guidance, report=report)
+    if stepper.batch != batch:
+        raise ValueError(f"{onnx_dir} was exported for batch {stepper.batch}, not {batch}; "
+                         f"`ochre export ... --batch {batch}`")
+    return stepper

@@ -1,0 +1,39 @@
+"""A playable model made on the spot for the export and runtime tests: the `tiny` tokenizer and
+world model with random weights, laid out as `ochre demo` lays out its output (tokenizer/, tokens/
+index naming the tokenizer by hash, world/ whose run records that hash), plus context frames."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ochre.models.dynamics import Dynamics, DynamicsConfig
+from ochre.models.sampling import SamplingConfig
+from ochre.models.tokenizer import Tokenizer, TokenizerConfig
+from ochre.train.checkpoint import checkpoint_hash, save_checkpoint
+
+
+def make_model(root: Path, seed: int = 0, codebook_size: int = 2048) -> Path:
+    """Write root/{tokenizer,tokens,world,eval}; returns root/world (a world-model run folder)."""
+    torch.manual_seed(seed)
+    tokenizer = Tokenizer(TokenizerConfig.preset("tiny", codebook_size=codebook_size))
+    dynamics = Dynamics(DynamicsConfig.preset("tiny", codebook_size=codebook_size))
+    tok_ckpt = save_checkpoint(root / "tokenizer", 1, tokenizer)
+    tok_hash = checkpoint_hash(tok_ckpt)
+    (root / "tokens").mkdir(parents=True, exist_ok=True)
+    (root / "tokens" / "index.json").write_text(json.dumps({
+        "kind": "tokens", "fps": 8.0, "tokenizer": tok_hash, "tokenizer_checkpoint": str(tok_ckpt),
+        "codebook_size": codebook_size, "shards": []}))
+    save_checkpoint(root / "world", 1, dynamics, extra={
+        "identity": {"tokens": tok_hash}, "sampling": vars(SamplingConfig()), "recipe": "ochre"})
+    # Context frames: smooth colour ramps with a few edges (a random-weight tokenizer takes anything).
+    y, x = np.mgrid[0:64, 0:64]
+    frames = np.stack([np.stack([(x * 4 + 30 * i) % 256, (y * 4) % 256, ((x // 8 + y // 8) % 2) * 200 + 20 * i], -1)
+                       for i in range(6)])                                           # (N, 64, 64, 3)
+    real = np.repeat(frames[:, None].astype(np.uint8), 9, axis=1)                    # (N, 9, 64, 64, 3)
+    (root / "eval").mkdir(exist_ok=True)
+    np.savez(root / "eval" / "rollouts.npz", real=real)
+    return root / "world"

@@ -1,0 +1,113 @@
+"""ochre export: ONNX graphs at a static batch, and the parity check that fails an export loudly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from live_model import make_model
+
+from ochre.export import parity
+from ochre.export.cli import ParityError, export_model
+from ochre.models.sampling import SamplingConfig
+from ochre.runtime.model import from_run
+
+pytest.importorskip("onnxscript")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def fp32_export(world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    export_model(from_run(world), out, dtype="fp32", batch=1, log=lambda m: None)
+    return out
+
+
+def test_fp32_export_matches_eager_over_a_64_step_rollout(fp32_export):
+    m = json.loads((fp32_export / "manifest.json").read_text())
+    assert m["batch"] == 1 and m["dtype"] == "fp32" and m["fps"] == 8.0
+    step = m["parity"]["step"]
+    assert m["parity"]["passed"] and step["steps"] == 64
+    # fp32: ONNX Runtime as close to fp64 as eager torch is, within 2x + 1e-5.
+    assert step["ort_error"]["logits"] <= step["tolerance"]["logits"] < 1e-4
+    assert step["onnxruntime_mismatches_not_near_ties"] == 0
+    assert step["onnxruntime_token_mismatches"] <= 0.001 * step["positions"]      # near-ties are rare
+    assert m["parity"]["encode"]["agreement"] >= 0.999 and m["parity"]["decode"]["ort_error"] <= 1
+    for name in ("encode", "step", "decode"):
+        assert (fp32_export / f"{name}.onnx").is_file()
+    assert np.load(fp32_export / "contexts.npy").shape[1:] == (64, 64, 3)
+
+
+def test_fp16_export_within_its_stated_tolerance(world, tmp_path):
+    m = export_model(from_run(world), tmp_path, dtype="fp16", batch=2, steps=16, log=lambda m: None)
+    step = m["parity"]["step"]
+    assert m["parity"]["passed"] and m["batch"] == 2
+    assert step["ort_error"]["logits"] <= step["tolerance"]["logits"] < 0.05
+    assert step["onnxruntime_mismatches_not_near_ties"] == 0
+
+
+def test_a_wrong_export_fails_the_parity_check(world, fp32_export, tmp_path):
+    """Perturb one weight of step.onnx by 1 %: the check must say so and name the numbers."""
+    import onnx
+    from onnx import numpy_helper
+
+    from ochre.export.onnx import build_graphs
+    from ochre.runtime.model import load
+
+    model = onnx.load(str(fp32_export / "step.onnx"))
+    init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.01, init.name))
+    onnx.save(model, str(tmp_path / "step.onnx"), save_as_external_data=True, location="step.onnx.data")
+    tokenizer, dynamics, sampling = load(from_run(world), impl="torch")
+    graphs = build_graphs(tokenizer, dynamics, sampling)
+    report = parity.check_step(graphs["step"], graphs["step"], tmp_path / "step.onnx", "fp32", 1, steps=4)
+    assert report["failures"] and "logits error" in report["failures"][0]
+
+
+def test_export_writes_no_manifest_when_parity_fails(world, tmp_path, monkeypatch):
+    monkeypatch.setattr(parity, "check_step", lambda *a, **k: {"failures": ["step: made up"]})
+    with pytest.raises(ParityError, match="made up"):
+        export_model(from_run(world), tmp_path, steps=2, log=lambda m: None)
+    assert not (tmp_path / "manifest.json").exists() and (tmp_path / "parity_failed.json").is_file()
+
+
+def test_near_ties():
+    cfg = SamplingConfig(temperature=1.0, top_k=2)
+    logits = torch.full((3, 8, 1, 1), -10.0, dtype=torch.float64)
+    logits[0, :2, 0, 0] = torch.tensor([5.0, 0.0])          # clear order, u far from the CDF step
+    logits[1, :2, 0, 0] = torch.tensor([5.0, 5.0 - 1e-7])   # the top two swap within tolerance
+    logits[2, :2, 0, 0] = torch.tensor([0.0, 0.0])
+    u = torch.tensor([0.5, 0.5, 0.5])[:, None, None]         # row 2: CDF step at exactly 0.5
+    ties = parity.near_ties(logits, u, cfg, tol=1e-5)[:, 0, 0]
+    assert ties.tolist() == [False, True, True]
+    argmax = parity.near_ties(logits, u, SamplingConfig.argmax(), tol=1e-5)[:, 0, 0]
+    assert argmax.tolist() == [False, True, True]
+
+
+def test_cli_export_and_its_errors(world, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ochre", "export", str(world), "--out", str(tmp_path / "b2"),
+                        "--batch", "2"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "b2" / "manifest.json").read_text())["batch"] == 2
+    assert "parity passed" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "ochre", "export", str(tmp_path), "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "ochre export:" in r.stderr
+
+
+def test_tensorrt_engines(fp32_export):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installable here (DESIGN §9); the [tensorrt] extra")
+    if not torch.cuda.is_available():
+        pytest.skip("TensorRT engines need a CUDA GPU")
+    from ochre.export.tensorrt import build_engines
+
+    engines = build_engines(fp32_export, log=lambda m: None)
+    assert all(p.stat().st_size > 0 for p in engines.values())

@@ -1,0 +1,146 @@
+"""The live stepper (DESIGN §7): backends agree, players are independent, buffers stay put, bad
+actions never stop the loop; live input encodes like `ochre prepare`; which model plays."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from live_model import make_model
+
+from ochre.actions import encode_window_actions
+from ochre.runtime.actions import ActionGuard, LiveInput, read_action_file
+from ochre.runtime.model import from_run, resolve
+from ochre.runtime.stepper import make_stepper
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def onnx_b2(world, tmp_path_factory):
+    from ochre.export.cli import export_model
+
+    out = tmp_path_factory.mktemp("onnx")
+    export_model(from_run(world), out, batch=2, steps=8, log=lambda m: None)
+    return out
+
+
+def _actions(steps: int, batch: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (steps, batch, 4)).astype(np.float32)
+
+
+def _play(stepper, context, actions) -> np.ndarray:
+    frames = [stepper.reset(context).copy()]
+    frames += [stepper.step(a).copy() for a in actions]
+    return np.stack(frames)                                            # (S+1, B, H, W, 3)
+
+
+def test_torch_and_onnxruntime_dream_the_same_frames(world, onnx_b2):
+    """Same seed, same actions: the same noise, so the same tokens; frames differ only where the
+    decoders round a pixel differently (x·255 at .5)."""
+    model = from_run(world)
+    context = model.context_frames()[:2]
+    acts = _actions(24, 2)
+    a = _play(make_stepper("torch", model, batch=2, seed=5), context, acts)
+    b = _play(make_stepper("onnxruntime", onnx_dir=onnx_b2, batch=2, seed=5), context, acts)
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+def test_players_are_independent(world):
+    model = from_run(world)
+    context = model.context_frames()[:3]
+    acts = _actions(8, 3)
+    base = _play(make_stepper("torch", model, batch=3, seed=1), context, acts)
+    changed = acts.copy()
+    changed[:, 2] = -changed[:, 2]
+    other = _play(make_stepper("torch", model, batch=3, seed=1), context, changed)
+    assert np.array_equal(base[:, :2], other[:, :2]) and not np.array_equal(base[:, 2], other[:, 2])
+
+
+def test_state_lives_in_preallocated_buffers(world, onnx_b2):
+    torch_stepper = make_stepper("torch", from_run(world), batch=2)
+    ort_stepper = make_stepper("onnxruntime", onnx_dir=onnx_b2, batch=2)
+    context = from_run(world).context_frames()[:2]
+    for s in (torch_stepper, ort_stepper):
+        s.reset(context)
+    ptrs = [b.data_ptr() for b in (torch_stepper.tokens, *torch_stepper.state)]
+    frames = (torch_stepper.frames, ort_stepper.frames)
+    for a in _actions(3, 2):
+        assert torch_stepper.step(a) is frames[0] and ort_stepper.step(a) is frames[1]
+    assert ptrs == [b.data_ptr() for b in (torch_stepper.tokens, *torch_stepper.state)]
+
+
+def test_bad_actions_are_fixed_and_said_once(world):
+    said = []
+    s = make_stepper("torch", from_run(world), batch=2, report=said.append)
+    s.reset(from_run(world).context_frames()[:2])
+    for bad in ([[np.nan, 0, 0, 0], [0, 0, 1, 0]], [[0, 0, 0, 0], [9, -9, 0, 0]], np.zeros(3), "w", None,
+                [[np.inf, 0, 0, 0], [0, 0, 0, 0]]):
+        frames = s.step(bad)
+        assert frames.shape == (2, 64, 64, 3)
+    assert s.actions_guard.issues == {"shape": 2, "not_a_number": 1, "nan": 2, "out_of_range": 1}   # None: shape ()
+    assert len(said) == 4 and any("clamped" in m for m in said) and any("shape (2, 4)" in m for m in said)
+
+
+def test_action_guard_keeps_good_players():
+    g = ActionGuard(2, report=lambda m: None)
+    out = g(np.array([[np.nan, 0.5, 2.0, 0], [0.25, -0.5, 1, -1]], np.float32))
+    assert out.tolist() == [[0, 0.5, 1.0, 0], [0.25, -0.5, 1, -1]]
+
+
+def test_live_input_is_prepare_encoding():
+    """Mouse counts -> degrees (0.15° per count) -> camera summed over the window, keys averaged."""
+    live = LiveInput()
+    ticks = [(40, -20, {"w"}), (40, 0, {"w", "d"}), (0, 0, set()), (20, 0, {"a"})]
+    for dx, dy, keys in ticks:
+        live.tick(0.05, dx, dy, keys)
+    got = live.action()
+    camera = np.array([[dy * 0.15, dx * 0.15] for dx, dy, _ in ticks])
+    move_x = np.array([("d" in k) - ("a" in k) for *_, k in ticks], float)
+    move_z = np.array([("w" in k) - ("s" in k) for *_, k in ticks], float)
+    want = encode_window_actions(camera, move_x, move_z, np.array([0, 4]))[0]
+    assert np.allclose(got, want) and np.allclose(got, [15 / 15, -3 / 15, 0, 0.5])
+    assert live.action().tolist() == [0, 0, 0, 0]                 # a new window starts empty
+    live.tick(0.5, keys={"right"})                               # arrows: 90°/s
+    assert np.isclose(live.action()[0], 1.0)                     # 45° clipped to 15°
+
+
+def test_action_file(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text("# yaw pitch move_x move_z\n1 0 0 0\n\n0.5, -0.5, 1, 0  # turn\n")
+    assert read_action_file(p).tolist() == [[1, 0, 0, 0], [0.5, -0.5, 1, 0]]
+    p.write_text("1 0 0\n")
+    with pytest.raises(ValueError, match="a.txt:1: need 4 numbers"):
+        read_action_file(p)
+
+
+def test_model_resolution_order(world, tmp_path, monkeypatch):
+    """Explicit run -> newest `ochre demo` -> the shipped model, and each says which it is."""
+    from ochre.runtime import model as m
+
+    monkeypatch.setenv("OCHRE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    assert "checkpoint" in resolve(world).origin
+    if (m.SHIPPED / "MODEL.json").is_file():
+        assert "shipped" in resolve().origin
+    m.remember_demo(world.parent)
+    picked = resolve()
+    assert "ochre demo" in picked.origin and picked.world.parent.parent == world
+    assert json.loads((tmp_path / "cache" / "last_demo.json").read_text())["out"] == str(world.parent.resolve())
+
+
+@pytest.mark.slow
+def test_compiled_backend_matches_eager(world):
+    """torch.compile takes about a minute on 2 CPU cores."""
+    model = from_run(world)
+    context = model.context_frames()[:1]
+    acts = _actions(4, 1)
+    a = _play(make_stepper("torch", model, seed=2), context, acts)
+    b = _play(make_stepper("compiled", model, seed=2), context, acts)
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
