@@ -7,8 +7,8 @@ Legend: B players, h w token grid (16), H W pixels (64), L ConvGRU layers, C_l t
 The package folder (`ochre export CKPT --format aoti --out DIR`):
   encode.pt2     frames uint8 (B, H, W, 3) -> tokens int64 (B, h, w)
   step.pt2       tokens int64 (B, h, w), actions fp32 (B, 4), noise fp32 (B, h, w) in [0, 1),
-                 state_0 .. state_{L-1} fp32 (B, C_l, h, w) -> next tokens, logits (B, K, h, w),
-                 next state_0 .. state_{L-1}
+                 state_0 .. state_L fp32 (Dynamics.state_shapes) -> next tokens, logits (B, K, h, w),
+                 next state_0 .. state_L
   decode.pt2     tokens int64 (B, h, w) -> frames uint8 (B, H, W, 3)
   shapes.txt     the static shapes, one "name n1 n2 ..." line each (`batch`, `grid`, `frame`,
                  one `state` line per layer): what the C++ loop allocates; `#` lines are comments

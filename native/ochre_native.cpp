@@ -89,7 +89,7 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-// shapes.txt: "name n1 n2 ..." lines; `state` once per layer.
+// shapes.txt: "name n1 n2 ..." lines; `state` once per state tensor (any rank, batch left out).
 std::map<std::string, std::vector<std::vector<int64_t>>> read_shapes(const std::string& dir) {
   std::ifstream f(dir + "/shapes.txt");
   if (!f) fail(dir + "/shapes.txt not found: is " + dir + " the output of `ochre export --format aoti`?");
@@ -224,7 +224,11 @@ int main(int argc, char** argv) {
 
   // State and noise at the packages' static shapes; the outputs of each step replace them.
   std::vector<at::Tensor> state;
-  for (const auto& s : shapes["state"]) state.push_back(at::zeros({B, s[0], s[1], s[2]}));
+  for (const auto& s : shapes["state"]) {  // (B, C, h, w) per layer, then (B, 2): the copy prior's residual
+    std::vector<int64_t> dims{B};
+    dims.insert(dims.end(), s.begin(), s.end());
+    state.push_back(at::zeros(dims));
+  }
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(args.seed));
 
   std::vector<at::Tensor> frames = {decode.run({tokens})[0]}, token_seq = {tokens};
