@@ -99,7 +99,7 @@ class StepGraph(nn.Module):
         return self.model.state_shapes()
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor, *state: torch.Tensor):
-        logits, new_state = guided_step(self.model, tokens, actions, list(state), self.sampling.guidance)
+        logits, new_state = guided_step(self.model, tokens, actions, list(state), self.sampling)
         return (sample_tokens(logits, noise, self.sampling), logits, *new_state)
 
     def example_inputs(self, batch: int = 1, device="cpu") -> tuple[torch.Tensor, ...]:

@@ -102,7 +102,7 @@ class TorchStepper(Stepper):
     def _live_step(self, tokens, actions, noise, *state):
         from ochre.models.sampling import guided_step, sample_tokens
 
-        logits, new_state = guided_step(self.dynamics, tokens, actions, list(state), self.sampling.guidance)
+        logits, new_state = guided_step(self.dynamics, tokens, actions, list(state), self.sampling)
         nxt = sample_tokens(logits, noise, self.sampling)                                   # (B, h, w)
         frames = self.tokenizer.decode(nxt, as_uint8=True).permute(0, 2, 3, 1)              # (B, H, W, 3)
         return (nxt, frames, *new_state)

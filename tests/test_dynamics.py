@@ -43,6 +43,48 @@ def test_copy_prior_moves_content_the_way_the_camera_turns(yaw, pitch, dx, dy):
     assert torch.equal(pred[inner], want[inner])
 
 
+@pytest.mark.parametrize("yaw, pitch", [(2.0, 0.0), (-2.0, 0.0), (0.0, 2.0), (0.0, -2.0)])
+def test_revealed_positions_get_the_wrapped_columns_or_the_edge_row(yaw, pitch):
+    """A two-token turn right reveals the two right columns: they are proposed the two that left on the
+    left (same rows). Looking down reveals the bottom rows: they are proposed the bottom edge row."""
+    m = _model(shift_per_unit=1.0)
+    with torch.no_grad():
+        m.copy_logit.fill_(1e4)
+        m.fill_logit.fill_(1e4)
+    tokens = torch.randint(0, 64, (1, 16, 16))
+    logits, _ = m.step(tokens, torch.tensor([[yaw, pitch, 0.0, 0.0]]), m.init_state(1))
+    pred, t = logits.argmax(1)[0], tokens[0]
+    if yaw:
+        assert torch.equal(pred, torch.roll(t, shifts=-int(yaw), dims=1))      # wraps around
+    else:
+        rows = (torch.arange(16) + int(pitch)).clamp(0, 15)
+        assert torch.equal(pred, t[rows])                                      # edge row repeats
+
+
+def test_without_fill_revealed_positions_get_no_proposal():
+    m = _model(shift_per_unit=1.0, fill=False)
+    with torch.no_grad():
+        m.copy_logit.fill_(1e4)
+    tokens = torch.randint(0, 64, (1, 16, 16))
+    logits, _ = m.step(tokens, torch.tensor([[1.0, 0.0, 0.0, 0.0]]), m.init_state(1))
+    assert logits[0, :, :, 15].abs().max() < 1e3                               # nothing was added there
+    assert (logits[0, :, :, :15].amax(0) > 1e3).all()
+
+
+def test_decoding_boosts_raise_only_the_proposed_codes():
+    """boost = (b_copy, b_fill) adds b_copy to each copied code's logit and b_fill to each fill's,
+    nothing else; guided_step takes them from the SamplingConfig."""
+    m = _model(shift_per_unit=1.0)
+    tokens, state = torch.randint(0, 64, (2, 16, 16)), m.init_state(2)
+    actions = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, -1.0, 1.0, 0.0]])
+    plain, _ = m.step(tokens, actions, state)
+    boosted, _ = guided_step(m, tokens, actions, state, SamplingConfig(copy_boost=3.0, fill_boost=5.0))
+    codes, inside, _ = m.proposals(tokens, m.with_flag(actions), state[-1])
+    want = torch.zeros_like(plain).scatter_(1, codes[:, None], torch.where(inside, 3.0, 5.0)[:, None])
+    torch.testing.assert_close(boosted - plain, want, rtol=0, atol=1e-4)
+    assert inside[0, :, 14:].logical_not().all() and inside[0, :, :14].all()   # 2 revealed columns
+
+
 def test_slow_turns_move_the_copied_codes_by_carrying_the_sub_token_rest():
     """A 0.4-token turn per step rounds to no move; carried over, 5 steps move the codes by 2 tokens."""
     m = _model(shift_per_unit=1.0)
@@ -74,9 +116,9 @@ def test_guidance_one_is_the_plain_step_and_other_weights_extrapolate():
     m = _model()
     tokens, actions, state = torch.randint(0, 64, (2, 16, 16)), torch.rand(2, 4), m.init_state(2)
     plain, _ = m.step(tokens, actions, state)
-    assert torch.equal(guided_step(m, tokens, actions, state, 1.0)[0], plain)
+    assert torch.equal(guided_step(m, tokens, actions, state, SamplingConfig(guidance=1.0))[0], plain)
     uncond, _ = m.step(tokens, actions, state, present=torch.zeros(2))
-    got, new_state = guided_step(m, tokens, actions, state, 2.0)
+    got, new_state = guided_step(m, tokens, actions, state, SamplingConfig(guidance=2.0))
     torch.testing.assert_close(got, uncond + 2.0 * (plain - uncond))
     torch.testing.assert_close(new_state[0], m.step(tokens, actions, state)[1][0])
 

@@ -73,7 +73,40 @@ def lag_correlations(actions: list[np.ndarray], shifts: list[np.ndarray], max_la
 
 
 def check(prepared, max_samples: int = 64, max_lag: int = 5) -> dict:
-    ds = WindowDataset(prepared, window=2, split="all", shuffle=False)
+    actions, shifts = measure(prepared, max_samples)
+    corr = lag_correlations(actions, shifts, max_lag)
+    lags = list(range(-max_lag, max_lag + 1))
+    peaks = [lags[int(np.argmax(c))] for c in corr]
+    joined = np.concatenate(actions)
+    still = [name for col, name in enumerate(("yaw", "pitch")) if not joined[:, col].std() > 0]
+    return {"lags": lags, "yaw": corr[0].tolist(), "pitch": corr[1].tolist(),
+            "yaw_peak_lag": peaks[0], "pitch_peak_lag": peaks[1],
+            "clips": len(actions), "still": still, "ok": peaks == [0, 0] and not still,
+            **content_shift(actions, shifts)}
+
+
+def content_shift(actions: list[np.ndarray], shifts: list[np.ndarray]) -> dict:
+    """Pixels the content moves per unit of yaw and of pitch (DESIGN §3.2 units), from pairs that
+    only turn (or only look) and do not walk: the median of −shift / action, robust to the
+    frames phase correlation cannot read (sky, fog). None for an axis with fewer than 16 such pairs.
+
+    The dynamics model's warp prior moves its state and codes by exactly this much, so it is
+    read off the data, not assumed: it depends on the field of view and the crop (the synthetic
+    world's 70° gives 12.2 px per 15° of yaw at 64 px; VPT's 16:9 centre crop about 22).
+    """
+    a, s = np.concatenate(actions), np.concatenate(shifts)
+    still_keys = np.abs(a[:, 2:]).max(axis=1) == 0
+    out = {}
+    for name, col, s_col in (("yaw", 0, 1), ("pitch", 1, 0)):
+        pure = still_keys & (np.abs(a[:, col]) > 0.1) & (np.abs(a[:, 1 - col]) < 0.05)
+        ratios = -s[pure, s_col] / a[pure, col]
+        out[f"{name}_px_per_unit"] = float(np.median(ratios)) if pure.sum() >= 16 else None
+    return out
+
+
+def measure(prepared, max_samples: int = 64, split: str = "all") -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Actions and phase-correlation shifts of up to `max_samples` clips, in index order."""
+    ds = WindowDataset(prepared, window=2, split=split, shuffle=False)
     actions, shifts = [], []
     for sample in ds.samples():
         if len(actions) >= max_samples:
@@ -83,14 +116,7 @@ def check(prepared, max_samples: int = 64, max_lag: int = 5) -> dict:
         shifts.append(phase_shift(frames))
     if not actions:
         raise ValueError(f"{prepared}: no clips to check")
-    corr = lag_correlations(actions, shifts, max_lag)
-    lags = list(range(-max_lag, max_lag + 1))
-    peaks = [lags[int(np.argmax(c))] for c in corr]
-    joined = np.concatenate(actions)
-    still = [name for col, name in enumerate(("yaw", "pitch")) if not joined[:, col].std() > 0]
-    return {"lags": lags, "yaw": corr[0].tolist(), "pitch": corr[1].tolist(),
-            "yaw_peak_lag": peaks[0], "pitch_peak_lag": peaks[1],
-            "clips": len(actions), "still": still, "ok": peaks == [0, 0] and not still}
+    return actions, shifts
 
 
 def format_table(result: dict) -> str:
@@ -109,6 +135,10 @@ def run(args) -> int:
         return 2
     print(f"alignment check over {result['clips']} clips (correlation of action with image shift)")
     print(format_table(result))
+    moves = [f"{name} {result[f'{name}_px_per_unit']:.1f} px" for name in ("yaw", "pitch")
+             if result[f"{name}_px_per_unit"] is not None]
+    if moves:
+        print(f"content shift per unit action (what the world model's warp uses): {', '.join(moves)}")
     if result["still"]:
         print(f"cannot check: no {' or '.join(result['still'])} movement in the data (every such action is 0 in "
               f"{result['clips']} clips), so no lag can be told from another. Check data with camera turns, "

@@ -8,7 +8,7 @@ logits over the codes of frame t+1 and the new state:
     e   = embed(tokens_t)                                        (B, E, h, w)
     e, s = warp(e, a_t), warp(s, a_t)                            known-motion prior (below)
     s_l = FiLM-ConvGRU_l(input_l, s_l, a_t)   for each layer l   input_1 = [e, action planes]
-    logits = head(s_L) + copy · onehot(warp_nearest(tokens_t))   (B, K, h, w)
+    logits = head(s_L) + copy · onehot(shift_whole(tokens_t))    (B, K, h, w)
 Actions enter three ways: FiLM (per-channel scale/shift of every gate from an action MLP),
 spatial planes (the action broadcast over the grid, at every layer's input) and the warp.
 Warp: turning by Δyaw shifts the picture sideways by about focal·tan(Δyaw) pixels and pitch
@@ -16,7 +16,11 @@ shifts it vertically, so the state and the input embedding are shifted by the co
 before the update (bilinear grid_sample); the cell then only paints what the shift revealed.
 The copy bias adds a learned logit to the code that the shift carries to each position: on
 the synthetic world this prior took a plain cell from no control (yaw_response −0.04) to 0.91
-in the same 12 CPU minutes (REFERENCES, "Why world models drift").
+in the same 12 CPU minutes (REFERENCES, "Why world models drift"). Positions the turn reveals
+get a proposal too, with a logit of its own (`fill`): across a yaw turn the columns that left on
+the other side (same rows, hence the same elevation: sky stays sky, ground stays ground, with
+real texture), above or below a pitch the nearest edge row. A proposal keeps the dream sharp —
+a copied code is never blurrier than its source — while the head learns what to paint instead.
 Action dropout (training) replaces an action with the null action: zeros and a 0 "present"
 flag, no warp. At inference `guidance` w mixes uncond + w·(cond − uncond) logits.
 """
@@ -49,11 +53,19 @@ class DynamicsConfig:
     action_planes: bool = True                 # actions as spatial input planes at every layer
     warp: bool = True                          # shift state and input by the commanded yaw/pitch
     copy_bias: bool = True                     # learned logit for the warped current code
-    shift_per_unit: float = SHIFT_PER_UNIT     # tokens of shift per unit yaw/pitch (initial; learned)
+    fill: bool = True                          # ... and a proposal for the positions the turn reveals
+    # Tokens of content shift per unit [yaw, pitch]: the camera's geometry. `ochre train` measures it
+    # on the clips (ochre.data.check.content_shift); this default is the synthetic world's at 70°.
+    shift_per_unit: tuple[float, float] = (SHIFT_PER_UNIT, SHIFT_PER_UNIT)
     impl: str = "auto"                         # fused step kernel: "auto" | "triton" | "torch"
 
     def __post_init__(self):
         self.hidden = tuple(self.hidden)
+        if isinstance(self.shift_per_unit, (int, float)):
+            self.shift_per_unit = (float(self.shift_per_unit),) * 2
+        self.shift_per_unit = tuple(float(v) for v in self.shift_per_unit)
+        if len(self.shift_per_unit) != 2:
+            raise ValueError(f"shift_per_unit is [yaw, pitch], got {self.shift_per_unit}")
         if self.codebook_size < 2 or self.grid < 1 or self.embed_dim < 1 or not self.hidden:
             raise ValueError(f"sizes must be positive: {self}")
         if min(self.hidden) < 1 or self.head_dim < 1 or self.action_embed < 1:
@@ -126,10 +138,23 @@ class Dynamics(nn.Module):
             self.copy_gate = nn.Conv2d(cfg.hidden[-1], 1, 1)
             nn.init.zeros_(self.copy_gate.weight)
             nn.init.zeros_(self.copy_gate.bias)
+            # Revealed positions: a weaker start (p ≈ 0.1), as the proposal is a guess of the
+            # content's kind, not the content.
+            self.fill_logit = nn.Parameter(torch.tensor(math.log(cfg.codebook_size) - 2.0)) if cfg.fill else None
         if cfg.warp:
-            self.shift_scale = nn.Parameter(torch.tensor([cfg.shift_per_unit, cfg.shift_per_unit]))
+            # Fixed, not learned: the shift is the camera's geometry, measured on the data. Learned,
+            # it shrank to 2.78 in 410 steps (the bilinear state warp prefers less motion) and the
+            # copied codes lagged the camera; with the geometric 3.06 the same model scored 0.15 dB
+            # more at step 8.
+            self.register_buffer("shift_scale", torch.tensor(cfg.shift_per_unit), persistent=False)
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, cfg.grid), torch.linspace(-1, 1, cfg.grid), indexing="ij")
         self.register_buffer("base_grid", torch.stack([xs, ys], dim=-1), persistent=False)  # (h, w, 2)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints from before the shift was fixed carry it as a learned parameter; the config's
+        # (measured) value replaces it.
+        state_dict.pop(prefix + "shift_scale", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- state ------------------------------------------------------------------------------
     def state_shapes(self) -> list[tuple[int, ...]]:
@@ -171,21 +196,27 @@ class Dynamics(nn.Module):
                              align_corners=True)
 
     def _copy_codes(self, tokens: torch.Tensor, shift: torch.Tensor | None,
-                    residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The code the shift carries to each position, whether one does, and the residual owed.
+                    residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The code the shift carries to each position, whether it comes from inside the view,
+        and the residual owed.
 
         Codes move by whole tokens: round(shift + residual), the rest is carried to the next step,
         so a slow turn (0.3 token per step) still moves the dream, one token every few steps, and the
-        dreamed content never lags the camera by more than half a token.
-        -> codes (B, h, w) long, valid (B, h, w) bool, residual (B, 2)."""
+        dreamed content never lags the camera by more than half a token. Sources outside the view
+        wrap around horizontally and clamp to the edge row vertically (the fill proposal).
+        -> codes (B, h, w) long, inside (B, h, w) bool, residual (B, 2)."""
         if shift is None:
             return tokens, torch.ones_like(tokens, dtype=torch.bool), residual
+        B, h, w = tokens.shape
         total = shift.detach() + residual
         whole = torch.round(total)                                                     # (B, 2)
-        # Codes as floats are exact below 2^24; +1 so that 0 marks "from outside the grid".
-        moved = F.grid_sample(tokens[:, None].to(whole.dtype) + 1, self._grid(whole), mode="nearest",
-                              padding_mode="zeros", align_corners=True)[:, 0]          # (B, h, w)
-        return (moved - 1).clamp_min(0).long(), moved > 0.5, total - whole
+        step = whole.long()
+        ys = torch.arange(h, device=tokens.device)[None, :, None] + step[:, 1, None, None]   # (B, h, 1)
+        xs = torch.arange(w, device=tokens.device)[None, None, :] + step[:, 0, None, None]   # (B, 1, w)
+        inside = ((ys >= 0) & (ys < h)) & ((xs >= 0) & (xs < w))                       # (B, h, w)
+        src = ys.clamp(0, h - 1) * w + torch.remainder(xs, w)                          # (B, h, w)
+        codes = tokens.reshape(B, h * w).gather(1, src.reshape(B, h * w)).view(B, h, w)
+        return codes, inside, total - whole
 
     def input_gates(self, tokens: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """First layer's input convolution for any batch of frames: tokens (N, h, w), act (N, 5)
@@ -201,8 +232,24 @@ class Dynamics(nn.Module):
         B, _, h, w = x.shape
         return torch.cat([x, act[:, :, None, None].expand(B, act.shape[1], h, w).to(x.dtype)], dim=1)
 
-    def core(self, gx0: torch.Tensor, tokens: torch.Tensor, act: torch.Tensor,
-             state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def proposals(self, tokens: torch.Tensor, act: torch.Tensor,
+                  residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the copy prior proposes for the next frame: tokens (B, h, w), act (B, 5), the state's
+        residual (B, 2) -> codes (B, h, w), inside (B, h, w) bool (a copy; else a fill), residual."""
+        return self._copy_codes(tokens, self._shift(act) if self.config.warp else None, residual)
+
+    @staticmethod
+    def boost(logits: torch.Tensor, codes: torch.Tensor, inside: torch.Tensor,
+              boost: tuple[float, float]) -> torch.Tensor:
+        """Decoding's continuity preference: + boost[0] on each copied code's logit, + boost[1] on
+        each fill's (ochre.models.sampling.SamplingConfig says why). Never used by the loss."""
+        if not any(boost):
+            return logits
+        extra = torch.where(inside, boost[0], boost[1]).to(logits.dtype)                # (B, h, w)
+        return logits.scatter_add(1, codes[:, None], extra[:, None])
+
+    def core(self, gx0: torch.Tensor, tokens: torch.Tensor, act: torch.Tensor, state: list[torch.Tensor],
+             boost: tuple[float, float] = (0.0, 0.0)) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The recurrent part of a step, given the first layer's input gates gx0 (B, 3C, h, w)."""
         *hidden, residual = state
         shift = self._shift(act) if self.config.warp else None
@@ -216,20 +263,28 @@ class Dynamics(nn.Module):
             new_state.append(x)
         logits = self.head(x).to(torch.promote_types(x.dtype, torch.float32))          # (B, K, h, w)
         if self.config.copy_bias:
-            codes, valid, residual = self._copy_codes(tokens, shift, residual)
-            bonus = (self.copy_logit + self.copy_gate(x)[:, 0].to(logits.dtype)) * valid  # (B, h, w)
+            codes, inside, residual = self._copy_codes(tokens, shift, residual)
+            gate = self.copy_gate(x)[:, 0].to(logits.dtype)                               # (B, h, w)
+            if self.fill_logit is None:
+                bonus = (self.copy_logit + gate) * inside
+            else:
+                bonus = torch.where(inside, self.copy_logit, self.fill_logit) + gate
+            if any(boost):
+                bonus = bonus + torch.where(inside, boost[0], boost[1]).to(bonus.dtype)
             logits = logits.scatter_add(1, codes[:, None], bonus[:, None])
         return logits, [*new_state, residual]
 
     # -- public API ---------------------------------------------------------------------------
     def step(self, tokens: torch.Tensor, actions: torch.Tensor, state: list[torch.Tensor],
-             present: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+             present: torch.Tensor | None = None,
+             boost: tuple[float, float] = (0.0, 0.0)) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """tokens (B, h, w) int, actions (B, 4) float, state -> logits (B, K, h, w) fp32, new state.
+        boost: decoding's [copy, fill] logit boosts (SamplingConfig), 0 for the model's own logits.
 
         Fixed shapes and no host sync: the unit that export, runtime and training all run.
         """
         act = self.with_flag(actions, present)                                        # (B, 5)
-        return self.core(self.input_gates(tokens, act), tokens, act, state)
+        return self.core(self.input_gates(tokens, act), tokens, act, state, boost)
 
     def forward(self, tokens, actions, state, present=None):
         return self.step(tokens, actions, state, present)

@@ -26,10 +26,16 @@ class SamplingConfig:
     temperature: float = 0.4    # 0: argmax
     top_k: int = 8              # codes considered per position
     guidance: float = 1.0       # action guidance w: uncond + w·(cond − uncond); 1 = plain conditional
+    copy_boost: float = 0.0     # logits added to the copy prior's proposals (models with copy_bias)
+    fill_boost: float = 0.0     # ... and to its fills of the positions a turn reveals
 
     def __post_init__(self):
-        if self.temperature < 0 or self.top_k < 1 or self.guidance < 0:
-            raise ValueError(f"need temperature >= 0, top_k >= 1, guidance >= 0; got {self}")
+        if self.temperature < 0 or self.top_k < 1 or self.guidance < 0 or self.copy_boost < 0 or self.fill_boost < 0:
+            raise ValueError(f"need temperature >= 0, top_k >= 1, guidance >= 0, boosts >= 0; got {self}")
+
+    @property
+    def boosts(self) -> tuple[float, float]:
+        return (self.copy_boost, self.fill_boost)
 
     @classmethod
     def argmax(cls) -> SamplingConfig:
@@ -40,30 +46,39 @@ def sample_tokens(logits: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) ->
     """logits (B, K, h, w), u (B, h, w) uniform in [0, 1) -> codes (B, h, w) int64."""
     if cfg.temperature == 0 or cfg.top_k == 1:
         return logits.argmax(dim=1)
-    vals, idx = logits.float().topk(min(cfg.top_k, logits.shape[1]), dim=1)         # (B, k, h, w), sorted
-    cdf = torch.softmax(vals / cfg.temperature, dim=1).cumsum(dim=1)              # (B, k, h, w)
+    K = logits.shape[1]
+    if cfg.top_k >= K:                     # the whole distribution, in code order: no sort needed
+        return _inverse_cdf(logits.float(), u, cfg.temperature)
+    vals, idx = logits.float().topk(cfg.top_k, dim=1)                               # (B, k, h, w), sorted
+    return idx.gather(1, _inverse_cdf(vals, u, cfg.temperature)[:, None])[:, 0]
+
+
+def _inverse_cdf(vals: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The index j (B, h, w) along dim 1 of vals (B, n, h, w) that u (B, h, w) picks from softmax(vals / T)."""
+    cdf = torch.softmax(vals / temperature, dim=1).cumsum(dim=1)                  # (B, n, h, w)
     # The first j with cdf_j > u·cdf_last; scaling u by the last entry absorbs its rounding.
-    j = (cdf < u[:, None] * cdf[:, -1:]).sum(dim=1, keepdim=True).clamp_max(idx.shape[1] - 1)
-    return idx.gather(1, j)[:, 0]
+    return (cdf < u[:, None] * cdf[:, -1:]).sum(dim=1).clamp_max(vals.shape[1] - 1)
 
 
 def guided_step(model, tokens: torch.Tensor, actions: torch.Tensor, state: list[torch.Tensor],
-                guidance: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """model.step with action guidance: logits uncond + w·(cond − uncond); the state follows the
-    conditional branch. w = 1 is one plain step (no second pass)."""
-    if guidance == 1.0:
-        return model.step(tokens, actions, state)
+                cfg: SamplingConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """model.step with the decoding's proposal boosts and action guidance: logits uncond +
+    w·(cond − uncond); the state follows the conditional branch. w = 1 is one plain step."""
+    boost = cfg.boosts
+    if cfg.guidance == 1.0:
+        return model.step(tokens, actions, state, boost=boost)
     B = tokens.shape[0]
     present = torch.cat([torch.ones(B, device=tokens.device), torch.zeros(B, device=tokens.device)])
     logits, new_state = model.step(tokens.repeat(2, 1, 1), actions.repeat(2, 1),
-                                   [s.repeat(2, *[1] * (s.dim() - 1)) for s in state], present=present)
+                                   [s.repeat(2, *[1] * (s.dim() - 1)) for s in state], present=present,
+                                   boost=boost)
     cond, uncond = logits[:B], logits[B:]
-    return uncond + guidance * (cond - uncond), [s[:B] for s in new_state]
+    return uncond + cfg.guidance * (cond - uncond), [s[:B] for s in new_state]
 
 
 def dream_step(model, tokens: torch.Tensor, actions: torch.Tensor, state: list[torch.Tensor],
                u: torch.Tensor, cfg: SamplingConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One dreamed frame: tokens (B, h, w), actions (B, 4), state, noise u (B, h, w)
     -> next tokens (B, h, w), next state."""
-    logits, state = guided_step(model, tokens, actions, state, cfg.guidance)
+    logits, state = guided_step(model, tokens, actions, state, cfg)
     return sample_tokens(logits, u, cfg), state

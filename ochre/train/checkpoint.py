@@ -333,7 +333,9 @@ def load_dynamics(path_or_run_dir, device: str | torch.device = "cpu", impl: str
     if meta["kind"] != Dynamics.kind:
         raise CheckpointError(f"{meta['path']}: holds a {meta['kind']!r} model, not a dynamics model")
     try:
-        model = Dynamics(DynamicsConfig(**{**meta["config"], "impl": impl}))
+        # Checkpoints saved before the fill proposal existed were trained without it.
+        config = {"fill": False, **meta["config"], "impl": impl}
+        model = Dynamics(DynamicsConfig(**config))
         sampling = SamplingConfig(**meta["extra"].get("sampling", {}))
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{meta['path']}: its config does not fit this version's DynamicsConfig "

@@ -90,11 +90,22 @@ def recipe(name: str, preset: str = "tiny", **train_overrides):
 
 
 class WorldLoss(nn.Module):
-    """compute_loss(batch) for the dynamics model under a recipe; DDP wraps this module."""
+    """compute_loss(batch) for the dynamics model under a recipe; DDP wraps this module.
 
-    def __init__(self, model: Dynamics, tcfg: WorldTrainConfig, sampling: SamplingConfig):
+    compile_steps: torch.compile the two pieces every window repeats — one recurrent step with its
+    cross-entropy, and the first layer's input convolution — instead of the whole unrolled window.
+    One small graph serves every step and every curriculum length (a whole-window graph recompiles
+    for each unroll length U); see bench/train.py for what each choice trains per second.
+    """
+
+    def __init__(self, model: Dynamics, tcfg: WorldTrainConfig, sampling: SamplingConfig,
+                 compile_steps: bool = False):
         super().__init__()
         self.model, self.tcfg, self.sampling = model, tcfg, sampling
+        self._step_fn, self._gates_fn = self._step_loss, model.input_gates
+        if compile_steps:
+            self._step_fn = torch.compile(self._step_loss, fullgraph=True)
+            self._gates_fn = torch.compile(model.input_gates, fullgraph=True)
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor, unroll: int):
         return self.compute_loss(tokens, actions, unroll)
@@ -108,30 +119,38 @@ class WorldLoss(nn.Module):
         noise = torch.randint_like(tokens, self.model.config.codebook_size)
         return torch.where(torch.rand(tokens.shape, device=tokens.device) < rate, noise, tokens)
 
+    def _step_loss(self, g: torch.Tensor, x: torch.Tensor, act: torch.Tensor, state: list[torch.Tensor],
+                   target: torch.Tensor):
+        """One recurrent step and its loss: -> (per-window CE (B,), logits (B, K, h, w), new state)."""
+        logits, state = self.model.core(g, x, act, state)                       # (B, K, h, w)
+        return F.cross_entropy(logits, target, reduction="none").mean(dim=(1, 2)), logits, state
+
     def compute_loss(self, tokens: torch.Tensor, actions: torch.Tensor, unroll: int):
         """tokens (B, T, h, w) int64, actions (B, T−1, 4) -> (loss, logs). U = unroll steps."""
         model, B, T = self.model, tokens.shape[0], tokens.shape[1]
         tf = T - 1 - unroll                                                     # teacher-forced steps
         present = (torch.rand(B, device=tokens.device) >= self.tcfg.action_dropout).float()   # (B,)
         act = model.with_flag(actions, present[:, None].expand(B, T - 1))       # (B, T−1, 5)
-        inputs = self._corrupt(tokens[:, :tf])                                  # (B, tf, h, w)
+        # Time-major, so that each step's slices are contiguous like an own-sample step's inputs.
+        inputs = self._corrupt(tokens[:, :tf]).transpose(0, 1).contiguous()     # (tf, B, h, w)
         # The first layer's input convolution of all teacher-forced frames in one batched call.
-        gx0 = model.input_gates(inputs.flatten(0, 1), act[:, :tf].flatten(0, 1))
-        gx0 = gx0.unflatten(0, (B, tf))                                         # (B, tf, 3C, h, w)
+        gx0 = self._gates_fn(inputs.flatten(0, 1), act[:, :tf].transpose(0, 1).flatten(0, 1))
+        gx0 = gx0.unflatten(0, (tf, B))                                         # (tf, B, 3C, h, w)
         state = model.init_state(B, tokens.device)
         losses, current = [], None
         for t in range(T - 1):
             if t < tf:
-                x, g = inputs[:, t], gx0[:, t]
+                x, g = inputs[t], gx0[t]
                 state = model.realign(state)
             else:                                                               # own predictions
                 x = current
-                g = model.input_gates(x, act[:, t])
-            logits, state = model.core(g, x, act[:, t], state)                  # (B, K, h, w)
-            losses.append(F.cross_entropy(logits, tokens[:, t + 1], reduction="none").mean(dim=(1, 2)))
+                g = self._gates_fn(x, act[:, t])
+            residual = state[-1]
+            ce, logits, state = self._step_fn(g, x, act[:, t], state, tokens[:, t + 1])
+            losses.append(ce)
             if t + 1 >= tf:
                 with torch.no_grad():
-                    current = self._feed(logits.detach())
+                    current = self._feed(logits.detach(), x, act[:, t], residual)
         per_step = torch.stack(losses, dim=1)                                   # (B, T−1)
         loss = per_step.mean()
         with torch.no_grad():
@@ -140,15 +159,36 @@ class WorldLoss(nn.Module):
                     "unroll_acc": (current == tokens[:, -1]).float().mean() if unroll else per_step.new_zeros(())}
             if model.config.copy_bias:
                 logs["copy_logit"] = model.copy_logit.detach()
-            if model.config.warp:
-                logs["shift_scale"] = model.shift_scale.detach().mean()
+            if model.config.copy_bias and model.config.fill:
+                logs["fill_logit"] = model.fill_logit.detach()
         return loss, logs
 
-    def _feed(self, logits: torch.Tensor) -> torch.Tensor:
+    def _feed(self, logits: torch.Tensor, tokens: torch.Tensor, act: torch.Tensor,
+              residual: torch.Tensor) -> torch.Tensor:
+        """The next input of the unroll, decoded as the shipped model decodes (boosts included)."""
         if self.tcfg.unroll_feed == "argmax":
             return logits.argmax(dim=1)
+        if self.model.config.copy_bias and any(self.sampling.boosts):
+            codes, inside, _ = self.model.proposals(tokens, act, residual)
+            logits = self.model.boost(logits, codes, inside, self.sampling.boosts)
         u = torch.rand(logits.shape[0], *logits.shape[2:], device=logits.device)
         return sample_tokens(logits, u, self.sampling)
+
+
+def measured_shift(index: dict, cfg: DynamicsConfig, max_samples: int = 32) -> tuple[float, float]:
+    """Tokens of content shift per unit [yaw, pitch], read off the training clips the tokens were
+    made from (ochre.data.check.content_shift); the config's value where they cannot tell."""
+    from ochre.data.check import content_shift, measure
+
+    try:
+        px = content_shift(*measure(index.get("clips") or "", max_samples, split="train"))
+    except (FileNotFoundError, ValueError) as e:
+        warnings.warn(f"cannot measure the content shift per unit action on the clips ({e}); the warp prior "
+                      f"uses {cfg.shift_per_unit} tokens per unit [yaw, pitch]", stacklevel=2)
+        return cfg.shift_per_unit
+    px_per_token = index.get("size", 64) / cfg.grid
+    return tuple(round(v / px_per_token, 3) if (v := px[f"{name}_px_per_unit"]) is not None else default
+                 for name, default in zip(("yaw", "pitch"), cfg.shift_per_unit))
 
 
 def unroll_at(progress: float, tcfg: WorldTrainConfig) -> int:
@@ -202,7 +242,8 @@ def _windows_here(index: dict, window: int, rank: int, world: int, seed: int, ep
 def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sampling: SamplingConfig, *,
           recipe_name: str = "ochre", preset: str = "tiny", seed: int = 0, compile: bool = False,
           resume: bool = False, overwrite: bool = False, workers: int = 0, device: str | None = None,
-          ckpt_every: int = 200, log_every: int = 25, keep: int = 3, progress: bool = True) -> dict:
+          ckpt_every: int = 200, log_every: int = 25, keep: int = 3, progress: bool = True,
+          measure_shift: bool = True) -> dict:
     from tqdm import tqdm
 
     index = read_index(tokens_root)                          # a wrong path fails here, before any work
@@ -210,7 +251,12 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
         raise ValueError(f"{tokens_root} holds clip shards, not token shards: run `ochre tokenize` first")
     if index.get("codebook_size", cfg.codebook_size) != cfg.codebook_size:
         cfg = DynamicsConfig(**{**asdict(cfg), "codebook_size": index["codebook_size"]})
+    if cfg.warp and measure_shift:
+        cfg = DynamicsConfig(**{**asdict(cfg), "shift_per_unit": measured_shift(index, cfg)})
     info = setup(device)
+    if cfg.warp and info.is_main:
+        print(f"warp prior: the content moves {cfg.shift_per_unit[0]} tokens per unit yaw, {cfg.shift_per_unit[1]} "
+              "per unit pitch", file=sys.stderr)
     out = Path(out)
     record = run_record(tokens_root, cfg, tcfg, sampling, recipe_name=recipe_name, seed=seed, workers=workers,
                         ranks=info.world)
