@@ -64,11 +64,23 @@ def test_revealed_positions_get_the_wrapped_columns_or_the_edge_row(yaw, pitch):
 def test_without_fill_revealed_positions_get_no_proposal():
     m = _model(shift_per_unit=1.0, fill=False)
     with torch.no_grad():
-        m.copy_logit.fill_(1e4)
+        m.copy_logit.fill_(30.0)
     tokens = torch.randint(0, 64, (1, 16, 16))
-    logits, _ = m.step(tokens, torch.tensor([[1.0, 0.0, 0.0, 0.0]]), m.init_state(1))
-    assert logits[0, :, :, 15].abs().max() < 1e3                               # nothing was added there
-    assert (logits[0, :, :, :15].amax(0) > 1e3).all()
+    p = m.step(tokens, torch.tensor([[1.0, 0.0, 0.0, 0.0]]), m.init_state(1))[0].exp()
+    torch.testing.assert_close(p.sum(1), torch.ones(1, 16, 16))                # log-probabilities
+    assert p[0, :, :, 15].max() < 0.5                                          # nothing proposed there
+    assert (p[0, :, :, :15].amax(0) > 0.999).all()
+
+
+def test_the_gate_mixes_the_proposal_with_the_head():
+    """p = g · onehot(proposal) + (1 − g) · softmax(head): with the gate at 0 (g = 1/2) a code the head
+    gives q gets q / 2, the proposal gets 1/2 + q / 2."""
+    m = _model(shift_per_unit=1.0, fill=False)
+    tokens, act = torch.randint(0, 64, (1, 16, 16)), torch.zeros(1, 4)
+    q = m.head(m.step(tokens, act, m.init_state(1))[1][-2]).softmax(1)         # the head on the new state
+    p = m.step(tokens, act, m.init_state(1))[0].exp()
+    want = 0.5 * q + 0.5 * torch.nn.functional.one_hot(tokens, 64).permute(0, 3, 1, 2)
+    torch.testing.assert_close(p, want, rtol=1e-4, atol=1e-6)
 
 
 def test_decoding_boosts_raise_only_the_proposed_codes():

@@ -23,8 +23,8 @@ class SamplingConfig:
     # sharp. Measured on tiny models (10 and 15 CPU minutes; T/top-k: psnr@8, grad_ratio@256):
     # 1.0/32: 11.5, 0.58; 0.8/8: 11.5, 0.69; 0.7/16: 11.8, 0.66; 0.5/8: 12.1, 0.74; 0.4/8: 12.2, 0.72;
     # 0.3/4: 12.6, 0.72 (delta_psnr@16 falls from 1.69 at 0.5/8 to 1.56). Higher T is blurrier, not sharper.
-    temperature: float = 0.4    # 0: argmax
-    top_k: int = 8              # codes considered per position
+    temperature: float = 1.0    # 0: argmax
+    top_k: int = 2048           # codes considered per position (>= K: the whole distribution)
     guidance: float = 1.0       # action guidance w: uncond + w·(cond − uncond); 1 = plain conditional
     copy_boost: float = 0.0     # logits added to the copy prior's proposals (models with copy_bias)
     fill_boost: float = 0.0     # ... and to its fills of the positions a turn reveals
@@ -48,14 +48,14 @@ def sample_tokens(logits: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) ->
         return logits.argmax(dim=1)
     K = logits.shape[1]
     if cfg.top_k >= K:                     # the whole distribution, in code order: no sort needed
-        return _inverse_cdf(logits.float(), u, cfg.temperature)
+        return _inverse_cdf(logits.float(), u, cfg)
     vals, idx = logits.float().topk(cfg.top_k, dim=1)                               # (B, k, h, w), sorted
-    return idx.gather(1, _inverse_cdf(vals, u, cfg.temperature)[:, None])[:, 0]
+    return idx.gather(1, _inverse_cdf(vals, u, cfg)[:, None])[:, 0]
 
 
-def _inverse_cdf(vals: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
+def _inverse_cdf(vals: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     """The index j (B, h, w) along dim 1 of vals (B, n, h, w) that u (B, h, w) picks from softmax(vals / T)."""
-    cdf = torch.softmax(vals / temperature, dim=1).cumsum(dim=1)                  # (B, n, h, w)
+    cdf = torch.softmax(vals / cfg.temperature, dim=1).cumsum(dim=1)              # (B, n, h, w)
     # The first j with cdf_j > u·cdf_last; scaling u by the last entry absorbs its rounding.
     return (cdf < u[:, None] * cdf[:, -1:]).sum(dim=1).clamp_max(vals.shape[1] - 1)
 
