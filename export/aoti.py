@@ -254,14 +254,22 @@ def export_aoti(ckpt, out, *, tokenizer=None, batch: int = 1, check_steps: int =
 
 
 def run(args) -> int:
+    import sys
+
     from ochre.export.cli import ParityError
+    from ochre.runtime.model import ModelError, from_run
     from ochre.train.checkpoint import CheckpointError
 
     try:
-        m = export_aoti(args.checkpoint, args.out, tokenizer=args.tokenizer, batch=args.batch,
-                        check_steps=args.check_steps, seed=args.seed, guidance=args.guidance)
+        try:          # a run whose token shards name its tokenizer and frame rate (the demo's layout)
+            model = from_run(args.checkpoint, args.tokenizer)
+            world, tokenizer, fps = model.world, model.tokenizer, model.fps
+        except ModelError:                       # else the tokenizer run beside it (find_tokenizer)
+            world, tokenizer, fps = args.checkpoint, args.tokenizer, None
+        m = export_aoti(world, args.out, tokenizer=tokenizer, batch=args.batch, check_steps=args.check_steps,
+                        seed=args.seed, guidance=args.guidance, fps=fps, log=lambda msg: print(msg, file=sys.stderr))
     except (CheckpointError, FileNotFoundError, ValueError, ParityError) as e:
-        print(f"ochre export: {e}")
+        print(f"ochre export: {e}", file=sys.stderr)
         return 2
     p = m["parity"]
     if p is not None:

@@ -193,10 +193,13 @@ def _add_demo(sub) -> None:
         "demo",
         help="the whole pipeline on the built-in synthetic world, on a CPU",
         description="synth -> prepare -> data check -> train-tokenizer -> tokenize -> train (world model) -> "
-        "eval, on the built-in synthetic world; writes DIR/report.json (metrics, benchmark, per-stage "
-        "timings) and DIR/eval/ (dream.mp4, psnr.png). About 20 minutes on a 2-core CPU (the world model "
-        "trains for --world-minutes, 12 by default); --quick runs every stage small in about 2 minutes. A rerun skips "
-        "finished stages.",
+        "eval -> export (ONNX, AOTInductor) -> headless play -> bench, on the built-in synthetic world; writes "
+        "DIR/report.json (metrics, the `ochre bench` JSON, per-stage timings), DIR/report.md for people (metrics "
+        "against repeating the frame, PSNR plot, dream videos, speed table, timings), DIR/eval/ (dream.mp4, "
+        "psnr.png), DIR/play/dream.mp4 and DIR/bench/. About 20 minutes on a 2-core CPU (the world model trains "
+        "for --world-minutes, 12 by default); --quick runs every stage small (torch and onnxruntime at batch 1 "
+        "in the bench) in about 2 minutes. A rerun skips finished stages. Afterwards `ochre play` and "
+        "`ochre bench` take this model by default.",
     )
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (CI)")
@@ -209,6 +212,9 @@ def _add_demo(sub) -> None:
     p.add_argument("--world-steps", type=_positive_int, default=None,
                    help="world-model step cap (default: the minutes decide)")
     p.add_argument("--rollouts", type=_positive_int, default=None, help="eval rollouts (default 32)")
+    p.add_argument("--compare", choices=["seed-v3"], default=None,
+                   help="also train this recipe on the same tokens, seed and budget, and evaluate it beside "
+                   "the ochre recipe (`ochre eval --compare`); doubles the training time")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(_run="ochre.demo:run")
 

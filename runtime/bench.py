@@ -137,6 +137,7 @@ def run_bench(model, *, backends=None, batches=(1, 8), device: str = "cpu", runs
     """Rows for each (backend, batch); a backend that cannot run here gets an "error" row instead.
     folders: {(export format "onnx" | "aoti", batch): folder} to run instead of cached exports."""
     from ochre.measure import device_name, git_sha
+    from ochre.train.checkpoint import checkpoint_hash
 
     threads = threads or physical_cores()
     backends = backends or available_backends(device)
@@ -162,7 +163,8 @@ def run_bench(model, *, backends=None, batches=(1, 8), device: str = "cpu", runs
         del steppers
     add_speedups(rows)
     return {"benchmark": "live", "device": device_name(device), "git_sha": git_sha(), "versions": _versions(),
-            "date": _dt.date.today().isoformat(), "model": model.origin, "threads": threads, "runs": runs,
+            "date": _dt.date.today().isoformat(), "model": model.origin, "world_hash": checkpoint_hash(model.world),
+            "backends": list(backends), "batches": list(batches), "threads": threads, "runs": runs,
             "warmup": warmup, "rounds": rounds,
             "what": "stepper.step: world-model step + in-graph sampling + decode, frames on the host",
             "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()), "rows": rows}

@@ -169,6 +169,16 @@ def _export_model(folder: Path, fmt: str):
                  contexts=folder / ("contexts.npy" if fmt == "onnx" else "context.npy"))
 
 
+def _world_hash(model) -> str | None:
+    """The world-model checkpoint's hash, so a record of a run names the model it played."""
+    from ochre.train.checkpoint import CheckpointError, checkpoint_hash
+
+    try:
+        return checkpoint_hash(model.world)
+    except (CheckpointError, FileNotFoundError, OSError):
+        return None
+
+
 def _model_and_stepper(args):
     from ochre.runtime.exports import ensure_for
     from ochre.runtime.model import resolve
@@ -219,7 +229,8 @@ def run(args) -> int:
             from ochre.io import write_json_atomic
 
             write_json_atomic(Path(args.stats), {**out, "backend": stepper.backend, "model": model.origin,
-                                                 "actions": str(args.actions), "video": args.record})
+                                                 "world_hash": _world_hash(model), "actions": str(args.actions),
+                                                 "video": args.record})
         return 0
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and sys.platform == "linux" \
             and os.environ.get("SDL_VIDEODRIVER") is None:
