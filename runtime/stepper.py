@@ -108,10 +108,12 @@ class TorchStepper(Stepper):
             self._fn = torch.compile(self._live_step, mode=mode, fullgraph=True, dynamic=False)
 
     def _live_step(self, tokens, actions, noise, *state):
-        from ochre.models.sampling import guided_step, sample_tokens
+        from ochre.export.graph import sample_codes
+        from ochre.models.sampling import guided_step
 
+        # The exported graphs' step and sampler (export/graph.py), so every backend does the same work.
         logits, new_state = guided_step(self.dynamics, tokens, actions, list(state), self.sampling.guidance)
-        nxt = sample_tokens(logits, noise, self.sampling)                                   # (B, h, w)
+        nxt = sample_codes(logits, noise, self.sampling)                                    # (B, h, w)
         frames = self.tokenizer.decode(nxt, as_uint8=True).permute(0, 2, 3, 1)              # (B, H, W, 3)
         return (nxt, frames, *new_state)
 
