@@ -314,6 +314,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--warmup", type=_positive_int, default=20, help="untimed steps per row (default 20)")
     p.add_argument("--rounds", type=_positive_int, default=4,
                    help="the backends of a batch take turns in this many rounds (default 4)")
+    p.add_argument("--note", default=None, help="a line kept in the JSON (e.g. what else the machine was running)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="intra-op threads for every backend (default: the physical cores)")
     p.set_defaults(_run="ochre.runtime.bench:run")

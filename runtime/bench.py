@@ -268,6 +268,8 @@ def run(args) -> int:
     result = run_bench(model, backends=args.backends, batches=batches, device=device, runs=args.runs,
                        warmup=args.warmup, rounds=args.rounds, threads=args.threads, folders=folders,
                        log=lambda m: print(m, file=sys.stderr))
+    if args.note:
+        result["note"] = args.note
     out = Path(args.out) if args.out else default_out(device)
     write_json_atomic(out, result)
     plot(result, out.with_suffix(".png"))
