@@ -194,7 +194,9 @@ def plot(result: dict, path) -> None:
         ax.set_title(f"batch {batch}: steps/s per player")
         ax.axhline(60, color="grey", linestyle="--", linewidth=0.8)
         ax.tick_params(axis="x", labelrotation=20)
-    fig.suptitle(f"ochre live step + decode, {result['device']}", fontsize=10)
+    load = result.get("loadavg_before", [float("nan")])[0]
+    fig.suptitle(f"ochre live step + decode, {result['device']}, {result.get('threads', '?')} threads, "
+                 f"load average {load:.1f}", fontsize=10)
     fig.tight_layout()
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png")
