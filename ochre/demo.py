@@ -25,13 +25,22 @@ class _Stages:
     def __init__(self):
         self.timings: dict[str, float] = {}
 
-    def run(self, name: str, argv: list[str]) -> None:
-        """Run one `ochre` command as (part of) stage `name`; its seconds add to the stage's."""
+    def run(self, name: str, argv: list[str], own_process: bool = False) -> None:
+        """Run one `ochre` command as (part of) stage `name`; its seconds add to the stage's.
+        own_process: in a child process. The live stages need it: the native libraries they load
+        (onnxruntime, AOTInductor packages) and decord, which the training stages load, do not
+        share a process cleanly, since decord's exit handler then frees an invalid pointer and
+        the demo would end in a segmentation fault after its last line."""
         from ochre.cli import main
 
         print(f"\n== {name}: ochre {' '.join(argv)}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        rc = main(argv)
+        if own_process:
+            import subprocess
+
+            rc = subprocess.run([sys.executable, "-m", "ochre", *argv]).returncode
+        else:
+            rc = main(argv)
         self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 2)
         if rc != 0:
             raise SystemExit(f"ochre demo: stage {name} failed (exit {rc})")
@@ -121,7 +130,7 @@ def _live_stages(stages: _Stages, cfg: dict, out: Path, world: Path, seed: int) 
         stages.skip("export", f"{len(exports)} folders in {out / 'export'}")
     for fmt, b in todo:
         stages.run("export", ["export", str(world), "--out", str(folders[(fmt, b)]), "--batch", str(b),
-                              "--format", fmt])
+                              "--format", fmt], own_process=True)
 
     play = out / "play"
     stats = play / "stats.json"
@@ -133,7 +142,7 @@ def _live_stages(stages: _Stages, cfg: dict, out: Path, world: Path, seed: int) 
         (play / "actions.txt").write_text(_play_actions(cfg["play_steps"]))
         stages.run("play", ["play", "--headless", "--checkpoint", str(world), "--onnx", str(folders[("onnx", 1)]),
                             "--actions", str(play / "actions.txt"), "--record", str(play / "dream.mp4"), "--stats",
-                            str(stats), "--seed", str(seed)])
+                            str(stats), "--seed", str(seed)], own_process=True)
 
     result = out / "bench" / "live.json"
     settings = {"world_hash": want, "backends": backends, "batches": batches, "runs": cfg["bench_runs"]}
@@ -145,7 +154,7 @@ def _live_stages(stages: _Stages, cfg: dict, out: Path, world: Path, seed: int) 
                  ["--aoti", *(str(folders[("aoti", b)]) for b in aoti_batches)] if aoti_batches else []]
         stages.run("bench", ["bench", "--checkpoint", str(world), "--backends", *backends, "--batch",
                              *map(str, batches), *given[0], *given[1], "--runs", str(cfg["bench_runs"]),
-                             "--warmup", str(cfg["bench_warmup"]), "--out", str(result)])
+                             "--warmup", str(cfg["bench_warmup"]), "--out", str(result)], own_process=True)
     return json.loads(result.read_text())
 
 
