@@ -1,112 +1,62 @@
-"""Live-step latency of the native deploy against eager torch, on the same model and the same work
-per step (noise draw, step with sampling inside, decode to uint8 frames).
+"""Live-step latency of the native deploy: `ochre bench`'s torch and native rows, plus the same
+AOTInductor packages run by `ochre-native` (C++, no Python), timed by the binary itself.
 
-    python -m ochre.bench.native [--ckpt RUN --tokenizer RUN] [--batch 1 8] [--binary build/ochre-native]
+    python -m ochre.bench.native [--checkpoint RUN] [--batch 1 8] [--binary build/ochre-native]
 
-Rows (DESIGN §6 bench rows): `torch` (the export graphs run eagerly), `native` (the AOTInductor
-packages through the Python backend), `native-cpp` (the same packages in `ochre-native`, timed by
-the binary itself; when --binary is given). Without --ckpt a tiny-preset model with random
-weights stands in: latency depends on the shapes, not the weights. Packages are compiled once
-per batch into --packages (reused when present). Writes bench/results/native_<device>_<date>.json.
+Rows (DESIGN §6 bench rows): `torch` (eager), `native` (the packages through the Python backend,
+ochre.runtime.native), `native-cpp` (the binary's step+decode p50/p99 over the same number of
+steps, when --binary is given). The packages are the ones `ochre bench` compiles into the cache.
+Writes bench/results/native_<device>_<date>.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from ochre.bench.common import header, result_path, stats_ms, time_calls
+from ochre.bench.common import result_path
 
 
-def _models(args, root: Path):
-    if args.ckpt:
-        return Path(args.ckpt), args.tokenizer
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "ctest_fixture", Path(__file__).resolve().parents[1] / "native" / "ctest_fixture.py")
-    fixture = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fixture)
-    if not (root / "world").is_dir():
-        fixture.make_runs(root)
-    return root / "world", root / "tokenizer"
-
-
-def _eager_step(ckpt, tokenizer, batch: int):
-    """One live step in eager torch, as a closure over preallocated state."""
-    from ochre.export.aoti import find_tokenizer
-    from ochre.export.graph import DecodeGraph, StepGraph
-    from ochre.train.checkpoint import load_dynamics, load_tokenizer
-
-    model, sampling, _ = load_dynamics(ckpt, impl="torch")
-    step = StepGraph(model, sampling)
-    decode = DecodeGraph(load_tokenizer(find_tokenizer(ckpt, tokenizer), impl="torch"))
-    tokens, actions, _, *state = step.example_inputs(batch)
-    gen = torch.Generator().manual_seed(0)
-
-    @torch.no_grad()
-    def run():
-        nonlocal tokens, state
-        tokens, _, *state = step(tokens, actions, torch.rand(tokens.shape, generator=gen), *state)
-        return decode(tokens)
-    return run
-
-
-def _row(backend: str, batch: int, p50: float, p99: float) -> dict:
-    return {"backend": backend, "batch": batch, "fps": round(1000.0 * batch / p50, 1),
-            "step_ms_p50": round(p50, 3), "step_ms_p99": round(p99, 3)}
-
-
-def bench_batch(ckpt, tokenizer, batch: int, packages: Path, runs: int, binary: str | None) -> list[dict]:
-    from ochre.export.aoti import export_aoti
-    from ochre.runtime.native import NativeStepper
-
-    if not (packages / "manifest.json").is_file():
-        export_aoti(ckpt, packages, tokenizer=tokenizer, batch=batch, check_steps=4)
-    rows = []
-    s = stats_ms(time_calls(_eager_step(ckpt, tokenizer, batch), warmup=5, runs=runs))
-    rows.append(_row("torch", batch, s["ms_p50"], s["ms_p99"]))
-    stepper = NativeStepper(packages)
-    stepper.reset(np.load(packages / "context.npy"))
-    actions = np.zeros((batch, 4), np.float32)
-    s = stats_ms(time_calls(lambda: stepper.step(actions), warmup=5, runs=runs))
-    rows.append(_row("native", batch, s["ms_p50"], s["ms_p99"]))
-    if binary:
-        out = subprocess.run([binary, "--packages", str(packages), "--steps", str(runs + 5), "--warmup", "5"],
-                             capture_output=True, text=True, check=True).stdout
-        m = re.search(r"p50 ([0-9.]+) ms, p99 ([0-9.]+) ms", out)
-        rows.append(_row("native-cpp", batch, float(m.group(1)), float(m.group(2))))
-    return rows
+def cpp_row(binary: str, packages: Path, batch: int, runs: int, warmup: int, threads: int) -> dict:
+    out = subprocess.run([binary, "--packages", str(packages), "--steps", str(runs + warmup), "--warmup",
+                          str(warmup), "--threads", str(threads)], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"p50 ([0-9.]+) ms, p99 ([0-9.]+) ms", out)
+    if m is None:
+        raise RuntimeError(f"{binary} printed no latency line: {out!r}")
+    p50, p99 = float(m.group(1)), float(m.group(2))
+    return {"backend": "native-cpp", "batch": batch, "fps": 1e3 / p50, "step_ms_p50": p50, "step_ms_p99": p99,
+            "frames_per_s": 1e3 * batch / p50, "runs": runs, "device": "cpu"}
 
 
 def main(argv=None) -> int:
+    from ochre.io import write_json_atomic
+    from ochre.runtime.bench import add_speedups, run_bench, table
+    from ochre.runtime.exports import ensure_aoti
+    from ochre.runtime.model import resolve
+
     p = argparse.ArgumentParser(prog="python -m ochre.bench.native", description=__doc__.splitlines()[0])
-    p.add_argument("--ckpt", default=None, help="world-model run (default: tiny preset, random weights)")
-    p.add_argument("--tokenizer", default=None, help="its tokenizer run (default: the one beside it)")
+    p.add_argument("--checkpoint", default=None, help="world-model run (default: newest demo, else the shipped model)")
+    p.add_argument("--tokenizer", default=None, help="its tokenizer run (default: the one its data names)")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     p.add_argument("--runs", type=int, default=200, help="timed steps per row")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the physical cores)")
     p.add_argument("--binary", default=None, help="ochre-native to time as well (e.g. build/ochre-native)")
-    p.add_argument("--packages", default="runs/bench-native", help="where packages are compiled and kept")
     p.add_argument("--out", default=None, help="result file (default bench/results/native_<device>_<date>.json)")
     args = p.parse_args(argv)
-    root = Path(args.packages)
-    ckpt, tokenizer = _models(args, root)
-    rows = []
-    for b in args.batch:
-        for r in bench_batch(ckpt, tokenizer, b, root / f"b{b}", args.runs, args.binary):
-            print(json.dumps(r))
-            rows.append(r)
-    result = {**header("cpu"), "threads": torch.get_num_threads(), "model": str(ckpt), "rows": rows}
+    model = resolve(args.checkpoint, args.tokenizer)
+    result = run_bench(model, backends=["torch", "native"], batches=args.batch, runs=args.runs,
+                       threads=args.threads, log=lambda m: print(m, file=sys.stderr))
+    if args.binary:
+        for b in args.batch:
+            result["rows"].append(cpp_row(args.binary, ensure_aoti(model, b), b, args.runs, result["warmup"],
+                                          result["threads"]))
+        add_speedups(result["rows"])
     out = Path(args.out) if args.out else result_path("native")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(out, result)
+    print(table(result))
     print(f"wrote {out}")
     return 0
 

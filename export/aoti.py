@@ -13,7 +13,10 @@ The package folder (`ochre export CKPT --format aoti --out DIR`):
   shapes.txt     the static shapes, one "name n1 n2 ..." line each (`batch`, `grid`, `frame`,
                  one `state` line per layer): what the C++ loop allocates; `#` lines are comments
   context.npy    uint8 (B, H, W, 3): a start view of the synthetic world, the default context
-  manifest.json  format, sampling, noise rule, parity report, torch version
+  manifest.json  format, batch, grid, state shapes, sampling, noise rule, fps, sources (checkpoint
+                 paths and hashes), parity report, torch version and CPU capability; written
+                 last, once the parity check has passed, so a runtime never loads an unchecked
+                 or half-written folder (read_manifest)
 AOTInductor compiles the graphs to C++ (CPU) or Triton (CUDA) and links them into the package;
 the weights are constants inside it. The step graph uses the pure-torch FiLM-GRU (a Python
 custom op cannot be packaged); Inductor fuses the gate arithmetic itself.
@@ -41,6 +44,37 @@ NOISE = "torch.rand((B, h, w), generator=torch.Generator().manual_seed(seed)), o
 # tiny preset: state within 2e-6, logits within 2e-5; 100x headroom for other CPUs' vector units.
 STATE_TOL = 2e-4
 LOGITS_TOL = 2e-3
+
+
+def cpu_capability() -> str:
+    """The vector ISA Inductor compiles for here ("AVX512", "AVX2", ...): a CPU package runs only
+    on CPUs that have it (its generated code and prepacked weights are specific to it)."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def read_manifest(folder) -> dict:
+    """manifest.json of a package folder, checked against this install; raises FileNotFoundError /
+    ValueError naming the folder and the fix."""
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: no manifest.json; make the packages with "
+                                f"`ochre export CKPT --format aoti --out {folder}`")
+    try:
+        m = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON ({e}); re-export") from None
+    if m.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {m.get('format')!r}, expected {FORMAT!r}; re-export")
+    missing = [f"{n}.pt2" for n in PACKAGES if not (Path(folder) / f"{n}.pt2").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: missing {', '.join(missing)}; re-export")
+    if m.get("torch") != torch.__version__:
+        raise ValueError(f"{folder}: compiled by torch {m.get('torch')}, this is torch {torch.__version__} "
+                         "(AOTInductor packages are tied to the torch that made them); re-export")
+    if m.get("cpu_capability", cpu_capability()) != cpu_capability():
+        raise ValueError(f"{folder}: compiled for {m['cpu_capability']} CPUs, this one is {cpu_capability()}; "
+                         "re-export here")
+    return m
 
 
 def find_tokenizer(ckpt, tokenizer=None) -> Path:
@@ -111,11 +145,13 @@ def _eager_step(step: StepGraph, decode: DecodeGraph, tokens, actions, noise, st
 
 
 def _assert_within(report: dict) -> dict:
+    from ochre.export.cli import ParityError
+
     err, tol = report["max_abs_err"], report["tolerance"]
-    assert report["step"]["bad"] == 0 and report.get("encode", {}).get("bad", 0) == 0, \
-        f"tokens differ beyond near-ties: {report}"
-    assert err["state"] <= tol["state"] and err["logits"] <= tol["logits"] and err["frames"] <= tol["frames"], \
-        f"differs from eager torch beyond the bounds: {report}"
+    if report["step"]["bad"] or report.get("encode", {}).get("bad", 0):
+        raise ParityError(f"AOTInductor packages: tokens differ from eager torch beyond near-ties: {report}")
+    if err["state"] > tol["state"] or err["logits"] > tol["logits"] or err["frames"] > tol["frames"]:
+        raise ParityError(f"AOTInductor packages differ from eager torch beyond the bounds: {report}")
     return report
 
 
@@ -126,7 +162,7 @@ def check_parity(out, step: StepGraph, encode: EncodeGraph, decode: DecodeGraph,
 
     Tokens are teacher-forced on the package's own: each step the eager graph starts from the
     tokens the package produced, so one allowed near-tie flip does not cascade into a different
-    dream. Raises AssertionError on a flip that is not a near-tie, or state/logits/frames
+    dream. Raises ParityError on a flip that is not a near-tie, or state/logits/frames
     beyond the bounds; returns the measured report.
     """
     pkg = load_packages(out)
@@ -158,7 +194,7 @@ def check_parity(out, step: StepGraph, encode: EncodeGraph, decode: DecodeGraph,
 def replay_eager(step: StepGraph, decode: DecodeGraph, tokens, frames, actions, noise) -> dict:
     """A recorded run (e.g. ochre-native's) against eager torch, teacher-forced on its tokens:
     tokens int64 (S+1, B, h, w), frames uint8 (S+1, B, H, W, 3), actions (S, B, 4), noise (S, B, h, w).
-    Raises AssertionError on a non-near-tie flip or a frame off by more than 1; returns the report."""
+    Raises ParityError on a non-near-tie flip or a frame off by more than 1; returns the report."""
     tokens, frames = torch.as_tensor(tokens), torch.as_tensor(frames)
     report = _new_report(len(actions), tokens.shape[1])
     report["max_abs_err"]["frames"] = int((frames[0].int() - decode(tokens[0]).int()).abs().max())
@@ -170,21 +206,32 @@ def replay_eager(step: StepGraph, decode: DecodeGraph, tokens, frames, actions, 
 
 
 def export_aoti(ckpt, out, *, tokenizer=None, batch: int = 1, check_steps: int = 16, seed: int = 0,
-                log=print) -> dict:
-    """Compile the three packages for `batch` players into `out` and check them; returns the manifest."""
-    from dataclasses import asdict
+                guidance: float | None = None, fps: float | None = None, log=print) -> dict:
+    """Compile the three packages for `batch` players into `out` and check them; returns the manifest.
+    guidance overrides the checkpoint's (it is baked into the step graph); fps is the model's frame
+    rate (DESIGN §3.2), recorded for players of the folder."""
+    from dataclasses import asdict, replace
 
-    from ochre.train.checkpoint import load_dynamics, load_tokenizer
+    from ochre.io import write_json_atomic
+    from ochre.train.checkpoint import checkpoint_hash, load_dynamics, load_tokenizer, read_checkpoint_config
 
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     model, sampling, _ = load_dynamics(ckpt, "cpu", impl="torch")
-    tok = load_tokenizer(find_tokenizer(ckpt, tokenizer), "cpu", impl="torch")
+    if guidance is not None:
+        sampling = replace(sampling, guidance=guidance)
+    tok_path = find_tokenizer(ckpt, tokenizer)
+    tok = load_tokenizer(tok_path, "cpu", impl="torch")
     if tok.config.codebook_size != model.config.codebook_size:
         raise ValueError(f"tokenizer has K={tok.config.codebook_size} codes but the world model "
                          f"K={model.config.codebook_size}: pass the tokenizer it was trained on")
+    sources = {}
+    for name, path in (("tokenizer", tok_path), ("world", ckpt)):
+        meta = read_checkpoint_config(path)
+        sources[name] = {"checkpoint": str(meta["path"]), "hash": checkpoint_hash(path), "step": meta["step"]}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)       # no stale manifest beside new packages
     step, encode, decode = StepGraph(model, sampling), EncodeGraph(tok), DecodeGraph(tok)
     frames = context_frames(batch, seed)
     np.save(out / "context.npy", frames)
@@ -199,20 +246,30 @@ def export_aoti(ckpt, out, *, tokenizer=None, batch: int = 1, check_steps: int =
     manifest = {"format": FORMAT, "batch": batch, "grid": model.config.grid,
                 "codebook_size": model.config.codebook_size,
                 "state_shapes": [list(s) for s in step.state_shapes], "sampling": asdict(sampling), "noise": NOISE,
-                "packages": {n: f"{n}.pt2" for n in PACKAGES}, "compile_s": seconds, "parity": parity,
-                "torch": torch.__version__}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+                "fps": fps, "sources": sources, "packages": {n: f"{n}.pt2" for n in PACKAGES},
+                "compile_s": seconds, "parity": parity, "torch": torch.__version__,
+                "cpu_capability": cpu_capability()}
+    write_json_atomic(out / "manifest.json", manifest)
     return manifest
 
 
 def run(args) -> int:
+    import sys
+
+    from ochre.export.cli import ParityError
+    from ochre.runtime.model import ModelError, from_run
     from ochre.train.checkpoint import CheckpointError
 
     try:
-        m = export_aoti(args.checkpoint, args.out, tokenizer=args.tokenizer, batch=args.batch,
-                        check_steps=args.check_steps, seed=args.seed)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"ochre export: {e}")
+        try:          # a run whose token shards name its tokenizer and frame rate (the demo's layout)
+            model = from_run(args.checkpoint, args.tokenizer)
+            world, tokenizer, fps = model.world, model.tokenizer, model.fps
+        except ModelError:                       # else the tokenizer run beside it (find_tokenizer)
+            world, tokenizer, fps = args.checkpoint, args.tokenizer, None
+        m = export_aoti(world, args.out, tokenizer=tokenizer, batch=args.batch, check_steps=args.check_steps,
+                        seed=args.seed, guidance=args.guidance, fps=fps, log=lambda msg: print(msg, file=sys.stderr))
+    except (CheckpointError, FileNotFoundError, ValueError, ParityError) as e:
+        print(f"ochre export: {e}", file=sys.stderr)
         return 2
     p = m["parity"]
     if p is not None:

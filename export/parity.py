@@ -49,8 +49,12 @@ def near_ties(logits: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig, tol: f
         top = logits.topk(2, dim=1).values                                           # (B, 2, h, w)
         return (top[:, 0] - top[:, 1]) < 2 * tol
     k = min(cfg.top_k, K)
-    vals = logits.topk(min(k + 1, K), dim=1).values                                 # (B, k+1, h, w)
-    order = ((vals[:, :-1] - vals[:, 1:]) < 2 * tol).any(dim=1)                      # (B, h, w)
+    if k >= K:                            # the whole distribution in code order: no order to swap
+        vals = logits
+        order = torch.zeros(logits.shape[:1] + logits.shape[2:], dtype=torch.bool, device=logits.device)
+    else:
+        vals = logits.topk(k + 1, dim=1).values                                      # (B, k+1, h, w)
+        order = ((vals[:, :-1] - vals[:, 1:]) < 2 * tol).any(dim=1)                  # (B, h, w)
     cdf = torch.softmax(vals[:, :k] / cfg.temperature, dim=1).cumsum(dim=1)          # (B, k, h, w)
     margin = (cdf[:, :-1] - u.double()[:, None] * cdf[:, -1:]).abs().amin(dim=1) if k > 1 else None
     step = margin < 2 * tol / cfg.temperature + 1e-6 if margin is not None else torch.zeros_like(order)

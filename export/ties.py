@@ -28,8 +28,11 @@ def sampling_margin(logits: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) 
     k = 1 if cfg.temperature == 0 or cfg.top_k == 1 else min(cfg.top_k, logits.shape[1])
     # Gaps between consecutive sorted logits, one past the top k: a swap there changes which
     # code sits at an index of the top-k (or, at k = 1, the argmax itself).
-    vals = logits.topk(min(k + 1, logits.shape[1]), dim=1).values                   # (B, k+1, h, w)
-    margin = (vals[:, :-1] - vals[:, 1:]).amin(dim=1)
+    if k >= logits.shape[1]:              # the whole distribution in code order: only the CDF steps
+        vals, margin = logits, torch.full_like(logits[:, 0], torch.inf)
+    else:
+        vals = logits.topk(k + 1, dim=1).values                                      # (B, k+1, h, w)
+        margin = (vals[:, :-1] - vals[:, 1:]).amin(dim=1)
     if k == 1:
         return margin
     cdf = torch.softmax(vals[:, :k] / cfg.temperature, dim=1).cumsum(dim=1)        # (B, k, h, w)

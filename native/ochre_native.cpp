@@ -7,8 +7,9 @@
 //
 // Noise: a CPU generator seeded with --seed at the start, one at::rand({B, h, w}) draw per step:
 // libtorch's mt19937, the very code behind Python's
-// torch.rand((B, h, w), generator=torch.Generator().manual_seed(seed)), so the Python `native`
-// backend and this loop draw identical numbers and, from the same packages, dream identical frames.
+// torch.rand((B, h, w), generator=torch.Generator().manual_seed(seed)) that every Python runtime
+// backend draws by (ochre.export.aoti.NOISE), so this loop and the Python `native` backend dream
+// identical frames from the same packages, and the other backends the same up to near-ties.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -108,7 +109,8 @@ std::map<std::string, std::vector<std::vector<int64_t>>> read_shapes(const std::
   return shapes;
 }
 
-// The action file as float32 (S, 4); NaN becomes 0 and values clamp to [-1, 1] (counted, not fatal).
+// The action file as float32 (S, 4), by the rules of the Python runtime's ActionGuard: NaN and inf
+// become 0, values clamp to [-1, 1] (counted, not fatal).
 at::Tensor read_actions(const std::string& path) {
   std::ifstream f(path);
   if (!f) fail(path + ": cannot open the action file");
@@ -134,13 +136,13 @@ at::Tensor read_actions(const std::string& path) {
       } catch (const std::exception&) {
         fail(path + ":" + std::to_string(line_no) + ": not a number: " + s);
       }
-      float c = std::isnan(v) ? 0.f : std::min(1.f, std::max(-1.f, v));
-      clamped += c != v || std::isnan(v);
+      float c = std::isfinite(v) ? std::min(1.f, std::max(-1.f, v)) : 0.f;
+      clamped += c != v || !std::isfinite(v);
       values.push_back(c);
     }
   }
   if (values.empty()) fail(path + ": no actions (one `yaw pitch move_x move_z` line per step)");
-  if (clamped) std::cerr << "ochre-native: " << path << ": " << clamped << " values outside [-1, 1] or NaN, clamped\n";
+  if (clamped) std::cerr << "ochre-native: " << path << ": " << clamped << " values outside [-1, 1] clamped or non-finite set to 0\n";
   int64_t rows = static_cast<int64_t>(values.size() / 4);
   return at::from_blob(values.data(), {rows, 4}, at::kFloat).clone();
 }

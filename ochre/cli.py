@@ -193,10 +193,13 @@ def _add_demo(sub) -> None:
         "demo",
         help="the whole pipeline on the built-in synthetic world, on a CPU",
         description="synth -> prepare -> data check -> train-tokenizer -> tokenize -> train (world model) -> "
-        "eval, on the built-in synthetic world; writes DIR/report.json (metrics, benchmark, per-stage "
-        "timings) and DIR/eval/ (dream.mp4, psnr.png). About 20 minutes on a 2-core CPU (the world model "
-        "trains for --world-minutes, 12 by default); --quick runs every stage small in about 2 minutes. A rerun skips "
-        "finished stages.",
+        "eval -> export (ONNX, AOTInductor) -> headless play -> bench, on the built-in synthetic world; writes "
+        "DIR/report.json (metrics, the `ochre bench` JSON, per-stage timings), DIR/report.md for people (metrics "
+        "against repeating the frame, PSNR plot, dream videos, speed table, timings), DIR/eval/ (dream.mp4, "
+        "psnr.png), DIR/play/dream.mp4 and DIR/bench/. About 20 minutes on a 2-core CPU (the world model trains "
+        "for --world-minutes, 12 by default); --quick runs every stage small (torch and onnxruntime at batch 1 "
+        "in the bench) in about 2 minutes. A rerun skips finished stages. Afterwards `ochre play` and "
+        "`ochre bench` take this model by default.",
     )
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (CI)")
@@ -209,6 +212,9 @@ def _add_demo(sub) -> None:
     p.add_argument("--world-steps", type=_positive_int, default=None,
                    help="world-model step cap (default: the minutes decide)")
     p.add_argument("--rollouts", type=_positive_int, default=None, help="eval rollouts (default 32)")
+    p.add_argument("--compare", choices=["seed-v3"], default=None,
+                   help="also train this recipe on the same tokens, seed and budget, and evaluate it beside "
+                   "the ochre recipe (`ochre eval --compare`); doubles the training time")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(_run="ochre.demo:run")
 
@@ -239,13 +245,14 @@ def _add_export(sub) -> None:
     p.set_defaults(_run="ochre.export.cli:run")
 
 
+BACKEND_NAMES = ["torch", "compiled", "onnxruntime", "tensorrt", "native"]    # ochre.runtime.stepper.BACKENDS
+
+
 def _add_model_args(p) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="world-model run folder (default: the newest `ochre demo` model, else the shipped one)")
     p.add_argument("--tokenizer", default=None, help="tokenizer run folder (default: the one the run's data names)")
-    p.add_argument("--onnx", default=None, help="an `ochre export` folder to run instead of a checkpoint")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--guidance", type=float, default=None, help="action guidance (default: the model's)")
 
 
 def _add_play(sub) -> None:
@@ -258,8 +265,15 @@ def _add_play(sub) -> None:
         "file (one step per line: yaw pitch move_x move_z, DESIGN §3.2 units) without a display.",
     )
     _add_model_args(p)
-    p.add_argument("--backend", choices=["torch", "compiled", "onnxruntime", "tensorrt"], default=None,
-                   help="default: onnxruntime with --onnx, else torch")
+    p.add_argument("--onnx", default=None,
+                   help="an `ochre export` folder to play (onnxruntime or tensorrt) instead of a checkpoint")
+    p.add_argument("--aoti", default=None,
+                   help="an `ochre export --format aoti` folder to play (native) instead of a checkpoint")
+    p.add_argument("--guidance", type=float, default=None, help="action guidance (default: the model's)")
+    p.add_argument("--backend", choices=BACKEND_NAMES, default=None,
+                   help="torch (eager), compiled (torch.compile), onnxruntime, tensorrt (GPU) or native "
+                   "(AOTInductor packages); exports they need are made on demand and cached (default: "
+                   "onnxruntime with --onnx, native with --aoti, else torch)")
     p.add_argument("--headless", action="store_true", help="no window: play --actions and exit")
     p.add_argument("--actions", default=None, help="action file (one step per line)")
     p.add_argument("--record", default=None, help="write the headless frames to this .mp4")
@@ -270,6 +284,7 @@ def _add_play(sub) -> None:
     p.add_argument("--screenshot", default=None, help="save the window to this PNG when it closes")
     p.add_argument("--context", type=int, default=0, help="headless: index of the context frame (default 0)")
     p.add_argument("--seed", type=int, default=0, help="sampling noise and context choice seed")
+    p.add_argument("--stats", default=None, help="headless: write the run's latency and fps to this JSON file")
     p.set_defaults(_run="ochre.runtime.play:run")
 
 
@@ -278,19 +293,28 @@ def _add_bench(sub) -> None:
         "bench",
         help="live step + decode latency and fps per runtime backend, batch 1 and batch B",
         description="Times stepper.step (the world-model step, in-graph sampling and the decode to RGB) per "
-        "available backend at batch 1 and batch B: p50/p99 latency, fps per player and frames/s for all B. "
-        "Warm-up and compilation excluded; every backend gets the same threads and preallocated buffers. "
-        "Writes the DESIGN §6 JSON (default bench/results/live_<device>_<date>.json in a source checkout) "
-        "and a plot beside it.",
+        "available backend at batch 1 and batch B: p50/p99 latency, fps per player and frames/s for all B, "
+        "and the speedup over eager torch. Warm-up and compilation excluded; every backend gets the same "
+        "threads and preallocated buffers; the backends of a batch take turns in --rounds rounds. Exported "
+        "backends run the folders given with --onnx/--aoti, else exports made on demand and cached (an "
+        "AOTInductor compile takes about 35 s per batch on 2 cores). Writes the DESIGN §6 JSON (default "
+        "bench/results/live_<device>_<date>.json in a source checkout) and a plot beside it.",
     )
     _add_model_args(p)
+    p.add_argument("--onnx", nargs="+", default=None, metavar="DIR",
+                   help="`ochre export` folders (one per batch) for onnxruntime and tensorrt")
+    p.add_argument("--aoti", nargs="+", default=None, metavar="DIR",
+                   help="`ochre export --format aoti` folders (one per batch) for native")
     p.add_argument("--out", default=None, help="JSON file to write")
-    p.add_argument("--backends", nargs="+", choices=["torch", "compiled", "onnxruntime", "tensorrt"], default=None,
-                   help="default: every backend available here")
+    p.add_argument("--backends", nargs="+", choices=BACKEND_NAMES, default=None,
+                   help="default: every backend available here (torch, compiled, onnxruntime, native on a CPU)")
     p.add_argument("--batch", type=_positive_int, nargs="+", default=None,
                    help="batch sizes (default 1 8 on CPU, 1 64 on CUDA)")
     p.add_argument("--runs", type=_positive_int, default=200, help="timed steps per row (default 200)")
     p.add_argument("--warmup", type=_positive_int, default=20, help="untimed steps per row (default 20)")
+    p.add_argument("--rounds", type=_positive_int, default=4,
+                   help="the backends of a batch take turns in this many rounds (default 4)")
+    p.add_argument("--note", default=None, help="a line kept in the JSON (e.g. what else the machine was running)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="intra-op threads for every backend (default: the physical cores)")
     p.set_defaults(_run="ochre.runtime.bench:run")

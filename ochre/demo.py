@@ -1,9 +1,11 @@
 """`ochre demo`: the pipeline end to end on the built-in synthetic world, on a laptop CPU.
 
-synth -> prepare -> data check -> train-tokenizer -> tokenize -> train (world model) -> eval,
-then a short decode benchmark.
-Writes DIR/report.json: {"metrics": {...}, "bench": {...}, "timings_s": {stage: seconds}}.
-Stages whose output is already complete are resumed, not redone, so a killed demo reruns cheaply.
+synth -> prepare -> data check -> train-tokenizer -> tokenize -> train (world model) [-> train the
+seed-v3 recipe on the same tokens and budget, with --compare seed-v3] -> eval -> export (ONNX and
+AOTInductor) -> headless play -> bench, then a short decode benchmark.
+Writes DIR/report.json: {"metrics": {...}, "bench": {the `ochre bench` JSON}, "timings_s": {stage: seconds}},
+and DIR/report.md for people (ochre.demo_report). Every stage is an `ochre` command; a stage whose
+output is complete (and made from the current world model) is skipped, so a killed demo reruns cheaply.
 """
 
 from __future__ import annotations
@@ -23,15 +25,29 @@ class _Stages:
     def __init__(self):
         self.timings: dict[str, float] = {}
 
-    def run(self, name: str, argv: list[str]) -> None:
+    def run(self, name: str, argv: list[str], own_process: bool = False) -> None:
+        """Run one `ochre` command as (part of) stage `name`; its seconds add to the stage's.
+        own_process: in a child process. The live stages need it: the native libraries they load
+        (onnxruntime, AOTInductor packages) and decord, which the training stages load, do not
+        share a process cleanly, since decord's exit handler then frees an invalid pointer and
+        the demo would end in a segmentation fault after its last line."""
         from ochre.cli import main
 
         print(f"\n== {name}: ochre {' '.join(argv)}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        rc = main(argv)
-        self.timings[name] = round(time.perf_counter() - t0, 2)
+        if own_process:
+            import subprocess
+
+            rc = subprocess.run([sys.executable, "-m", "ochre", *argv]).returncode
+        else:
+            rc = main(argv)
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 2)
         if rc != 0:
             raise SystemExit(f"ochre demo: stage {name} failed (exit {rc})")
+
+    def skip(self, name: str, why: str) -> None:
+        print(f"\n== {name}: already complete ({why})", file=sys.stderr)
+        self.timings[name] = 0.0
 
 
 @torch.no_grad()
@@ -51,9 +67,15 @@ def decode_bench(ckpt_dir: Path, batches=(1, 16)) -> dict:
 
 
 # Default and --quick sizes. The default fits 30 minutes on a slow 2-core machine: the world model
-# gets a wall-time budget, so a slower machine trains fewer steps instead of running longer.
-DEFAULTS = dict(episodes=64, steps=600, tokenizer_steps=500, world_minutes=12.0, world_steps=100_000, rollouts=32)
-QUICK = dict(episodes=6, steps=200, tokenizer_steps=30, world_minutes=1.0, world_steps=30, rollouts=8)
+# gets a wall-time budget, so a slower machine trains fewer steps instead of running longer. The
+# live stages are small: on a 2-core CPU the ONNX exports take ~8 s (batch 1) and ~15 s (batch 8),
+# the AOTInductor ones ~35 s each, the bench ~30 s. --quick leaves the AOTInductor compiles out.
+DEFAULTS = dict(episodes=64, steps=600, tokenizer_steps=500, world_minutes=12.0, world_steps=100_000, rollouts=32,
+                bench_backends=("torch", "onnxruntime", "native"), bench_batches=(1, 8), bench_runs=100,
+                bench_warmup=10, play_steps=64)
+QUICK = dict(episodes=6, steps=200, tokenizer_steps=30, world_minutes=1.0, world_steps=30, rollouts=8,
+             bench_backends=("torch", "onnxruntime"), bench_batches=(1,), bench_runs=20, bench_warmup=5, play_steps=16)
+COMPARE = ("seed-v3",)                   # recipes `--compare` can train beside the ochre recipe
 
 
 def _settings(args) -> dict:
@@ -61,17 +83,90 @@ def _settings(args) -> dict:
     return {k: getattr(args, k, None) if getattr(args, k, None) is not None else v for k, v in base.items()}
 
 
-def _eval_is_current(eval_dir: Path, world: Path) -> bool:
-    """The eval output exists and was made from the world model's newest checkpoint."""
+def _eval_is_current(eval_dir: Path, world: Path, compare: str | None) -> bool:
+    """The eval output exists, was made from the world model's newest checkpoint and, with a
+    comparison recipe, holds its metrics too."""
     from ochre.train.checkpoint import latest_checkpoint
 
     metrics, latest = eval_dir / "metrics.json", latest_checkpoint(world)
-    return (metrics.is_file() and latest is not None
-            and json.loads(metrics.read_text()).get("step") == int(latest.name.split("_")[1]))
+    if not metrics.is_file() or latest is None:
+        return False
+    m = json.loads(metrics.read_text())
+    return m.get("step") == int(latest.name.split("_")[1]) and (compare is None or f"{compare}/psnr@8" in m)
+
+
+def _made_from(path: Path, world_hash: str, key=lambda m: m.get("sources", {}).get("world", {}).get("hash")) -> bool:
+    """A JSON record (export manifest, play stats, bench result) exists and names this world model."""
+    try:
+        return key(json.loads(path.read_text())) == world_hash
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _play_actions(steps: int) -> str:
+    """A scripted tour for headless play (DESIGN §7 action file): turn right, walk, turn left while
+    walking, look down and back up, in equal parts."""
+    parts = [("turn right", "0.5 0 0 0"), ("walk forward", "0 0 0 1"), ("turn left, walking", "-0.5 0 0 1"),
+             ("look down", "0 0.4 0 0"), ("look up", "0 -0.4 0 0")]
+    lines = ["# yaw pitch move_x move_z (DESIGN §3.2 units): the demo's headless tour"]
+    for i, (what, row) in enumerate(parts):
+        n = steps * (i + 1) // len(parts) - steps * i // len(parts)
+        lines += [f"# {what}"] + [row] * n
+    return "\n".join(lines) + "\n"
+
+
+def _live_stages(stages: _Stages, cfg: dict, out: Path, world: Path, seed: int) -> dict:
+    """export -> headless play -> bench for the newest world checkpoint; returns the bench JSON."""
+    from ochre.train.checkpoint import checkpoint_hash
+
+    want = checkpoint_hash(world)
+    backends, batches = list(cfg["bench_backends"]), list(cfg["bench_batches"])
+    onnx_batches = sorted({1, *batches}) if "onnxruntime" in backends else [1]     # play runs the batch-1 ONNX
+    aoti_batches = batches if "native" in backends else []
+    exports = [("onnx", b) for b in onnx_batches] + [("aoti", b) for b in aoti_batches]
+    folders = {(fmt, b): out / "export" / f"{fmt}-b{b}" for fmt, b in exports}
+    todo = [(fmt, b) for fmt, b in exports if not _made_from(folders[(fmt, b)] / "manifest.json", want)]
+    if not todo:
+        stages.skip("export", f"{len(exports)} folders in {out / 'export'}")
+    for fmt, b in todo:
+        stages.run("export", ["export", str(world), "--out", str(folders[(fmt, b)]), "--batch", str(b),
+                              "--format", fmt], own_process=True)
+
+    play = out / "play"
+    stats = play / "stats.json"
+    if _made_from(stats, want, key=lambda s: s["world_hash"] if s.get("steps") == cfg["play_steps"] else None) \
+            and (play / "dream.mp4").is_file():
+        stages.skip("play", str(stats))
+    else:
+        play.mkdir(parents=True, exist_ok=True)
+        (play / "actions.txt").write_text(_play_actions(cfg["play_steps"]))
+        stages.run("play", ["play", "--headless", "--checkpoint", str(world), "--onnx", str(folders[("onnx", 1)]),
+                            "--actions", str(play / "actions.txt"), "--record", str(play / "dream.mp4"), "--stats",
+                            str(stats), "--seed", str(seed)], own_process=True)
+
+    result = out / "bench" / "live.json"
+    settings = {"world_hash": want, "backends": backends, "batches": batches, "runs": cfg["bench_runs"]}
+    if _made_from(result, want, key=lambda r: r.get("world_hash") if {k: r.get(k) for k in settings} == settings
+                  else None):
+        stages.skip("bench", str(result))
+    else:
+        given = [["--onnx", *(str(folders[("onnx", b)]) for b in batches)] if "onnxruntime" in backends else [],
+                 ["--aoti", *(str(folders[("aoti", b)]) for b in aoti_batches)] if aoti_batches else []]
+        stages.run("bench", ["bench", "--checkpoint", str(world), "--backends", *backends, "--batch",
+                             *map(str, batches), *given[0], *given[1], "--runs", str(cfg["bench_runs"]),
+                             "--warmup", str(cfg["bench_warmup"]), "--out", str(result)], own_process=True)
+    return json.loads(result.read_text())
 
 
 def run(args) -> int:
+    from ochre.demo_report import write_report
+    from ochre.runtime.model import remember_demo
+
     cfg = _settings(args)
+    compare = args.compare
+    if compare is not None and compare not in COMPARE:
+        print(f"ochre demo: --compare takes {', '.join(COMPARE)}, not {compare!r}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     src, clips, tok, tokens = out / "recordings", out / "clips", out / "tokenizer", out / "tokens"
@@ -85,30 +180,50 @@ def run(args) -> int:
     stages.run("train_tokenizer", ["train-tokenizer", str(clips), "--out", str(tok), "--preset", "tiny",
                                    "--seed", str(args.seed), "--resume", "--steps", str(cfg["tokenizer_steps"])])
     stages.run("tokenize", ["tokenize", str(clips), "--tokenizer", str(tok), "--out", str(tokens)])
-    train = ["train", str(tokens), "--out", str(world), "--preset", "tiny", "--seed", str(args.seed), "--resume",
-             "--minutes", str(cfg["world_minutes"]), "--steps", str(cfg["world_steps"])]
-    if args.quick:
-        train += ["--batch", "4", "--ckpt-every", "10", "--log-every", "5"]
-    stages.run("train", train)
-    if _eval_is_current(eval_dir, world):
-        print(f"\n== eval: already complete ({eval_dir / 'metrics.json'})", file=sys.stderr)
-        stages.timings["eval"] = 0.0
+
+    def train(name: str, run_dir: Path, recipe: str) -> None:
+        argv = ["train", str(tokens), "--out", str(run_dir), "--preset", "tiny", "--recipe", recipe, "--seed",
+                str(args.seed), "--resume", "--minutes", str(cfg["world_minutes"]), "--steps", str(cfg["world_steps"])]
+        if args.quick:
+            argv += ["--batch", "4", "--ckpt-every", "10", "--log-every", "5"]
+        stages.run(name, argv)
+
+    train("train", world, "ochre")
+    other = out / f"world-{compare}" if compare else None
+    if compare:                          # the same tokens, seed and budget: the recipe is the only difference
+        train(f"train_{compare.replace('-', '_')}", other, compare)
+    if _eval_is_current(eval_dir, world, compare):
+        stages.skip("eval", str(eval_dir / "metrics.json"))
     else:
-        stages.run("eval", ["eval", str(world), str(tokens), "--out", str(eval_dir), "--rollouts",
-                            str(cfg["rollouts"]), "--seed", str(args.seed)])
+        stages.run("eval", ["eval", str(world), str(tokens), "--out", str(eval_dir), "--rollouts", str(cfg["rollouts"]),
+                            "--seed", str(args.seed), *(["--compare", str(other)] if compare else [])])
+    remember_demo(out)                   # `ochre play` and `ochre bench` now default to this model
+    bench = _live_stages(stages, cfg, out, world, args.seed)
+
     metrics = {**json.loads((tok / "metrics.json").read_text()), **json.loads((eval_dir / "metrics.json").read_text())}
     metrics["tokenizer_train_frames_per_s"] = _median_log(tok, "frames_per_s")
     metrics["train_frames_per_s"] = _median_log(world, "frames_per_s")
+    if compare:
+        metrics[f"{compare}/train_frames_per_s"] = _median_log(other, "frames_per_s")
     metrics["train_steps"] = metrics.pop("step")
-    bench = decode_bench(tok)
-    metrics["decode_frames_per_s"] = max(r["fps"] for r in bench["rows"])
+    metrics["decode_frames_per_s"] = max(r["fps"] for r in decode_bench(tok)["rows"])
     stages.timings["total"] = round(time.perf_counter() - t0, 2)
     report = {"metrics": metrics, "bench": bench, "timings_s": stages.timings}
     write_json_atomic(out / "report.json", report)
+    write_report(out, report, command=_command(args))
     print(json.dumps({"metrics": metrics, "timings_s": stages.timings}, indent=2))
-    print(f"wrote {out / 'report.json'}; dreams in {eval_dir / 'dream.mp4'}, PSNR plot in {eval_dir / 'psnr.png'}, "
-          f"reconstructions in {tok / 'recon.png'}")
+    print(f"wrote {out / 'report.json'} and {out / 'report.md'}; dreams in {eval_dir / 'dream.mp4'}, PSNR plot in "
+          f"{eval_dir / 'psnr.png'}, headless play in {out / 'play' / 'dream.mp4'}, speed table in {out / 'bench'}")
     return 0
+
+
+def _command(args) -> str:
+    """The command line that made this demo, for the report."""
+    flags = [f"--out {args.out}"] + (["--quick"] if args.quick else [])
+    flags += [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+              if k in DEFAULTS and v is not None]
+    flags += [f"--compare {args.compare}"] if args.compare else []
+    return "ochre demo " + " ".join(flags + ([f"--seed {args.seed}"] if args.seed else []))
 
 
 def _median_log(run_dir: Path, key: str) -> float:

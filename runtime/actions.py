@@ -24,9 +24,11 @@ LOOK_DEG_PER_S = 90.0          # arrow keys: a quarter turn per second (11.25° 
 class ActionGuard:
     """Validates actions into a preallocated float32 (B, 4) buffer; never raises.
 
-    NaN / inf -> 0 (that player's entry only), out of [-1, 1] -> clamped, a wrong shape or a value
-    that is not a number -> the null action for every player (standing still, not turning). Each
-    kind of problem is reported once, with what to do, through `report`; `issues` counts them all.
+    (B, 4) is one action per player, (4,) the same action for every player. NaN / inf -> 0 (that
+    player's entry only), out of [-1, 1] -> clamped, a wrong shape or a value that is not a number
+    -> the null action for every player (standing still, not turning). Each kind of problem is
+    reported once, with what to do, through `report`; `issues` counts them all. `ochre-native`
+    reads action files by the same rules (native/ochre_native.cpp).
     """
 
     def __init__(self, batch: int, report=None):
@@ -49,8 +51,8 @@ class ActionGuard:
             self._say("not_a_number", f"actions must be numbers, got {type(actions).__name__}; using the null action")
             self.out[:] = 0
             return self.out
-        if a.shape == (ACTIONS,) and self.batch == 1:
-            a = a[None]
+        if a.shape == (ACTIONS,):
+            a = np.broadcast_to(a, (self.batch, ACTIONS))
         if a.shape != (self.batch, ACTIONS):
             self._say("shape", f"actions must have shape ({self.batch}, {ACTIONS}) [yaw, pitch, move_x, move_z], "
                                f"got {a.shape}; using the null action")

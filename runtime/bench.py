@@ -5,8 +5,12 @@ to RGB, and the frames back on the host — i.e. one live frame for B players. W
 compilation) are excluded; the step returns host frames, so every sample is synchronised.
 Every backend runs with the same intra-op threads and its own preallocated buffers; the torch row
 is eager torch under inference_mode, the honest baseline the others are divided by.
+The backends of one batch take turns: `rounds` rounds of runs/rounds steps each, so a burst of
+load from another process on a shared machine lands on every backend alike instead of on one row.
+Exported backends run the export folders given (one per batch), else ones made on demand in the
+cache (ochre.runtime.exports): ONNX for onnxruntime and tensorrt, AOTInductor for native.
 Row fields: backend, batch, fps (steps per second: each player's frame rate), step_ms_p50/p99,
-frames_per_s (batch × fps: frames for all players), speedup_vs_torch (same batch).
+frames_per_s (batch × fps: frames for all players), speedup_vs_torch (same batch), device, runs.
 The header adds the model, the thread count, and the load average before and after, because
 these machines are shared and latency tails show it.
 """
@@ -33,6 +37,8 @@ def available_backends(device: str) -> list[str]:
         out.append("onnxruntime")
     if device == "cuda" and importlib.util.find_spec("tensorrt") is not None:
         out.append("tensorrt")
+    if device == "cpu":
+        out.append("native")                 # the packages are compiled for the CPU (export/aoti.py)
     return out
 
 
@@ -49,26 +55,48 @@ def physical_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def time_stepper(stepper, contexts: np.ndarray, runs: int, warmup: int, seed: int = 0) -> dict:
-    """Latency of `runs` steps after `warmup` untimed ones, with random valid actions."""
-    rng = np.random.default_rng(seed)
-    actions = rng.uniform(-1, 1, (warmup + runs, stepper.batch, 4)).astype(np.float32)
+def _actions(batch: int, steps: int, seed: int) -> np.ndarray:
+    """Random valid actions (S, B, 4): camera anywhere in [-1, 1], keys pressed or not."""
+    actions = np.random.default_rng(seed).uniform(-1, 1, (steps, batch, 4)).astype(np.float32)
     actions[..., 2:] = actions[..., 2:].round()
-    pick = np.arange(stepper.batch) % len(contexts)
-    stepper.reset(contexts[pick])
-    for a in actions[:warmup]:
-        stepper.step(a)
-    samples = np.empty(runs)
-    t_all = time.perf_counter()
-    for i, a in enumerate(actions[warmup:]):
-        t0 = time.perf_counter()
-        stepper.step(a)
-        samples[i] = time.perf_counter() - t0
-    total = time.perf_counter() - t_all
+    return actions
+
+
+def _row(stepper, samples: np.ndarray, total_s: float) -> dict:
     ms = samples * 1e3
-    fps = runs / total
+    fps = len(samples) / total_s
     return {"backend": stepper.backend, "batch": stepper.batch, "fps": fps, "step_ms_p50": float(np.median(ms)),
-            "step_ms_p99": float(np.percentile(ms, 99)), "frames_per_s": fps * stepper.batch, "runs": runs}
+            "step_ms_p99": float(np.percentile(ms, 99)), "frames_per_s": fps * stepper.batch, "runs": len(samples)}
+
+
+def time_steppers(steppers: list, contexts: np.ndarray, runs: int, warmup: int, rounds: int = 1,
+                  seed: int = 0) -> list[dict]:
+    """Latency of `runs` steps of each stepper (all at one batch) after `warmup` untimed ones, with
+    the same random valid actions; the steppers take turns in `rounds` rounds."""
+    batch = steppers[0].batch
+    actions = _actions(batch, warmup + runs, seed)
+    pick = np.arange(batch) % len(contexts)
+    for stepper in steppers:
+        stepper.reset(contexts[pick])
+        for a in actions[:warmup]:
+            stepper.step(a)
+    samples = [np.empty(runs) for _ in steppers]
+    totals = [0.0 for _ in steppers]
+    bounds = np.linspace(0, runs, rounds + 1).astype(int)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        for k, stepper in enumerate(steppers):
+            t_all = time.perf_counter()
+            for i in range(lo, hi):
+                t0 = time.perf_counter()
+                stepper.step(actions[warmup + i])
+                samples[k][i] = time.perf_counter() - t0
+            totals[k] += time.perf_counter() - t_all
+    return [_row(s, x, t) for s, x, t in zip(steppers, samples, totals)]
+
+
+def time_stepper(stepper, contexts: np.ndarray, runs: int, warmup: int, seed: int = 0) -> dict:
+    """Latency of one stepper: `runs` steps after `warmup` untimed ones."""
+    return time_steppers([stepper], contexts, runs, warmup, seed=seed)[0]
 
 
 def _versions() -> dict:
@@ -85,10 +113,31 @@ def _versions() -> dict:
     return out
 
 
+def _stepper(backend: str, model, batch: int, device: str, threads: int, folders: dict, log):
+    """A stepper for one row: the export folder given for (format, batch), else one from the cache."""
+    from ochre.runtime.exports import ensure_for
+    from ochre.runtime.stepper import EXPORTED
+
+    where = _ort_device(device) if backend == "onnxruntime" else device
+    folder = folders.get((EXPORTED.get(backend), batch)) or ensure_for(backend, model, batch, log=log)
+    return make_stepper(backend, model, onnx_dir=folder, aoti_dir=folder, batch=batch, device=where,
+                        threads=threads)
+
+
+def add_speedups(rows: list[dict]) -> None:
+    """speedup_vs_torch on every timed row: its fps over the eager torch row's at the same batch."""
+    for row in rows:
+        base = next((r for r in rows if r["backend"] == "torch" and r["batch"] == row["batch"] and "fps" in r), None)
+        if base and "fps" in row:
+            row["speedup_vs_torch"] = row["fps"] / base["fps"]
+
+
 def run_bench(model, *, backends=None, batches=(1, 8), device: str = "cpu", runs: int = 200, warmup: int = 20,
-              threads: int | None = None, onnx_dirs: dict | None = None, log=print) -> dict:
-    """Rows for each (backend, batch); a backend that cannot run here gets an "error" row instead."""
+              rounds: int = 4, threads: int | None = None, folders: dict | None = None, log=print) -> dict:
+    """Rows for each (backend, batch); a backend that cannot run here gets an "error" row instead.
+    folders: {(export format "onnx" | "aoti", batch): folder} to run instead of cached exports."""
     from ochre.measure import device_name, git_sha
+    from ochre.train.checkpoint import checkpoint_hash
 
     threads = threads or physical_cores()
     backends = backends or available_backends(device)
@@ -96,39 +145,27 @@ def run_bench(model, *, backends=None, batches=(1, 8), device: str = "cpu", runs
     load_before = os.getloadavg()
     rows = []
     for batch in batches:
+        steppers, order = [], []
         for backend in backends:
-            where = _ort_device(device) if backend == "onnxruntime" else device
-            if where != device and batch > 1:
+            if backend == "onnxruntime" and _ort_device(device) != device and batch > 1:
                 continue                              # the CPU reference row on a GPU machine: batch 1
-            log(f"bench: {backend} on {where}, batch {batch}")
+            log(f"bench: preparing {backend}, batch {batch}")
             try:
-                onnx_dir = None
-                if backend in ("onnxruntime", "tensorrt"):
-                    onnx_dir = (onnx_dirs or {}).get(batch)
-                    if onnx_dir is None:
-                        from ochre.runtime.exports import ensure_export
-
-                        onnx_dir = ensure_export(model, batch=batch, log=log)
-                    if backend == "tensorrt":
-                        from ochre.export.tensorrt import build_engines, engine_info
-
-                        try:
-                            engine_info(onnx_dir)
-                        except FileNotFoundError:
-                            build_engines(onnx_dir, log=log)
-                stepper = make_stepper(backend, model, onnx_dir=onnx_dir, batch=batch, device=where,
-                                       threads=threads)
-                rows.append({**time_stepper(stepper, contexts, runs, warmup), "device": where})
-                del stepper
+                steppers.append(_stepper(backend, model, batch, device, threads, folders or {}, log))
+                order.append(backend)
             except (RuntimeError, ValueError, ImportError, FileNotFoundError) as e:
                 log(f"bench: {backend} at batch {batch} cannot run here: {e}")
                 rows.append({"backend": backend, "batch": batch, "error": str(e).splitlines()[0]})
-    for row in rows:
-        base = next((r for r in rows if r["backend"] == "torch" and r["batch"] == row["batch"] and "fps" in r), None)
-        if base and "fps" in row:
-            row["speedup_vs_torch"] = row["fps"] / base["fps"]
+        if steppers:
+            log(f"bench: timing {', '.join(order)} at batch {batch} ({rounds} rounds of {runs // rounds} steps)")
+            for row in time_steppers(steppers, contexts, runs, warmup, rounds):
+                rows.append({**row, "device": _ort_device(device) if row["backend"] == "onnxruntime" else device})
+        del steppers
+    add_speedups(rows)
     return {"benchmark": "live", "device": device_name(device), "git_sha": git_sha(), "versions": _versions(),
-            "date": _dt.date.today().isoformat(), "model": model.origin, "threads": threads,
+            "date": _dt.date.today().isoformat(), "model": model.origin, "world_hash": checkpoint_hash(model.world),
+            "backends": list(backends), "batches": list(batches), "threads": threads, "runs": runs,
+            "warmup": warmup, "rounds": rounds,
             "what": "stepper.step: world-model step + in-graph sampling + decode, frames on the host",
             "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()), "rows": rows}
 
@@ -157,7 +194,9 @@ def plot(result: dict, path) -> None:
         ax.set_title(f"batch {batch}: steps/s per player")
         ax.axhline(60, color="grey", linestyle="--", linewidth=0.8)
         ax.tick_params(axis="x", labelrotation=20)
-    fig.suptitle(f"ochre live step + decode, {result['device']}", fontsize=10)
+    load = result.get("loadavg_before", [float("nan")])[0]
+    fig.suptitle(f"ochre live step + decode, {result['device']}, {result.get('threads', '?')} threads, "
+                 f"load average {load:.1f}", fontsize=10)
     fig.tight_layout()
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png")
@@ -185,6 +224,26 @@ def default_out(device: str) -> Path:
     return root / f"live_{tag}_{_dt.date.today().isoformat()}.json"
 
 
+def export_folders(model, onnx=(), aoti=()) -> dict:
+    """{(format, batch): folder} for export folders named on the command line, each checked to be
+    an export of `model` (the same world-model checkpoint, by hash)."""
+    from ochre.export import aoti as ax
+    from ochre.export import onnx as ox
+    from ochre.train.checkpoint import checkpoint_hash
+
+    want = checkpoint_hash(model.world)
+    out = {}
+    for fmt, reader, dirs in (("onnx", ox.read_manifest, onnx), ("aoti", ax.read_manifest, aoti)):
+        for folder in dirs:
+            m = reader(folder)
+            got = m.get("sources", {}).get("world", {}).get("hash")
+            if got != want:
+                raise ValueError(f"{folder} was exported from another world model (hash {got}) than the one "
+                                 f"benchmarked ({model.origin}, hash {want}); pass --checkpoint for it")
+            out[(fmt, m["batch"])] = Path(folder)
+    return out
+
+
 def run(args) -> int:
     from ochre.io import write_json_atomic
     from ochre.runtime.model import ModelError, resolve
@@ -203,14 +262,16 @@ def run(args) -> int:
         return 2
     print(f"ochre bench: {model.origin}", file=sys.stderr)
     batches = args.batch or ([1, 8] if device == "cpu" else [1, 64])
-    onnx_dirs = None
-    if args.onnx:
-        from ochre.export.onnx import read_manifest
-
-        onnx_dirs = {read_manifest(args.onnx)["batch"]: Path(args.onnx)}
+    try:
+        folders = export_folders(model, args.onnx or [], args.aoti or [])
+    except (FileNotFoundError, ValueError) as e:
+        print(f"ochre bench: {e}", file=sys.stderr)
+        return 2
     result = run_bench(model, backends=args.backends, batches=batches, device=device, runs=args.runs,
-                       warmup=args.warmup, threads=args.threads, onnx_dirs=onnx_dirs,
+                       warmup=args.warmup, rounds=args.rounds, threads=args.threads, folders=folders,
                        log=lambda m: print(m, file=sys.stderr))
+    if args.note:
+        result["note"] = args.note
     out = Path(args.out) if args.out else default_out(device)
     write_json_atomic(out, result)
     plot(result, out.with_suffix(".png"))
@@ -219,4 +280,5 @@ def run(args) -> int:
     return 0
 
 
-__all__ = ["BACKENDS", "available_backends", "plot", "run_bench", "table", "time_stepper"]
+__all__ = ["BACKENDS", "add_speedups", "available_backends", "export_folders", "plot", "run_bench", "table",
+           "time_stepper", "time_steppers"]

@@ -19,18 +19,22 @@ ENV_ID = "ochre/Dream-v0"
 class DreamEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 8}
 
-    def __init__(self, checkpoint=None, backend: str = "torch", onnx_dir=None, device: str = "cpu",
+    def __init__(self, checkpoint=None, backend: str = "torch", onnx_dir=None, aoti_dir=None, device: str = "cpu",
                  render_mode: str | None = None, stepper=None, contexts: np.ndarray | None = None):
-        """checkpoint: a world-model run (default: newest `ochre demo`, else the shipped model);
+        """checkpoint: a world-model run (default: newest `ochre demo`, else the shipped model), played
+        by `backend` (an exported one runs onnx_dir / aoti_dir, else an export made on demand);
         or pass a ready `stepper` (batch 1) and its `contexts` (N, 64, 64, 3)."""
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if stepper is None:
+            from ochre.runtime.exports import ensure_for
             from ochre.runtime.model import resolve
             from ochre.runtime.stepper import make_stepper
 
             model = resolve(checkpoint)
-            stepper = make_stepper(backend, model, onnx_dir=onnx_dir, device=device)
+            folder = aoti_dir if backend == "native" else onnx_dir
+            folder = folder or ensure_for(backend, model, 1)
+            stepper = make_stepper(backend, model, onnx_dir=folder, aoti_dir=folder, device=device)
             contexts = model.context_frames() if contexts is None else contexts
             self.metadata = {**self.metadata, "render_fps": model.fps}
         if stepper.batch != 1:

@@ -1,12 +1,18 @@
-"""ONNX exports made on demand for a model (play and bench with --backend onnxruntime and no --onnx).
+"""Exports made on demand for a model: play and bench with an exported backend (onnxruntime,
+tensorrt, native) and no export folder named.
 
-They live in the cache (ochre.runtime.model.cache_dir()/exports/), one folder per (tokenizer hash,
-world hash, batch, dtype), and pass the same parity check as `ochre export`.
+They live in the cache (ochre.runtime.model.cache_dir()/exports/), one folder per model and
+settings, keyed by the tokenizer's and world model's checkpoint hashes and the batch: ONNX also by
+dtype; AOTInductor packages also by torch version and CPU vector ISA, which they are compiled for.
+Each passes the same parity check as `ochre export`, whose manifest is written last, so a folder
+without one (an interrupted export) is made again.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from ochre.runtime.stepper import EXPORTED
 
 
 def export_dir(model, batch: int, dtype: str = "fp32") -> Path:
@@ -17,8 +23,20 @@ def export_dir(model, batch: int, dtype: str = "fp32") -> Path:
     return cache_dir() / "exports" / key
 
 
+def aoti_dir(model, batch: int) -> Path:
+    import torch
+
+    from ochre.export.aoti import cpu_capability
+    from ochre.runtime.model import cache_dir
+    from ochre.train.checkpoint import checkpoint_hash
+
+    key = (f"aoti-{checkpoint_hash(model.tokenizer)}-{checkpoint_hash(model.world)}-b{batch}-"
+           f"torch{torch.__version__}-{cpu_capability()}").replace("+", "_")
+    return cache_dir() / "exports" / key
+
+
 def ensure_export(model, batch: int = 1, dtype: str = "fp32", out: Path | None = None, log=print) -> Path:
-    """An export folder for `model` at `batch`, made (and parity-checked) if absent. The parity
+    """An ONNX export folder for `model` at `batch`, made (and parity-checked) if absent. The parity
     rollout is 64 steps up to batch 8 and 512 player-steps beyond (the fp64 reference runs on the
     CPU: 64 steps at batch 64 take minutes there)."""
     from ochre.export.cli import export_model
@@ -33,3 +51,41 @@ def ensure_export(model, batch: int = 1, dtype: str = "fp32", out: Path | None =
         pass
     export_model(model, out, dtype=dtype, batch=batch, steps=max(8, min(64, 512 // batch)), log=log)
     return out
+
+
+def ensure_aoti(model, batch: int = 1, out: Path | None = None, check_steps: int = 16, log=print) -> Path:
+    """An AOTInductor package folder for `model` at `batch`, compiled (and checked against eager
+    torch over `check_steps` steps) if absent or made by another torch or for another CPU. Three
+    compiles: about 35 s on a 2-core CPU."""
+    from ochre.export.aoti import export_aoti, read_manifest
+    from ochre.train.checkpoint import checkpoint_hash
+
+    out = Path(out) if out is not None else aoti_dir(model, batch)
+    try:
+        m = read_manifest(out)
+        if m["batch"] == batch and m["sources"]["world"]["hash"] == checkpoint_hash(model.world):
+            return out
+    except (FileNotFoundError, ValueError, KeyError):
+        pass
+    log(f"compiling {model.origin} with AOTInductor -> {out} (batch {batch})")
+    export_aoti(model.world, out, tokenizer=model.tokenizer, batch=batch, check_steps=check_steps, fps=model.fps,
+                log=log)
+    return out
+
+
+def ensure_for(backend: str, model, batch: int, log=print) -> Path | None:
+    """The export folder `backend` runs for `model` at `batch` (None for torch and compiled)."""
+    if EXPORTED.get(backend) == "aoti":
+        return ensure_aoti(model, batch, log=log)
+    if backend == "tensorrt":
+        from ochre.export.tensorrt import build_engines, engine_info
+
+        onnx_dir = ensure_export(model, batch=batch, log=log)
+        try:
+            engine_info(onnx_dir)
+        except FileNotFoundError:
+            build_engines(onnx_dir, log=log)
+        return onnx_dir
+    if backend == "onnxruntime":
+        return ensure_export(model, batch=batch, log=log)
+    return None

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ochre.runtime.actions import LiveInput, read_action_file
+from ochre.runtime.model import DEFAULT_FPS
 
 KEYS = {"w": "w", "a": "a", "s": "s", "d": "d", "left": "left", "right": "right", "up": "up", "down": "down"}
 
@@ -154,28 +155,51 @@ def headless(stepper, contexts: np.ndarray, actions: np.ndarray, fps: float, rec
     return {**clock.stats(), "steps": len(actions), "frames": np.stack(frames)}
 
 
+def _export_model(folder: Path, fmt: str):
+    """The Model an export folder plays when no checkpoint is named: its manifest's sources, fps and
+    context frames (the ONNX folder keeps the model's own, the AOTInductor one synthetic views)."""
+    from ochre.export import aoti, onnx
+    from ochre.runtime.model import Model
+
+    m = (onnx if fmt == "onnx" else aoti).read_manifest(folder)
+    sources = m.get("sources") or {}
+    return Model(world=Path(sources.get("world", {}).get("checkpoint", folder)),
+                 tokenizer=Path(sources.get("tokenizer", {}).get("checkpoint", folder)),
+                 fps=m.get("fps") or DEFAULT_FPS, origin=f"the export {folder}",
+                 contexts=folder / ("contexts.npy" if fmt == "onnx" else "context.npy"))
+
+
+def _world_hash(model) -> str | None:
+    """The world-model checkpoint's hash, so a record of a run names the model it played."""
+    from ochre.train.checkpoint import CheckpointError, checkpoint_hash
+
+    try:
+        return checkpoint_hash(model.world)
+    except (CheckpointError, FileNotFoundError, OSError):
+        return None
+
+
 def _model_and_stepper(args):
+    from ochre.runtime.exports import ensure_for
     from ochre.runtime.model import resolve
-    from ochre.runtime.stepper import make_stepper
+    from ochre.runtime.stepper import EXPORTED, make_stepper
 
-    onnx_dir = getattr(args, "onnx", None)
-    backend = args.backend or ("onnxruntime" if onnx_dir else "torch")
-    if onnx_dir:
-        from ochre.export.onnx import read_manifest
-        from ochre.runtime.model import Model
-
-        m = read_manifest(onnx_dir)
-        model = Model(world=Path(m["sources"].get("world", {}).get("checkpoint", onnx_dir)),
-                      tokenizer=Path(m["sources"].get("tokenizer", {}).get("checkpoint", onnx_dir)),
-                      fps=m["fps"], origin=f"the export {onnx_dir}", contexts=Path(onnx_dir) / "contexts.npy")
+    given = {"onnx": args.onnx, "aoti": args.aoti}
+    backend = args.backend or ("onnxruntime" if args.onnx else "native" if args.aoti else "torch")
+    fmt = EXPORTED.get(backend)
+    if any(given.values()) and not given.get(fmt):
+        named = "--onnx" if args.onnx else "--aoti"
+        raise ValueError(f"{named} DIR runs with backend {'onnxruntime or tensorrt' if args.onnx else 'native'}, "
+                         f"not {backend}")
+    folder = Path(given[fmt]) if fmt and given.get(fmt) else None
+    if folder is not None and args.checkpoint is None:
+        model = _export_model(folder, fmt)
     else:
         model = resolve(args.checkpoint, args.tokenizer)
-        if backend in ("onnxruntime", "tensorrt"):
-            from ochre.runtime.exports import ensure_export
-
-            onnx_dir = ensure_export(model, batch=1, log=lambda m: print(m, file=sys.stderr))
+        if fmt and folder is None:
+            folder = ensure_for(backend, model, batch=1, log=lambda m: print(m, file=sys.stderr))
     print(f"ochre play: {model.origin}, backend {backend}", file=sys.stderr)
-    stepper = make_stepper(backend, model, onnx_dir=onnx_dir, device=args.device, seed=args.seed,
+    stepper = make_stepper(backend, model, onnx_dir=folder, aoti_dir=folder, device=args.device, seed=args.seed,
                            guidance=args.guidance)
     return model, stepper
 
@@ -201,6 +225,12 @@ def run(args) -> int:
         out.pop("frames")
         print(f"{out['steps']} steps: {out['fps']:.1f} fps, step p50 {out['step_ms_p50']:.2f} ms, "
               f"p99 {out['step_ms_p99']:.2f} ms" + (f"; wrote {args.record}" if args.record else ""))
+        if args.stats:
+            from ochre.io import write_json_atomic
+
+            write_json_atomic(Path(args.stats), {**out, "backend": stepper.backend, "model": model.origin,
+                                                 "world_hash": _world_hash(model), "actions": str(args.actions),
+                                                 "video": args.record})
         return 0
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and sys.platform == "linux" \
             and os.environ.get("SDL_VIDEODRIVER") is None:

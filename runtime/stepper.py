@@ -7,10 +7,13 @@ Legend: B players, h w token grid (16), H W pixels (64), L ConvGRU layers, C_l t
 
 Backends: "torch" (eager, inference_mode), "compiled" (torch.compile; CUDA graphs on a GPU),
 "onnxruntime" (an `ochre export` folder; CPU, or CUDA with IOBinding), "tensorrt" (engines built by
-`ochre export --format tensorrt`). Every backend holds its tokens and state in buffers allocated
-once, at a fixed batch, and takes its sampling noise from the same host generator (numpy, seeded),
-so backends fed the same seed and actions dream the same frames (up to logit near-ties). A step
-has no host sync and no value-dependent branch until the frames come back to the host at its end.
+`ochre export --format tensorrt`), "native" (the AOTInductor packages of `ochre export --format
+aoti`, ochre.runtime.native). Every backend holds its tokens and state in buffers allocated once,
+at a fixed batch, and takes its sampling noise from the same host generator, by the rule of
+ochre.export.aoti.NOISE (a torch CPU generator seeded at construction or by seed(), one
+torch.rand((B, h, w)) draw per step: the numbers `ochre-native` draws in C++ too), so backends fed
+the same seed and actions dream the same frames (up to logit near-ties). A step has no host sync
+and no value-dependent branch until the frames come back to the host at its end.
 Actions pass through ActionGuard first: bad ones are fixed and reported, never raised.
 """
 
@@ -20,10 +23,12 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ochre.runtime.actions import ActionGuard
 
-BACKENDS = ("torch", "compiled", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "compiled", "onnxruntime", "tensorrt", "native")
+EXPORTED = {"onnxruntime": "onnx", "tensorrt": "onnx", "native": "aoti"}   # backend -> export format it runs
 FRAME = (64, 64, 3)
 
 
@@ -37,12 +42,17 @@ class Stepper:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.batch, self.grid = batch, grid
         self.actions_guard = ActionGuard(batch, report)
-        self.rng = np.random.default_rng(seed)
-        self.noise = np.zeros((batch, grid, grid), np.float32)                   # (B, h, w)
+        self._use_noise(np.zeros((batch, grid, grid), np.float32))               # (B, h, w)
         self.frames = np.zeros((batch, *FRAME), np.uint8)                         # (B, H, W, 3)
+        self.seed(seed)
 
     def seed(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
+        """Restart the noise stream (ochre.export.aoti.NOISE): the same seed, the same dream."""
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def _use_noise(self, buffer: np.ndarray) -> None:
+        """Draw each step's noise straight into `buffer` (a backend's input buffer): no copy."""
+        self.noise, self._noise_t = buffer, torch.from_numpy(buffer)
 
     def reset(self, context: np.ndarray) -> np.ndarray:
         """Start every player's dream from a context frame: uint8 (B, H, W, 3) (or (H, W, 3) for all)."""
@@ -58,7 +68,7 @@ class Stepper:
     def step(self, actions) -> np.ndarray:
         """One dreamed frame per player; bad actions are fixed (see ActionGuard), never raised."""
         a = self.actions_guard(actions)
-        self.rng.random(out=self.noise, dtype=np.float32)
+        torch.rand(self._noise_t.shape, generator=self._gen, out=self._noise_t)
         self._step(a, self.noise)
         return self.frames
 
@@ -75,8 +85,6 @@ class TorchStepper(Stepper):
 
     def __init__(self, tokenizer, dynamics, sampling, *, batch: int = 1, device="cpu", compiled: bool = False,
                  seed: int = 0, report=None):
-        import torch
-
         super().__init__(batch, dynamics.config.grid, seed, report)
         self.backend = "compiled" if compiled else "torch"
         self.device = torch.device(device)
@@ -91,7 +99,7 @@ class TorchStepper(Stepper):
         self.frames = self.frames_host.numpy()                  # the same memory: no copy on return
         self._actions_host = torch.zeros(batch, 4, pin_memory=pin)
         self._noise_host = torch.zeros(batch, g, g, pin_memory=pin)
-        self.noise = self._noise_host.numpy()
+        self._use_noise(self._noise_host.numpy())
         self._fn = self._live_step
         if compiled:
             # CUDA graphs ("reduce-overhead") on a GPU: the step's inputs are the static buffers above,
@@ -100,16 +108,16 @@ class TorchStepper(Stepper):
             self._fn = torch.compile(self._live_step, mode=mode, fullgraph=True, dynamic=False)
 
     def _live_step(self, tokens, actions, noise, *state):
-        from ochre.models.sampling import guided_step, sample_tokens
+        from ochre.export.graph import sample_codes
+        from ochre.models.sampling import guided_step
 
+        # The exported graphs' step and sampler (export/graph.py), so every backend does the same work.
         logits, new_state = guided_step(self.dynamics, tokens, actions, list(state), self.sampling)
-        nxt = sample_tokens(logits, noise, self.sampling)                                   # (B, h, w)
+        nxt = sample_codes(logits, noise, self.sampling)                                    # (B, h, w)
         frames = self.tokenizer.decode(nxt, as_uint8=True).permute(0, 2, 3, 1)              # (B, H, W, 3)
         return (nxt, frames, *new_state)
 
     def _reset(self, context: np.ndarray) -> None:
-        import torch
-
         with torch.inference_mode():
             frames = torch.from_numpy(context).to(self.device).permute(0, 3, 1, 2)
             self.tokens.copy_(self.tokenizer.encode(frames))
@@ -118,8 +126,6 @@ class TorchStepper(Stepper):
             self.frames_host.copy_(self.tokenizer.decode(self.tokens, as_uint8=True).permute(0, 2, 3, 1))
 
     def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:
-        import torch
-
         with torch.inference_mode():
             self._actions_host.numpy()[:] = actions
             self.actions_dev.copy_(self._actions_host, non_blocking=True)
@@ -137,6 +143,10 @@ def _ort_session(path: Path, device: str, threads: int | None):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Idle intra-op workers sleep instead of spinning. On these 2-core machines, shared with other
+    # work, spinning workers fight the busy process for the cores: tiny, batch 1, 2 threads, load
+    # average 4.2: step p50 12.5 -> 4.3 ms and p99 24.7 -> 9.8 ms with spinning off (1 thread: 4.1 ms).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -184,7 +194,7 @@ class OrtStepper(Stepper):
         self._actions, self._actions_v = buf((B, 4), np.float32)
         self._noise, self._noise_v = buf((B, g, g), np.float32)
         if dev == "cpu":
-            self.noise = self._noise
+            self._use_noise(self._noise)
         tokens = [buf((B, g, g), np.int64) for _ in range(2)]
         states = [[buf(tuple(s), np.float32) for s in m["state_shapes"]] for _ in range(2)]
         logits = buf((B, m["codebook_size"], g, g), np.float32)
@@ -243,15 +253,14 @@ class OrtStepper(Stepper):
         self._read_frames()
 
 
-def make_stepper(backend: str, model=None, *, onnx_dir=None, batch: int = 1, device: str = "cpu",
+def make_stepper(backend: str, model=None, *, onnx_dir=None, aoti_dir=None, batch: int = 1, device: str = "cpu",
                  threads: int | None = None, seed: int = 0, guidance: float | None = None, report=None) -> Stepper:
     """A stepper for `backend`. torch / compiled load `model` (ochre.runtime.model.Model);
-    onnxruntime / tensorrt need an export folder at this batch (onnx_dir)."""
+    onnxruntime / tensorrt run an `ochre export` folder at this batch (onnx_dir), native an
+    `ochre export --format aoti` folder (aoti_dir); ochre.runtime.exports makes them on demand."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if backend in ("torch", "compiled"):
-        import torch
-
         from ochre.runtime.model import load
 
         if threads:
@@ -262,15 +271,24 @@ def make_stepper(backend: str, model=None, *, onnx_dir=None, batch: int = 1, dev
             sampling = dataclasses.replace(sampling, guidance=guidance)
         return TorchStepper(tokenizer, dynamics, sampling, batch=batch, device=device,
                             compiled=backend == "compiled", seed=seed, report=report)
-    if onnx_dir is None:
-        raise ValueError(f"the {backend} backend runs an export: pass --onnx DIR (made by `ochre export`)")
-    if backend == "onnxruntime":
-        stepper = OrtStepper(onnx_dir, device=device, threads=threads, seed=seed, guidance=guidance, report=report)
+    folder, flag = (aoti_dir, "--aoti") if backend == "native" else (onnx_dir, "--onnx")
+    if folder is None:
+        raise ValueError(f"the {backend} backend runs an export: pass {flag} DIR (made by "
+                         f"`ochre export --format {EXPORTED[backend]}`)")
+    if backend == "native":
+        from ochre.runtime.native import NativeStepper
+
+        if device != "cpu":
+            raise ValueError("the native backend runs packages compiled for the CPU (`ochre export --format aoti`); "
+                             "use --device cpu")
+        stepper = NativeStepper(folder, threads=threads, seed=seed, guidance=guidance, report=report)
+    elif backend == "onnxruntime":
+        stepper = OrtStepper(folder, device=device, threads=threads, seed=seed, guidance=guidance, report=report)
     else:
         from ochre.runtime.tensorrt import TrtStepper
 
-        stepper = TrtStepper(onnx_dir, seed=seed, guidance=guidance, report=report)
+        stepper = TrtStepper(folder, seed=seed, guidance=guidance, report=report)
     if stepper.batch != batch:
-        raise ValueError(f"{onnx_dir} was exported for batch {stepper.batch}, not {batch}; "
-                         f"`ochre export ... --batch {batch}`")
+        raise ValueError(f"{folder} was exported for batch {stepper.batch}, not {batch}; "
+                         f"`ochre export ... --format {EXPORTED[backend]} --batch {batch}`")
     return stepper

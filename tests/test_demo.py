@@ -3,50 +3,77 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+
+def _report_links(out) -> list[str]:
+    return re.findall(r"\]\(([^)]+)\)", (out / "report.md").read_text())
 
 
 def test_quick_demo_runs_every_stage_and_reports(tmp_path):
     """`ochre demo --quick`: every stage small (CI runs it; about 2 minutes on 2 cores)."""
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "ochre", "demo", "--out", str(out), "--quick"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    env = {**os.environ, "OCHRE_CACHE": str(tmp_path / "cache")}         # the demo becomes the default model there
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert set(report) == {"metrics", "bench", "timings_s"}
     assert set(report["timings_s"]) == {"synth", "prepare", "data_check", "train_tokenizer", "tokenize", "train",
-                                        "eval", "total"}
+                                        "eval", "export", "play", "bench", "total"}
     m = report["metrics"]
     for name in ("recon_psnr", "codebook_perplexity", "train_frames_per_s", "decode_frames_per_s", "psnr@1",
                  "psnr@8", "repeat_frame/psnr@8", "code_usage@256", "grad_ratio@256"):
         assert m[name] > 0, name
     for name in ("delta_psnr@16", "yaw_response", "real/yaw_response"):
         assert name in m, name
+    # "bench" is the `ochre bench` JSON of the demo's exports: torch and onnxruntime at batch 1 in --quick.
     bench = report["bench"]
-    assert {"device", "git_sha", "versions", "rows"} <= set(bench)
-    assert all({"backend", "batch", "fps", "step_ms_p50", "step_ms_p99"} <= set(row) for row in bench["rows"])
+    assert bench == json.loads((out / "bench" / "live.json").read_text())
+    assert {"device", "git_sha", "versions", "rows", "loadavg_before", "threads"} <= set(bench)
+    assert all({"backend", "batch", "fps", "step_ms_p50", "step_ms_p99", "speedup_vs_torch"} <= set(row)
+               for row in bench["rows"])
+    assert {(row["backend"], row["batch"]) for row in bench["rows"]} == {("torch", 1), ("onnxruntime", 1)}
+    play = json.loads((out / "play" / "stats.json").read_text())
+    assert play["backend"] == "onnxruntime" and play["steps"] == 16 and play["fps"] > 0
     for name in ("metrics.json", "rollouts.npz", "dream.mp4", "psnr.png"):
         assert (out / "eval" / name).is_file(), name
     assert (out / "tokenizer" / "recon.png").is_file() and (out / "tokens" / "index.json").is_file()
-    # A rerun resumes every stage instead of redoing it: no recording, shard, checkpoint or eval
-    # file is rewritten, the JSON indexes (rebuilt from the shard manifests) come out byte-identical,
-    # and no training step is taken (a timing bound could not tell a redo from a resume).
+    # report.md: the metrics against repeating the frame, the speed table, the timings; every link resolves.
+    md = (out / "report.md").read_text()
+    for heading in ("## World model", "## Live play", "## Speed", "## Stage timings"):
+        assert heading in md, heading
+    assert "| psnr@8 |" in md and "| onnxruntime | 1 |" in md and "| bench |" in md
+    links = _report_links(out)
+    assert {"eval/psnr.png", "eval/dream.mp4", "play/dream.mp4", "bench/live.png"} <= set(links)
+    assert all((out / link).is_file() for link in links), links
+    assert json.loads((tmp_path / "cache" / "last_demo.json").read_text())["out"] == str(out.resolve())
+    # A rerun resumes every stage instead of redoing it: no recording, shard, checkpoint, eval, export,
+    # play or bench file is rewritten, the JSON indexes (rebuilt from the shard manifests) come out
+    # byte-identical, and no training step is taken (a timing bound could not tell a redo from a resume).
     def written():
         return {p: p.read_bytes() if p.suffix == ".json" else p.stat().st_mtime_ns
-                for folder in ("recordings", "clips", "tokens", "tokenizer/checkpoints", "world/checkpoints", "eval")
+                for folder in ("recordings", "clips", "tokens", "tokenizer/checkpoints", "world/checkpoints", "eval",
+                               "export", "play", "bench")
                 for p in (out / folder).rglob("*") if p.is_file()}
     before = written()
     logs = {run: (out / run / "log.jsonl").read_text() for run in ("tokenizer", "world")}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert written() == before
     assert {run: (out / run / "log.jsonl").read_text() for run in logs} == logs
     assert "0 episodes written" in r.stdout and "nothing to do" in r.stdout
     assert "resuming from" in r.stderr and "at step 30" in r.stderr
     assert "world model: already complete" in r.stderr and "eval: already complete" in r.stderr
+    for stage in ("export", "play", "bench"):
+        assert f"== {stage}: already complete" in r.stderr, stage
+    assert json.loads((out / "report.json").read_text())["bench"] == bench
 
 
 @pytest.mark.slow
@@ -64,3 +91,43 @@ def test_demo_data_and_tokenizer_meet_the_quality_bar(tmp_path):
     assert m["codebook_usage"] >= 0.5, m
     assert m["eval_frames"] >= 128, m
     assert m["heldout_trajectories"] >= 3, m
+
+
+def test_report_md_puts_a_comparison_recipe_beside_ochre_and_repeat_frame():
+    from ochre.demo_report import compared_recipes, metrics_table
+
+    m = {"psnr@8": 12.44, "seed-v3/psnr@8": 11.76, "repeat_frame/psnr@8": 13.22, "yaw_response": 0.97,
+         "seed-v3/yaw_response": -0.056, "real/yaw_response": 0.916}
+    assert compared_recipes(m) == ["seed-v3"]
+    table = metrics_table(m)
+    assert table.splitlines()[0].startswith("| metric | ochre | seed-v3 | repeat frame |")
+    assert "| psnr@8 | 12.44 | 11.76 | 13.22 |" in table
+    assert "| yaw_response | 0.970 | -0.056 | – |" in table and "real frames: 0.916" in table
+
+
+def test_the_headless_tour_is_an_action_file(tmp_path):
+    from ochre.demo import _play_actions
+    from ochre.runtime.actions import read_action_file
+
+    path = tmp_path / "tour.txt"
+    path.write_text(_play_actions(64))
+    actions = read_action_file(path)
+    assert actions.shape == (64, 4) and np.abs(actions).max() <= 1
+    assert (actions[:, 0] > 0).any() and (actions[:, 0] < 0).any() and (actions[:, 3] == 1).any()
+
+
+@pytest.mark.slow
+def test_demo_compare_trains_seed_v3_on_the_same_tokens(tmp_path):
+    """`ochre demo --quick --compare seed-v3`: a second world model with the seed-v3 recipe, the
+    same tokens, seed and budget, evaluated beside the ochre recipe (about 4 minutes on 2 cores)."""
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "-m", "ochre", "demo", "--out", str(out), "--quick", "--compare", "seed-v3"],
+                       capture_output=True, text=True, timeout=1200, env={**os.environ, "OCHRE_CACHE": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert {"train", "train_seed_v3"} <= set(report["timings_s"])
+    m = report["metrics"]
+    assert all(f"seed-v3/{k}" in m for k in ("psnr@1", "psnr@8", "delta_psnr@16", "code_usage@256"))
+    run = json.loads(next((out / "world-seed-v3" / "checkpoints").glob("step_*/config.json")).read_text())
+    assert run["extra"]["recipe"] == "seed-v3"
+    assert "| metric | ochre | seed-v3 | repeat frame |" in (out / "report.md").read_text()

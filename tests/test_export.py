@@ -111,3 +111,24 @@ def test_tensorrt_engines(fp32_export):
 
     engines = build_engines(fp32_export, log=lambda m: None)
     assert all(p.stat().st_size > 0 for p in engines.values())
+
+
+@pytest.mark.parametrize("cfg", [SamplingConfig(), SamplingConfig(temperature=1.0, top_k=32),
+                                 SamplingConfig.argmax(), SamplingConfig(top_k=200)])
+@pytest.mark.parametrize("K", [2048, 96, 100])
+def test_the_live_steps_candidate_search_samples_what_sample_tokens_samples(cfg, K):
+    """sample_codes searches the top-k among the k best chunks only: the same codes as the one
+    sampling function, also where the top k crowd into one chunk or spread one per chunk, and where
+    it falls back (K not a multiple of the chunk, or k chunks covering K)."""
+    from ochre.export.graph import CHUNK, sample_codes
+    from ochre.models.sampling import sample_tokens
+
+    gen = torch.Generator().manual_seed(K)
+    logits = torch.randn(3, K, 5, 7, generator=gen) * 3                              # (B, K, h, w)
+    u = torch.rand(3, 5, 7, generator=gen)
+    logits[0, :, 0, 0] -= 20
+    logits[0, CHUNK:CHUNK + cfg.top_k, 0, 0] += 40                                    # all top k in one chunk
+    logits[1, :, 0, 0] -= 20
+    spread = torch.arange(min(cfg.top_k, K // CHUNK)) * CHUNK + 3
+    logits[1, spread, 0, 0] += 40                                                     # one per chunk
+    assert torch.equal(sample_codes(logits, u, cfg), sample_tokens(logits, u, cfg))

@@ -1,10 +1,12 @@
 """Native deploy (DESIGN §8): AOTInductor export and its parity with eager torch, the `native`
-runtime backend, the action-file format, and the Triton kernels compiled ahead of time.
+runtime backend (the torch backend's frames for the same seed, buffers that stay put, the action
+guard, its rows in `ochre bench` and `ochre play`), and the Triton kernels compiled ahead of time.
 The C++ loop itself is tested by ctest (CMakeLists.txt), which `.ci/run` builds and runs."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -14,65 +16,142 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from live_model import make_model
+
+from ochre.runtime.model import from_run
+from ochre.runtime.stepper import make_stepper
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _fixture_module():
-    spec = importlib.util.spec_from_file_location("ctest_fixture", ROOT / "native" / "ctest_fixture.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("model"))
 
 
-def test_action_file_format(tmp_path):
-    from ochre.runtime.native import clean_actions, read_actions
+@pytest.fixture(scope="module")
+def packages(world, tmp_path_factory):
+    """One AOTInductor export for the module, as `ochre play`/`ochre bench` make it on demand: batch 1,
+    three compiles (about 35 s on 2 cores), checked against eager torch over 6 steps."""
+    from ochre.runtime.exports import ensure_aoti
 
-    path = tmp_path / "a.txt"
-    path.write_text("# yaw pitch move_x move_z\n0.5 -0.5 0 1\n\n0.25,0.1, -1,0  # comma separated\n")
-    np.testing.assert_array_equal(read_actions(path), np.array([[0.5, -0.5, 0, 1], [0.25, 0.1, -1, 0]], np.float32))
-    path.write_text("0 0 0 0\n1 2 3\n")
-    with pytest.raises(ValueError, match=r"a\.txt:2: expected 4 numbers"):
-        read_actions(path)
-    a = clean_actions([[float("nan"), 2.0, -3.0, 0.5]], 1)
-    assert a.tolist() == [[0.0, 1.0, -1.0, 0.5]]
-    assert clean_actions([0.1, 0.2, 0.3, 0.4], 3).shape == (3, 4)           # one row for every player
-    with pytest.raises(ValueError, match=r"actions must be \(2, 4\)"):
-        clean_actions(np.zeros((3, 4)), 2)
+    return ensure_aoti(from_run(world), batch=1, out=tmp_path_factory.mktemp("aoti") / "b1", check_steps=6,
+                       log=lambda m: None)
 
 
-def test_aoti_export_matches_eager_and_the_native_backend_replays(tmp_path):
-    """Export a small random-weight model at batch 1 (three AOTInductor compiles: about a minute on
-    2 cores): the export's own parity check passes, the Python `native` backend is deterministic
-    for a seed, and its rollout replays in eager torch with tokens equal up to counted near-ties."""
-    from ochre.export.aoti import export_aoti, replay_eager
-    from ochre.export.graph import DecodeGraph, StepGraph
-    from ochre.runtime.native import NativeStepper
-    from ochre.train.checkpoint import load_dynamics, load_tokenizer
+def _play(stepper, context, actions) -> np.ndarray:
+    return np.stack([stepper.reset(context).copy()] + [stepper.step(a).copy() for a in actions])
 
-    _fixture_module().make_runs(tmp_path)
-    m = export_aoti(tmp_path / "world", tmp_path / "pkg", tokenizer=tmp_path / "tokenizer", batch=1, check_steps=6)
-    assert {f.name for f in (tmp_path / "pkg").iterdir()} >= {"encode.pt2", "step.pt2", "decode.pt2", "shapes.txt",
-                                                              "context.npy", "manifest.json"}
+
+def test_aoti_export_is_checked_and_its_manifest_read(packages, tmp_path):
+    from ochre.export.aoti import read_manifest
+
+    assert {f.name for f in packages.iterdir()} >= {"encode.pt2", "step.pt2", "decode.pt2", "shapes.txt",
+                                                     "context.npy", "manifest.json"}
+    m = read_manifest(packages)
     p = m["parity"]
-    assert p["step"]["bad"] == 0 and p["encode"]["bad"] == 0 and p["max_abs_err"]["frames"] <= 1
+    assert p["steps"] == 6 and p["step"]["bad"] == 0 and p["encode"]["bad"] == 0 and p["max_abs_err"]["frames"] <= 1
+    assert m["batch"] == 1 and m["fps"] == 8.0 and set(m["sources"]) == {"tokenizer", "world"}
+    with pytest.raises(FileNotFoundError, match="ochre export CKPT --format aoti"):
+        read_manifest(tmp_path)
+    shutil.copytree(packages, tmp_path / "other")
+    (tmp_path / "other" / "manifest.json").write_text(json.dumps({**m, "torch": "1.0"}))
+    with pytest.raises(ValueError, match="compiled by torch 1.0.*re-export"):
+        read_manifest(tmp_path / "other")
 
-    stepper = NativeStepper(tmp_path / "pkg", seed=3)
-    context = np.load(tmp_path / "pkg" / "context.npy")
+
+def test_native_dreams_the_torch_backends_frames(world, packages):
+    """Same seed, same actions: every backend draws the same noise, so the native packages sample
+    the same tokens as eager torch (near-ties aside) and their frames differ only where a decoder
+    rounds x·255 at .5 the other way."""
+    model = from_run(world)
+    context = model.context_frames()[:1]
+    actions = np.random.default_rng(0).uniform(-1, 1, (24, 1, 4)).astype(np.float32)
+    eager = _play(make_stepper("torch", model, seed=5), context, actions)
+    native = _play(make_stepper("native", aoti_dir=packages, seed=5), context, actions)
+    diff = np.abs(eager.astype(int) - native.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    other = _play(make_stepper("native", aoti_dir=packages, seed=6), context, actions)
+    assert not np.array_equal(other, native)                  # the seed is the noise, not a constant
+
+
+def test_native_stepper_keeps_its_buffers_and_guards_actions(packages):
+    said = []
+    stepper = make_stepper("native", aoti_dir=packages, seed=3, report=said.append)
+    context = np.load(packages / "context.npy")
+    ptrs = [t.data_ptr() for t in (stepper.tokens, *stepper.state)]
+    frames = stepper.reset(context)
+    for bad in ([[np.nan, 0, 0, 0]], [[9, 0, 0, 0]], np.zeros(3), [0.5, 0, 0, 1]):
+        assert stepper.step(bad) is frames                        # the same host buffer every step
+    assert ptrs == [t.data_ptr() for t in (stepper.tokens, *stepper.state)]
+    assert stepper.actions_guard.issues == {"shape": 1, "not_a_number": 0, "nan": 1, "out_of_range": 1}
+    assert len(said) == 3
     actions = np.random.default_rng(0).uniform(-1, 1, (10, 4)).astype(np.float32)
+    stepper.seed(3)
     frames, tokens = stepper.rollout(context, actions)
     assert frames.shape == (11, 1, 64, 64, 3) and frames.dtype == np.uint8 and tokens.shape == (11, 1, 16, 16)
+    stepper.seed(3)
     again, _ = stepper.rollout(context, actions)
-    np.testing.assert_array_equal(frames, again)                              # reset reseeds the noise
+    np.testing.assert_array_equal(frames, again)
     with pytest.raises(ValueError, match="context frames must be uint8"):
         stepper.reset(context[..., :2])
+    with pytest.raises(ValueError, match="compiled with guidance 1.0"):
+        make_stepper("native", aoti_dir=packages, guidance=2.0)
+    with pytest.raises(ValueError, match="exported for batch 1, not 2"):
+        make_stepper("native", aoti_dir=packages, batch=2)
 
-    model, sampling, _ = load_dynamics(tmp_path / "world", impl="torch")
+
+def test_native_rollout_replays_in_eager_torch(world, packages):
+    """Teacher-forced on the packages' own tokens with the same noise, eager torch samples the same
+    tokens except counted near-ties and decodes frames within 1 level."""
+    from ochre.export.aoti import replay_eager
+    from ochre.export.graph import DecodeGraph, StepGraph
+    from ochre.train.checkpoint import load_dynamics, load_tokenizer
+
+    model = from_run(world)
+    stepper = make_stepper("native", aoti_dir=packages, seed=3)
+    actions = np.random.default_rng(1).uniform(-1, 1, (10, 4)).astype(np.float32)
+    frames, tokens = stepper.rollout(np.load(packages / "context.npy"), actions)
+    dynamics, sampling, _ = load_dynamics(model.world, impl="torch")
     gen = torch.Generator().manual_seed(3)
     noise = torch.stack([torch.rand(1, 16, 16, generator=gen) for _ in actions])
-    report = replay_eager(StepGraph(model, sampling), DecodeGraph(load_tokenizer(tmp_path / "tokenizer")),
+    report = replay_eager(StepGraph(dynamics, sampling), DecodeGraph(load_tokenizer(model.tokenizer)),
                           tokens, frames, torch.from_numpy(actions)[:, None], noise)
-    assert report["step"]["bad"] == 0
+    assert report["step"]["bad"] == 0 and report["max_abs_err"]["frames"] <= 1
+
+
+def test_bench_and_play_run_native(world, packages, tmp_path):
+    """`ochre bench` has a native row beside torch; `ochre play --backend native` plays headless."""
+    from ochre.runtime.bench import export_folders, run_bench
+
+    model = from_run(world)
+    result = run_bench(model, backends=["torch", "native"], batches=[1], runs=6, warmup=2, rounds=2,
+                       folders=export_folders(model, aoti=[packages]), log=lambda m: None)
+    rows = {r["backend"]: r for r in result["rows"]}
+    assert set(rows) == {"torch", "native"} and rows["native"]["fps"] > 0 and rows["native"]["runs"] == 6
+    assert rows["native"]["speedup_vs_torch"] == pytest.approx(rows["native"]["fps"] / rows["torch"]["fps"])
+    actions = tmp_path / "actions.txt"
+    actions.write_text("1 0 0 0\n0 0 0 1\n" * 3)
+    r = subprocess.run([sys.executable, "-m", "ochre", "play", "--headless", "--checkpoint", str(world), "--backend",
+                        "native", "--aoti", str(packages), "--actions", str(actions), "--stats",
+                        str(tmp_path / "play.json")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    stats = json.loads((tmp_path / "play.json").read_text())
+    assert stats["backend"] == "native" and stats["steps"] == 6 and stats["step_ms_p50"] > 0
+    r = subprocess.run([sys.executable, "-m", "ochre", "bench", "--checkpoint", str(world), "--backends", "native",
+                        "--aoti", str(packages), "--batch", "1", "--runs", "4", "--warmup", "1", "--out",
+                        str(tmp_path / "bench.json")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| native | 1 |" in r.stdout
+    assert json.loads((tmp_path / "bench.json").read_text())["rows"][0]["backend"] == "native"
+
+
+def test_export_folders_of_another_model_are_refused(packages, tmp_path):
+    from ochre.runtime.bench import export_folders
+
+    other = from_run(make_model(tmp_path / "other", seed=1))
+    with pytest.raises(ValueError, match="exported from another world model"):
+        export_folders(other, aoti=[packages])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton's compiler")

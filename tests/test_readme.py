@@ -49,3 +49,19 @@ def test_readme_layouts_are_what_prepare_finds(tmp_path):
                 (last / name).touch()
     found = {(r.layout, r.name) for r in find_recordings(tmp_path)}
     assert {layout for layout, _ in found} == {"minerl", "vpt"} and len(found) == 2, found
+
+
+def test_readme_play_export_native_commands_parse():
+    """The "Play it, export it, run it native" commands exist with the flags shown."""
+    text = README.read_text()
+    section = re.search(r"^## Play it, export it, run it native.*?(?=^## )", text, re.S | re.M).group(0)
+    commands = [re.sub(r"\[[^]]*\]", "", line.split("#")[0]).strip()
+                for block in re.findall(r"```bash\n(.*?)```", section, re.S)
+                for line in block.splitlines() if line.startswith("ochre ")]
+    assert {c.split()[1] for c in commands} >= {"play", "export", "bench"}
+    assert any("--backend native" in c for c in commands) and any("--format aoti" in c for c in commands)
+    for command in commands:
+        try:
+            build_parser().parse_args(shlex.split(command)[1:])
+        except SystemExit:
+            pytest.fail(f"README command does not parse: {command}")

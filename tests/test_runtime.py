@@ -111,12 +111,33 @@ def test_live_input_is_prepare_encoding():
 
 
 def test_action_file(tmp_path):
+    """DESIGN §7's format, the one reader (ochre-native's C++ reader follows the same rules)."""
     p = tmp_path / "a.txt"
-    p.write_text("# yaw pitch move_x move_z\n1 0 0 0\n\n0.5, -0.5, 1, 0  # turn\n")
-    assert read_action_file(p).tolist() == [[1, 0, 0, 0], [0.5, -0.5, 1, 0]]
+    p.write_text("# yaw pitch move_x move_z\n1 0 0 0\n\n0.5, -0.5, 1, 0  # turn\n0.25,0.1,-1,0\n")
+    np.testing.assert_array_equal(read_action_file(p), np.array([[1, 0, 0, 0], [0.5, -0.5, 1, 0], [0.25, 0.1, -1, 0]],
+                                                                np.float32))
     p.write_text("1 0 0\n")
     with pytest.raises(ValueError, match="a.txt:1: need 4 numbers"):
         read_action_file(p)
+    p.write_text("0 0 0 0\n1 0 x 0\n")
+    with pytest.raises(ValueError, match="a.txt:2: not numbers"):
+        read_action_file(p)
+    p.write_text("# nothing\n\n")
+    with pytest.raises(ValueError, match="a.txt: no actions"):
+        read_action_file(p)
+
+
+def test_one_action_row_drives_every_player():
+    g = ActionGuard(3, report=lambda m: None)
+    assert g(np.array([0.5, 0, 2.0, 0], np.float32)).tolist() == [[0.5, 0, 1, 0]] * 3
+    assert g.issues["shape"] == 0 and g.issues["out_of_range"] == 1
+
+
+def test_cli_offers_every_backend():
+    from ochre.cli import BACKEND_NAMES
+    from ochre.runtime.stepper import BACKENDS
+
+    assert BACKEND_NAMES == list(BACKENDS)
 
 
 def test_model_resolution_order(world, tmp_path, monkeypatch):
