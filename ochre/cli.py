@@ -184,6 +184,10 @@ def _add_eval(sub) -> None:
                    help="override the checkpoint's sampling temperature (0 = argmax)")
     p.add_argument("--top-k", type=_positive_int, default=None, help="override the checkpoint's top-k")
     p.add_argument("--guidance", type=float, default=None, help="override the action guidance weight")
+    p.add_argument("--copy-boost", type=float, default=None,
+                   help="override the decoding's boost of the copy prior's proposals (logits)")
+    p.add_argument("--fill-boost", type=float, default=None,
+                   help="override the decoding's boost of the fills of revealed positions (logits)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if present)")
     p.set_defaults(_run="ochre.eval:run")
 

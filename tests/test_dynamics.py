@@ -91,6 +91,7 @@ def test_decoding_boosts_raise_only_the_proposed_codes():
     actions = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, -1.0, 1.0, 0.0]])
     plain, _ = m.step(tokens, actions, state)
     boosted, _ = guided_step(m, tokens, actions, state, SamplingConfig(copy_boost=3.0, fill_boost=5.0))
+    assert torch.equal(m.step(tokens, actions, state, boost=(0.0, 0.0))[0], plain)    # no boost by default
     codes, inside, _ = m.proposals(tokens, m.with_flag(actions), state[-1])
     want = torch.zeros_like(plain).scatter_(1, codes[:, None], torch.where(inside, 3.0, 5.0)[:, None])
     torch.testing.assert_close(boosted - plain, want, rtol=0, atol=1e-4)
@@ -127,9 +128,10 @@ def test_dropped_actions_are_ignored_and_kept_ones_are_not():
 def test_guidance_one_is_the_plain_step_and_other_weights_extrapolate():
     m = _model()
     tokens, actions, state = torch.randint(0, 64, (2, 16, 16)), torch.rand(2, 4), m.init_state(2)
-    plain, _ = m.step(tokens, actions, state)
+    boost = SamplingConfig().boosts
+    plain, _ = m.step(tokens, actions, state, boost=boost)
     assert torch.equal(guided_step(m, tokens, actions, state, SamplingConfig(guidance=1.0))[0], plain)
-    uncond, _ = m.step(tokens, actions, state, present=torch.zeros(2))
+    uncond, _ = m.step(tokens, actions, state, present=torch.zeros(2), boost=boost)
     got, new_state = guided_step(m, tokens, actions, state, SamplingConfig(guidance=2.0))
     torch.testing.assert_close(got, uncond + 2.0 * (plain - uncond))
     torch.testing.assert_close(new_state[0], m.step(tokens, actions, state)[1][0])
