@@ -40,15 +40,44 @@ def _play(stepper, context, actions) -> np.ndarray:
 
 
 def test_torch_and_onnxruntime_dream_the_same_frames(world, onnx_b2):
-    """Same seed, same actions: the same noise, so the same tokens; frames differ only where the
-    decoders round a pixel differently (x·255 at .5)."""
+    """Same seed, same actions: the same noise, so the same tokens except at near-ties (two fp32
+    compilations round ~1e-6 apart, and the whole-distribution draw of a random-weight model sits
+    that close to a CDF step now and then; export/ties.py), and frames that differ only where the
+    decoders round a pixel differently (x·255 at .5). Where a near-tie flips, the ONNX side is set
+    back to the torch side's tokens, so every step stays comparable."""
+    import torch
+
+    from ochre.export.ties import TIE_TOL, sampling_margin
+    from ochre.models.sampling import guided_step
+
     model = from_run(world)
+    a = make_stepper("torch", model, batch=2, seed=5)
+    b = make_stepper("onnxruntime", onnx_dir=onnx_b2, batch=2, seed=5)
+
+    def same_frames(fa, fb):
+        diff = np.abs(fa.astype(int) - fb.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
     context = model.context_frames()[:2]
-    acts = _actions(24, 2)
-    a = _play(make_stepper("torch", model, batch=2, seed=5), context, acts)
-    b = _play(make_stepper("onnxruntime", onnx_dir=onnx_b2, batch=2, seed=5), context, acts)
-    diff = np.abs(a.astype(int) - b.astype(int))
-    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    same_frames(a.reset(context), b.reset(context))
+    flips = compared = 0
+    for act in _actions(24, 2):
+        tokens, state = a.tokens.clone(), [s.clone() for s in a.state]
+        fa, fb = a.step(act).copy(), b.step(act).copy()
+        assert np.array_equal(a.noise, b.noise)
+        ta, tb = a.tokens.numpy(), b._tokens[b._cur][0]
+        differ = ta != tb
+        if differ.any():
+            with torch.inference_mode():
+                logits, _ = guided_step(a.dynamics, tokens, torch.from_numpy(act), state, a.sampling)
+            margin = sampling_margin(logits, torch.from_numpy(a.noise), a.sampling).numpy()
+            assert (margin[differ] < TIE_TOL).all(), f"tokens differ away from a near-tie: {margin[differ]}"
+            flips += int(differ.sum())
+            tb[...] = ta
+        else:
+            same_frames(fa, fb)
+            compared += 1
+    assert flips <= 0.01 * 24 * ta.size and compared >= 12, (flips, compared)
 
 
 def test_players_are_independent(world):

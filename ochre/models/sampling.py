@@ -23,16 +23,17 @@ class SamplingConfig:
     # model proposes it, the model's own variety everywhere else. A gate trained on exact codes
     # undervalues a copy (only 24 % of codes repeat exactly across a turn, yet the copied patch
     # looks right), and top-k starves the tail that long dreams draw new codes from. Measured on the
-    # default demo's data, tiny model, 800 steps (boosts copy/fill: psnr@8, code_usage@256,
-    # grad_ratio@256; repeat-frame psnr@8 13.22): 0/0: 12.75, 1.10, 1.26 (yaw_response 0.05: the
-    # dream does not hold still long enough to turn); 9/7: 14.18, 0.71, 0.97; 10/8: 14.33, 0.52,
-    # 0.84 (copies start to crowd out new content). Top-8 at T 0.4, the earlier default, on a
-    # 410-step model: 12.44, 0.28, 0.56.
+    # default demo's model (tiny, 424 steps; boosts copy/fill: psnr@8, code_usage@256, mean of eval
+    # seeds 0-2, repeat-frame psnr@8 13.22): 8/6: 14.10, 0.84; 8.5/6.5: 14.20, 0.76; 9/7: 14.26,
+    # 0.66; 9.5/7.5 (seeds 0-1): 14.29, 0.58. More boost trades new content for continuity; one
+    # seed's psnr@8 varies by ±0.15. Without boosts an 800-step model scored 12.75, 1.10 and
+    # yaw_response 0.05: the dream does not hold still long enough to turn. Top-8 at T 0.4, the
+    # earlier default, on a 410-step model: 12.44, 0.28.
     temperature: float = 1.0    # 0: argmax
     top_k: int = 2048           # codes considered per position (>= K: the whole distribution)
     guidance: float = 1.0       # action guidance w: uncond + w·(cond − uncond); 1 = plain conditional
-    copy_boost: float = 9.5     # logits added to the copy prior's proposals (models with copy_bias)
-    fill_boost: float = 7.5     # ... and to its fills of the positions a turn reveals
+    copy_boost: float = 9.0     # logits added to the copy prior's proposals (models with copy_bias)
+    fill_boost: float = 7.0     # ... and to its fills of the positions a turn reveals
 
     def __post_init__(self):
         if self.temperature < 0 or self.top_k < 1 or self.guidance < 0 or self.copy_boost < 0 or self.fill_boost < 0:
