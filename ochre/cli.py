@@ -188,6 +188,8 @@ def _add_eval(sub) -> None:
                    help="override the decoding's boost of the copy prior's proposals (logits)")
     p.add_argument("--fill-boost", type=float, default=None,
                    help="override the decoding's boost of the fills of revealed positions (logits)")
+    p.add_argument("--walk-boost", type=float, default=None,
+                   help="override the share of both boosts kept while a movement key is held (0..1)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if present)")
     p.set_defaults(_run="ochre.eval:run")
 

@@ -233,7 +233,7 @@ def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: 
     metrics.update({"rollouts": len(plan), "rollouts@256": len(trajs), "heldout_trajectories": len(trajs),
                     "step": meta["step"], "temperature": sampling.temperature, "top_k": sampling.top_k,
                     "guidance": sampling.guidance, "copy_boost": sampling.copy_boost,
-                    "fill_boost": sampling.fill_boost})
+                    "fill_boost": sampling.fill_boost, "walk_boost": sampling.walk_boost})
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "metrics.json", metrics)
     with atomic_path(out / "rollouts.npz") as tmp, open(tmp, "wb") as f:
@@ -253,7 +253,8 @@ def run(args) -> int:
     try:
         overrides = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k),
                                        ("guidance", args.guidance), ("copy_boost", args.copy_boost),
-                                       ("fill_boost", args.fill_boost)) if v is not None}
+                                       ("fill_boost", args.fill_boost), ("walk_boost", args.walk_boost))
+                 if v is not None}
         metrics = evaluate(args.checkpoint, args.tokens, args.out, compare=args.compare, clips=args.clips,
                            max_rollouts=args.rollouts, seed=args.seed, device=args.device, sampling=overrides)
     except (FileNotFoundError, ValueError, CheckpointError) as e:

@@ -83,6 +83,27 @@ def test_the_gate_mixes_the_proposal_with_the_head():
     torch.testing.assert_close(p, want, rtol=1e-4, atol=1e-6)
 
 
+def test_walking_keeps_only_the_walk_share_of_the_boosts():
+    """A held movement key scales both boosts by walk_boost (a step forward changes the view);
+    turning alone keeps them whole."""
+    torch.manual_seed(0)
+    m = Dynamics(DynamicsConfig.preset("tiny", codebook_size=64, hidden=(8,), embed_dim=8, head_dim=8,
+                                       action_embed=8)).eval()
+    tokens = torch.randint(0, 64, (3, 16, 16))
+    state = m.init_state(3)
+    actions = torch.tensor([[0.5, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, -0.5, 0.0]])
+    cfg = SamplingConfig(copy_boost=4.0, fill_boost=2.0, walk_boost=0.25)
+    with torch.no_grad():
+        plain, _ = m.step(tokens, actions, state)
+        boosted, _ = guided_step(m, tokens, actions, state, cfg)
+    extra = (boosted - plain).amax(dim=1)                                          # (B, h, w)
+    codes, inside, _ = m.proposals(tokens, m.with_flag(actions), state[-1])
+    want = torch.where(inside, 4.0, 2.0) * torch.tensor([1.0, 0.25, 1 - 0.75 * 0.5])[:, None, None]
+    torch.testing.assert_close(extra, want)
+    with pytest.raises(ValueError, match="walk_boost"):
+        SamplingConfig(walk_boost=1.5)
+
+
 def test_decoding_boosts_raise_only_the_proposed_codes():
     """boost = (b_copy, b_fill) adds b_copy to each copied code's logit and b_fill to each fill's,
     nothing else; guided_step takes them from the SamplingConfig."""
@@ -90,7 +111,7 @@ def test_decoding_boosts_raise_only_the_proposed_codes():
     tokens, state = torch.randint(0, 64, (2, 16, 16)), m.init_state(2)
     actions = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, -1.0, 1.0, 0.0]])
     plain, _ = m.step(tokens, actions, state)
-    boosted, _ = guided_step(m, tokens, actions, state, SamplingConfig(copy_boost=3.0, fill_boost=5.0))
+    boosted, _ = guided_step(m, tokens, actions, state, SamplingConfig(copy_boost=3.0, fill_boost=5.0, walk_boost=1.0))
     assert torch.equal(m.step(tokens, actions, state, boost=(0.0, 0.0))[0], plain)    # no boost by default
     codes, inside, _ = m.proposals(tokens, m.with_flag(actions), state[-1])
     want = torch.zeros_like(plain).scatter_(1, codes[:, None], torch.where(inside, 3.0, 5.0)[:, None])

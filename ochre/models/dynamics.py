@@ -242,16 +242,22 @@ class Dynamics(nn.Module):
 
     @staticmethod
     def boost(logits: torch.Tensor, codes: torch.Tensor, inside: torch.Tensor,
-              boost: tuple[float, float]) -> torch.Tensor:
+              boost: tuple[float, ...], act: torch.Tensor | None = None) -> torch.Tensor:
         """Decoding's continuity preference: + boost[0] on each copied code's logit, + boost[1] on
-        each fill's (ochre.models.sampling.SamplingConfig says why). Never used by the loss."""
-        if not any(boost):
+        each fill's (ochre.models.sampling.SamplingConfig says why), scaled towards boost[2] (the
+        share kept) as a movement key of act (B, 5) is held: a step forward changes most of the
+        view, where a turn only moves it. Never used by the loss."""
+        copy, fill, *walk = boost
+        if not (copy or fill):
             return logits
-        extra = torch.where(inside, boost[0], boost[1]).to(logits.dtype)                # (B, h, w)
+        extra = torch.where(inside, copy, fill).to(logits.dtype)                          # (B, h, w)
+        if walk and walk[0] < 1 and act is not None:
+            moving = act[:, 2:4].abs().amax(dim=1).clamp(max=1.0).to(logits.dtype)      # (B,)
+            extra = extra * (1 - (1 - walk[0]) * moving)[:, None, None]
         return logits.scatter_add(1, codes[:, None], extra[:, None])
 
     def core(self, gx0: torch.Tensor, tokens: torch.Tensor, act: torch.Tensor, state: list[torch.Tensor],
-             boost: tuple[float, float] = (0.0, 0.0)) -> tuple[torch.Tensor, list[torch.Tensor]]:
+             boost: tuple[float, ...] = (0.0, 0.0)) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The recurrent part of a step, given the first layer's input gates gx0 (B, 3C, h, w)."""
         *hidden, residual = state
         shift = self._shift(act) if self.config.warp else None
@@ -273,13 +279,13 @@ class Dynamics(nn.Module):
             logits = logits.log_softmax(dim=1) + _log_sigmoid(-gate)[:, None]           # (1 − g) · q
             at = logits.gather(1, codes[:, None])
             logits = logits.scatter(1, codes[:, None], _log_add_exp(at, _log_sigmoid(gate)[:, None]))
-            logits = self.boost(logits, codes, inside, boost)
+            logits = self.boost(logits, codes, inside, boost, act)
         return logits, [*new_state, residual]
 
     # -- public API ---------------------------------------------------------------------------
     def step(self, tokens: torch.Tensor, actions: torch.Tensor, state: list[torch.Tensor],
              present: torch.Tensor | None = None,
-             boost: tuple[float, float] = (0.0, 0.0)) -> tuple[torch.Tensor, list[torch.Tensor]]:
+             boost: tuple[float, ...] = (0.0, 0.0)) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """tokens (B, h, w) int, actions (B, 4) float, state -> logits (B, K, h, w) fp32, new state.
         boost: decoding's [copy, fill] logit boosts (SamplingConfig), 0 for the model's own logits.
 
