@@ -66,8 +66,8 @@ def render(out: Path, report: dict, command: str) -> str:
              "## World model\n\nDESIGN §6 on held-out trajectories: each of "
              f"{m.get('rollouts', '?')} rollouts starts from one real frame and runs on the recorded actions, "
              f"sampling at temperature {m.get('temperature')} top-{m.get('top_k')} with the copy prior's "
-             f"proposals boosted by {m.get('copy_boost')} (copies) and {m.get('fill_boost')} (fills); the world "
-             f"model trained "
+             f"proposals boosted by {m.get('copy_boost')} (copies) and {m.get('fill_boost')} (fills), "
+             f"{m.get('walk_boost')} of that while walking; the world model trained "
              f"{m.get('train_steps')} steps ({_num(m.get('train_frames_per_s'))} predicted frames/s)."
              + (" The comparison recipe trained on the same tokens, seed and budget." if compared_recipes(m) else ""),
              metrics_table(m),
