@@ -69,9 +69,12 @@ def sample_tokens(logits: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) ->
 
 def _inverse_cdf(vals: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     """The index j (B, h, w) along dim 1 of vals (B, n, h, w) that u (B, h, w) picks from softmax(vals / T)."""
-    cdf = torch.softmax(vals / cfg.temperature, dim=1).cumsum(dim=1)              # (B, n, h, w)
+    # Along the last axis of a channels-last view: ONNX Runtime computes a softmax along axis 1 by
+    # transposing to channels-last and back, and the transpose back of (B, 2048, 16, 16) cost 2.6 ms
+    # of its 10.5 ms live step; the result here, one index per position, needs no way back.
+    cdf = torch.softmax(vals.movedim(1, -1) / cfg.temperature, dim=-1).cumsum(dim=-1)   # (B, h, w, n)
     # The first j with cdf_j > u·cdf_last; scaling u by the last entry absorbs its rounding.
-    return (cdf < u[:, None] * cdf[:, -1:]).sum(dim=1).clamp_max(vals.shape[1] - 1)
+    return (cdf < u[..., None] * cdf[..., -1:]).sum(dim=-1).clamp_max(vals.shape[1] - 1)
 
 
 def guided_step(model, tokens: torch.Tensor, actions: torch.Tensor, state: list[torch.Tensor],
