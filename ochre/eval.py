@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -231,9 +231,7 @@ def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: 
         metrics.update({f"{name}/{k}": v for k, v in cmp_metrics.items()})
         curves[name] = cmp_arrays["curve"]
     metrics.update({"rollouts": len(plan), "rollouts@256": len(trajs), "heldout_trajectories": len(trajs),
-                    "step": meta["step"], "temperature": sampling.temperature, "top_k": sampling.top_k,
-                    "guidance": sampling.guidance, "copy_boost": sampling.copy_boost,
-                    "fill_boost": sampling.fill_boost, "walk_boost": sampling.walk_boost})
+                    "step": meta["step"], **asdict(sampling)})
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "metrics.json", metrics)
     with atomic_path(out / "rollouts.npz") as tmp, open(tmp, "wb") as f:
@@ -251,10 +249,8 @@ def run(args) -> int:
     from ochre.train.checkpoint import CheckpointError
 
     try:
-        overrides = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k),
-                                       ("guidance", args.guidance), ("copy_boost", args.copy_boost),
-                                       ("fill_boost", args.fill_boost), ("walk_boost", args.walk_boost))
-                 if v is not None}
+        # One --flag per SamplingConfig field (ochre/cli.py), None where not given.
+        overrides = {f.name: getattr(args, f.name) for f in fields(SamplingConfig) if getattr(args, f.name) is not None}
         metrics = evaluate(args.checkpoint, args.tokens, args.out, compare=args.compare, clips=args.clips,
                            max_rollouts=args.rollouts, seed=args.seed, device=args.device, sampling=overrides)
     except (FileNotFoundError, ValueError, CheckpointError) as e:
