@@ -71,6 +71,11 @@ def run(args) -> int:
     from ochre.runtime.model import ModelError, from_run
     from ochre.train.checkpoint import CheckpointError
 
+    allowed = {"aoti": ("fp32", "bf16")}.get(args.format, ("fp32", "fp16"))
+    if args.dtype not in allowed:
+        print(f"ochre export: --format {args.format} takes --dtype {' or '.join(allowed)}, not {args.dtype}",
+              file=sys.stderr)
+        return 2
     if args.format == "aoti":                    # the native deploy path (export/aoti.py)
         from ochre.export.aoti import run as run_aoti
         return run_aoti(args)

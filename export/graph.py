@@ -6,8 +6,11 @@ Legend: B players, h w token grid (16), H W pixels (64), L ConvGRU layers, C_l t
   EncodeGraph  frames uint8 (B, H, W, 3)                         -> tokens int64 (B, h, w)
   StepGraph    tokens int64 (B, h, w), actions fp32 (B, 4), noise fp32 (B, h, w) in [0, 1),
                state_0 .. state_L (Dynamics.state_shapes)        -> next tokens (B, h, w), logits
-               (B, K, h, w) fp32, next state_0 .. state_L
+               (B, h, w, K) fp32 (channels-last: see below), next state_0 .. state_L
   DecodeGraph  tokens int64 (B, h, w)                            -> frames uint8 (B, H, W, 3)
+The logits leave channels-last, the layout the model computes them in (Dynamics.head_logits):
+every reduction over the codes runs along contiguous rows, and no backend transposes 2 MB per
+player per step (ONNX Runtime's transpose of (1, 2048, 16, 16) back to NCHW alone took 2.6 ms).
 Sampling happens inside StepGraph (ochre.models.sampling: inverse-CDF over the top-k on the
 noise input, with the top-k search of sample_codes), so a live step never returns to the host
 between model and sampler, and the same noise gives the same tokens on every backend. The fused
@@ -30,15 +33,15 @@ from ochre.models.sampling import SamplingConfig, guided_step, sample_tokens
 from ochre.models.tokenizer import Tokenizer
 
 
-class _Half(nn.Module):
-    """A Conv2d / Linear computed in fp16 between fp32 tensors."""
+class _Low(nn.Module):
+    """A Conv2d / Linear computed in fp16 or bf16 between fp32 tensors."""
 
-    def __init__(self, inner: nn.Module):
+    def __init__(self, inner: nn.Module, dtype: torch.dtype):
         super().__init__()
-        self.inner = inner.half()
+        self.inner, self.dtype = inner.to(dtype), dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.half()).float()
+        return self.inner(x.to(self.dtype)).float()
 
 
 def _convs_in(module: nn.Module, dtype: torch.dtype) -> nn.Module:
@@ -47,11 +50,11 @@ def _convs_in(module: nn.Module, dtype: torch.dtype) -> nn.Module:
         return module
     if dtype == torch.float64:
         return _fp64_reference(module)
-    if dtype != torch.float16:
-        raise ValueError(f"graphs are float32, float16 or (the parity reference) float64, not {dtype}")
+    if dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"graphs are float32, float16, bfloat16 or (the parity reference) float64, not {dtype}")
     for name, child in module.named_children():
         if isinstance(child, nn.Conv2d | nn.Linear):
-            setattr(module, name, _Half(child))
+            setattr(module, name, _Low(child, dtype))
         else:
             _convs_in(child, dtype)
     return module
@@ -126,7 +129,7 @@ class StepGraph(nn.Module):
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor, *state: torch.Tensor):
         logits, new_state = guided_step(self.model, tokens, actions, list(state), self.sampling)
-        return (sample_codes(logits, noise, self.sampling), logits, *new_state)
+        return (sample_codes(logits, noise, self.sampling), logits.movedim(1, -1), *new_state)
 
     def example_inputs(self, batch: int = 1, device="cpu") -> tuple[torch.Tensor, ...]:
         cfg = self.model.config

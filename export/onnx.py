@@ -10,7 +10,7 @@ and manifest.json, which says everything a runtime needs without torch:
 Input and output names are fixed (runtimes bind by name):
     encode  frames uint8 (B, H, W, 3)                              -> tokens int64 (B, h, w)
     step    tokens, actions fp32 (B, 4), noise fp32 (B, h, w), state_0..state_{L-1} fp32
-                                                                   -> next_tokens, logits (B, K, h, w),
+                                                                   -> next_tokens, logits (B, h, w, K),
                                                                       next_state_0..next_state_{L-1}
     decode  tokens int64 (B, h, w)                                 -> frames uint8 (B, H, W, 3)
 """
@@ -28,7 +28,7 @@ import torch
 from ochre.export.graph import DecodeGraph, EncodeGraph, StepGraph
 from ochre.io import write_json_atomic
 
-FORMAT = "ochre-onnx/1"
+FORMAT = "ochre-onnx/2"      # 2: step logits channels-last (B, h, w, K)
 GRAPHS = ("encode", "step", "decode")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 

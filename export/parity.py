@@ -92,7 +92,7 @@ class _Side:
         self.err["state"] = max(self.err["state"], max(_err(a, b) for a, b in zip(out[2:], ref_out[2:])))
         bad = out[0] != ref_out[0]                                                # (B, h, w)
         if bad.any():
-            self.mismatch_logits.append(ref_out[1].permute(0, 2, 3, 1)[bad])          # (N, K)
+            self.mismatch_logits.append(ref_out[1][bad])                              # (N, K)
             self.mismatch_u.append(noise[bad])
         self.state = list(out[2:])
 

@@ -191,6 +191,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--walk-boost", type=float, default=None,
                    help="override the share of both boosts kept while a movement key is held (0..1)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if present)")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                   help="run the model's and the decoder's convolutions and linear layers in this precision, as "
+                   "`ochre play/bench --dtype bf16` does (default fp32); the baselines stay fp32")
     p.set_defaults(_run="ochre.eval:run")
 
 
@@ -239,8 +242,10 @@ def _add_export(sub) -> None:
     p.add_argument("checkpoint", help="world-model run folder (or checkpoint folder)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", choices=["onnx", "tensorrt", "aoti"], default="onnx")
-    p.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32",
-                   help="fp16: convolutions and linear layers in fp16 (TensorRT's FP16 engines come from it)")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="precision of the convolutions and linear layers: fp16 for onnx/tensorrt (TensorRT's "
+                   "FP16 engines come from it), bf16 for aoti (CPUs with bf16 vector instructions, e.g. "
+                   "AVX512-BF16 or AMX, run it about twice as fast); the rest of each graph stays fp32")
     p.add_argument("--batch", type=_positive_int, default=1, help="players per step (static; default 1)")
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer run folder (default: the one the world model's token shards name)")
@@ -280,6 +285,10 @@ def _add_play(sub) -> None:
                    help="torch (eager), compiled (torch.compile), onnxruntime, tensorrt (GPU) or native "
                    "(AOTInductor packages); exports they need are made on demand and cached (default: "
                    "onnxruntime with --onnx, native with --aoti, else torch)")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default=None,
+                   help="precision of the convolutions and linear layers: bf16 for torch, compiled and native "
+                   "(about twice as fast on CPUs with AVX512-BF16 or AMX; `ochre eval --dtype bf16` measures "
+                   "its dreams); default fp32, or the export folder's")
     p.add_argument("--headless", action="store_true", help="no window: play --actions and exit")
     p.add_argument("--actions", default=None, help="action file (one step per line)")
     p.add_argument("--record", default=None, help="write the headless frames to this .mp4")
@@ -320,6 +329,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--warmup", type=_positive_int, default=20, help="untimed steps per row (default 20)")
     p.add_argument("--rounds", type=_positive_int, default=4,
                    help="the backends of a batch take turns in this many rounds (default 4)")
+    p.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=None,
+                   help="precisions of the convolutions and linear layers to time; bf16 rows for compiled and "
+                   "native (default: fp32, and bf16 on a CPU with bf16 instructions: AVX512-BF16 or AMX)")
     p.add_argument("--note", default=None, help="a line kept in the JSON (e.g. what else the machine was running)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="intra-op threads for every backend (default: the physical cores)")

@@ -153,8 +153,9 @@ def _live_stages(stages: _Stages, cfg: dict, out: Path, world: Path, seed: int) 
         given = [["--onnx", *(str(folders[("onnx", b)]) for b in batches)] if "onnxruntime" in backends else [],
                  ["--aoti", *(str(folders[("aoti", b)]) for b in aoti_batches)] if aoti_batches else []]
         stages.run("bench", ["bench", "--checkpoint", str(world), "--backends", *backends, "--batch",
-                             *map(str, batches), *given[0], *given[1], "--runs", str(cfg["bench_runs"]),
-                             "--warmup", str(cfg["bench_warmup"]), "--out", str(result)], own_process=True)
+                             *map(str, batches), *given[0], *given[1], "--dtypes", "fp32",   # bf16: `ochre bench`
+                             "--runs", str(cfg["bench_runs"]), "--warmup", str(cfg["bench_warmup"]), "--out",
+                             str(result)], own_process=True)
     return json.loads(result.read_text())
 
 

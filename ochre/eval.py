@@ -84,8 +84,11 @@ def yaw_response(frames: np.ndarray, actions: np.ndarray) -> float:
 class Dreamer:
     """Tokenizer + dynamics model + decoding: context frames and actions in, dreamed frames out."""
 
-    def __init__(self, model, tokenizer, sampling: SamplingConfig, seed: int = 0, batch: int = 64):
+    def __init__(self, model, tokenizer, sampling: SamplingConfig, seed: int = 0, batch: int = 64, decoder=None):
+        """decoder: the tokenizer that decodes (default `tokenizer`), e.g. one converted to bf16 like the
+        runtime's, while contexts are encoded at full precision as the runtime does."""
         self.model, self.tokenizer, self.sampling = model.eval(), tokenizer.eval(), sampling
+        self.decoder = (decoder or tokenizer).eval()
         self.seed, self.batch = seed, batch
         self.device = next(model.parameters()).device
 
@@ -98,7 +101,7 @@ class Dreamer:
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> np.ndarray:
         """codes (N, h, w) -> uint8 (N, H, W, 3)."""
-        out = [self.tokenizer.decode(codes[i:i + 256], as_uint8=True) for i in range(0, len(codes), 256)]
+        out = [self.decoder.decode(codes[i:i + 256], as_uint8=True) for i in range(0, len(codes), 256)]
         return torch.cat(out).permute(0, 2, 3, 1).cpu().numpy()
 
     @torch.no_grad()
@@ -202,8 +205,11 @@ def _real_yaw_response(trajs, plan) -> float:
 
 
 def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: int = 48, seed: int = 0,
-             device: str | None = None, video_rollouts: int = 6, sampling: dict | None = None) -> dict:
-    """Write OUT/metrics.json, rollouts.npz, dream.mp4 and psnr.png; return the metrics."""
+             device: str | None = None, video_rollouts: int = 6, sampling: dict | None = None,
+             dtype: str = "fp32") -> dict:
+    """Write OUT/metrics.json, rollouts.npz, dream.mp4 and psnr.png; return the metrics. dtype: the
+    precision of the model's (and the decoder's) convolutions and linear layers, as a live backend
+    runs them (ochre.runtime.stepper); the repeat-frame baseline and --compare stay fp32."""
     from ochre.train.checkpoint import load_dynamics, load_tokenizer
 
     out = Path(out)
@@ -218,7 +224,11 @@ def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: 
     other = _other(plan)
     model, shipped, meta = load_dynamics(ckpt, device)
     sampling = SamplingConfig(**{**asdict(shipped), **(sampling or {})})     # overrides, for sweeps
-    metrics, arrays = evaluate_model(Dreamer(model, tokenizer, sampling, seed), trajs, plan, other)
+    from ochre.runtime.stepper import _in_dtype
+
+    low_model, low_decoder = _in_dtype((model, tokenizer), dtype)
+    metrics, arrays = evaluate_model(Dreamer(low_model, tokenizer, sampling, seed, decoder=low_decoder), trajs, plan,
+                                     other)
     metrics["real/yaw_response"] = _real_yaw_response(trajs, plan)
     repeat, repeat_curve = repeat_frame_metrics(arrays["real"], trajs, Dreamer(model, tokenizer, sampling))
     metrics.update({f"repeat_frame/{k}": v for k, v in repeat.items()})
@@ -231,7 +241,7 @@ def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: 
         metrics.update({f"{name}/{k}": v for k, v in cmp_metrics.items()})
         curves[name] = cmp_arrays["curve"]
     metrics.update({"rollouts": len(plan), "rollouts@256": len(trajs), "heldout_trajectories": len(trajs),
-                    "step": meta["step"], **asdict(sampling)})
+                    "step": meta["step"], "dtype": dtype, **asdict(sampling)})
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "metrics.json", metrics)
     with atomic_path(out / "rollouts.npz") as tmp, open(tmp, "wb") as f:
@@ -252,7 +262,8 @@ def run(args) -> int:
         # One --flag per SamplingConfig field (ochre/cli.py), None where not given.
         overrides = {f.name: getattr(args, f.name) for f in fields(SamplingConfig) if getattr(args, f.name) is not None}
         metrics = evaluate(args.checkpoint, args.tokens, args.out, compare=args.compare, clips=args.clips,
-                           max_rollouts=args.rollouts, seed=args.seed, device=args.device, sampling=overrides)
+                           max_rollouts=args.rollouts, seed=args.seed, device=args.device, sampling=overrides,
+                           dtype=args.dtype)
     except (FileNotFoundError, ValueError, CheckpointError) as e:
         print(f"ochre eval: {e}", file=sys.stderr)
         return 2

@@ -9,8 +9,13 @@ The backends of one batch take turns: `rounds` rounds of runs/rounds steps each,
 load from another process on a shared machine lands on every backend alike instead of on one row.
 Exported backends run the export folders given (one per batch), else ones made on demand in the
 cache (ochre.runtime.exports): ONNX for onnxruntime and tensorrt, AOTInductor for native.
-Row fields: backend, batch, fps (steps per second: each player's frame rate), step_ms_p50/p99,
-frames_per_s (batch × fps: frames for all players), speedup_vs_torch (same batch), device, runs.
+Row fields: backend, dtype, batch, fps (steps per second: each player's frame rate), step_ms_p50/p99,
+frames_per_s (batch × fps: frames for all players), speedup_vs_torch (over the fp32 eager torch row
+at the same batch), device, runs.
+dtype is the precision of the convolutions and linear layers (the rest of a step is fp32): every
+backend runs fp32; on a CPU with bf16 vector instructions (AVX512-BF16, AMX) compiled and native
+also run bf16, which `ochre eval --dtype bf16` measures for quality. The torch row stays fp32: the
+baseline.
 The header adds the model, the thread count, and the load average before and after, because
 these machines are shared and latency tails show it.
 """
@@ -29,6 +34,21 @@ import numpy as np
 from ochre.runtime.stepper import BACKENDS, make_stepper
 
 SOURCE_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+
+
+BF16_BACKENDS = ("compiled", "native")         # the backends with a bf16 row where the CPU has bf16 units
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's check: AVX512-BF16 or AMX); elsewhere bf16
+    convolutions are emulated and slower than fp32."""
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def default_dtypes(device: str) -> list[str]:
+    return ["fp32", "bf16"] if device == "cpu" and cpu_has_bf16() else ["fp32"]
 
 
 def available_backends(device: str) -> list[str]:
@@ -65,7 +85,8 @@ def _actions(batch: int, steps: int, seed: int) -> np.ndarray:
 def _row(stepper, samples: np.ndarray, total_s: float) -> dict:
     ms = samples * 1e3
     fps = len(samples) / total_s
-    return {"backend": stepper.backend, "batch": stepper.batch, "fps": fps, "step_ms_p50": float(np.median(ms)),
+    return {"backend": stepper.backend, "dtype": stepper.dtype, "batch": stepper.batch, "fps": fps,
+            "step_ms_p50": float(np.median(ms)),
             "step_ms_p99": float(np.percentile(ms, 99)), "frames_per_s": fps * stepper.batch, "runs": len(samples)}
 
 
@@ -113,49 +134,55 @@ def _versions() -> dict:
     return out
 
 
-def _stepper(backend: str, model, batch: int, device: str, threads: int, folders: dict, log):
-    """A stepper for one row: the export folder given for (format, batch), else one from the cache."""
+def _stepper(backend: str, model, batch: int, device: str, threads: int, folders: dict, log, dtype: str = "fp32"):
+    """A stepper for one row: the export folder given for (format, batch, dtype), else one from the cache."""
     from ochre.runtime.exports import ensure_for
     from ochre.runtime.stepper import EXPORTED
 
     where = _ort_device(device) if backend == "onnxruntime" else device
-    folder = folders.get((EXPORTED.get(backend), batch)) or ensure_for(backend, model, batch, log=log)
+    folder = folders.get((EXPORTED.get(backend), batch, dtype)) or ensure_for(backend, model, batch, dtype, log=log)
     return make_stepper(backend, model, onnx_dir=folder, aoti_dir=folder, batch=batch, device=where,
-                        threads=threads)
+                        threads=threads, dtype=dtype)
 
 
 def add_speedups(rows: list[dict]) -> None:
-    """speedup_vs_torch on every timed row: its fps over the eager torch row's at the same batch."""
+    """speedup_vs_torch on every timed row: its fps over the fp32 eager torch row's at the same batch."""
     for row in rows:
-        base = next((r for r in rows if r["backend"] == "torch" and r["batch"] == row["batch"] and "fps" in r), None)
+        base = next((r for r in rows if r["backend"] == "torch" and r.get("dtype", "fp32") == "fp32"
+                     and r["batch"] == row["batch"] and "fps" in r), None)
         if base and "fps" in row:
             row["speedup_vs_torch"] = row["fps"] / base["fps"]
 
 
 def run_bench(model, *, backends=None, batches=(1, 8), device: str = "cpu", runs: int = 200, warmup: int = 20,
-              rounds: int = 4, threads: int | None = None, folders: dict | None = None, log=print) -> dict:
-    """Rows for each (backend, batch); a backend that cannot run here gets an "error" row instead.
-    folders: {(export format "onnx" | "aoti", batch): folder} to run instead of cached exports."""
+              rounds: int = 4, threads: int | None = None, folders: dict | None = None, dtypes=None,
+              log=print) -> dict:
+    """Rows for each (backend, dtype, batch); a backend that cannot run here gets an "error" row
+    instead. dtypes: default_dtypes(device); the non-fp32 ones run on BF16_BACKENDS only.
+    folders: {(export format "onnx" | "aoti", batch, dtype): folder} to run instead of cached exports."""
     from ochre.measure import device_name, git_sha
     from ochre.train.checkpoint import checkpoint_hash
 
     threads = threads or physical_cores()
     backends = backends or available_backends(device)
+    dtypes = list(dtypes or default_dtypes(device))
+    variants = [(b, d) for d in dtypes for b in backends if d == "fp32" or b in BF16_BACKENDS]
     contexts = model.context_frames()
     load_before = os.getloadavg()
     rows = []
     for batch in batches:
         steppers, order = [], []
-        for backend in backends:
+        for backend, dtype in variants:
             if backend == "onnxruntime" and _ort_device(device) != device and batch > 1:
                 continue                              # the CPU reference row on a GPU machine: batch 1
-            log(f"bench: preparing {backend}, batch {batch}")
+            name = backend if dtype == "fp32" else f"{backend} {dtype}"
+            log(f"bench: preparing {name}, batch {batch}")
             try:
-                steppers.append(_stepper(backend, model, batch, device, threads, folders or {}, log))
-                order.append(backend)
+                steppers.append(_stepper(backend, model, batch, device, threads, folders or {}, log, dtype))
+                order.append(name)
             except (RuntimeError, ValueError, ImportError, FileNotFoundError) as e:
-                log(f"bench: {backend} at batch {batch} cannot run here: {e}")
-                rows.append({"backend": backend, "batch": batch, "error": str(e).splitlines()[0]})
+                log(f"bench: {name} at batch {batch} cannot run here: {e}")
+                rows.append({"backend": backend, "dtype": dtype, "batch": batch, "error": str(e).splitlines()[0]})
         if steppers:
             log(f"bench: timing {', '.join(order)} at batch {batch} ({rounds} rounds of {runs // rounds} steps)")
             for row in time_steppers(steppers, contexts, runs, warmup, rounds):
@@ -164,7 +191,7 @@ def run_bench(model, *, backends=None, batches=(1, 8), device: str = "cpu", runs
     add_speedups(rows)
     return {"benchmark": "live", "device": device_name(device), "git_sha": git_sha(), "versions": _versions(),
             "date": _dt.date.today().isoformat(), "model": model.origin, "world_hash": checkpoint_hash(model.world),
-            "backends": list(backends), "batches": list(batches), "threads": threads, "runs": runs,
+            "backends": list(backends), "dtypes": dtypes, "batches": list(batches), "threads": threads, "runs": runs,
             "warmup": warmup, "rounds": rounds,
             "what": "stepper.step: world-model step + in-graph sampling + decode, frames on the host",
             "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()), "rows": rows}
@@ -180,12 +207,12 @@ def plot(result: dict, path) -> None:
     from ochre.io import atomic_path
 
     rows = [r for r in result["rows"] if "fps" in r]
-    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    backends = list(dict.fromkeys(label(r) for r in rows))
     batches = sorted({r["batch"] for r in rows})
     fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches), 3.4), dpi=100, squeeze=False)
     for ax, batch in zip(axes[0], batches):
-        fps = [next((r["fps"] for r in rows if r["backend"] == b and r["batch"] == batch), 0.0) for b in backends]
-        p99 = [next((r["step_ms_p99"] for r in rows if r["backend"] == b and r["batch"] == batch), 0.0)
+        fps = [next((r["fps"] for r in rows if label(r) == b and r["batch"] == batch), 0.0) for b in backends]
+        p99 = [next((r["step_ms_p99"] for r in rows if label(r) == b and r["batch"] == batch), 0.0)
                for b in backends]
         bars = ax.bar(backends, fps, color="#b5651d")
         for bar, ms in zip(bars, p99):
@@ -203,15 +230,21 @@ def plot(result: dict, path) -> None:
     plt.close(fig)
 
 
+def label(row: dict) -> str:
+    """A row's name in tables and plots: the backend, and its dtype unless fp32."""
+    dtype = row.get("dtype", "fp32")
+    return row["backend"] if dtype == "fp32" else f"{row['backend']} {dtype}"
+
+
 def table(result: dict) -> str:
     """Markdown table of the rows (README, demo report)."""
     lines = ["| backend | batch | fps (per player) | frames/s | step p50 ms | step p99 ms | vs torch |",
              "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         if "fps" not in r:
-            lines.append(f"| {r['backend']} | {r['batch']} | — | — | — | — | {r['error'][:60]} |")
+            lines.append(f"| {label(r)} | {r['batch']} | — | — | — | — | {r['error'][:60]} |")
             continue
-        lines.append(f"| {r['backend']} | {r['batch']} | {r['fps']:.1f} | {r['frames_per_s']:.1f} | "
+        lines.append(f"| {label(r)} | {r['batch']} | {r['fps']:.1f} | {r['frames_per_s']:.1f} | "
                      f"{r['step_ms_p50']:.2f} | {r['step_ms_p99']:.2f} | {r.get('speedup_vs_torch', 1):.2f}× |")
     return "\n".join(lines)
 
@@ -225,7 +258,7 @@ def default_out(device: str) -> Path:
 
 
 def export_folders(model, onnx=(), aoti=()) -> dict:
-    """{(format, batch): folder} for export folders named on the command line, each checked to be
+    """{(format, batch, dtype): folder} for export folders named on the command line, each checked to be
     an export of `model` (the same world-model checkpoint, by hash)."""
     from ochre.export import aoti as ax
     from ochre.export import onnx as ox
@@ -240,7 +273,7 @@ def export_folders(model, onnx=(), aoti=()) -> dict:
             if got != want:
                 raise ValueError(f"{folder} was exported from another world model (hash {got}) than the one "
                                  f"benchmarked ({model.origin}, hash {want}); pass --checkpoint for it")
-            out[(fmt, m["batch"])] = Path(folder)
+            out[(fmt, m["batch"], m.get("dtype", "fp32"))] = Path(folder)
     return out
 
 
@@ -269,7 +302,7 @@ def run(args) -> int:
         return 2
     result = run_bench(model, backends=args.backends, batches=batches, device=device, runs=args.runs,
                        warmup=args.warmup, rounds=args.rounds, threads=args.threads, folders=folders,
-                       log=lambda m: print(m, file=sys.stderr))
+                       dtypes=args.dtypes, log=lambda m: print(m, file=sys.stderr))
     if args.note:
         result["note"] = args.note
     out = Path(args.out) if args.out else default_out(device)

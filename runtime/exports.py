@@ -23,14 +23,14 @@ def export_dir(model, batch: int, dtype: str = "fp32") -> Path:
     return cache_dir() / "exports" / key
 
 
-def aoti_dir(model, batch: int) -> Path:
+def aoti_dir(model, batch: int, dtype: str = "fp32") -> Path:
     import torch
 
     from ochre.export.aoti import cpu_capability
     from ochre.runtime.model import cache_dir
     from ochre.train.checkpoint import checkpoint_hash
 
-    key = (f"aoti-{checkpoint_hash(model.tokenizer)}-{checkpoint_hash(model.world)}-b{batch}-"
+    key = (f"aoti-{checkpoint_hash(model.tokenizer)}-{checkpoint_hash(model.world)}-b{batch}-{dtype}-"
            f"torch{torch.__version__}-{cpu_capability()}").replace("+", "_")
     return cache_dir() / "exports" / key
 
@@ -53,39 +53,41 @@ def ensure_export(model, batch: int = 1, dtype: str = "fp32", out: Path | None =
     return out
 
 
-def ensure_aoti(model, batch: int = 1, out: Path | None = None, check_steps: int = 16, log=print) -> Path:
-    """An AOTInductor package folder for `model` at `batch`, compiled (and checked against eager
-    torch over `check_steps` steps) if absent or made by another torch or for another CPU. Three
-    compiles: about 35 s on a 2-core CPU."""
+def ensure_aoti(model, batch: int = 1, out: Path | None = None, check_steps: int = 16, dtype: str = "fp32",
+                log=print) -> Path:
+    """An AOTInductor package folder for `model` at `batch` and `dtype`, compiled (and checked against
+    eager torch over `check_steps` steps) if absent or made by another torch or for another CPU.
+    Three compiles: about 35 s on a 2-core CPU."""
     from ochre.export.aoti import export_aoti, read_manifest
     from ochre.train.checkpoint import checkpoint_hash
 
-    out = Path(out) if out is not None else aoti_dir(model, batch)
+    out = Path(out) if out is not None else aoti_dir(model, batch, dtype)
     try:
         m = read_manifest(out)
-        if m["batch"] == batch and m["sources"]["world"]["hash"] == checkpoint_hash(model.world):
+        if m["batch"] == batch and m.get("dtype", "fp32") == dtype \
+                and m["sources"]["world"]["hash"] == checkpoint_hash(model.world):
             return out
     except (FileNotFoundError, ValueError, KeyError):
         pass
-    log(f"compiling {model.origin} with AOTInductor -> {out} (batch {batch})")
+    log(f"compiling {model.origin} with AOTInductor -> {out} (batch {batch}, {dtype})")
     export_aoti(model.world, out, tokenizer=model.tokenizer, batch=batch, check_steps=check_steps, fps=model.fps,
-                log=log)
+                dtype=dtype, log=log)
     return out
 
 
-def ensure_for(backend: str, model, batch: int, log=print) -> Path | None:
-    """The export folder `backend` runs for `model` at `batch` (None for torch and compiled)."""
+def ensure_for(backend: str, model, batch: int, dtype: str = "fp32", log=print) -> Path | None:
+    """The export folder `backend` runs for `model` at `batch` and `dtype` (None for torch and compiled)."""
     if EXPORTED.get(backend) == "aoti":
-        return ensure_aoti(model, batch, log=log)
+        return ensure_aoti(model, batch, dtype=dtype, log=log)
     if backend == "tensorrt":
         from ochre.export.tensorrt import build_engines, engine_info
 
-        onnx_dir = ensure_export(model, batch=batch, log=log)
+        onnx_dir = ensure_export(model, batch=batch, dtype=dtype, log=log)
         try:
             engine_info(onnx_dir)
         except FileNotFoundError:
             build_engines(onnx_dir, log=log)
         return onnx_dir
     if backend == "onnxruntime":
-        return ensure_export(model, batch=batch, log=log)
+        return ensure_export(model, batch=batch, dtype=dtype, log=log)
     return None

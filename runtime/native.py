@@ -33,6 +33,7 @@ class NativeStepper(Stepper):
 
         self.folder = Path(folder)
         self.manifest = m = read_manifest(folder)
+        self.dtype = m.get("dtype", "fp32")
         if guidance is not None and guidance != m["sampling"]["guidance"]:
             raise ValueError(f"{folder} was compiled with guidance {m['sampling']['guidance']}; re-export with "
                              f"`ochre export ... --format aoti --guidance {guidance}` or use the torch backend")

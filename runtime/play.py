@@ -197,10 +197,11 @@ def _model_and_stepper(args):
     else:
         model = resolve(args.checkpoint, args.tokenizer)
         if fmt and folder is None:
-            folder = ensure_for(backend, model, batch=1, log=lambda m: print(m, file=sys.stderr))
-    print(f"ochre play: {model.origin}, backend {backend}", file=sys.stderr)
+            folder = ensure_for(backend, model, batch=1, dtype=args.dtype or "fp32",
+                                log=lambda m: print(m, file=sys.stderr))
     stepper = make_stepper(backend, model, onnx_dir=folder, aoti_dir=folder, device=args.device, seed=args.seed,
-                           guidance=args.guidance)
+                           guidance=args.guidance, dtype=args.dtype)
+    print(f"ochre play: {model.origin}, backend {backend} ({stepper.dtype})", file=sys.stderr)
     return model, stepper
 
 
@@ -228,9 +229,9 @@ def run(args) -> int:
         if args.stats:
             from ochre.io import write_json_atomic
 
-            write_json_atomic(Path(args.stats), {**out, "backend": stepper.backend, "model": model.origin,
-                                                 "world_hash": _world_hash(model), "actions": str(args.actions),
-                                                 "video": args.record})
+            write_json_atomic(Path(args.stats), {**out, "backend": stepper.backend, "dtype": stepper.dtype,
+                                                 "model": model.origin, "world_hash": _world_hash(model),
+                                                 "actions": str(args.actions), "video": args.record})
         return 0
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and sys.platform == "linux" \
             and os.environ.get("SDL_VIDEODRIVER") is None:

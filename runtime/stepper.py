@@ -28,6 +28,9 @@ import torch
 from ochre.runtime.actions import ActionGuard
 
 BACKENDS = ("torch", "compiled", "onnxruntime", "tensorrt", "native")
+# Precisions of the convolutions and linear layers a backend can run (the rest of a step stays fp32):
+# torch and compiled convert the model at load, native and the ONNX backends run what was exported.
+DTYPES = ("fp32", "bf16", "fp16")
 EXPORTED = {"onnxruntime": "onnx", "tensorrt": "onnx", "native": "aoti"}   # backend -> export format it runs
 FRAME = (64, 64, 3)
 
@@ -36,6 +39,7 @@ class Stepper:
     """The interface and the host-side parts every backend shares (guard, noise, buffers)."""
 
     backend = "?"
+    dtype = "fp32"
 
     def __init__(self, batch: int, grid: int, seed: int = 0, report=None):
         if batch < 1:
@@ -84,11 +88,14 @@ class TorchStepper(Stepper):
     """Eager torch (backend "torch") or torch.compile (backend "compiled") on CPU or CUDA."""
 
     def __init__(self, tokenizer, dynamics, sampling, *, batch: int = 1, device="cpu", compiled: bool = False,
-                 seed: int = 0, report=None):
+                 seed: int = 0, dtype: str = "fp32", report=None):
         super().__init__(batch, dynamics.config.grid, seed, report)
         self.backend = "compiled" if compiled else "torch"
         self.device = torch.device(device)
-        self.tokenizer, self.dynamics, self.sampling = tokenizer.eval(), dynamics.eval(), sampling
+        self.tokenizer, self.sampling = tokenizer.eval(), sampling
+        # A step's convolutions and linear layers in dtype (export.graph's conversion, the same as the
+        # native packages'); the encoder, run once per reset, stays fp32.
+        self.dtype, self.dynamics, self.decoder = dtype, *_in_dtype((dynamics.eval(), tokenizer.eval()), dtype)
         g, dev = self.grid, self.device
         pin = dev.type == "cuda"
         self.tokens = torch.zeros(batch, g, g, dtype=torch.long, device=dev)                # (B, h, w)
@@ -114,7 +121,7 @@ class TorchStepper(Stepper):
         # The exported graphs' step and sampler (export/graph.py), so every backend does the same work.
         logits, new_state = guided_step(self.dynamics, tokens, actions, list(state), self.sampling)
         nxt = sample_codes(logits, noise, self.sampling)                                    # (B, h, w)
-        frames = self.tokenizer.decode(nxt, as_uint8=True).permute(0, 2, 3, 1)              # (B, H, W, 3)
+        frames = self.decoder.decode(nxt, as_uint8=True).permute(0, 2, 3, 1)                # (B, H, W, 3)
         return (nxt, frames, *new_state)
 
     def _reset(self, context: np.ndarray) -> None:
@@ -123,7 +130,7 @@ class TorchStepper(Stepper):
             self.tokens.copy_(self.tokenizer.encode(frames))
             for s in self.state:
                 s.zero_()
-            self.frames_host.copy_(self.tokenizer.decode(self.tokens, as_uint8=True).permute(0, 2, 3, 1))
+            self.frames_host.copy_(self.decoder.decode(self.tokens, as_uint8=True).permute(0, 2, 3, 1))
 
     def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:
         with torch.inference_mode():
@@ -135,6 +142,18 @@ class TorchStepper(Stepper):
             for buf, s in zip(self.state, state):
                 buf.copy_(s)
             self.frames_host.copy_(frames)              # the one sync: the frames the caller shows
+
+
+def _in_dtype(modules, dtype: str):
+    """The modules with their convolutions and linear layers computing in `dtype` ("fp32": as they are)."""
+    if dtype == "fp32":
+        return modules
+    if dtype not in ("bf16", "fp16"):
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    from ochre.export.graph import _with_torch_impl
+
+    dt = torch.bfloat16 if dtype == "bf16" else torch.float16
+    return tuple(_with_torch_impl(m, dt) for m in modules)
 
 
 def _ort_session(path: Path, device: str, threads: int | None):
@@ -175,6 +194,7 @@ class OrtStepper(Stepper):
         from ochre.export.onnx import read_manifest
 
         self.manifest = m = read_manifest(onnx_dir)
+        self.dtype = m["dtype"]
         if guidance is not None and guidance != m["sampling"]["guidance"]:
             raise ValueError(f"{onnx_dir} was exported with guidance {m['sampling']['guidance']}; re-export with "
                              f"`ochre export ... --guidance {guidance}` or use the torch backend")
@@ -197,7 +217,7 @@ class OrtStepper(Stepper):
             self._use_noise(self._noise)
         tokens = [buf((B, g, g), np.int64) for _ in range(2)]
         states = [[buf(tuple(s), np.float32) for s in m["state_shapes"]] for _ in range(2)]
-        logits = buf((B, m["codebook_size"], g, g), np.float32)
+        logits = buf((B, g, g, m["codebook_size"]), np.float32)                  # channels-last
         frames = buf((B, *FRAME), np.uint8)
         if dev == "cpu":
             self.frames = frames[0]
@@ -254,12 +274,17 @@ class OrtStepper(Stepper):
 
 
 def make_stepper(backend: str, model=None, *, onnx_dir=None, aoti_dir=None, batch: int = 1, device: str = "cpu",
-                 threads: int | None = None, seed: int = 0, guidance: float | None = None, report=None) -> Stepper:
-    """A stepper for `backend`. torch / compiled load `model` (ochre.runtime.model.Model);
-    onnxruntime / tensorrt run an `ochre export` folder at this batch (onnx_dir), native an
-    `ochre export --format aoti` folder (aoti_dir); ochre.runtime.exports makes them on demand."""
+                 threads: int | None = None, seed: int = 0, guidance: float | None = None, dtype: str | None = None,
+                 report=None) -> Stepper:
+    """A stepper for `backend`. torch / compiled load `model` (ochre.runtime.model.Model) and run
+    its convolutions in `dtype` (default fp32); onnxruntime / tensorrt run an `ochre export` folder
+    at this batch (onnx_dir), native an `ochre export --format aoti` folder (aoti_dir), each at the
+    precision it was exported in (a `dtype` given must match it); ochre.runtime.exports makes them
+    on demand."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if backend in ("torch", "compiled"):
         from ochre.runtime.model import load
 
@@ -270,7 +295,7 @@ def make_stepper(backend: str, model=None, *, onnx_dir=None, aoti_dir=None, batc
         if guidance is not None:
             sampling = dataclasses.replace(sampling, guidance=guidance)
         return TorchStepper(tokenizer, dynamics, sampling, batch=batch, device=device,
-                            compiled=backend == "compiled", seed=seed, report=report)
+                            compiled=backend == "compiled", seed=seed, dtype=dtype or "fp32", report=report)
     folder, flag = (aoti_dir, "--aoti") if backend == "native" else (onnx_dir, "--onnx")
     if folder is None:
         raise ValueError(f"the {backend} backend runs an export: pass {flag} DIR (made by "
@@ -291,4 +316,7 @@ def make_stepper(backend: str, model=None, *, onnx_dir=None, aoti_dir=None, batc
     if stepper.batch != batch:
         raise ValueError(f"{folder} was exported for batch {stepper.batch}, not {batch}; "
                          f"`ochre export ... --format {EXPORTED[backend]} --batch {batch}`")
+    if dtype is not None and stepper.dtype != dtype:
+        raise ValueError(f"{folder} was exported in {stepper.dtype}, not {dtype}; "
+                         f"`ochre export ... --format {EXPORTED[backend]} --dtype {dtype}`")
     return stepper

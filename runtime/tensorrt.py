@@ -27,6 +27,7 @@ class TrtStepper(Stepper):
         trt = import_tensorrt()
         onnx_dir = Path(onnx_dir)
         self.manifest = m = read_manifest(onnx_dir)
+        self.dtype = m["dtype"]
         engine_info(onnx_dir)
         if guidance is not None and guidance != m["sampling"]["guidance"]:
             raise ValueError(f"{onnx_dir} was exported with guidance {m['sampling']['guidance']}; re-export")
@@ -45,7 +46,7 @@ class TrtStepper(Stepper):
         B, g = self.batch, self.grid
         self._tokens = [torch.zeros(B, g, g, dtype=torch.long, device=dev) for _ in range(2)]
         self._states = [[torch.zeros(*s, device=dev) for s in m["state_shapes"]] for _ in range(2)]
-        self._logits = torch.zeros(B, m["codebook_size"], g, g, device=dev)
+        self._logits = torch.zeros(B, g, g, m["codebook_size"], device=dev)               # channels-last
         self._actions = torch.zeros(B, 4, device=dev)
         self._noise = torch.zeros(B, g, g, device=dev)
         self._frames = torch.zeros(B, *FRAME, dtype=torch.uint8, device=dev)

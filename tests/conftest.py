@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from recordings import index_frames, random_controls
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Exports and the newest-demo pointer go to a cache of the suite's own: a test's `ochre demo`
+    must not become the user's default model (tests that need a cache of their own still set one)."""
+    os.environ["OCHRE_CACHE"] = str(tmp_path_factory.mktemp("ochre-cache"))
 
 
 @pytest.fixture
@@ -46,7 +55,6 @@ def pytest_sessionfinish(session, exitstatus):
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     if _EXIT_STATUS:
-        import os
         import sys
 
         sys.stdout.flush()

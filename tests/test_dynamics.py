@@ -77,7 +77,7 @@ def test_the_gate_mixes_the_proposal_with_the_head():
     gives q gets q / 2, the proposal gets 1/2 + q / 2."""
     m = _model(shift_per_unit=1.0, fill=False)
     tokens, act = torch.randint(0, 64, (1, 16, 16)), torch.zeros(1, 4)
-    q = m.head(m.step(tokens, act, m.init_state(1))[1][-2]).softmax(1)         # the head on the new state
+    q = m.head_logits(m.step(tokens, act, m.init_state(1))[1][-2]).softmax(-1).permute(0, 3, 1, 2)  # the head
     p = m.step(tokens, act, m.init_state(1))[0].exp()
     want = 0.5 * q + 0.5 * torch.nn.functional.one_hot(tokens, 64).permute(0, 3, 1, 2)
     torch.testing.assert_close(p, want, rtol=1e-4, atol=1e-6)
@@ -206,3 +206,31 @@ def test_seed_v3_recipe_is_the_prototype():
 def test_unroll_curriculum_grows_to_its_maximum():
     tcfg = WorldTrainConfig(window=12, unroll=4, curriculum=0.5)
     assert [unroll_at(p, tcfg) for p in (0.0, 0.25, 0.5, 0.9)] == [1, 3, 4, 4]
+
+
+def test_two_level_inverse_cdf_draws_what_one_scan_draws():
+    """Block totals, then the code inside the block: in exact arithmetic the same draw as one scan
+    over all codes (checked in fp64, where rounding cannot move a draw), for odd shapes and for a
+    distribution whose mass sits in a single block."""
+    import ochre.models.sampling as sampling
+
+    gen = torch.Generator().manual_seed(0)
+    cfg = SamplingConfig(temperature=0.7)
+    for K, peaked in ((3 * sampling.BLOCK, False), (5 * sampling.BLOCK, True)):
+        logits = torch.randn(2, K, 3, 5, generator=gen, dtype=torch.float64) * 3              # (B, K, h, w)
+        if peaked:
+            logits[:, sampling.BLOCK:2 * sampling.BLOCK] += 30
+        u = torch.rand(2, 3, 5, generator=gen, dtype=torch.float64)
+        cdf = torch.softmax(logits / 0.7, dim=1).cumsum(dim=1)
+        want = (cdf < u[:, None] * cdf[:, -1:]).sum(dim=1)                                 # one scan
+        assert torch.equal(sampling.sample_tokens(logits, u, cfg), want)
+    cdf = torch.softmax(logits[:, :7] / 0.7, dim=1).cumsum(dim=1)                            # fewer than 2 blocks
+    assert torch.equal(sampling.sample_tokens(logits[:, :7], u, cfg), (cdf < u[:, None] * cdf[:, -1:]).sum(dim=1))
+
+
+def test_logits_are_computed_channels_last():
+    """Dynamics.step returns (B, K, h, w) as a view of (B, h, w, K) memory: every reduction over the
+    codes runs along contiguous rows (the export's logits output is that memory, unpermuted)."""
+    m = _model(shift_per_unit=1.0)
+    logits, _ = m.step(torch.randint(0, 64, (2, 16, 16)), torch.zeros(2, 4), m.init_state(2))
+    assert logits.shape == (2, 64, 16, 16) and logits.movedim(1, -1).is_contiguous()

@@ -146,6 +146,36 @@ def test_bench_and_play_run_native(world, packages, tmp_path):
     assert json.loads((tmp_path / "bench.json").read_text())["rows"][0]["backend"] == "native"
 
 
+def test_bf16_packages_pass_their_parity_and_bench_beside_fp32(world, packages, tmp_path_factory):
+    """`--dtype bf16`: the step's and decoder's convolutions in bf16 (the encoder stays fp32), checked
+    against eager torch at the same precision within the bf16 bounds; a stepper asked for another
+    precision than the folder's is refused; `ochre bench --dtypes fp32 bf16` times both, labelled."""
+    from ochre.export.aoti import TOLERANCE, read_manifest
+    from ochre.export.graph import _Low
+    from ochre.runtime.bench import export_folders, label, run_bench, table
+    from ochre.runtime.exports import ensure_aoti
+
+    model = from_run(world)
+    low = ensure_aoti(model, batch=1, out=tmp_path_factory.mktemp("aoti") / "b1-bf16", check_steps=6, dtype="bf16",
+                      log=lambda m: None)
+    m = read_manifest(low)
+    assert m["dtype"] == "bf16" and m["parity"]["tolerance"] == TOLERANCE["bf16"] and m["parity"]["step"]["bad"] == 0
+    assert m["parity"]["max_abs_err"]["state"] <= TOLERANCE["bf16"]["state"]
+    assert make_stepper("native", aoti_dir=low).dtype == "bf16"
+    with pytest.raises(ValueError, match="exported in bf16, not fp32"):
+        make_stepper("native", aoti_dir=low, dtype="fp32")
+    compiled = make_stepper("torch", model, dtype="bf16")
+    assert compiled.dtype == "bf16" and isinstance(compiled.dynamics.head[2], _Low)
+    assert compiled.dynamics.head[2].inner.weight.dtype == torch.bfloat16 and compiled.tokens.dtype == torch.long
+    result = run_bench(model, backends=["torch", "native"], batches=[1], runs=4, warmup=1, rounds=1,
+                       dtypes=["fp32", "bf16"], folders=export_folders(model, aoti=[packages, low]),
+                       log=lambda m: None)
+    rows = {label(r): r for r in result["rows"]}
+    assert set(rows) == {"torch", "native", "native bf16"} and rows["native bf16"]["dtype"] == "bf16"
+    assert rows["native bf16"]["speedup_vs_torch"] == pytest.approx(rows["native bf16"]["fps"] / rows["torch"]["fps"])
+    assert "| native bf16 | 1 |" in table(result)
+
+
 def test_export_folders_of_another_model_are_refused(packages, tmp_path):
     from ochre.runtime.bench import export_folders
 

@@ -67,14 +67,36 @@ def sample_tokens(logits: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) ->
     return idx.gather(1, _inverse_cdf(vals, u, cfg)[:, None])[:, 0]
 
 
+BLOCK = 64         # codes per block of the two-level inverse CDF
+
+
 def _inverse_cdf(vals: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
-    """The index j (B, h, w) along dim 1 of vals (B, n, h, w) that u (B, h, w) picks from softmax(vals / T)."""
-    # Along the last axis of a channels-last view: ONNX Runtime computes a softmax along axis 1 by
-    # transposing to channels-last and back, and the transpose back of (B, 2048, 16, 16) cost 2.6 ms
-    # of its 10.5 ms live step; the result here, one index per position, needs no way back.
-    cdf = torch.softmax(vals.movedim(1, -1) / cfg.temperature, dim=-1).cumsum(dim=-1)   # (B, h, w, n)
-    # The first j with cdf_j > u·cdf_last; scaling u by the last entry absorbs its rounding.
-    return (cdf < u[..., None] * cdf[..., -1:]).sum(dim=-1).clamp_max(vals.shape[1] - 1)
+    """The index j (B, h, w) along dim 1 of vals (B, n, h, w) that u (B, h, w) picks from softmax(vals / T):
+    the first j whose cumulative probability exceeds u.
+
+    Along the last axis of a channels-last view (the model computes its logits channels-last, so the
+    view is contiguous; Dynamics.head_logits). In two levels when n is a multiple of BLOCK: the
+    block whose running total first exceeds u·total, then the code inside it, so the prefix sums
+    run over n / BLOCK block totals and BLOCK codes instead of all n (a scan over 2,048 codes per
+    position was the largest single kernel of a compiled CPU step after the convolutions). In
+    exact arithmetic the same draw as one scan over all n; in floating point the two differ only
+    where u falls within rounding of a CDF step (a near-tie, export/ties.py)."""
+    x = vals.movedim(1, -1) / cfg.temperature                                       # (B, h, w, n)
+    p = torch.exp(x - x.amax(dim=-1, keepdim=True))                                 # unnormalised
+    n = p.shape[-1]
+    if n % BLOCK or n < 2 * BLOCK:
+        cdf = p.cumsum(dim=-1)
+        # The first j with cdf_j > u·cdf_last; scaling u by the last entry absorbs its rounding.
+        return (cdf < u[..., None] * cdf[..., -1:]).sum(dim=-1).clamp_max(n - 1)
+    blocks = p.unflatten(-1, (n // BLOCK, BLOCK))                                  # (B, h, w, n/BLOCK, BLOCK)
+    mass = blocks.sum(dim=-1)                                                      # (B, h, w, n/BLOCK)
+    run = mass.cumsum(dim=-1)
+    target = u * run[..., -1]                                                      # (B, h, w)
+    b = (run < target[..., None]).sum(dim=-1).clamp_max(n // BLOCK - 1)            # the block
+    before = (run - mass).gather(-1, b[..., None])                                 # mass ahead of it
+    inner = blocks.gather(-2, b[..., None, None].expand(*b.shape, 1, BLOCK))[..., 0, :].cumsum(dim=-1)
+    j = (inner < target[..., None] - before).sum(dim=-1).clamp_max(BLOCK - 1)
+    return b * BLOCK + j
 
 
 def guided_step(model, tokens: torch.Tensor, actions: torch.Tensor, state: list[torch.Tensor],
