@@ -133,6 +133,42 @@ def test_compiled_train_step_keeps_the_custom_op_and_tracks_eager():
         torch.testing.assert_close(p.grad, g, rtol=1e-3, atol=1e-5)
 
 
+def test_per_window_unroll_is_each_window_unrolled_alone():
+    """U per window (B,): each window's loss is the one it gets when the whole batch unrolls by its U
+    (the batch shares one graph, whatever the mix)."""
+    torch.manual_seed(0)
+    from ochre.models.dynamics import Dynamics
+
+    model = Dynamics(DynamicsConfig(**SMALL, impl="torch"))
+    loss_fn = WorldLoss(model, WorldTrainConfig(window=6, unroll=3, token_noise=0.0, action_dropout=0.0,
+                                                unroll_feed="argmax"), SamplingConfig())
+    tokens, actions = torch.randint(0, 64, (3, 6, 16, 16)), torch.rand(3, 5, 4) * 2 - 1
+    U = torch.tensor([0, 2, 3])
+    mixed, logs = loss_fn(tokens, actions, U)
+    alone = [loss_fn(tokens[i:i + 1], actions[i:i + 1], int(U[i]))[0] for i in range(3)]
+    torch.testing.assert_close(mixed, torch.stack(alone).mean(), rtol=1e-5, atol=1e-6)
+    assert logs["ce_unroll"] > 0 and logs["ce_teacher"] > 0
+    with pytest.raises(RuntimeError):
+        loss_fn(tokens, actions, torch.tensor([1, 2]))                      # one U per window
+
+
+def test_the_compiled_loss_compiles_once_for_the_whole_curriculum():
+    """A whole-window torch.compile sees U as data: U = 1 then 2 reuses the first graph."""
+    from torch._dynamo.utils import counters
+
+    from ochre.models.dynamics import Dynamics
+
+    torch.manual_seed(0)
+    torch._dynamo.reset()
+    counters.clear()
+    model = Dynamics(DynamicsConfig(**SMALL, impl="torch"))
+    loss_fn = torch.compile(WorldLoss(model, WorldTrainConfig(window=5, unroll=2), SamplingConfig()), fullgraph=True)
+    tokens, actions = torch.randint(0, 64, (2, 5, 16, 16)), torch.rand(2, 4, 4) * 2 - 1
+    for u in (1, 2, 2):
+        loss_fn(tokens, actions, torch.full((2,), u))[0].backward()
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+
+
 def test_non_finite_losses_skip_steps_then_stop(data, tmp_path, monkeypatch):
     import ochre.train.world as loop
 

@@ -5,7 +5,7 @@ Legend: B batch, T window frames, U unroll steps, K codebook size, h w token gri
 A window of T frames from one trajectory is split into T−1−U teacher-forced steps (inputs are
 the recorded codes, a random share of them replaced by random codes) and U autoregressive steps
 whose inputs are the model's own samples (detached), U growing 1 → unroll over the first part
-of the run. Every step predicts the next frame's codes (cross-entropy over K). A share of the
+of the run (U is data to the graph, not its shape: a compiled run compiles once). Every step predicts the next frame's codes (cross-entropy over K). A share of the
 windows drops its actions (the null action), which is what lets inference use action guidance.
 
 Recipes (same model family, same data, same budget):
@@ -93,9 +93,11 @@ class WorldLoss(nn.Module):
     """compute_loss(batch) for the dynamics model under a recipe; DDP wraps this module.
 
     compile_steps: torch.compile the two pieces every window repeats — one recurrent step with its
-    cross-entropy, and the first layer's input convolution — instead of the whole unrolled window.
-    One small graph serves every step and every curriculum length (a whole-window graph recompiles
-    for each unroll length U); see bench/train.py for what each choice trains per second.
+    cross-entropy, and the first layer's input convolution — instead of the whole unrolled window
+    (what `ochre train --compile` compiles). The small graphs compile faster (about 45 s against
+    100 s for the tiny preset on 2 cores) but train slower (1.6 against 1.0-1.1 s a step at batch
+    16 x 12 frames); both serve every curriculum length U with one graph (compute_loss); see
+    bench/train.py for what each choice trains per second.
     """
 
     def __init__(self, model: Dynamics, tcfg: WorldTrainConfig, sampling: SamplingConfig,
@@ -107,7 +109,7 @@ class WorldLoss(nn.Module):
             self._step_fn = torch.compile(self._step_loss, fullgraph=True)
             self._gates_fn = torch.compile(model.input_gates, fullgraph=True)
 
-    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, unroll: int):
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, unroll):
         return self.compute_loss(tokens, actions, unroll)
 
     def _corrupt(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -123,28 +125,44 @@ class WorldLoss(nn.Module):
                    target: torch.Tensor):
         """One recurrent step and its loss: -> (per-window CE (B,), logits (B, K, h, w), new state)."""
         logits, state = self.model.core(g, x, act, state)                       # (B, K, h, w)
-        return F.cross_entropy(logits, target, reduction="none").mean(dim=(1, 2)), logits, state
+        rows = logits.movedim(1, -1).flatten(0, 2)                                # (B·h·w, K), contiguous
+        # With the copy prior the logits are log-probabilities already: the loss is their NLL (a
+        # log-softmax over them is the identity, with the same gradient for every parameter).
+        loss = F.nll_loss if self.model.config.copy_bias else F.cross_entropy
+        ce = loss(rows, target.flatten(), reduction="none").view(target.shape)   # (B, h, w)
+        return ce.mean(dim=(1, 2)), logits, state
 
-    def compute_loss(self, tokens: torch.Tensor, actions: torch.Tensor, unroll: int):
-        """tokens (B, T, h, w) int64, actions (B, T−1, 4) -> (loss, logs). U = unroll steps."""
+    def compute_loss(self, tokens: torch.Tensor, actions: torch.Tensor, unroll):
+        """tokens (B, T, h, w) int64, actions (B, T−1, 4), unroll: U, an int or per window (B,) int64,
+        at most tcfg.unroll -> (loss, logs).
+
+        The graph has one shape for every U: the first T−1−tcfg.unroll steps are teacher-forced in
+        every window (their input convolution is one batched call), and each of the last
+        tcfg.unroll steps takes, per window, the model's own sample where that window unrolls
+        (t >= T−1−U) and the recorded codes where it does not. A whole-window torch.compile then
+        compiles once for the whole curriculum; with U in the graph's shape it compiled once per U
+        (about 100 s each for the tiny preset on 2 cores: 4 of a 12-minute demo's minutes)."""
         model, B, T = self.model, tokens.shape[0], tokens.shape[1]
-        tf = T - 1 - unroll                                                     # teacher-forced steps
+        U = torch.as_tensor(unroll, device=tokens.device).expand(B)             # (B,) per-window unroll
+        tf = T - 1 - self.tcfg.unroll                                           # teacher-forced in every window
         present = (torch.rand(B, device=tokens.device) >= self.tcfg.action_dropout).float()   # (B,)
         act = model.with_flag(actions, present[:, None].expand(B, T - 1))       # (B, T−1, 5)
         # Time-major, so that each step's slices are contiguous like an own-sample step's inputs.
-        inputs = self._corrupt(tokens[:, :tf]).transpose(0, 1).contiguous()     # (tf, B, h, w)
-        # The first layer's input convolution of all teacher-forced frames in one batched call.
-        gx0 = self._gates_fn(inputs.flatten(0, 1), act[:, :tf].transpose(0, 1).flatten(0, 1))
+        inputs = self._corrupt(tokens[:, :T - 1]).transpose(0, 1).contiguous()  # (T−1, B, h, w)
+        # The first layer's input convolution of the always teacher-forced frames in one batched call.
+        gx0 = self._gates_fn(inputs[:tf].flatten(0, 1), act[:, :tf].transpose(0, 1).flatten(0, 1))
         gx0 = gx0.unflatten(0, (tf, B))                                         # (tf, B, 3C, h, w)
+        own = torch.arange(T - 1, device=tokens.device)[None, :] >= (T - 1 - U)[:, None]   # (B, T−1)
         state = model.init_state(B, tokens.device)
         losses, current = [], None
         for t in range(T - 1):
             if t < tf:
                 x, g = inputs[t], gx0[t]
                 state = model.realign(state)
-            else:                                                               # own predictions
-                x = current
+            else:                                            # own predictions where the window unrolls
+                x = torch.where(own[:, t, None, None], current, inputs[t])
                 g = self._gates_fn(x, act[:, t])
+                state = [*state[:-1], state[-1] * own[:, t, None]]              # realigned where recorded
             ce, logits, state = self._step_fn(g, x, act[:, t], state, tokens[:, t + 1])
             losses.append(ce)
             if t + 1 >= tf:
@@ -153,9 +171,12 @@ class WorldLoss(nn.Module):
         per_step = torch.stack(losses, dim=1)                                   # (B, T−1)
         loss = per_step.mean()
         with torch.no_grad():
-            logs = {"ce_teacher": per_step[:, :tf].mean(),
-                    "ce_unroll": per_step[:, tf:].mean() if unroll else per_step.new_zeros(()),
-                    "unroll_acc": (current == tokens[:, -1]).float().mean() if unroll else per_step.new_zeros(())}
+            mask = own.float()
+            rolled = (U > 0).float()                                            # (B,)
+            logs = {"ce_teacher": (per_step * (1 - mask)).sum() / (1 - mask).sum().clamp(min=1),
+                    "ce_unroll": (per_step * mask).sum() / mask.sum().clamp(min=1),
+                    "unroll_acc": ((current == tokens[:, -1]).float().mean(dim=(1, 2)) * rolled).sum()
+                    / rolled.sum().clamp(min=1)}
             if model.config.copy_bias:
                 logs["copy_logit"] = model.copy_logit.detach()
             if model.config.copy_bias and model.config.fill:
@@ -311,8 +332,8 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
         unroll = unroll_at(p, tcfg)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(p, tcfg.lr, tcfg.warmup / tcfg.steps)
-        with autocast:
-            loss, logs = loss_fn(tokens, actions, unroll)
+        with autocast:     # U as a tensor: one compiled graph for the whole curriculum (compute_loss)
+            loss, logs = loss_fn(tokens, actions, torch.full((tokens.shape[0],), unroll, device=info.device))
         # Sync point, once per step: a non-finite loss must not reach the weights, and every rank
         # must take the same decision.
         finite = torch.isfinite(loss.detach()).float()
