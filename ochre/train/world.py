@@ -6,7 +6,8 @@ A window of T frames from one trajectory is split into T−1−U teacher-forced 
 the recorded codes, a random share of them replaced by random codes) and U autoregressive steps
 whose inputs are the model's own samples (detached), U growing 1 → unroll over the first part
 of the run (U is data to the graph, not its shape: a compiled run compiles once). Every step
-predicts the next frame's codes (cross-entropy over K). A share of the windows drops its actions (the null action), which is what lets inference use action guidance.
+predicts the next frame's codes (cross-entropy over K). A share of the windows drops its actions
+(the null action), which is what lets inference use action guidance.
 
 Recipes (same model family, same data, same budget):
   ochre    FiLM + action planes + warp + copy prior; token noise; action dropout; unroll on
