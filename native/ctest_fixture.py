@@ -4,7 +4,8 @@
     python native/ctest_fixture.py OUT [--batch 2]
 writes OUT/tokenizer, OUT/world (checkpoints), OUT/packages (the .pt2 folder), OUT/actions.txt.
 Random weights exercise every op of the trained model's graph at the tiny preset's shapes; the
-parity tests compare arithmetic, not dream quality. A folder already complete is reused.
+parity tests compare arithmetic, not dream quality. A folder already complete, and runnable by
+this install (read_manifest), is reused.
 """
 
 from __future__ import annotations
@@ -45,14 +46,18 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=24, help="rows of the action file")
     args = p.parse_args(argv)
-    from ochre.export.aoti import export_aoti
+    from ochre.export.aoti import export_aoti, read_manifest
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "world" / "checkpoints").is_dir():
         make_runs(out)
     write_actions(out / "actions.txt", args.steps)
-    if not (out / "packages" / "manifest.json").is_file():
+    try:        # reused only if this install can run it (format, torch version, CPU) at this batch
+        current = read_manifest(out / "packages")["batch"] == args.batch
+    except (FileNotFoundError, ValueError):
+        current = False
+    if not current:
         m = export_aoti(out / "world", out / "packages", tokenizer=out / "tokenizer", batch=args.batch, check_steps=8)
         print(f"exported at batch {args.batch}: compile s {m['compile_s']}; parity {m['parity']}")
     return 0
