@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ochre.export.graph import DecodeGraph, EncodeGraph, StepGraph
+from ochre.export.graph import PRECISIONS, DecodeGraph, EncodeGraph, StepGraph
 from ochre.export.ties import TIE_TOL, code_margin, count_flips, sampling_margin
 
 FORMAT = "ochre-aoti/2"      # 2: step logits channels-last (B, h, w, K)
@@ -55,7 +55,7 @@ LOGITS_TOL = 2e-3
 # question (the §6 metrics), not this check's.
 TOLERANCE = {"fp32": {"tie": TIE_TOL, "state": STATE_TOL, "logits": LOGITS_TOL, "frames": 1},
              "bf16": {"tie": 0.01, "state": 0.5, "logits": 0.5, "frames": 2}}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {k: PRECISIONS[k] for k in ("fp32", "bf16")}
 
 
 def cpu_capability() -> str:

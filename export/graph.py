@@ -65,6 +65,20 @@ def _fp64_reference(model: nn.Module) -> nn.Module:
     return model.double()
 
 
+# Precision names (CLI, manifests, bench rows) -> the dtype of the convolutions and linear layers.
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def in_dtype(modules, dtype: str) -> tuple[nn.Module, ...]:
+    """Torch-impl copies of the modules with their convolutions and linear layers computing in the
+    precision named `dtype` (PRECISIONS; "fp32": the modules as they are)."""
+    if dtype not in PRECISIONS:
+        raise ValueError(f"dtype must be one of {', '.join(PRECISIONS)}, got {dtype!r}")
+    if dtype == "fp32":
+        return tuple(modules)
+    return tuple(_with_torch_impl(m, PRECISIONS[dtype]) for m in modules)
+
+
 def _with_torch_impl(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
     """A copy of the model whose kernels are the pure-torch references (exportable)."""
     cfg = dataclasses.replace(model.config, impl="torch")

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-from ochre.export.graph import DecodeGraph, EncodeGraph, StepGraph
+from ochre.export.graph import PRECISIONS, DecodeGraph, EncodeGraph, StepGraph
 from ochre.io import write_json_atomic
 
 FORMAT = "ochre-onnx/2"      # 2: step logits channels-last (B, h, w, K)
 GRAPHS = ("encode", "step", "decode")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+DTYPES = {k: PRECISIONS[k] for k in ("fp32", "fp16")}
 
 
 def step_names(layers: int) -> tuple[list[str], list[str]]:

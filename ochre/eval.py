@@ -224,9 +224,9 @@ def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: 
     other = _other(plan)
     model, shipped, meta = load_dynamics(ckpt, device)
     sampling = SamplingConfig(**{**asdict(shipped), **(sampling or {})})     # overrides, for sweeps
-    from ochre.runtime.stepper import _in_dtype
+    from ochre.export.graph import in_dtype
 
-    low_model, low_decoder = _in_dtype((model, tokenizer), dtype)
+    low_model, low_decoder = in_dtype((model, tokenizer), dtype)
     metrics, arrays = evaluate_model(Dreamer(low_model, tokenizer, sampling, seed, decoder=low_decoder), trajs, plan,
                                      other)
     metrics["real/yaw_response"] = _real_yaw_response(trajs, plan)

@@ -175,7 +175,7 @@ def run_bench(model, *, backends=None, batches=(1, 8), device: str = "cpu", runs
         for backend, dtype in variants:
             if backend == "onnxruntime" and _ort_device(device) != device and batch > 1:
                 continue                              # the CPU reference row on a GPU machine: batch 1
-            name = backend if dtype == "fp32" else f"{backend} {dtype}"
+            name = label({"backend": backend, "dtype": dtype})
             log(f"bench: preparing {name}, batch {batch}")
             try:
                 steppers.append(_stepper(backend, model, batch, device, threads, folders or {}, log, dtype))

@@ -30,7 +30,7 @@ from ochre.runtime.actions import ActionGuard
 BACKENDS = ("torch", "compiled", "onnxruntime", "tensorrt", "native")
 # Precisions of the convolutions and linear layers a backend can run (the rest of a step stays fp32):
 # torch and compiled convert the model at load, native and the ONNX backends run what was exported.
-DTYPES = ("fp32", "bf16", "fp16")
+DTYPES = ("fp32", "bf16", "fp16")           # ochre.export.graph.PRECISIONS
 EXPORTED = {"onnxruntime": "onnx", "tensorrt": "onnx", "native": "aoti"}   # backend -> export format it runs
 FRAME = (64, 64, 3)
 
@@ -95,7 +95,9 @@ class TorchStepper(Stepper):
         self.tokenizer, self.sampling = tokenizer.eval(), sampling
         # A step's convolutions and linear layers in dtype (export.graph's conversion, the same as the
         # native packages'); the encoder, run once per reset, stays fp32.
-        self.dtype, self.dynamics, self.decoder = dtype, *_in_dtype((dynamics.eval(), tokenizer.eval()), dtype)
+        from ochre.export.graph import in_dtype
+
+        self.dtype, self.dynamics, self.decoder = dtype, *in_dtype((dynamics.eval(), tokenizer.eval()), dtype)
         g, dev = self.grid, self.device
         pin = dev.type == "cuda"
         self.tokens = torch.zeros(batch, g, g, dtype=torch.long, device=dev)                # (B, h, w)
@@ -142,18 +144,6 @@ class TorchStepper(Stepper):
             for buf, s in zip(self.state, state):
                 buf.copy_(s)
             self.frames_host.copy_(frames)              # the one sync: the frames the caller shows
-
-
-def _in_dtype(modules, dtype: str):
-    """The modules with their convolutions and linear layers computing in `dtype` ("fp32": as they are)."""
-    if dtype == "fp32":
-        return modules
-    if dtype not in ("bf16", "fp16"):
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    from ochre.export.graph import _with_torch_impl
-
-    dt = torch.bfloat16 if dtype == "bf16" else torch.float16
-    return tuple(_with_torch_impl(m, dt) for m in modules)
 
 
 def _ort_session(path: Path, device: str, threads: int | None):
