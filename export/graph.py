@@ -6,13 +6,14 @@ Legend: B players, h w token grid (16), H W pixels (64), L ConvGRU layers, C_l t
   EncodeGraph  frames uint8 (B, H, W, 3)                         -> tokens int64 (B, h, w)
   StepGraph    tokens int64 (B, h, w), actions fp32 (B, 4), noise fp32 (B, h, w) in [0, 1),
                state_0 .. state_L (Dynamics.state_shapes)        -> next tokens (B, h, w), logits
-               (B, h, w, K) fp32 (channels-last: see below), next state_0 .. state_L
+               (B, h, w, K) fp32 (channels-last: see below; with logits=True, the ONNX export's),
+               next state_0 .. state_L
   DecodeGraph  tokens int64 (B, h, w)                            -> frames uint8 (B, H, W, 3)
 The logits leave channels-last, the layout the model computes them in (Dynamics.head_logits):
 every reduction over the codes runs along contiguous rows, and no backend transposes 2 MB per
 player per step (ONNX Runtime's transpose of (1, 2048, 16, 16) back to NCHW alone took 2.6 ms).
-Sampling happens inside StepGraph (ochre.models.sampling: inverse-CDF over the top-k on the
-noise input, with the top-k search of sample_codes), so a live step never returns to the host
+Sampling happens inside StepGraph (ochre.models.sampling: inverse-CDF on the noise input; see
+live_step and sample_codes), so a live step never returns to the host
 between model and sampler, and the same noise gives the same tokens on every backend. The fused
 step kernel is a Python custom op, which no exporter can carry: the graphs are built with
 impl="torch" (the reference), which exporters and compilers fuse themselves.
@@ -28,8 +29,8 @@ import dataclasses
 import torch
 import torch.nn as nn
 
-from ochre.models.dynamics import Dynamics
-from ochre.models.sampling import SamplingConfig, guided_step, sample_tokens
+from ochre.models.dynamics import Dynamics, traced_for_inference
+from ochre.models.sampling import SamplingConfig, guided_step, sample_mixture, sample_tokens
 from ochre.models.tokenizer import Tokenizer
 
 
@@ -131,10 +132,34 @@ def sample_codes(logits: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) -> 
     return idx.gather(1, pick[:, None])[:, 0]
 
 
+def live_step(model: Dynamics, tokens: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor,
+              state: list[torch.Tensor], sampling: SamplingConfig, logits: bool = False):
+    """One live step, the work every backend does: tokens (B, h, w), actions (B, 4), noise (B, h, w),
+    state -> next codes (B, h, w), the log-probabilities they were drawn from (B, h, w, K) if
+    `logits` (else None), next state.
+
+    Two spellings of one draw. Traced for a compiler without gradients (traced_for_inference) with
+    the copy prior and no guidance, the mixture is sampled from its factors (sample_mixture): no
+    (B, h, w, K) tensor is written unless `logits` asks for it. Eager, guided_step's log-probabilities
+    go through sample_codes: sample_mixture's extra small ops cost more than they save there (shipped
+    model, batch 1, bf16 step on 2 cores: 2.5 vs 3.0 ms eager; 1.0 vs 0.82 ms as AOTInductor packages)."""
+    if model.config.copy_bias and sampling.guidance == 1.0 and traced_for_inference():
+        mixture, new_state = model.step(tokens, actions, state, boost=sampling.boosts, parts=True)
+        codes, lp = sample_mixture(mixture, noise, sampling, logits)
+        return codes, lp, new_state
+    lp, new_state = guided_step(model, tokens, actions, state, sampling)
+    return sample_codes(lp, noise, sampling), lp.movedim(1, -1) if logits else None, new_state
+
+
 class StepGraph(nn.Module):
-    def __init__(self, model: Dynamics, sampling: SamplingConfig, dtype: torch.dtype = torch.float32):
+    """The live step as a graph; `logits` adds the log-probabilities (B, h, w, K) as the second
+    output (the ONNX export's, for its parity check); without them, nothing reads 2 MB per player
+    per step that the runtime would discard."""
+
+    def __init__(self, model: Dynamics, sampling: SamplingConfig, dtype: torch.dtype = torch.float32,
+                 logits: bool = True):
         super().__init__()
-        self.model, self.sampling = _with_torch_impl(model, dtype), sampling
+        self.model, self.sampling, self.logits = _with_torch_impl(model, dtype), sampling, logits
 
     @property
     def state_shapes(self) -> list[tuple[int, ...]]:
@@ -142,8 +167,9 @@ class StepGraph(nn.Module):
         return self.model.state_shapes()
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor, *state: torch.Tensor):
-        logits, new_state = guided_step(self.model, tokens, actions, list(state), self.sampling)
-        return (sample_codes(logits, noise, self.sampling), logits.movedim(1, -1), *new_state)
+        codes, logits, new_state = live_step(self.model, tokens, actions, noise, list(state), self.sampling,
+                                             self.logits)
+        return (codes, logits, *new_state) if self.logits else (codes, *new_state)
 
     def example_inputs(self, batch: int = 1, device="cpu") -> tuple[torch.Tensor, ...]:
         cfg = self.model.config

@@ -241,10 +241,10 @@ int main(int argc, char** argv) {
     at::Tensor noise = at::rand({B, g, g}, gen);
     std::vector<at::Tensor> inputs = {tokens, a, noise};
     inputs.insert(inputs.end(), state.begin(), state.end());
-    std::vector<at::Tensor> out = step.run(inputs);  // next tokens, logits, next state ...
+    std::vector<at::Tensor> out = step.run(inputs);  // next tokens, next state ...
     auto t1 = std::chrono::steady_clock::now();
     tokens = out[0];
-    std::copy(out.begin() + 2, out.end(), state.begin());
+    std::copy(out.begin() + 1, out.end(), state.begin());
     frames.push_back(decode.run({tokens})[0]);
     auto t2 = std::chrono::steady_clock::now();
     token_seq.push_back(tokens);

@@ -5,7 +5,7 @@ Legend: B players, h w token grid, H W pixels, L ConvGRU layers, C_l their width
 
 The Stepper interface of ochre.runtime.stepper (reset/step, ActionGuard, the shared noise rule),
 over three packages at static shapes: encode.pt2 (frames -> tokens), step.pt2 (tokens, actions,
-noise, state -> next tokens, logits, next state) and decode.pt2 (tokens -> frames). Tokens and
+noise, state -> next tokens, next state) and decode.pt2 (tokens -> frames). Tokens and
 state live in tensors allocated once; the packages allocate their outputs, which a step copies
 into those buffers (a few tens of KB at batch 1), so the buffers never move. The noise is the one
 every backend draws (ochre.export.aoti.NOISE), which is also what `ochre-native` draws, so the
@@ -53,7 +53,7 @@ class NativeStepper(Stepper):
         self._frames_t.copy_(self._run["decode"](self.tokens))
 
     def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:
-        nxt, _, *state = self._run["step"](self.tokens, torch.from_numpy(actions), self._noise_t, *self.state)
+        nxt, *state = self._run["step"](self.tokens, torch.from_numpy(actions), self._noise_t, *self.state)
         self.tokens.copy_(nxt)
         for buf, s in zip(self.state, state):
             buf.copy_(s)

@@ -117,12 +117,10 @@ class TorchStepper(Stepper):
             self._fn = torch.compile(self._live_step, mode=mode, fullgraph=True, dynamic=False)
 
     def _live_step(self, tokens, actions, noise, *state):
-        from ochre.export.graph import sample_codes
-        from ochre.models.sampling import guided_step
+        from ochre.export.graph import live_step
 
         # The exported graphs' step and sampler (export/graph.py), so every backend does the same work.
-        logits, new_state = guided_step(self.dynamics, tokens, actions, list(state), self.sampling)
-        nxt = sample_codes(logits, noise, self.sampling)                                    # (B, h, w)
+        nxt, _, new_state = live_step(self.dynamics, tokens, actions, noise, list(state), self.sampling)
         frames = self.decoder.decode(nxt, as_uint8=True).permute(0, 2, 3, 1)                # (B, H, W, 3)
         return (nxt, frames, *new_state)
 

@@ -251,3 +251,59 @@ def test_both_spellings_of_the_copy_mixture_agree():
     with torch.no_grad():
         for boost in (None, extra):
             torch.testing.assert_close(traced(z, codes, gate, boost), _mix(z, codes, gate, boost), rtol=0, atol=1e-12)
+
+
+def test_the_mixture_samples_from_its_factors_what_its_log_probabilities_draw():
+    """sample_mixture draws from the copy mixture's factors (one exp pass, no (B, h, w, K) tensor)
+    the code sample_tokens draws from Mixture.log_probs(): identical in fp64, where rounding cannot
+    move a draw, with and without boosts, for gates near 0 and 1, a proposal that is also the head's
+    best code, and an odd grid; its log-probabilities are log_probs()'s. Elsewhere (another
+    temperature, top-k) it falls back to sample_tokens itself."""
+    from ochre.models.dynamics import Mixture
+    from ochre.models.sampling import BLOCK, sample_mixture
+
+    gen = torch.Generator().manual_seed(0)
+    B, h, w, K = 2, 3, 5, 4 * BLOCK
+    for case in range(6):
+        z = torch.randn(B, h, w, K, generator=gen, dtype=torch.float64) * 3
+        codes = torch.randint(0, K, (B, h, w), generator=gen)
+        gate = torch.randn(B, h, w, generator=gen, dtype=torch.float64) * 3 + (40, -30, 0, 0, 0, 0)[case]
+        extra = None if case == 2 else torch.rand(B, h, w, generator=gen, dtype=torch.float64) * 9
+        if case == 3:                                       # the proposal is the head's own favourite
+            z.scatter_(-1, codes[..., None], z.amax(-1, keepdim=True) + 5)
+        mixture = Mixture(z, codes, gate, extra)
+        for _ in range(4):
+            u = torch.rand(B, h, w, generator=gen, dtype=torch.float64)
+            for cfg in (SamplingConfig(), SamplingConfig(temperature=0.7), SamplingConfig(top_k=8)):
+                want = sample_tokens(mixture.log_probs().movedim(-1, 1), u, cfg)
+                got, lp = sample_mixture(mixture, u, cfg, logits=True)
+                assert torch.equal(got, want), (case, cfg)
+                torch.testing.assert_close(lp, mixture.log_probs(), rtol=0, atol=1e-12)
+    assert sample_mixture(mixture, u, SamplingConfig())[1] is None
+
+
+def test_the_live_step_draws_the_same_codes_eager_and_compiled():
+    """live_step's two spellings (eager: the log-probabilities, then sample_codes; traced without
+    gradients: sample_mixture) give the same codes and state on a real step (fp64). Dynamo's own
+    backend runs the traced spelling with eager kernels: Inductor's code for it is the export
+    tests' (test_native, test_export)."""
+    from ochre.export.graph import live_step
+
+    m = _model(codebook_size=2 * 64).double().eval()
+    gen = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, 128, (2, 16, 16), generator=gen)
+    actions = torch.rand(2, 4, generator=gen, dtype=torch.float64) * 2 - 1
+    noise = torch.rand(2, 16, 16, generator=gen, dtype=torch.float64)
+    state = [torch.randn(2, *s, generator=gen, dtype=torch.float64) for s in m.state_shapes()]
+    cfg = SamplingConfig()
+
+    def step(*args):
+        return live_step(m, *args, cfg, logits=True)
+
+    with torch.no_grad():
+        want = step(tokens, actions, noise, state)
+        got = torch.compile(step, backend="eager", fullgraph=True, dynamic=False)(tokens, actions, noise, state)
+    assert torch.equal(got[0], want[0])
+    torch.testing.assert_close(got[1], want[1], rtol=0, atol=1e-9)
+    for a, b in zip(got[2], want[2]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)

@@ -31,6 +31,7 @@ returned logits are log-probabilities.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -269,8 +270,9 @@ class Dynamics(nn.Module):
         return extra
 
     def core(self, gx0: torch.Tensor, tokens: torch.Tensor, act: torch.Tensor, state: list[torch.Tensor],
-             boost: tuple[float, ...] = (0.0, 0.0)) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The recurrent part of a step, given the first layer's input gates gx0 (B, 3C, h, w)."""
+             boost: tuple[float, ...] = (0.0, 0.0), parts: bool = False):
+        """The recurrent part of a step, given the first layer's input gates gx0 (B, 3C, h, w).
+        parts (models with copy_bias): the distribution as its Mixture instead of its logits."""
         *hidden, residual = state
         shift = self._shift(act) if self.config.warp else None
         a_emb = self.action_mlp(act)                                                  # (B, a)
@@ -288,25 +290,60 @@ class Dynamics(nn.Module):
             # Without fills a revealed position gets no proposal: g = σ(−30) ≈ 1e-13.
             fill = self.fill_logit if self.fill_logit is not None else torch.full_like(self.copy_logit, -30.0)
             gate = gate + torch.where(inside, self.copy_logit, fill)
-            logits = _mix(logits, codes, gate, self.boost(inside, boost, act))
+            mixture = Mixture(logits, codes, gate, self.boost(inside, boost, act))
+            if parts:
+                return mixture, [*new_state, residual]
+            logits = mixture.log_probs()
+        elif parts:
+            raise ValueError("parts=True needs a model with copy_bias (the mixture is the copy prior's)")
         # (B, K, h, w) as a view: the codes stay the contiguous axis in memory (see __init__).
         return logits.permute(0, 3, 1, 2), [*new_state, residual]
 
     # -- public API ---------------------------------------------------------------------------
     def step(self, tokens: torch.Tensor, actions: torch.Tensor, state: list[torch.Tensor],
-             present: torch.Tensor | None = None,
-             boost: tuple[float, ...] = (0.0, 0.0)) -> tuple[torch.Tensor, list[torch.Tensor]]:
+             present: torch.Tensor | None = None, boost: tuple[float, ...] = (0.0, 0.0), parts: bool = False):
         """tokens (B, h, w) int, actions (B, 4) float, state -> logits (B, K, h, w) fp32 (a view of
         channels-last memory: .movedim(1, -1) is contiguous), new state.
         boost: decoding's [copy, fill] logit boosts (SamplingConfig), 0 for the model's own logits.
+        parts: the Mixture in place of the logits (copy_bias models; ochre.models.sampling.sample_mixture).
 
         Fixed shapes and no host sync: the unit that export, runtime and training all run.
         """
         act = self.with_flag(actions, present)                                        # (B, 5)
-        return self.core(self.input_gates(tokens, act), tokens, act, state, boost)
+        return self.core(self.input_gates(tokens, act), tokens, act, state, boost, parts)
 
     def forward(self, tokens, actions, state, present=None):
         return self.step(tokens, actions, state, present)
+
+
+class Mixture(NamedTuple):
+    """The pointer-generator's next-code distribution, unnormalised: the head's logits z (B, h, w, K),
+    the proposed codes (B, h, w), the gate logits (B, h, w) and the decoding's boost at the
+    proposals (B, h, w) or None. log_probs() is the distribution the model means (_mix);
+    ochre.models.sampling.sample_mixture draws from it without materialising it."""
+
+    z: torch.Tensor
+    codes: torch.Tensor
+    gate: torch.Tensor
+    extra: torch.Tensor | None
+
+    def log_probs(self) -> torch.Tensor:
+        """(B, h, w, K): log((1 − g) · softmax(z)), log(g + (1 − g) · softmax(z)) + boost at the proposal."""
+        return _mix(*self)
+
+    def proposal(self, zp: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two numbers that normalise the mixture, from the proposal's head logit zp and
+        logsumexp(z) lse (B, h, w, 1) each -> shift (B, h, w, 1), the log-probability of every code
+        but the proposal being z − shift, and the proposal's log-probability (B, h, w, 1)."""
+        shift = lse - _log_sigmoid(-self.gate)[..., None]                              # lse(z) − log(1 − g)
+        at = _log_add_exp(zp - shift, _log_sigmoid(self.gate)[..., None])
+        return shift, at if self.extra is None else at + self.extra[..., None]
+
+
+def traced_for_inference() -> bool:
+    """Whether a compiler without gradients is tracing this call (the live step under torch.compile,
+    torch.export for AOTInductor and ONNX): where the fused spellings of the mixture pay off."""
+    return torch.compiler.is_compiling() and not torch.is_grad_enabled()
 
 
 def _mix(z: torch.Tensor, codes: torch.Tensor, gate: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
@@ -322,16 +359,13 @@ def _mix(z: torch.Tensor, codes: torch.Tensor, gate: torch.Tensor, extra: torch.
     time (1.5 ms of a 4.5 ms CPU step). Eager, the select's extra passes over (B, h, w, K) cost more
     than the scatter, and in the compiled training step (forward and backward, batch 16 x 12
     frames) the plain spelling trains faster: 1.0-1.1 vs 1.2-1.3 s a step on 2 cores."""
-    keep = _log_sigmoid(-gate)[..., None]                                           # log(1 − g)
-    if not (torch.compiler.is_compiling() and not torch.is_grad_enabled()):
-        lq = z.log_softmax(dim=-1) + keep
+    if not traced_for_inference():
+        lq = z.log_softmax(dim=-1) + _log_sigmoid(-gate)[..., None]                 # + log(1 − g)
         at = _log_add_exp(lq.gather(-1, codes[..., None]), _log_sigmoid(gate)[..., None])   # (B, h, w, 1)
         return lq.scatter(-1, codes[..., None], at if extra is None else at + extra[..., None])
     m = z.detach().amax(dim=-1, keepdim=True)               # any m gives the same value and gradient
-    shift = m + torch.log(torch.exp(z - m).sum(dim=-1, keepdim=True)) - keep          # logsumexp(z) − log(1 − g)
-    at = _log_add_exp(z.gather(-1, codes[..., None]) - shift, _log_sigmoid(gate)[..., None])
-    if extra is not None:
-        at = at + extra[..., None]
+    lse = m + torch.log(torch.exp(z - m).sum(dim=-1, keepdim=True))
+    shift, at = Mixture(z, codes, gate, extra).proposal(z.gather(-1, codes[..., None]), lse)
     hit = codes[..., None] == torch.arange(z.shape[-1], device=codes.device)            # (B, h, w, K)
     return torch.where(hit, at, z - shift)
 
