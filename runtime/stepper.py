@@ -97,7 +97,8 @@ class TorchStepper(Stepper):
         # native packages'); the encoder, run once per reset, stays fp32.
         from ochre.export.graph import in_dtype
 
-        self.dtype, self.dynamics, self.decoder = dtype, *in_dtype((dynamics.eval(), tokenizer.eval()), dtype)
+        self.dtype, self.dynamics, self.decoder = dtype, *in_dtype((dynamics.eval(), tokenizer.eval()), dtype,
+                                                                   traced=compiled)
         g, dev = self.grid, self.device
         pin = dev.type == "cuda"
         self.tokens = torch.zeros(batch, g, g, dtype=torch.long, device=dev)                # (B, h, w)

@@ -113,6 +113,30 @@ def test_tensorrt_engines(fp32_export):
     assert all(p.stat().st_size > 0 for p in engines.values())
 
 
+def test_graph_copies_compute_the_models_step():
+    """The graphs' copy of a world model (per-player linear layers as _Rows, in fp32 at every
+    precision) keeps the state dict's names and computes the model's step; in bf16 the _Rows stay fp32."""
+    from ochre.export.graph import _Rows, in_dtype
+    from ochre.models.dynamics import Dynamics, DynamicsConfig
+
+    torch.manual_seed(0)
+    m = Dynamics(DynamicsConfig(codebook_size=64, embed_dim=8, hidden=(8, 12), head_dim=8, action_embed=8,
+                                impl="torch")).eval()
+    for p in m.parameters():                                   # FiLM starts at zero: make it count
+        p.data.normal_(0, 0.3)
+    (copy,) = in_dtype((m,), "fp32", traced=True)
+    assert isinstance(copy.cells[0].film, _Rows) and copy.state_dict().keys() == m.state_dict().keys()
+    tokens, actions = torch.randint(0, 64, (3, 16, 16)), torch.rand(3, 4) * 2 - 1
+    state = [torch.randn(3, *s) for s in m.state_shapes()]
+    with torch.no_grad():
+        (want, want_state), (got, got_state) = m.step(tokens, actions, state), copy.step(tokens, actions, state)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        for a, b in zip(got_state, want_state):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        (low,) = in_dtype((m,), "bf16")
+        assert low.cells[1].film.weight.dtype == torch.float32 and low.head[2].inner.weight.dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize("cfg", [SamplingConfig(), SamplingConfig(temperature=1.0, top_k=32),
                                  SamplingConfig.argmax(), SamplingConfig(top_k=200)])
 @pytest.mark.parametrize("K", [2048, 96, 100])
