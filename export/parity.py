@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ochre.export.graph import DecodeGraph, StepGraph
+from ochre.export.ties import decision_gaps
 from ochre.models.sampling import SamplingConfig
 
 ROLLOUT_STEPS = 64
@@ -43,22 +44,10 @@ def near_ties(logits: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig, tol: f
     2·tol/temperature (a softmax probability p moves by at most p·(e^{2·tol/T} − 1)), so a threshold
     u·cdf_last closer than that (+ 1e-6 for the sampler's own fp32 rounding) to a step may cross it.
     """
-    logits = logits.double()
-    K = logits.shape[1]
-    if cfg.temperature == 0 or cfg.top_k == 1:
-        top = logits.topk(2, dim=1).values                                           # (B, 2, h, w)
-        return (top[:, 0] - top[:, 1]) < 2 * tol
-    k = min(cfg.top_k, K)
-    if k >= K:                            # the whole distribution in code order: no order to swap
-        vals = logits
-        order = torch.zeros(logits.shape[:1] + logits.shape[2:], dtype=torch.bool, device=logits.device)
-    else:
-        vals = logits.topk(k + 1, dim=1).values                                      # (B, k+1, h, w)
-        order = ((vals[:, :-1] - vals[:, 1:]) < 2 * tol).any(dim=1)                  # (B, h, w)
-    cdf = torch.softmax(vals[:, :k] / cfg.temperature, dim=1).cumsum(dim=1)          # (B, k, h, w)
-    margin = (cdf[:, :-1] - u.double()[:, None] * cdf[:, -1:]).abs().amin(dim=1) if k > 1 else None
-    step = margin < 2 * tol / cfg.temperature + 1e-6 if margin is not None else torch.zeros_like(order)
-    return order | step
+    order, step = decision_gaps(logits, u, cfg)
+    if cfg.temperature == 0:                        # argmax: no threshold to cross (step is inf)
+        return order < 2 * tol
+    return (order < 2 * tol) | (step < 2 * tol / cfg.temperature + 1e-6)
 
 
 class _Ort:

@@ -21,23 +21,33 @@ from ochre.models.sampling import SamplingConfig
 TIE_TOL = 1e-4
 
 
-def sampling_margin(logits: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
-    """logits (B, K, h, w), u (B, h, w) -> (B, h, w): how far each position's draw in
-    `ochre.models.sampling.sample_tokens` is from another outcome (probability or logit units)."""
+def decision_gaps(logits: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far each position's draw in `ochre.models.sampling.sample_tokens` is from another outcome,
+    by the two ways it can change: logits (B, K, h, w), u (B, h, w) -> (order, step), (B, h, w) each,
+    in fp64.
+      order  logit units: the smallest gap between consecutive logits of the top k+1 (a swap there
+             changes which code sits at an index of the top k, or at k = 1 the argmax itself);
+             inf over the whole distribution, which is in code order
+      step   probability units: the distance of the threshold u·cdf_last from the nearest CDF step
+             (softmax at the temperature over the top k); inf at argmax"""
     logits = logits.double()
-    k = 1 if cfg.temperature == 0 or cfg.top_k == 1 else min(cfg.top_k, logits.shape[1])
-    # Gaps between consecutive sorted logits, one past the top k: a swap there changes which
-    # code sits at an index of the top-k (or, at k = 1, the argmax itself).
-    if k >= logits.shape[1]:              # the whole distribution in code order: only the CDF steps
-        vals, margin = logits, torch.full_like(logits[:, 0], torch.inf)
+    K = logits.shape[1]
+    k = 1 if cfg.temperature == 0 or cfg.top_k == 1 else min(cfg.top_k, K)
+    if k >= K:
+        vals, order = logits, torch.full_like(logits[:, 0], torch.inf)
     else:
         vals = logits.topk(k + 1, dim=1).values                                      # (B, k+1, h, w)
-        margin = (vals[:, :-1] - vals[:, 1:]).amin(dim=1)
+        order = (vals[:, :-1] - vals[:, 1:]).amin(dim=1)
     if k == 1:
-        return margin
+        return order, torch.full_like(order, torch.inf)
     cdf = torch.softmax(vals[:, :k] / cfg.temperature, dim=1).cumsum(dim=1)        # (B, k, h, w)
-    target = u.double()[:, None] * cdf[:, -1:]
-    return torch.minimum(margin, (cdf[:, :-1] - target).abs().amin(dim=1))
+    return order, (cdf[:, :-1] - u.double()[:, None] * cdf[:, -1:]).abs().amin(dim=1)
+
+
+def sampling_margin(logits: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+    """logits (B, K, h, w), u (B, h, w) -> (B, h, w): how far each position's draw is from another
+    outcome, in either unit (decision_gaps), for a near-tie threshold such as TIE_TOL."""
+    return torch.minimum(*decision_gaps(logits, u, cfg))
 
 
 def code_margin(z: torch.Tensor, codebook: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
