@@ -317,7 +317,7 @@ class Dynamics(nn.Module):
 
 
 class Mixture(NamedTuple):
-    """The pointer-generator's next-code distribution, unnormalised: the head's logits z (B, h, w, K),
+    """The pointer-generator's next-code distribution as its factors: the head's logits z (B, h, w, K),
     the proposed codes (B, h, w), the gate logits (B, h, w) and the decoding's boost at the
     proposals (B, h, w) or None. log_probs() is the distribution the model means (_mix);
     ochre.models.sampling.sample_mixture draws from it without materialising it."""
