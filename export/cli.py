@@ -68,10 +68,11 @@ def summary(report: dict) -> str:
 
 
 def run(args) -> int:
+    from ochre.export import aoti, onnx
     from ochre.runtime.model import ModelError, from_run
     from ochre.train.checkpoint import CheckpointError
 
-    allowed = {"aoti": ("fp32", "bf16")}.get(args.format, ("fp32", "fp16"))
+    allowed = tuple(aoti.DTYPES if args.format == "aoti" else onnx.DTYPES)
     if args.dtype not in allowed:
         print(f"ochre export: --format {args.format} takes --dtype {' or '.join(allowed)}, not {args.dtype}",
               file=sys.stderr)

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from ochre.models.dynamics import Dynamics, traced_for_inference
-from ochre.models.sampling import SamplingConfig, guided_step, sample_mixture, sample_tokens
+from ochre.models.sampling import SamplingConfig, guided_step, sample_mixture, sample_tokens, samples_factors
 from ochre.models.tokenizer import Tokenizer
 
 
@@ -168,11 +168,13 @@ def live_step(model: Dynamics, tokens: torch.Tensor, actions: torch.Tensor, nois
     `logits` (else None), next state.
 
     Two spellings of one draw. Traced for a compiler without gradients (traced_for_inference) with
-    the copy prior and no guidance, the mixture is sampled from its factors (sample_mixture): no
+    the copy prior, no guidance and a decoding sample_mixture draws from the factors of (the default
+    one: samples_factors), the mixture is sampled that way: no
     (B, h, w, K) tensor is written unless `logits` asks for it. Eager, guided_step's log-probabilities
     go through sample_codes: sample_mixture's extra small ops cost more than they save there (shipped
     model, batch 1, bf16 step on 2 cores: 2.5 vs 3.0 ms eager; 1.0 vs 0.82 ms as AOTInductor packages)."""
-    if model.config.copy_bias and sampling.guidance == 1.0 and traced_for_inference():
+    if model.config.copy_bias and sampling.guidance == 1.0 and samples_factors(sampling, model.config.codebook_size) \
+            and traced_for_inference():
         mixture, new_state = model.step(tokens, actions, state, boost=sampling.boosts, parts=True)
         codes, lp = sample_mixture(mixture, noise, sampling, logits)
         return codes, lp, new_state

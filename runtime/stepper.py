@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ochre.export.graph import PRECISIONS
 from ochre.runtime.actions import ActionGuard
 
 BACKENDS = ("torch", "compiled", "onnxruntime", "tensorrt", "native")
 # Precisions of the convolutions and linear layers a backend can run (the rest of a step stays fp32):
 # torch and compiled convert the model at load, native and the ONNX backends run what was exported.
-DTYPES = ("fp32", "bf16", "fp16")           # ochre.export.graph.PRECISIONS
+DTYPES = tuple(PRECISIONS)
 EXPORTED = {"onnxruntime": "onnx", "tensorrt": "onnx", "native": "aoti"}   # backend -> export format it runs
 FRAME = (64, 64, 3)
 

@@ -109,6 +109,12 @@ def _two_level(mass: torch.Tensor, weights, u: torch.Tensor) -> torch.Tensor:
     return b[..., 0] * BLOCK + j
 
 
+def samples_factors(cfg: SamplingConfig, K: int) -> bool:
+    """Whether sample_mixture draws from the mixture's factors for this decoding and K codes (else
+    it samples the materialised log-probabilities with sample_tokens)."""
+    return cfg.temperature == 1 and cfg.top_k >= K and K % BLOCK == 0 and K >= 2 * BLOCK
+
+
 def sample_mixture(mixture, u: torch.Tensor, cfg: SamplingConfig,
                    logits: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """sample_tokens(mixture.log_probs(), u, cfg) from the factors of the copy prior's mixture
@@ -123,11 +129,11 @@ def sample_mixture(mixture, u: torch.Tensor, cfg: SamplingConfig,
     normalisation, then the sampler's softmax) and keeps both (B, h, w, K) tensors; a compiled
     2-core CPU step spent 0.38 ms on them at batch 1 in bf16, and 0.13 ms here. In exact arithmetic
     the same draw; in floating point they differ only at near-ties (export/ties.py). At temperature
-    1 over the whole distribution (the default); otherwise, or for K not a multiple of BLOCK, it
-    samples log_probs() with sample_tokens."""
+    1 over the whole distribution (the default); otherwise (samples_factors), it samples log_probs()
+    with sample_tokens."""
     z, codes = mixture.z, mixture.codes
     K = z.shape[-1]
-    if cfg.temperature != 1 or cfg.top_k < K or K % BLOCK or K < 2 * BLOCK:
+    if not samples_factors(cfg, K):
         lp = mixture.log_probs()
         return sample_tokens(lp.movedim(-1, 1), u, cfg), lp if logits else None
     m = z.detach().amax(dim=-1, keepdim=True)                                      # (B, h, w, 1)
