@@ -103,6 +103,18 @@ def _made_from(path: Path, world_hash: str, key=lambda m: m.get("sources", {}).g
         return False
 
 
+def _exported(fmt: str, folder: Path, world_hash: str) -> bool:
+    """An export folder of this world model that this install can run (the format's own manifest
+    check: its format version, and for AOTInductor the torch and CPU it was compiled for)."""
+    from ochre.export import aoti, onnx
+
+    try:
+        m = (aoti if fmt == "aoti" else onnx).read_manifest(folder)
+    except (FileNotFoundError, ValueError):
+        return False
+    return m.get("sources", {}).get("world", {}).get("hash") == world_hash
+
+
 def _play_actions(steps: int) -> str:
     """A scripted tour for headless play (DESIGN §7 action file): turn right, walk, turn left while
     walking, look down and back up, in equal parts."""
@@ -125,7 +137,7 @@ def _live_stages(stages: _Stages, cfg: dict, out: Path, world: Path, seed: int) 
     aoti_batches = batches if "native" in backends else []
     exports = [("onnx", b) for b in onnx_batches] + [("aoti", b) for b in aoti_batches]
     folders = {(fmt, b): out / "export" / f"{fmt}-b{b}" for fmt, b in exports}
-    todo = [(fmt, b) for fmt, b in exports if not _made_from(folders[(fmt, b)] / "manifest.json", want)]
+    todo = [(fmt, b) for fmt, b in exports if not _exported(fmt, folders[(fmt, b)], want)]
     if not todo:
         stages.skip("export", f"{len(exports)} folders in {out / 'export'}")
     for fmt, b in todo:

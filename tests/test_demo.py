@@ -131,3 +131,21 @@ def test_demo_compare_trains_seed_v3_on_the_same_tokens(tmp_path):
     run = json.loads(next((out / "world-seed-v3" / "checkpoints").glob("step_*/config.json")).read_text())
     assert run["extra"]["recipe"] == "seed-v3"
     assert "| metric | ochre | seed-v3 | repeat frame |" in (out / "report.md").read_text()
+
+
+def test_a_rerun_remakes_exports_this_install_cannot_run(tmp_path):
+    """A rerun skips an export only if its folder is this world model's and passes the format's own
+    manifest check: one of an older format (a demo folder made before a format change) is remade."""
+    from ochre.demo import _exported
+    from ochre.export import onnx
+
+    folder = tmp_path / "onnx-b1"
+    folder.mkdir()
+    for g in onnx.GRAPHS:
+        (folder / f"{g}.onnx").write_bytes(b"")
+    manifest = {"format": onnx.FORMAT, "sources": {"world": {"hash": "abc"}}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert _exported("onnx", folder, "abc") and not _exported("onnx", folder, "another model")
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "format": "ochre-onnx/1"}))
+    assert not _exported("onnx", folder, "abc")
+    assert not _exported("aoti", tmp_path / "missing", "abc")
