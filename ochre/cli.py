@@ -199,7 +199,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--dtype", choices=choices.CPU_PRECISIONS, default="fp32",
                    help="run the model's and the decoder's convolutions and linear layers in this precision, as "
                    "`ochre play/bench --dtype bf16` does (default fp32); the baselines stay fp32")
-    p.set_defaults(_run="ochre.eval:run")
+    p.set_defaults(_run="ochre.eval.rollouts:run")
 
 
 def _add_demo(sub) -> None:
@@ -314,8 +314,9 @@ def _add_bench(sub) -> None:
         "and the speedup over eager torch. Warm-up and compilation excluded; every backend gets the same "
         "threads and preallocated buffers; the backends of a batch take turns in --rounds rounds. Exported "
         "backends run the folders given with --onnx/--aoti, else exports made on demand and cached (an "
-        "AOTInductor compile takes about 35 s per batch on 2 cores). Writes the bench JSON of docs/runtime.md#bench-rows (default "
-        "bench/results/live_<device>_<date>.json in a source checkout) and a plot beside it.",
+        "AOTInductor compile takes about 35 s per batch on 2 cores). Writes the bench JSON of "
+        "docs/runtime.md#bench-rows (default bench/results/live_<device>_<date>.json in a source checkout) "
+        "and a plot beside it.",
     )
     _add_model_args(p)
     p.add_argument("--onnx", nargs="+", default=None, metavar="DIR",

@@ -20,8 +20,9 @@ MD_LINK = re.compile(r"\]\(([\w-]+\.md)(?:#([\w-]+))?\)")
 
 def _files() -> list[Path]:
     skip = {".git", ".venv", ".venv-ci", "build", "build-ci", "results", "shipped"}
-    return [p for p in ROOT.rglob("*") if p.is_file() and p.suffix in TEXT and not skip & set(p.relative_to(ROOT).parts)
-            and not any(part.endswith(".egg-info") for part in p.parts) and p != Path(__file__)] + [ROOT / ".ci" / "run"]
+    found = [p for p in ROOT.rglob("*") if p.is_file() and p.suffix in TEXT and p != Path(__file__)
+             and not skip & set(p.relative_to(ROOT).parts) and not any(x.endswith(".egg-info") for x in p.parts)]
+    return found + [ROOT / ".ci" / "run"]
 
 
 def slug(heading: str) -> str:

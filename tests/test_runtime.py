@@ -141,7 +141,8 @@ def test_live_input_is_prepare_encoding():
 
 
 def test_action_file(tmp_path):
-    """the action-file format of docs/data.md#action-files, the one reader (ochre-native's C++ reader follows the same rules)."""
+    """The action-file format of docs/data.md#action-files, the one reader (ochre-native's C++ reader
+    follows the same rules)."""
     p = tmp_path / "a.txt"
     p.write_text("# yaw pitch move_x move_z\n1 0 0 0\n\n0.5, -0.5, 1, 0  # turn\n0.25,0.1,-1,0\n")
     np.testing.assert_array_equal(read_action_file(p), np.array([[1, 0, 0, 0], [0.5, -0.5, 1, 0], [0.25, 0.1, -1, 0]],

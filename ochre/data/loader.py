@@ -9,10 +9,11 @@ Windows never cross a trajectory boundary: they are cut inside one clip sample, 
 `ochre prepare` never lets span two trajectories. Videos are decoded with decord, after the
 shuffle buffer, and only the frames a window needs.
 
-Held-out split: whole trajectories, never segments of one. Sources are ranked by crc32 of
-their name and the first max(1, 5 %) of them are "val" (none when there is only one), so the
-split is stable across reruns and even a small demo dataset has a held-out trajectory.
-Evaluation frames (`eval_frames`) give every held-out trajectory an equal share, evenly spaced
+Splits (docs/metrics.md#splits): whole trajectories, never segments of one. Sources are ranked by
+the crc32 of their name: the first 5 % (at least one) are "test", the next 5 % (at least one) "val",
+the rest "train"; with fewer than 3 sources, one goes to test, the rest to train, and val is empty.
+The split is stable across reruns and even a small demo dataset has a held-out trajectory.
+Evaluation frames (`eval_frames`) give every trajectory of a split an equal share, evenly spaced
 from its first kept frame to its last, so a metric speaks for all of them, not for one's start.
 Legend: T window length, K frames in a clip, h w token grid.
 """
@@ -33,7 +34,8 @@ import torch
 from ochre.data.shards import load_npy, read_index, tar_samples
 from ochre.data.video import decode_frames
 
-VAL_PERCENT = 5
+HELD_OUT_PERCENT = 5    # of the sources, for test and again for val
+SPLITS = ("train", "val", "test")
 FRAMES_PER_CLIP = 16    # frames a tokenizer epoch draws from each clip (frame_batches' per_clip)
 
 
@@ -44,12 +46,16 @@ class Split:
     world: int | None = None
 
 
-def val_sources(index: dict, val_percent: float = VAL_PERCENT) -> frozenset[str]:
-    """The held-out trajectories of a dataset (see the module docstring)."""
+def split_sources(index: dict) -> dict[str, frozenset[str]]:
+    """{"train", "val", "test": the sources (trajectories) in each split} (module docstring)."""
     sources = sorted({s["source"] for shard in index["shards"] for s in shard["samples"]},
                      key=lambda name: (zlib.crc32(name.encode()), name))
-    n_val = max(1, round(len(sources) * val_percent / 100)) if len(sources) > 1 else 0
-    return frozenset(sources[:n_val])
+    n = len(sources)
+    held = max(1, round(n * HELD_OUT_PERCENT / 100)) if n >= 3 else 0
+    n_test = held if n >= 3 else min(1, n - 1)
+    n_val = held
+    return {"test": frozenset(sources[:n_test]), "val": frozenset(sources[n_test:n_test + n_val]),
+            "train": frozenset(sources[n_test + n_val:])}
 
 
 def rank_shards(shards: list, seed: int, epoch: int, rank: int, world: int, shuffle: bool = True) -> list:
@@ -63,16 +69,22 @@ def rank_shards(shards: list, seed: int, epoch: int, rank: int, world: int, shuf
 def rank_frame_count(index: dict, *, rank: int, world: int, seed: int, epoch: int, split: str = "train",
                      per_clip: int | None = FRAMES_PER_CLIP) -> int:
     """Frames a rank's FrameDataset yields in an epoch, from index.json alone (nothing decoded)."""
-    val = val_sources(index)
+    splits = split_sources(index)
     mine = rank_shards(index["shards"], seed, epoch, rank, world)
     return sum(min(s["frames"], per_clip or s["frames"]) for shard in mine for s in shard["samples"]
-               if in_split(s["source"], split, val))
+               if in_split(s["source"], split, splits))
 
 
-def in_split(source: str, split: str, val: frozenset[str]) -> bool:
-    if split not in ("train", "val", "all"):
-        raise ValueError(f"split must be train, val or all, got {split!r}")
-    return split == "all" or (source in val) == (split == "val")
+def in_split(source: str, split: str, splits: dict[str, frozenset[str]]) -> bool:
+    """Whether `source` is in `split` ("train", "val", "test" or "all") of split_sources' `splits`."""
+    check_split(split)
+    return split == "all" or source in splits[split]
+
+
+def check_split(split: str) -> str:
+    if split not in (*SPLITS, "all"):
+        raise ValueError(f"split must be one of {', '.join(SPLITS)} or all, got {split!r}")
+    return split
 
 
 def _rank_world(split: Split) -> tuple[int, int]:
@@ -98,8 +110,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.urls = [str(self.root / s["file"]) for s in self.index["shards"]]
         if not self.urls:
             raise ValueError(f"{root}/index.json lists no shards (was every recording skipped?)")
-        in_split("", split, frozenset())                                       # validates split
-        self.val = val_sources(self.index)
+        check_split(split)
+        self.splits = split_sources(self.index)
         self.split, self.shuffle, self.seed = split, shuffle, seed
         self.shuffle_buffer, self.dist, self.epoch = shuffle_buffer, dist or Split(), 0
 
@@ -122,7 +134,7 @@ class ShardStream(torch.utils.data.IterableDataset):
     def samples(self) -> Iterator[dict]:
         for sample in tar_samples(self.my_shards()):
             meta = json.loads(sample["json"])
-            if in_split(meta["source"], self.split, self.val):
+            if in_split(meta["source"], self.split, self.splits):
                 sample["meta"] = meta
                 yield sample
 
@@ -245,18 +257,18 @@ def _collate(items: list[dict]) -> dict:
     return out
 
 
-def spread_picks(index: dict, n: int, split: str = "val") -> dict[str, list[int]]:
+def spread_picks(index: dict, n: int, split: str = "test") -> dict[str, list[int]]:
     """Which frames `eval_frames` reads: {sample key: sorted frame indices in that clip}.
 
     Each trajectory of the split gets n // T frames (the first n % T one more), evenly spaced
     from its first kept frame to its last. A trajectory's clips share their boundary frames, so
     frame f of the trajectory is counted once, in the first clip that holds it.
     """
-    val = val_sources(index)
+    splits = split_sources(index)
     clips: dict[str, list[tuple[str, int]]] = {}            # source -> [(key, frames)] in order
     for shard in index["shards"]:
         for s in shard["samples"]:
-            if in_split(s["source"], split, val):
+            if in_split(s["source"], split, splits):
                 clips.setdefault(s["source"], []).append((s["key"], s["frames"]))
     picks: dict[str, list[int]] = {}
     for i, source in enumerate(sorted(clips)):
@@ -273,7 +285,7 @@ def spread_picks(index: dict, n: int, split: str = "val") -> dict[str, list[int]
     return picks
 
 
-def eval_frames(root, n: int, *, split: str = "val") -> torch.Tensor:
+def eval_frames(root, n: int, *, split: str = "test") -> torch.Tensor:
     """Up to n frames uint8 (n, 3, H, W) of a split, spread over its trajectories (`spread_picks`),
     deterministic. Falls back to the whole dataset (with a warning) when the split is empty."""
     index = read_index(root)

@@ -187,7 +187,7 @@ def evaluate(model: Tokenizer, clips, out: Path, n: int = 512, batch: int = 128)
     and originals over reconstructions -> recon.png. The frames are spread evenly over every
     held-out trajectory (ochre.data.loader.eval_frames)."""
     model.eval()
-    frames = eval_frames(clips, n, split="val")                              # (n, 3, H, W) uint8
+    frames = eval_frames(clips, n, split="test")                              # (n, 3, H, W) uint8
     device = next(model.parameters()).device
     codes, recon = [], []
     for i in range(0, len(frames), batch):

@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ochre.choices import RECIPES
-from ochre.data.loader import Split, in_split, rank_shards, val_sources, window_batches
+from ochre.data.loader import Split, in_split, rank_shards, split_sources, window_batches
 from ochre.data.shards import index_digest, read_index
 from ochre.io import record_path
 from ochre.models.checkpoint import CheckpointError
@@ -267,11 +267,11 @@ def run_record(tokens_root, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
 
 def _windows_here(index: dict, window: int, rank: int, world: int, seed: int, epoch: int) -> int:
     """The fewest training windows this rank reads in an epoch (any phase), from index.json alone."""
-    val = val_sources(index)
+    splits = split_sources(index)
     mine = rank_shards(index["shards"], seed, epoch, rank, world)
     # A clip of k frames cut from a random phase p < T yields ceil((k − T + 1 − p) / T) windows.
     return sum(max(0, -(-(s["frames"] - 2 * window + 2) // window)) for shard in mine
-               for s in shard["samples"] if in_split(s["source"], "train", val))
+               for s in shard["samples"] if in_split(s["source"], "train", splits))
 
 
 @dataclass
