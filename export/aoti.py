@@ -10,7 +10,7 @@ The package folder (`ochre export CKPT --format aoti --out DIR`):
                  state_0 .. state_L fp32 (Dynamics.state_shapes) -> next tokens, next state_0 .. state_L
                  (no logits: nothing in a live loop reads them; the parity check compares the tokens,
                  near-ties judged on eager torch's logits, and the state)
-  decode.pt2     tokens int64 (B, h, w) -> frames uint8 (B, H, W, 3)
+  decode.pt2     tokens int64 (B, h, w), view fp32 (B, 3) (the step's last state) -> frames uint8 (B, H, W, 3)
   shapes.txt     the static shapes, one "name n1 n2 ..." line each (`batch`, `grid`, `frame`,
                  one `state` line per layer): what the C++ loop allocates; `#` lines are comments
   context.npy    uint8 (B, H, W, 3): real context frames of the model, the default start of a dream
@@ -125,7 +125,8 @@ def _eager_step(step: StepGraph, decode: DecodeGraph, tokens, actions, noise, st
     for k, v in count_flips(e_next, got_tokens, margin, report["tolerance"]["tie"]).items():
         report["step"][k] += v
     err = report["max_abs_err"]
-    err["frames"] = max(err["frames"], int((got_frames.int() - decode(got_tokens).int()).abs().max()))
+    view = state[-1]               # the view follows from the actions alone: eager's is the backend's
+    err["frames"] = max(err["frames"], int((got_frames.int() - decode(got_tokens, view).int()).abs().max()))
     return state
 
 
@@ -166,7 +167,8 @@ def check_parity(out, step: StepGraph, encode: EncodeGraph, decode: DecodeGraph,
         actions = torch.rand(B, 4, generator=gen) * 2 - 1
         noise = torch.rand(B, *tokens.shape[1:], generator=gen)
         nxt, *state = pkg["step"](tokens, actions, noise, *state)
-        eager_state = _eager_step(step, decode, tokens, actions, noise, eager_state, nxt, pkg["decode"](nxt), report)
+        eager_state = _eager_step(step, decode, tokens, actions, noise, eager_state, nxt,
+                                  pkg["decode"](nxt, state[-1]), report)
         err["state"] = max(err["state"], max(float((s - e).abs().max()) for s, e in zip(state, eager_state)))
         tokens = nxt
     return _assert_within(report)
@@ -179,8 +181,8 @@ def replay_eager(step: StepGraph, decode: DecodeGraph, tokens, frames, actions, 
     Raises ParityError on a non-near-tie flip or a frame off by more than 1; returns the report."""
     tokens, frames = torch.as_tensor(tokens), torch.as_tensor(frames)
     report = _new_report(len(actions), tokens.shape[1], dtype)
-    report["max_abs_err"]["frames"] = int((frames[0].int() - decode(tokens[0]).int()).abs().max())
     state = [torch.zeros(tokens.shape[1], *s) for s in step.state_shapes]
+    report["max_abs_err"]["frames"] = int((frames[0].int() - decode(tokens[0], state[-1]).int()).abs().max())
     for t in range(len(actions)):
         state = _eager_step(step, decode, tokens[t], torch.as_tensor(actions[t]), torch.as_tensor(noise[t]),
                             state, tokens[t + 1], frames[t + 1], report)
@@ -224,7 +226,7 @@ def export_aoti(model, out, *, batch: int = 1, check_steps: int = 16, seed: int 
     example = step.example_inputs(batch)
     seconds = {}
     for name, graph, inputs in (("encode", encode, (torch.from_numpy(frames),)), ("step", live, example),
-                                ("decode", decode, (example[0],))):
+                                ("decode", decode, (example[0], example[-1]))):
         log(f"compiling {name}.pt2 (batch {batch}) ...")
         seconds[name] = round(_compile(graph, inputs, out / f"{name}.pt2"), 1)
     _write_shapes(out, step, batch)

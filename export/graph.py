@@ -7,7 +7,7 @@ Legend: B players, h w token grid (16), H W pixels (64), L ConvGRU layers, C_l t
   StepGraph    tokens int64 (B, h, w), actions fp32 (B, 4), noise fp32 (B, h, w) in [0, 1),
                state_0 .. state_L (Dynamics.state_shapes)        -> next tokens (B, h, w), [logits
                (B, h, w, K) fp32 with logits=True: the ONNX export's], next state_0 .. state_L
-  DecodeGraph  tokens int64 (B, h, w)                            -> frames uint8 (B, H, W, 3)
+  DecodeGraph  tokens int64 (B, h, w), view fp32 (B, 3) (the step's last state) -> frames uint8 (B, H, W, 3)
 StepGraph is ochre.models.step.live_step, the function every backend runs, sampler included. The
 logits leave channels-last, the layout the model computes them in (Dynamics.head_logits): no
 backend transposes 2 MB per player per step. The modules are converted by
@@ -25,7 +25,7 @@ import torch.nn as nn
 from ochre.models.dynamics import Dynamics
 from ochre.models.precision import torch_impl_copy
 from ochre.models.sampling import SamplingConfig
-from ochre.models.step import live_step
+from ochre.models.step import live_step, render
 from ochre.models.tokenizer import Tokenizer
 
 
@@ -43,8 +43,8 @@ class DecodeGraph(nn.Module):
         super().__init__()
         self.tokenizer = torch_impl_copy(tokenizer, dtype)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.tokenizer.decode(tokens, as_uint8=True).permute(0, 2, 3, 1).contiguous()   # (B, H, W, 3)
+    def forward(self, tokens: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        return render(self.tokenizer, tokens, view).permute(0, 2, 3, 1).contiguous()          # (B, H, W, 3)
 
 
 class StepGraph(nn.Module):

@@ -14,7 +14,7 @@ Input and output names are fixed (runtimes bind by name):
     step    tokens, actions fp32 (B, 4), noise fp32 (B, h, w), state_0..state_{L-1} fp32
                                                                    -> next_tokens, logits (B, h, w, K),
                                                                       next_state_0..next_state_{L-1}
-    decode  tokens int64 (B, h, w)                                 -> frames uint8 (B, H, W, 3)
+    decode  tokens int64 (B, h, w), view fp32 (B, 3)               -> frames uint8 (B, H, W, 3)
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ochre.export import manifest as mf
 from ochre.export.graph import DecodeGraph, EncodeGraph, StepGraph
 from ochre.models.precision import PRECISIONS
 
-FORMAT = "ochre-onnx/3"      # 2: step logits channels-last (B, h, w, K); 3: file hashes
+FORMAT = "ochre-onnx/3"      # 2: step logits channels-last (B, h, w, K); 3: file hashes, decode takes the view
 GRAPHS = ("encode", "step", "decode")
 DTYPES = {k: PRECISIONS[k] for k in ("fp32", "fp16")}
 
@@ -55,12 +55,12 @@ def example_inputs(graphs: dict[str, torch.nn.Module], batch: int) -> dict[str, 
     step = graphs["step"].example_inputs(batch)
     gen = torch.Generator().manual_seed(1)
     frames = torch.randint(0, 256, (batch, 64, 64, 3), dtype=torch.uint8, generator=gen)   # (B, H, W, 3)
-    return {"encode": (frames,), "step": step, "decode": (step[0],)}
+    return {"encode": (frames,), "step": step, "decode": (step[0], step[-1])}
 
 
 def _io_names(graphs) -> dict[str, tuple[list[str], list[str]]]:
     return {"encode": (["frames"], ["tokens"]), "step": step_names(len(graphs["step"].state_shapes)),
-            "decode": (["tokens"], ["frames"])}
+            "decode": (["tokens", "view"], ["frames"])}
 
 
 def _export_one(module: torch.nn.Module, inputs: tuple, path: Path, names: tuple[list[str], list[str]]) -> None:

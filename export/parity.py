@@ -168,8 +168,9 @@ def check_decode(decode_graph, fp32_graph: DecodeGraph, ort_path: Path, dtype: s
                  seed: int = 0) -> dict:
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, fp32_graph.tokenizer.config.codebook_size, (batch, 16, 16), generator=gen)
+    view = torch.rand(batch, 3, generator=gen) - 0.5                 # sub-token shifts, a zoom within ±0.5
     ref = DecodeGraph(fp32_graph.tokenizer, torch.float64)
-    r, e, o = ref(tokens), decode_graph(tokens), _Ort(ort_path)(tokens)[0]
+    r, e, o = ref(tokens, view.double()), decode_graph(tokens, view), _Ort(ort_path)(tokens, view)[0]
     e_torch, e_ort = _err(e, r), _err(o, r)
     tol = max(2 * e_torch, 1.0)
     report = {"eager_error": e_torch, "ort_error": e_ort, "tolerance": tol,

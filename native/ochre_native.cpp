@@ -226,14 +226,15 @@ int main(int argc, char** argv) {
 
   // State and noise at the packages' static shapes; the outputs of each step replace them.
   std::vector<at::Tensor> state;
-  for (const auto& s : shapes["state"]) {  // (B, C, h, w) per layer, then (B, 2): the copy prior's residual
+  for (const auto& s : shapes["state"]) {  // (B, C, h, w) per layer, then (B, 3): the view the codes owe
     std::vector<int64_t> dims{B};
     dims.insert(dims.end(), s.begin(), s.end());
     state.push_back(at::zeros(dims));
   }
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(args.seed));
 
-  std::vector<at::Tensor> frames = {decode.run({tokens})[0]}, token_seq = {tokens};
+  // The decoder renders the codes moved by the view (the state's last tensor): zero at the start.
+  std::vector<at::Tensor> frames = {decode.run({tokens, state.back()})[0]}, token_seq = {tokens};
   std::vector<double> step_ms, decode_ms;
   for (int64_t t = 0; t < S; ++t) {
     at::Tensor a = actions[t % actions.size(0)].expand({B, 4}).contiguous();
@@ -245,7 +246,7 @@ int main(int argc, char** argv) {
     auto t1 = std::chrono::steady_clock::now();
     tokens = out[0];
     std::copy(out.begin() + 1, out.end(), state.begin());
-    frames.push_back(decode.run({tokens})[0]);
+    frames.push_back(decode.run({tokens, state.back()})[0]);
     auto t2 = std::chrono::steady_clock::now();
     token_seq.push_back(tokens);
     step_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());

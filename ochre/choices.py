@@ -4,7 +4,7 @@ their lists from here, and `ochre --help` reads them without importing torch."""
 LAYOUTS = ("minerl", "vpt")                  # recording layouts `ochre synth` writes (ochre.data.synth)
 CROPS = ("center", "squash")                 # how a non-square source becomes square (ochre.data.video)
 PRESETS = ("tiny", "base")                   # model sizes (TokenizerConfig, DynamicsConfig, recipes)
-RECIPES = ("ochre", "seed-v3")               # world-model training recipes (ochre.train.world)
+RECIPES = ("ochre", "seed-v3", "blind")      # world-model training recipes (ochre.train.world)
 COMPARE = ("seed-v3",)                       # recipes `ochre demo --compare` trains beside ochre
 IMPLS = ("auto", "triton", "torch")          # fused-kernel implementations (ochre.kernels)
 BACKENDS = ("torch", "compiled", "onnxruntime", "tensorrt", "native")   # ochre.runtime.stepper

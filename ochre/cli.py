@@ -172,19 +172,35 @@ def _add_eval(sub) -> None:
     p = sub.add_parser(
         "eval",
         help="world-model metrics on held-out trajectories (docs/metrics.md)",
-        description="Roll the model out from one real context frame on the recorded actions of "
-        "held-out trajectories, with the decoding its checkpoint ships, and measure psnr@1/8/32, "
-        "delta_psnr@16, yaw_response, code_usage@256 and grad_ratio@256, for the model, the "
-        "repeat-the-context-frame predictor and optionally a second checkpoint. Writes "
-        "metrics.json, rollouts.npz, dream.mp4 and psnr.png.",
+        description="Roll the model out from one real context frame on the recorded actions of a split's "
+        "trajectories (default test; choose settings on val), with the decoding its checkpoint ships, through "
+        "the runtime's live step: psnr@1/8/32, delta_psnr@16, yaw_response, code_usage@256 and "
+        "grad_ratio@256 with 95 % bootstrap intervals over rollouts, each the mean over --seeds; the same "
+        "without decoding boosts (learned/); the repeat-the-context-frame predictor; scripted tours against "
+        "the synthetic renderer's truth; action accuracy by an inverse-dynamics model (trained once per token "
+        "set, kept in TOKENS/idm); realism by a classifier two-sample test. Writes metrics.json, rollouts.npz, "
+        "tours.npz, dream.mp4, tour.mp4 and psnr.png.",
     )
     p.add_argument("checkpoint", help="dynamics run folder or checkpoint folder")
     p.add_argument("tokens", help="output folder of `ochre tokenize` (names the clips and the tokenizer)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--split", choices=("test", "val", "train", "all"), default="test",
+                   help="whose trajectories: test (default; report it), val (choose settings on it), train, all")
+    p.add_argument("--test-world", default=None, metavar="TOKENS",
+                   help="token shards of another world, never trained on (made with the same tokenizer): its "
+                   "metrics are added under test_world/")
     p.add_argument("--compare", default=None, help="a second dynamics checkpoint (e.g. a seed-v3 run)")
     p.add_argument("--clips", default=None, help="clip shards (default: the ones the tokens were made from)")
-    p.add_argument("--rollouts", type=_positive_int, default=48, help="max 32-step rollouts (default 48)")
-    p.add_argument("--seed", type=int, default=0, help="sampling noise seed")
+    p.add_argument("--rollouts", type=_positive_int, default=100, help="32-step rollouts (default 100)")
+    p.add_argument("--long-rollouts", type=int, default=16, help="256-step rollouts (default 16)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="sampling-noise seeds; every metric is their mean (default 0 1 2)")
+    p.add_argument("--long-seeds", type=_positive_int, default=1,
+                   help="how many of --seeds the 256-step rollouts run (default 1)")
+    p.add_argument("--tours", type=int, default=32, help="tour contexts on synthetic worlds (default 32; 0: none)")
+    p.add_argument("--no-learned", action="store_true", help="skip learned/ (the model without decoding boosts)")
+    p.add_argument("--no-idm", action="store_true", help="skip the inverse-dynamics action accuracy")
+    p.add_argument("--no-c2st", action="store_true", help="skip the classifier two-sample test")
     p.add_argument("--temperature", type=float, default=None,
                    help="override the checkpoint's sampling temperature (0 = argmax)")
     p.add_argument("--top-k", type=_positive_int, default=None, help="override the checkpoint's top-k")
@@ -199,7 +215,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--dtype", choices=choices.CPU_PRECISIONS, default="fp32",
                    help="run the model's and the decoder's convolutions and linear layers in this precision, as "
                    "`ochre play/bench --dtype bf16` does (default fp32); the baselines stay fp32")
-    p.set_defaults(_run="ochre.eval.rollouts:run")
+    p.set_defaults(_run="ochre.eval.evaluate:run")
 
 
 def _add_demo(sub) -> None:

@@ -2,7 +2,9 @@
 
 synth -> prepare -> data check -> train-tokenizer -> tokenize -> train (world model) [-> train the
 seed-v3 recipe on the same tokens and budget, with --compare seed-v3] -> eval -> export (ONNX and
-AOTInductor) -> headless play -> bench, then a short decode benchmark.
+AOTInductor) -> headless play -> bench, then a short decode benchmark. A second synthetic world
+(another world seed, never trained on) is rendered, prepared and tokenized with the same tokenizer,
+and eval reports it as test_world/ (docs/metrics.md#splits).
 Writes DIR/report.json: {"metrics": {...}, "bench": {the `ochre bench` JSON}, "timings_s": {stage: seconds}},
 and DIR/report.md for people (ochre.demo_report). Every stage is an `ochre` command; a stage whose
 output is complete (and made from the current world model) is skipped, so a killed demo reruns cheaply.
@@ -67,14 +69,19 @@ def decode_bench(ckpt_dir: Path, batches=(1, 16)) -> dict:
 
 
 # Default and --quick sizes. The default fits 30 minutes on a slow 2-core machine: the world model
-# gets a wall-time budget, so a slower machine trains fewer steps instead of running longer. The
-# live stages are small: on a 2-core CPU the ONNX exports take ~8 s (batch 1) and ~15 s (batch 8),
-# the AOTInductor ones ~35 s each, the bench ~30 s. --quick leaves the AOTInductor compiles out.
-DEFAULTS = dict(episodes=64, steps=600, tokenizer_steps=500, world_minutes=12.0, world_steps=100_000, rollouts=32,
+# gets a wall-time budget, so a slower machine trains fewer steps instead of running longer. 200
+# recordings give the test split 10 trajectories (5 %) for 100 rollouts; the second world's 16 are all
+# held out. The live stages are small: on a 2-core CPU the ONNX exports take ~8 s (batch 1) and
+# ~15 s (batch 8), the AOTInductor ones ~35 s each, the bench ~30 s. --quick leaves the AOTInductor
+# compiles out.
+DEFAULTS = dict(episodes=200, steps=400, world2_episodes=16, tokenizer_steps=500, world_minutes=12.0,
+                world_steps=100_000, rollouts=100, long_rollouts=16, seeds=(0, 1, 2), tours=32,
                 bench_backends=("torch", "onnxruntime", "native"), bench_batches=(1, 8), bench_runs=100,
                 bench_warmup=10, play_steps=64)
-QUICK = dict(episodes=6, steps=200, tokenizer_steps=30, world_minutes=1.0, world_steps=30, rollouts=8,
-             bench_backends=("torch", "onnxruntime"), bench_batches=(1,), bench_runs=20, bench_warmup=5, play_steps=16)
+QUICK = dict(episodes=6, steps=200, world2_episodes=2, tokenizer_steps=30, world_minutes=1.0, world_steps=30,
+             rollouts=8, long_rollouts=2, seeds=(0,), tours=4, bench_backends=("torch", "onnxruntime"),
+             bench_batches=(1,), bench_runs=20, bench_warmup=5, play_steps=16)
+WORLD2_SEED = 1000           # the second world's seed is the demo's --seed + this: another map
 
 
 def _settings(args) -> dict:
@@ -82,16 +89,18 @@ def _settings(args) -> dict:
     return {k: getattr(args, k, None) if getattr(args, k, None) is not None else v for k, v in base.items()}
 
 
-def _eval_is_current(eval_dir: Path, world: Path, compare: str | None) -> bool:
-    """The eval output exists, was made from the world model's newest checkpoint and, with a
-    comparison recipe, holds its metrics too."""
+def _eval_is_current(eval_dir: Path, world: Path, compare: str | None, cfg: dict) -> bool:
+    """The eval output exists, was made from the world model's newest checkpoint with these
+    settings and, with a comparison recipe, holds its metrics too."""
     from ochre.models.checkpoint import latest_checkpoint
 
     metrics, latest = eval_dir / "metrics.json", latest_checkpoint(world)
     if not metrics.is_file() or latest is None:
         return False
     m = json.loads(metrics.read_text())
-    return m.get("step") == int(latest.name.split("_")[1]) and (compare is None or f"{compare}/psnr@8" in m)
+    return (m.get("step") == int(latest.name.split("_")[1]) and m.get("rollouts") == cfg["rollouts"]
+            and m.get("seeds") == list(cfg["seeds"]) and "test_world/psnr@8" in m
+            and (compare is None or f"{compare}/psnr@8" in m))
 
 
 def _made_from(path: Path, world_hash: str, key=lambda m: m.get("sources", {}).get("world", {}).get("hash")) -> bool:
@@ -183,15 +192,21 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     src, clips, tok, tokens = out / "recordings", out / "clips", out / "tokenizer", out / "tokens"
     world, eval_dir = out / "world", out / "eval"
+    world2 = out / "test_world"
+    src2, clips2, tokens2 = world2 / "recordings", world2 / "clips", world2 / "tokens"
     stages = _Stages()
     t0 = time.perf_counter()
     stages.run("synth", ["synth", str(src), "--episodes", str(cfg["episodes"]), "--steps", str(cfg["steps"]),
                          "--seed", str(args.seed)])
+    stages.run("synth", ["synth", str(src2), "--episodes", str(cfg["world2_episodes"]), "--steps", str(cfg["steps"]),
+                         "--seed", str(args.seed + WORLD2_SEED)])
     stages.run("prepare", ["prepare", str(src), str(clips)])
+    stages.run("prepare", ["prepare", str(src2), str(clips2)])
     stages.run("data_check", ["data", "check", str(clips)])
     stages.run("train_tokenizer", ["train-tokenizer", str(clips), "--out", str(tok), "--preset", "tiny",
                                    "--seed", str(args.seed), "--resume", "--steps", str(cfg["tokenizer_steps"])])
     stages.run("tokenize", ["tokenize", str(clips), "--tokenizer", str(tok), "--out", str(tokens)])
+    stages.run("tokenize", ["tokenize", str(clips2), "--tokenizer", str(tok), "--out", str(tokens2)])
 
     def train(name: str, run_dir: Path, recipe: str) -> None:
         argv = ["train", str(tokens), "--out", str(run_dir), "--preset", "tiny", "--recipe", recipe, "--seed",
@@ -208,11 +223,13 @@ def run(args) -> int:
     other = out / f"world-{compare}" if compare else None
     if compare:                          # the same tokens, seed and budget: the recipe is the only difference
         train(f"train_{compare.replace('-', '_')}", other, compare)
-    if _eval_is_current(eval_dir, world, compare):
+    if _eval_is_current(eval_dir, world, compare, cfg):
         stages.skip("eval", str(eval_dir / "metrics.json"))
     else:
-        stages.run("eval", ["eval", str(world), str(tokens), "--out", str(eval_dir), "--rollouts", str(cfg["rollouts"]),
-                            "--seed", str(args.seed), *(["--compare", str(other)] if compare else [])])
+        stages.run("eval", ["eval", str(world), str(tokens), "--out", str(eval_dir), "--test-world", str(tokens2),
+                            "--rollouts", str(cfg["rollouts"]), "--long-rollouts", str(cfg["long_rollouts"]),
+                            "--seeds", *map(str, cfg["seeds"]), "--tours", str(cfg["tours"]),
+                            *(["--compare", str(other)] if compare else [])])
     remember_demo(out)                   # `ochre play` and `ochre bench` now default to this model
     bench = _live_stages(stages, cfg, out, world, args.seed)
 

@@ -50,14 +50,14 @@ class NativeStepper(Stepper):
         self.tokens.copy_(self._run["encode"](torch.from_numpy(context)))
         for s in self.state:
             s.zero_()
-        self._frames_t.copy_(self._run["decode"](self.tokens))
+        self._frames_t.copy_(self._run["decode"](self.tokens, self.state[-1]))
 
     def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:
         nxt, *state = self._run["step"](self.tokens, torch.from_numpy(actions), self._noise_t, *self.state)
         self.tokens.copy_(nxt)
         for buf, s in zip(self.state, state):
             buf.copy_(s)
-        self._frames_t.copy_(self._run["decode"](self.tokens))
+        self._frames_t.copy_(self._run["decode"](self.tokens, self.state[-1]))
 
     def rollout(self, context: np.ndarray, actions) -> tuple[np.ndarray, np.ndarray]:
         """context (B, H, W, 3), actions (S, 4) (every player) or (S, B, 4) -> frames uint8

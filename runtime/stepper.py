@@ -28,7 +28,7 @@ import torch
 
 from ochre.choices import BACKENDS
 from ochre.models.precision import PRECISIONS, in_dtype
-from ochre.models.step import draw_noise, live_step, noise_generator
+from ochre.models.step import draw_noise, live_step, noise_generator, render
 from ochre.runtime.actions import ActionGuard
 
 # Precisions of the convolutions and linear layers a backend can run (the rest of a step stays fp32):
@@ -120,7 +120,7 @@ class TorchStepper(Stepper):
 
     def _live_step(self, tokens, actions, noise, *state):
         nxt, _, new_state = live_step(self.dynamics, tokens, actions, noise, list(state), self.sampling)
-        frames = self.decoder.decode(nxt, as_uint8=True).permute(0, 2, 3, 1)                # (B, H, W, 3)
+        frames = render(self.decoder, nxt, new_state[-1]).permute(0, 2, 3, 1)               # (B, H, W, 3)
         return (nxt, frames, *new_state)
 
     def _reset(self, context: np.ndarray) -> None:
@@ -129,7 +129,7 @@ class TorchStepper(Stepper):
             self.tokens.copy_(self.tokenizer.encode(frames))
             for s in self.state:
                 s.zero_()
-            self.frames_host.copy_(self.decoder.decode(self.tokens, as_uint8=True).permute(0, 2, 3, 1))
+            self.frames_host.copy_(render(self.decoder, self.tokens, self.state[-1]).permute(0, 2, 3, 1))
 
     def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:
         with torch.inference_mode():
@@ -224,6 +224,7 @@ class OrtStepper(Stepper):
             self._step_bind.append(b)
             d = self.sessions["decode"].io_binding()
             d.bind_ortvalue_input("tokens", tokens[dst][1])
+            d.bind_ortvalue_input("view", states[dst][-1][1])              # the step's view: its last state
             d.bind_ortvalue_output("frames", frames[1])
             self._decode_bind.append(d)
         self._cur = 0                                    # which buffer set holds the current tokens/state

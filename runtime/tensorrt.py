@@ -75,7 +75,7 @@ class TrtStepper(Stepper):
             self._run("encode")
             for s in self._states[0]:
                 s.zero_()
-            self._bind("decode", {"tokens": self._tokens[0], "frames": self._frames})
+            self._bind("decode", {"tokens": self._tokens[0], "view": self._states[0][-1], "frames": self._frames})
             self._run("decode")
             self._frames_host.copy_(self._frames, non_blocking=True)
         self.stream.synchronize()
@@ -95,7 +95,7 @@ class TrtStepper(Stepper):
             outs = [self._tokens[dst], self._logits, *self._states[dst]]
             self._bind("step", dict(zip(names_in + names_out, ins + outs)))
             self._run("step")
-            self._bind("decode", {"tokens": self._tokens[dst], "frames": self._frames})
+            self._bind("decode", {"tokens": self._tokens[dst], "view": self._states[dst][-1], "frames": self._frames})
             self._run("decode")
             self._frames_host.copy_(self._frames, non_blocking=True)
         self.stream.synchronize()                   # the one sync: the frames the caller shows

@@ -23,7 +23,7 @@ def test_step_has_fixed_shapes_and_a_preallocatable_state():
     m = _model()
     tokens, actions = torch.randint(0, 64, (3, 16, 16)), torch.rand(3, 4) * 2 - 1
     state = m.init_state(3)
-    assert [s.shape for s in state] == [(3, 8, 16, 16), (3, 12, 16, 16), (3, 2)]
+    assert [s.shape for s in state] == [(3, 8, 16, 16), (3, 12, 16, 16), (3, 3)]
     logits, new = m.step(tokens, actions, state)
     assert logits.shape == (3, 64, 16, 16) and logits.dtype == torch.float32
     assert [s.shape for s in new] == [s.shape for s in state]
@@ -132,8 +132,8 @@ def test_slow_turns_move_the_copied_codes_by_carrying_the_sub_token_rest():
         logits, state = m.step(current, torch.tensor([[0.4, 0.0, 0.0, 0.0]]), state)
         current = logits.argmax(1)
     assert torch.equal(current[0, :, 2:14], tokens[0, :, 4:16][:, :12])
-    torch.testing.assert_close(state[-1], torch.tensor([[0.0, 0.0]]), atol=1e-5, rtol=0)
-    assert torch.equal(m.realign(state)[-1], torch.zeros(1, 2))
+    torch.testing.assert_close(state[-1], torch.tensor([[0.0, 0.0, 0.0]]), atol=1e-5, rtol=0)
+    assert torch.equal(m.realign(state)[-1], torch.zeros(1, 3))
 
 
 def test_dropped_actions_are_ignored_and_kept_ones_are_not():

@@ -85,38 +85,93 @@ def check(prepared, max_samples: int = 64, max_lag: int = 5) -> dict:
             **content_shift(actions, shifts)}
 
 
-def content_shift(actions: list[np.ndarray], shifts: list[np.ndarray]) -> dict:
-    """Pixels the content moves per unit of yaw and of pitch (docs/data.md#actions units), from pairs that
-    only turn (or only look) and do not walk: the median of −shift / action, robust to the
-    frames phase correlation cannot read (sky, fog). None for an axis with fewer than 16 such pairs.
+ZOOMS = np.round(np.arange(0.90, 1.1001, 0.01), 2)    # candidate zoom factors between two frames
 
-    The dynamics model's warp prior moves its state and codes by exactly this much, so it is
-    read off the data, not assumed: it depends on the field of view and the crop (the synthetic
-    world's 70° gives 12.2 px per 15° of yaw at 64 px; VPT's 16:9 centre crop about 22).
-    """
-    a, s = np.concatenate(actions), np.concatenate(shifts)
-    still_keys = np.abs(a[:, 2:]).max(axis=1) == 0
-    out = {}
-    for name, col, s_col in (("yaw", 0, 1), ("pitch", 1, 0)):
-        pure = still_keys & (np.abs(a[:, col]) > 0.1) & (np.abs(a[:, 1 - col]) < 0.05)
-        ratios = -s[pure, s_col] / a[pure, col]
-        out[f"{name}_px_per_unit"] = float(np.median(ratios)) if pure.sum() >= 16 else None
+
+def zoom_factors(frames: np.ndarray, zooms: np.ndarray = ZOOMS, margin: int = 8) -> np.ndarray:
+    """Zoom between consecutive frames: (T, H, W, 3) -> (T-1,), the z of `zooms` that best maps frame
+    t, shifted by its phase-correlation shift and scaled by z about the image centre, onto frame t+1
+    (PSNR over the centre, `margin` pixels in from each edge). z > 1: the view grew (walking forward)."""
+    gray = frames.astype(np.float32).mean(axis=-1)                           # (T, H, W)
+    shifts = phase_shift(frames)                                             # (T-1, 2) [dy, dx]
+    h, w = gray.shape[1:]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    inner = (slice(margin, h - margin), slice(margin, w - margin))
+    out = np.empty(len(shifts))
+    for t, (dy, dx) in enumerate(shifts):
+        best, best_err = 1.0, np.inf
+        for z in zooms:                  # frame t+1 at p shows frame t at centre + (p − centre) / z − shift
+            warped = _bilinear(gray[t], cy + (ys - cy) / z - dy, cx + (xs - cx) / z - dx)
+            err = np.square(warped[inner] - gray[t + 1][inner]).mean()
+            if err < best_err:
+                best, best_err = float(z), err
+        out[t] = best
     return out
 
 
-def measure(prepared, max_samples: int = 64, split: str = "all") -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Actions and phase-correlation shifts of up to `max_samples` clips, in index order."""
+def _bilinear(img: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """img sampled at float positions (edge pixels repeated beyond the border)."""
+    h, w = img.shape
+    y, x = np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)
+    y0, x0 = np.minimum(y.astype(np.int64), h - 2), np.minimum(x.astype(np.int64), w - 2)
+    fy, fx = y - y0, x - x0
+    top = img[y0, x0] * (1 - fx) + img[y0, x0 + 1] * fx
+    bottom = img[y0 + 1, x0] * (1 - fx) + img[y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+MIN_PAIRS = 16        # pairs that move one way alone, for a median that one odd frame cannot move
+
+
+def content_shift(actions: list[np.ndarray], shifts: list[np.ndarray],
+                  zooms: list[np.ndarray] | None = None) -> dict:
+    """How far the picture moves per unit of each action (docs/data.md#actions units), from pairs
+    that move one way alone: the median of −shift / action for yaw, pitch and strafe (pixels), and
+    of log(zoom) / move_z for walking (zooms: zoom_factors of the same clips). The median is robust
+    to the frames phase correlation cannot read (sky, fog). None for a motion with fewer than
+    MIN_PAIRS such pairs.
+
+    The world model's motion prior moves its state and codes by exactly this much, so it is read off
+    the data, not assumed: it depends on the field of view, the crop and the walking speed (the
+    synthetic world's 70° gives 12.2 px per 15° of yaw at 64 px; VPT's 16:9 centre crop about 22)."""
+    a, s = np.concatenate(actions), np.concatenate(shifts)
+    camera_still = (np.abs(a[:, 0]) < 0.05) & (np.abs(a[:, 1]) < 0.05)
+    keys_still = np.abs(a[:, 2:]).max(axis=1) == 0
+    out = {}
+    for name, col, s_col in (("yaw", 0, 1), ("pitch", 1, 0)):
+        pure = keys_still & (np.abs(a[:, col]) > 0.1) & (np.abs(a[:, 1 - col]) < 0.05)
+        out[f"{name}_px_per_unit"] = _median(-s[pure, s_col] / a[pure, col]) if pure.sum() >= MIN_PAIRS else None
+    strafe = camera_still & (np.abs(a[:, 2]) > 0.5) & (np.abs(a[:, 3]) < 0.1)
+    out["strafe_px_per_unit"] = _median(-s[strafe, 1] / a[strafe, 2]) if strafe.sum() >= MIN_PAIRS else None
+    out["walk_zoom_per_unit"] = None
+    if zooms is not None:
+        z = np.concatenate(zooms)
+        walk = camera_still & (np.abs(a[:, 3]) > 0.5) & (np.abs(a[:, 2]) < 0.1)
+        out["walk_zoom_per_unit"] = _median(np.log(z[walk]) / a[walk, 3]) if walk.sum() >= MIN_PAIRS else None
+    return out
+
+
+def _median(values: np.ndarray) -> float:
+    return float(np.median(values))
+
+
+def measure(prepared, max_samples: int = 64, split: str = "all", zoom: bool = False):
+    """Actions, phase-correlation shifts (and with `zoom` the zoom factors) of up to `max_samples`
+    clips, in index order -> (actions, shifts[, zooms]), lists of per-clip arrays."""
     ds = WindowDataset(prepared, window=2, split=split, shuffle=False)
-    actions, shifts = [], []
+    actions, shifts, zooms = [], [], []
     for sample in ds.samples():
         if len(actions) >= max_samples:
             break
         frames = decode_frames(sample["mp4"])                               # (K, H, W, 3)
         actions.append(load_npy(sample["actions.npy"]))
         shifts.append(phase_shift(frames))
+        if zoom:
+            zooms.append(zoom_factors(frames))
     if not actions:
         raise ValueError(f"{prepared}: no clips to check")
-    return actions, shifts
+    return (actions, shifts, zooms) if zoom else (actions, shifts)
 
 
 def format_table(result: dict) -> str:
@@ -135,10 +190,10 @@ def run(args) -> int:
         return 2
     print(f"alignment check over {result['clips']} clips (correlation of action with image shift)")
     print(format_table(result))
-    moves = [f"{name} {result[f'{name}_px_per_unit']:.1f} px" for name in ("yaw", "pitch")
+    moves = [f"{name} {result[f'{name}_px_per_unit']:.1f} px" for name in ("yaw", "pitch", "strafe")
              if result[f"{name}_px_per_unit"] is not None]
     if moves:
-        print(f"content shift per unit action (what the world model's warp uses): {', '.join(moves)}")
+        print(f"picture shift per unit action (what the world model's motion prior uses): {', '.join(moves)}")
     if result["still"]:
         print(f"cannot check: no {' or '.join(result['still'])} movement in the data (every such action is 0 in "
               f"{result['clips']} clips), so no lag can be told from another. Check data with camera turns, "

@@ -6,6 +6,6 @@
     c2st       realism by a classifier two-sample test
 """
 
-from ochre.eval.rollouts import evaluate, run
+from ochre.eval.evaluate import EvalConfig, evaluate, run
 
-__all__ = ["evaluate", "run"]
+__all__ = ["EvalConfig", "evaluate", "run"]

@@ -29,6 +29,7 @@ returned logits are log-probabilities.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
@@ -42,6 +43,16 @@ from ochre.actions import ACTIONS
 # Content shift per unit action (±15° per step, docs/data.md#actions) at the renderer's 70° field of view:
 # 32 / tan(35°) = 45.7 px focal, 45.7·tan(15°) = 12.2 px = 3.06 tokens of 4 px.
 SHIFT_PER_UNIT = 3.06
+VIEW = 3                  # the view state: [x, y] tokens and log zoom the camera is ahead of the codes
+ZOOM_STEP = math.log(7.5 / 6.5)   # the log zoom that moves the edge tokens of a 16-grid by one token
+
+
+def view_grid(base: torch.Tensor, view: torch.Tensor, per_unit: float) -> torch.Tensor:
+    """The grid_sample grid (align_corners) of a view: base (H, W, 2) in [-1, 1], view (B, 3) [x, y
+    shift, log zoom], per_unit grid units of one view unit (a token) -> (B, H, W, 2): output p
+    samples input centre + (p − centre) · e^−zoom + shift."""
+    scale = torch.exp(-view[:, 2])[:, None, None, None]
+    return base * scale + (view[:, :2] * per_unit)[:, None, None, :]
 
 
 @dataclass
@@ -56,10 +67,16 @@ class DynamicsConfig:
     warp: bool = True                          # shift state and input by the commanded yaw/pitch
     copy_bias: bool = True                     # learned logit for the warped current code
     fill: bool = True                          # ... and a proposal for the positions the turn reveals
-    # Tokens of content shift per unit [yaw, pitch]: the camera's geometry. `ochre train` measures it
-    # on the clips (ochre.data.check.content_shift); this default is the synthetic world's at 70°.
+    # The motion prior's geometry, measured on the train clips (ochre.data.check.content_shift, at
+    # tokenize time): tokens of picture shift per unit [yaw, pitch] (this default is the synthetic
+    # world's at 70°), per unit move_x (strafing), and the log zoom per unit move_z (walking).
     shift_per_unit: tuple[float, float] = (SHIFT_PER_UNIT, SHIFT_PER_UNIT)
+    strafe_per_unit: float = 0.0
+    zoom_per_unit: float = 0.0
     impl: str = "auto"                         # fused step kernel: "auto" | "triton" | "torch"
+    # Calibration only (the action-blind model of docs/metrics.md): every action is the null action,
+    # in training and inference alike, so the model cannot respond to its input.
+    blind: bool = False
 
     def __post_init__(self):
         self.hidden = tuple(self.hidden)
@@ -150,14 +167,17 @@ class Dynamics(nn.Module):
             # Fixed, not learned: the shift is the camera's geometry, measured on the data (a learned
             # one shrinks, since a bilinear state warp prefers less motion, and the copies lag the camera).
             self.register_buffer("shift_scale", torch.tensor(cfg.shift_per_unit), persistent=False)
+            self.register_buffer("move_scale", torch.tensor([cfg.strafe_per_unit, cfg.zoom_per_unit]),
+                                 persistent=False)
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, cfg.grid), torch.linspace(-1, 1, cfg.grid), indexing="ij")
         self.register_buffer("base_grid", torch.stack([xs, ys], dim=-1), persistent=False)  # (h, w, 2)
 
     # -- state ------------------------------------------------------------------------------
     def state_shapes(self) -> list[tuple[int, ...]]:
-        """Per-sample state shapes: (C_l, h, w) per layer, then (2,) the copy prior's sub-token residual."""
+        """Per-sample state shapes: (C_l, h, w) per layer, then (VIEW,) the view: how far the camera
+        is ahead of the codes (x, y in tokens; log zoom), which the codes owe and the render shows."""
         g = self.config.grid
-        return [(c, g, g) for c in self.config.hidden] + [(2,)]
+        return [(c, g, g) for c in self.config.hidden] + [(VIEW,)]
 
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> list[torch.Tensor]:
         """Zero state: fixed shapes, preallocatable (see state_shapes)."""
@@ -167,60 +187,71 @@ class Dynamics(nn.Module):
     @staticmethod
     def realign(state: list[torch.Tensor]) -> list[torch.Tensor]:
         """The state for a real (not dreamed) input frame: its codes sit exactly where the camera
-        is, so no sub-token residual is owed."""
+        is, so no view is owed."""
         return [*state[:-1], torch.zeros_like(state[-1])]
 
     # -- pieces -------------------------------------------------------------------------------
-    @staticmethod
-    def with_flag(actions: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
-        """actions (..., 4) -> (..., 5) with the "present" flag; present (...) 0/1 drops actions."""
+    def with_flag(self, actions: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        """actions (..., 4) -> (..., 5) with the "present" flag; present (...) 0/1 drops actions
+        (a blind model drops them all)."""
         flag = torch.ones_like(actions[..., :1]) if present is None else present[..., None].to(actions.dtype)
+        if self.config.blind:
+            flag = torch.zeros_like(flag)
         return torch.cat([actions * flag, flag], dim=-1)
 
-    def _shift(self, act: torch.Tensor) -> torch.Tensor:
-        """Content shift in tokens that the commanded yaw/pitch causes: act (B, 5) -> (B, 2) [x, y].
+    def _motion(self, act: torch.Tensor) -> torch.Tensor:
+        """The picture motion the commanded action causes: act (B, 5) -> (B, 3) [x, y shift in tokens,
+        log zoom about the centre].
 
-        Turning right (yaw > 0) moves content left, so output x samples input x + shift; looking
-        down (pitch > 0) moves it up, so output y samples input y + shift."""
-        return act[:, :2] * self.shift_scale
+        Turning or strafing right moves the content left, so output x samples input x + shift;
+        looking down (pitch > 0) moves it up, so output y samples input y + shift; walking forward
+        magnifies it, so output p samples input centre + (p − centre) · e^−zoom."""
+        shift = act[:, :2] * self.shift_scale + torch.stack([act[:, 2] * self.move_scale[0],
+                                                             torch.zeros_like(act[:, 2])], dim=1)
+        return torch.cat([shift, (act[:, 3] * self.move_scale[1])[:, None]], dim=1)
 
-    def _grid(self, shift: torch.Tensor) -> torch.Tensor:
-        """Sampling grid for a shift in tokens: (B, 2) -> (B, h, w, 2); grid units are 2/(w−1) per token."""
-        return self.base_grid + (shift * (2.0 / max(self.config.grid - 1, 1)))[:, None, None, :]
+    def _warp(self, x: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+        """x (B, C, h, w) moved by motion (B, 3) (bilinear, zeros outside)."""
+        per_token = 2.0 / max(self.config.grid - 1, 1)                               # grid units of a token
+        return F.grid_sample(x, view_grid(self.base_grid, motion, per_token).to(x.dtype), mode="bilinear",
+                             padding_mode="zeros", align_corners=True)
 
-    def _warp(self, x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        return F.grid_sample(x, self._grid(shift).to(x.dtype), mode="bilinear", padding_mode="zeros",
-                             align_corners=True)
+    def _copy_codes(self, tokens: torch.Tensor, motion: torch.Tensor | None,
+                    view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The code the motion carries to each position, whether it comes from inside the view, and
+        the view owed afterwards.
 
-    def _copy_codes(self, tokens: torch.Tensor, shift: torch.Tensor | None,
-                    residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The code the shift carries to each position, whether it comes from inside the view,
-        and the residual owed.
-
-        Codes move by whole tokens: round(shift + residual), the rest is carried to the next step,
-        so a slow turn (0.3 token per step) still moves the dream, one token every few steps, and the
-        dreamed content never lags the camera by more than half a token. Sources outside the view
-        wrap around horizontally and clamp to the edge row vertically (the fill proposal).
-        -> codes (B, h, w) long, inside (B, h, w) bool, residual (B, 2)."""
-        if shift is None:
-            return tokens, torch.ones_like(tokens, dtype=torch.bool), residual
+        Codes move by whole tokens: round(shift + owed shift), the rest is carried to the next step
+        (and shown by the render, ochre.models.step.render), so a slow turn (0.3 token per step)
+        moves the dream smoothly and its codes one token every few steps; they never lag the camera
+        by more than half a token. Zoom is carried the same way until it moves the edge tokens by a
+        whole token (ZOOM_STEP), then the codes are resampled about the centre. Sources outside the
+        view wrap around horizontally and clamp to the edge row vertically (the fill proposal).
+        -> codes (B, h, w) long, inside (B, h, w) bool, view (B, VIEW)."""
+        if motion is None:
+            return tokens, torch.ones_like(tokens, dtype=torch.bool), view
         B, h, w = tokens.shape
-        total = shift.detach() + residual
-        whole = torch.round(total)                                                     # (B, 2)
-        step = whole.long()
-        ys = torch.arange(h, device=tokens.device)[None, :, None] + step[:, 1, None, None]   # (B, h, 1)
-        xs = torch.arange(w, device=tokens.device)[None, None, :] + step[:, 0, None, None]   # (B, 1, w)
-        inside = ((ys >= 0) & (ys < h)) & ((xs >= 0) & (xs < w))                       # (B, h, w)
-        src = ys.clamp(0, h - 1) * w + torch.remainder(xs, w)                          # (B, h, w)
+        total = motion.detach() + view                                                  # (B, 3)
+        whole = torch.round(total[:, :2])                                               # (B, 2)
+        zoom = torch.where(total[:, 2].abs() >= ZOOM_STEP, total[:, 2], torch.zeros_like(total[:, 2]))   # (B,)
+        scale = torch.exp(-zoom)[:, None, None]
+        cy, cx = (h - 1) / 2, (w - 1) / 2
+        ys = torch.round(cy + (torch.arange(h, device=tokens.device)[None, :, None] - cy) * scale
+                         + whole[:, 1, None, None]).long()                               # (B, h, 1)
+        xs = torch.round(cx + (torch.arange(w, device=tokens.device)[None, None, :] - cx) * scale
+                         + whole[:, 0, None, None]).long()                               # (B, 1, w)
+        inside = ((ys >= 0) & (ys < h)) & ((xs >= 0) & (xs < w))                        # (B, h, w)
+        src = ys.clamp(0, h - 1) * w + torch.remainder(xs, w)                           # (B, h, w)
         codes = tokens.reshape(B, h * w).gather(1, src.reshape(B, h * w)).view(B, h, w)
-        return codes, inside, total - whole
+        owed = torch.cat([total[:, :2] - whole, (total[:, 2] - zoom)[:, None]], dim=1)
+        return codes, inside, owed
 
     def input_gates(self, tokens: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """First layer's input convolution for any batch of frames: tokens (N, h, w), act (N, 5)
         -> gx (N, 3C, h, w). Teacher-forced windows call it once for all T frames."""
         e = self.embed(tokens).permute(0, 3, 1, 2)                                   # (N, E, h, w)
         if self.config.warp:
-            e = self._warp(e, self._shift(act))
+            e = self._warp(e, self._motion(act))
         return self.cells[0].conv_x(self._with_planes(e, act))
 
     def _with_planes(self, x: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -230,10 +261,10 @@ class Dynamics(nn.Module):
         return torch.cat([x, act[:, :, None, None].expand(B, act.shape[1], h, w).to(x.dtype)], dim=1)
 
     def proposals(self, tokens: torch.Tensor, act: torch.Tensor,
-                  residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """What the copy prior proposes for the next frame: tokens (B, h, w), act (B, 5), the state's
-        residual (B, 2) -> codes (B, h, w), inside (B, h, w) bool (a copy; else a fill), residual."""
-        return self._copy_codes(tokens, self._shift(act) if self.config.warp else None, residual)
+        view (B, VIEW) -> codes (B, h, w), inside (B, h, w) bool (a copy; else a fill), the view owed."""
+        return self._copy_codes(tokens, self._motion(act) if self.config.warp else None, view)
 
     def head_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The head's logits for the last layer's state: x (B, C, h, w) -> (B, h, w, K), at least fp32."""
@@ -259,31 +290,31 @@ class Dynamics(nn.Module):
              boost: tuple[float, ...] = (0.0, 0.0), parts: bool = False):
         """The recurrent part of a step, given the first layer's input gates gx0 (B, 3C, h, w).
         parts (models with copy_bias): the distribution as its Mixture instead of its logits."""
-        *hidden, residual = state
-        shift = self._shift(act) if self.config.warp else None
+        *hidden, view = state
+        motion = self._motion(act) if self.config.warp else None
         a_emb = self.action_mlp(act)                                                  # (B, a)
         new_state, x = [], None
         for i, (cell, s) in enumerate(zip(self.cells, hidden)):
-            if shift is not None:
-                s = self._warp(s, shift)
+            if motion is not None:
+                s = self._warp(s, motion)
             gx = gx0 if i == 0 else cell.conv_x(self._with_planes(x, act))
             x = cell(gx, s, a_emb)
             new_state.append(x)
         logits = self.head_logits(x)                                                  # (B, h, w, K)
         if self.config.copy_bias:
-            codes, inside, residual = self._copy_codes(tokens, shift, residual)
+            codes, inside, view = self._copy_codes(tokens, motion, view)
             gate = self.copy_gate(self._with_planes(x, act))[:, 0].float()                  # (B, h, w)
             # Without fills a revealed position gets no proposal: g = σ(−30) ≈ 1e-13.
             fill = self.fill_logit if self.fill_logit is not None else torch.full_like(self.copy_logit, -30.0)
             gate = gate + torch.where(inside, self.copy_logit, fill)
             mixture = Mixture(logits, codes, gate, self.boost(inside, boost, act))
             if parts:
-                return mixture, [*new_state, residual]
+                return mixture, [*new_state, view]
             logits = mixture.log_probs()
         elif parts:
             raise ValueError("parts=True needs a model with copy_bias (the mixture is the copy prior's)")
         # (B, K, h, w) as a view: the codes stay the contiguous axis in memory (see __init__).
-        return logits.permute(0, 3, 1, 2), [*new_state, residual]
+        return logits.permute(0, 3, 1, 2), [*new_state, view]
 
     # -- public API ---------------------------------------------------------------------------
     def step(self, tokens: torch.Tensor, actions: torch.Tensor, state: list[torch.Tensor],

@@ -6,16 +6,22 @@ Legend: B players, K codebook size, h w token grid, L ConvGRU layers.
 
     live_step(model, tokens (B, h, w), actions (B, 4), noise (B, h, w), state, sampling)
         -> next codes (B, h, w) int64, log-probabilities (B, h, w, K) or None, next state
+    render(tokenizer, tokens (B, h, w), view (B, 3)) -> frames uint8 (B, 3, H, W)
 
 Sampling happens inside the step, by inverse CDF on the noise input (ochre.models.sampling): no
 host round trip between the model and its sampler, and the same noise gives the same codes on
-every backend. The noise follows one rule everywhere (NOISE), also in the C++ loop.
+every backend. The noise follows one rule everywhere (NOISE), also in the C++ loop. The frame a
+step shows is its codes decoded and moved by the view the state carries (the sub-token shift and
+zoom the codes still owe the camera), so a slow turn or a walk moves the picture smoothly although
+codes move by whole tokens.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from ochre.models.dynamics import view_grid
 from ochre.models.sampling import SamplingConfig, sample_mixture, sample_tokens
 
 # The noise rule of every runtime backend, `ochre eval` and ochre-native: a CPU generator seeded
@@ -63,3 +69,17 @@ def _guided(model, tokens, actions, state, sampling):
                                boost=sampling.boosts)                                       # (2B, K, h, w)
     cond, uncond = lp[:B].movedim(1, -1), lp[B:].movedim(1, -1)
     return uncond + sampling.guidance * (cond - uncond), [s[:B] for s in new_state]
+
+
+def render(tokenizer, tokens: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+    """The frames a step shows: tokens (B, h, w) decoded, then moved by the state's view (B, 3) [x, y
+    in tokens, log zoom] (bilinear, edge pixels repeated) -> uint8 (B, 3, H, W). A zero view shows
+    the decoded codes unchanged."""
+    x = tokenizer.decode(tokens)                                                      # (B, 3, H, W) in [0, 1]
+    H, W = x.shape[-2:]
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, H, device=x.device), torch.linspace(-1, 1, W, device=x.device),
+                            indexing="ij")
+    per_token = 2.0 / (W - 1) * (W / tokens.shape[-1])                                # grid units of one token
+    grid = view_grid(torch.stack([xs, ys], dim=-1), view.to(x.dtype), per_token)      # (B, H, W, 2)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return x.mul(255).round().to(torch.uint8)

@@ -14,6 +14,8 @@ Recipes (same model family, same data, same budget):
            samples; ships temperature/top-k sampling.
   seed-v3  the earlier prototype: FiLM only; no noise, no dropout; unroll fed argmax; argmax
            decoding. The baseline every claim is compared against.
+  blind    the ochre recipe with every action replaced by the null action, in training and
+           inference: the action-blind model that calibrates the control metrics.
 
 Exact resume: the checkpoint holds weights, optimizer, step, data position, RNG states and the
 elapsed training time (so --minutes budgets survive a kill).
@@ -83,6 +85,8 @@ def recipe(name: str, preset: str = "tiny", **train_overrides):
         model = dict(action_planes=False, warp=False, copy_bias=False)
         train = dict(token_noise=0.0, action_dropout=0.0, unroll_feed="argmax")
         sampling = SamplingConfig.argmax()
+    elif name == "blind":                # calibration: the ochre recipe with every action dropped
+        model, train, sampling = dict(blind=True), {}, SamplingConfig()
     else:
         raise ValueError(f"unknown recipe {name!r}; choose from {RECIPES}")
     if preset == "base":

@@ -1,0 +1,115 @@
+"""Choose a world model's decoding boosts on `val` (docs/metrics.md#splits: settings are chosen on
+val and reported on test), and record every candidate so the choice can be rerun.
+
+    python -m ochre.bench.decoding_sweep RUN TOKENS [--copy 0 5 9 ...] [--fill ...] [--walk ...] [--ship]
+
+Every (copy_boost, fill_boost, walk_boost) on the grid is evaluated on the val split's rollouts
+(the same rollouts and noise seeds for every candidate; no tours, action model or realism test, to
+keep a sweep affordable). The chosen setting maximises the objective below among the candidates
+whose worse interval ends keep the dream from collapsing or dissolving; `--ship` writes it into the
+run's newest checkpoint as the decoding the model ships with (the checkpoint's weights and their
+hash are unchanged; only config.json's decoding changes). Writes
+bench/results/decoding_sweep_<device>_<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+from ochre.bench.common import header, result_path
+from ochre.eval import EvalConfig, evaluate
+from ochre.eval.intervals import worse_end
+from ochre.io import write_json_atomic
+
+# The objective: a dream that stays close to the real future (psnr@8 and psnr@32, dB) and follows
+# the controls (delta_psnr@16, dB); admissible only if the worse ends of the collapse and noise
+# guards hold: as many codes as real play uses (>= 0.6) and image detail between blur and noise.
+GUARDS = {"code_usage@256": (0.6, True), "grad_ratio@256": (0.8, True)}
+GRAD_MAX = 1.25
+
+
+def objective(m: dict) -> float:
+    return m["psnr@8"] + m["psnr@32"] + m["delta_psnr@16"]
+
+
+def admissible(m: dict) -> bool:
+    return all((worse_end(m, k, hi) >= t) for k, (t, hi) in GUARDS.items()) \
+        and worse_end(m, "grad_ratio@256", higher_is_better=False) <= GRAD_MAX
+
+
+def sweep(run, tokens, grid: list[tuple[float, float, float]], *, out_dir: Path, cfg: EvalConfig,
+          log=print) -> dict:
+    """Evaluate every candidate on val; -> {"candidates": [...], "chosen": {...} | None}."""
+    if cfg.split != "val":
+        raise ValueError("a decoding sweep chooses on the val split only (docs/metrics.md#splits)")
+    rows = []
+    for copy, fill, walk in grid:
+        m = evaluate(run, tokens, out_dir / f"c{copy:g}-f{fill:g}-w{walk:g}", cfg=cfg,
+                     sampling={"copy_boost": copy, "fill_boost": fill, "walk_boost": walk}, log=lambda _: None)
+        keep = {k: v for k, v in m.items() if k.split("/")[0] in {"psnr@1", "psnr@8", "psnr@32", "delta_psnr@16",
+                                                                  "yaw_response", "code_usage@256", "grad_ratio@256"}}
+        row = {"copy_boost": copy, "fill_boost": fill, "walk_boost": walk, "objective": objective(m),
+               "admissible": admissible(m), "metrics": keep}
+        rows.append(row)
+        log(f"copy {copy:g} fill {fill:g} walk {walk:g}: objective {row['objective']:.2f} "
+            f"({'admissible' if row['admissible'] else 'guard failed'}); psnr@8 {m['psnr@8']:.2f}, "
+            f"code_usage {m['code_usage@256']:.2f}, grad_ratio {m['grad_ratio@256']:.2f}")
+    ok = [r for r in rows if r["admissible"]]
+    chosen = max(ok, key=lambda r: r["objective"]) if ok else None
+    return {"candidates": rows, "chosen": chosen}
+
+
+def ship(run, chosen: dict) -> Path:
+    """Write the chosen boosts into the run's newest checkpoint's decoding (config.json)."""
+    from ochre.models.checkpoint import read_checkpoint_config
+
+    meta = read_checkpoint_config(run)
+    path = Path(meta["path"]) / "config.json"
+    config = json.loads(path.read_text())
+    config["extra"]["sampling"].update({k: chosen[k] for k in ("copy_boost", "fill_boost", "walk_boost")})
+    write_json_atomic(path, config)
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", help="world-model run folder")
+    ap.add_argument("tokens", help="its token shards (`ochre tokenize` output)")
+    ap.add_argument("--copy", type=float, nargs="+", default=[0.0, 3.0, 6.0, 9.0])
+    ap.add_argument("--fill", type=float, nargs="+", default=[0.0, 4.0, 7.0])
+    ap.add_argument("--walk", type=float, nargs="+", default=[0.5, 1.0])
+    ap.add_argument("--rollouts", type=int, default=100)
+    ap.add_argument("--long-rollouts", type=int, default=16)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--work", default=None, help="folder for the candidates' eval outputs (default: beside --out)")
+    ap.add_argument("--out", default=None, help="result JSON (default bench/results/decoding_sweep_cpu_<date>.json)")
+    ap.add_argument("--ship", action="store_true", help="write the chosen boosts into the run's newest checkpoint")
+    args = ap.parse_args(argv)
+    out = Path(args.out) if args.out else result_path("decoding_sweep")
+    cfg = EvalConfig(split="val", rollouts=args.rollouts, long_rollouts=args.long_rollouts, seeds=tuple(args.seeds),
+                     learned=False, tours=0, idm=False, c2st=False)
+    grid = list(itertools.product(args.copy, args.fill, args.walk))
+    result = sweep(args.run, args.tokens, grid, out_dir=Path(args.work or out.with_suffix("")), cfg=cfg,
+                   log=lambda m: print(m, file=sys.stderr))
+    record = {**header("cpu"), "run": str(args.run), "split": "val", "objective": "psnr@8 + psnr@32 + delta_psnr@16",
+              "guards": {**{k: t for k, (t, _) in GUARDS.items()}, "grad_ratio@256 max": GRAD_MAX},
+              "settings": {"rollouts": args.rollouts, "long_rollouts": args.long_rollouts, "seeds": args.seeds},
+              **result}
+    write_json_atomic(out, record)
+    chosen = result["chosen"]
+    if chosen is None:
+        print(f"no candidate kept the guards; nothing chosen ({out})", file=sys.stderr)
+        return 1
+    print(f"chosen on val: copy {chosen['copy_boost']:g}, fill {chosen['fill_boost']:g}, walk {chosen['walk_boost']:g} "
+          f"(objective {chosen['objective']:.2f}) -> {out}")
+    if args.ship:
+        print(f"shipped into {ship(args.run, chosen)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

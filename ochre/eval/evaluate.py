@@ -1,0 +1,260 @@
+"""`ochre eval`: every metric of docs/metrics.md for a world model on a split, and the files they
+are computed from.
+
+Legend: N rollouts, S steps, H W pixels.
+
+The model dreams through the runtime's live step with the decoding its checkpoint ships
+(`learned/`: with every decoding boost at 0), beside the repeat-the-context-frame predictor and an
+optional second model (`--compare`, under its recipe's name). `--test-world TOKENS` adds the same
+metrics on the token shards of a world never trained on, under `test_world/`. Splits are
+docs/metrics.md#splits': choose settings on `val`, report `test`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ochre.data.shards import index_digest, indexed_folder, read_index
+from ochre.eval import rollouts as ro
+from ochre.eval.dreamers import Codec, ModelDreamer, RepeatDreamer
+from ochre.eval.intervals import put
+from ochre.io import atomic_path, write_json_atomic
+from ochre.models.precision import in_dtype
+from ochre.models.sampling import SamplingConfig
+
+
+@dataclass
+class EvalConfig:
+    split: str = "test"            # docs/metrics.md#splits: tune on val, report test
+    rollouts: int = 100            # short (32-step) rollouts
+    long_rollouts: int = 16        # 256-step rollouts
+    spacing: int = 8               # frames between the starts of one trajectory's short rollouts
+    seeds: tuple[int, ...] = (0, 1, 2)   # sampling-noise seeds; every short metric is their mean
+    long_seeds: int = 1            # how many of the seeds the long rollouts use (each costs 8 short ones)
+    learned: bool = True           # also `learned/`: the model with every decoding boost at 0 (first seed)
+    tours: int = 32                # tour contexts (synthetic worlds); 0: none
+    idm: bool = True               # action accuracy by the inverse-dynamics model
+    c2st: bool = True              # realism by the classifier two-sample test
+    videos: int = 6                # rollouts in dream.mp4
+    batch: int = 32                # rollouts stepped at once
+
+    def __post_init__(self):
+        self.seeds = tuple(self.seeds)
+        if self.split not in ("train", "val", "test", "all"):
+            raise ValueError(f"split must be train, val, test or all, got {self.split!r}")
+        if not self.seeds or min(self.rollouts, self.batch) < 1 or self.long_rollouts < 0 or self.spacing < 1:
+            raise ValueError(f"need seeds, rollouts >= 1, long_rollouts >= 0, spacing >= 1, batch >= 1: {self}")
+        if not 1 <= self.long_seeds <= len(self.seeds):
+            raise ValueError(f"long_seeds must be between 1 and the number of seeds, got {self.long_seeds}")
+
+
+@dataclass
+class _Data:
+    """A split's trajectories and rollout plan, and what every dreamer on them is compared with."""
+    name: str                      # "" for the main split, "test_world" for the other world
+    clips: Path
+    trajs: list
+    plan: ro.Plan
+    recon: np.ndarray | None = None         # the tokenizer's reconstructions of the real short rollouts
+    recon_long: np.ndarray | None = None    # ... of real frames of the long rollouts' trajectories
+    idm: object = None                      # the inverse-dynamics model (ochre.eval.idm)
+    idm_real: dict | None = None            # its accuracy on the real pairs
+
+
+def _data(tokens_root, clips, split: str, cfg: EvalConfig, name: str = "") -> _Data:
+    index = read_index(tokens_root)
+    clips = Path(clips) if clips else indexed_folder(tokens_root, "clips", index)
+    trajs = ro.trajectories(clips, split)
+    return _Data(name, clips, trajs, ro.make_plan(trajs, cfg.rollouts, cfg.long_rollouts, cfg.spacing))
+
+
+def _model_metrics(dreamer, data: _Data, codec: Codec, k: int, cfg: EvalConfig, seeds=None, long_seeds=None,
+                   extras: bool = True) -> tuple[dict, ro.Rollouts]:
+    """Rollout metrics of one dreamer (plus action accuracy and realism when `extras`)."""
+    seeds = cfg.seeds if seeds is None else seeds
+    r = ro.roll(dreamer, data.trajs, data.plan, seeds, cfg.long_seeds if long_seeds is None else long_seeds)
+    real_codes = lambda frames: codec.encode(frames).cpu().numpy()   # noqa: E731
+    m = ro.rollout_metrics(r, data.trajs, data.plan, real_codes, k)
+    if extras:
+        m.update(_extras(r, data, codec, cfg))
+    return m, r
+
+
+def _extras(r: ro.Rollouts, data: _Data, codec: Codec, cfg: EvalConfig) -> dict:
+    """idm/… and c2st@… of one dreamer's rollouts (its first seed)."""
+    m: dict = {}
+    if cfg.idm and data.idm is not None:
+        from ochre.eval import idm
+
+        dream = idm.accuracy(data.idm, r.dream[0], r.actions)
+        for head, value in dream.items():
+            m[f"idm/dream/{head}"] = value
+            real = data.idm_real[head]
+            m[f"idm/ratio_{head.removeprefix('acc_')}"] = value / real if real > 0 else float("nan")
+    if cfg.c2st:
+        from ochre.eval.c2st import c2st
+
+        recon = data.recon
+        m["c2st@1-8"] = c2st(r.dream[0][:, 1:9], recon[:, 1:9])
+        m["c2st@9-32"] = c2st(r.dream[0][:, 9:33], recon[:, 9:33])
+        if r.long_frames:
+            m["c2st@129-256"] = c2st(r.long_frames[0], data.recon_long)
+    return m
+
+
+def _prepare_references(data: _Data, codec: Codec, tokens_root, cfg: EvalConfig, log) -> dict:
+    """What every dreamer on this data is compared with: the real rollouts, their reconstructions,
+    the inverse-dynamics model and its accuracy on real pairs; -> the data's own metrics."""
+    real, actions, _ = ro.real_frames(data.trajs, data.plan)
+    data.recon = codec.reconstruct(real) if cfg.c2st else None
+    data.recon_long = None
+    m: dict = {}
+    put(m, "real/yaw_response", ro.real_yaw_response(ro.Rollouts(real, actions, None, [], [], [], [], [])))
+    if cfg.c2st:
+        from ochre.eval.c2st import c2st
+
+        long_real = np.stack([data.trajs[i].frames[:1 + ro.LONG - ro.LONG_FROM] for i, _ in data.plan.long]) \
+            if data.plan.long else None
+        data.recon_long = codec.reconstruct(long_real) if long_real is not None else None
+        m["tokenizer/c2st"] = c2st(real[:, 1:], data.recon[:, 1:])
+    data.idm = None
+    if cfg.idm:
+        from ochre.eval import idm
+
+        data.idm = idm.load_or_train(data.clips, Path(tokens_root) / "idm", log=log)
+        data.idm_real = idm.accuracy(data.idm, real, actions)
+        m.update({f"idm/real/{h}": v for h, v in data.idm_real.items()})
+    return m
+
+
+def _tours(dreamer, data: _Data, cfg: EvalConfig, fps: float, log) -> tuple[dict, dict]:
+    from ochre.eval import tours
+
+    contexts = tours.tour_contexts(data.clips, _sources(data), cfg.tours)
+    if isinstance(contexts, str):
+        log(f"tours skipped: {contexts}")
+        return {"tour/skipped": contexts}, {}
+    seed = cfg.seeds[0]
+    return tours.run_tours(lambda context, actions, truth: dreamer.dream(context, actions, truth, seed=seed)[0],
+                           contexts, fps)
+
+
+def _sources(data: _Data) -> frozenset[str]:
+    return frozenset(t.source for t in data.trajs)
+
+
+def _prefixed(prefix: str, metrics: dict) -> dict:
+    return {(f"{prefix}/{k}" if prefix else k): v for k, v in metrics.items() if k != "curve"}
+
+
+def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=None, clips=None,
+             test_world=None, device: str | None = None, sampling: dict | None = None, dtype: str = "fp32",
+             log=None) -> dict:
+    """Write OUT/metrics.json, rollouts.npz, tours.npz, dream.mp4, tour.mp4 and psnr.png; return the
+    metrics. dtype: the precision of the model's (and the decoder's) convolutions and linear layers,
+    as a live backend runs them; the baselines stay fp32."""
+    from ochre.models.checkpoint import load_dynamics, load_tokenizer
+
+    cfg = cfg or EvalConfig()
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    out = Path(out)
+    index = read_index(tokens_root)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    tokenizer = load_tokenizer(indexed_folder(tokens_root, "tokenizer_checkpoint", index), device)
+    model, shipped, meta = load_dynamics(ckpt, device)
+    decoding = SamplingConfig(**{**asdict(shipped), **(sampling or {})})     # overrides, for sweeps
+    low_model, low_decoder = in_dtype((model, tokenizer), dtype)
+    codec, plain = Codec(tokenizer, low_decoder), Codec(tokenizer)
+    k = model.config.codebook_size
+    dreamer = ModelDreamer(meta["extra"].get("recipe", "model"), low_model, codec, decoding, cfg.batch)
+    fps = float(index.get("fps", 8.0))
+
+    worlds = [(_data(tokens_root, clips, cfg.split, cfg), tokens_root)]
+    if test_world:
+        worlds.append((_data(test_world, None, "all", cfg, "test_world"), test_world))
+    metrics: dict = {}
+    curves, arrays, tour_arrays = {}, None, {}
+    for data, root in worlds:
+        log(f"eval{' ' + data.name if data.name else ''}: {len(data.trajs)} trajectories, {len(data.plan.short)} "
+            f"rollouts x {len(cfg.seeds)} seeds, {len(data.plan.long)} of {ro.LONG} steps")
+        found = _prepare_references(data, plain, root, cfg, log)
+        m, r = _model_metrics(dreamer, data, codec, k, cfg)
+        found.update(m)
+        repeat, _ = _model_metrics(RepeatDreamer(plain), data, plain, k, cfg, seeds=(0,), long_seeds=1, extras=False)
+        found.update({f"repeat_frame/{n}": v for n, v in repeat.items() if n != "curve"})
+        found["repeat_frame/delta_psnr@16"] = 0.0
+        if cfg.learned:
+            learned = ModelDreamer("learned", low_model, codec, replace(decoding, copy_boost=0.0, fill_boost=0.0),
+                                   cfg.batch)
+            lm, _ = _model_metrics(learned, data, codec, k, cfg, seeds=cfg.seeds[:1], long_seeds=1, extras=False)
+            found.update({f"learned/{n}": v for n, v in lm.items() if n != "curve"})
+        if cfg.tours:
+            tm, ta = _tours(dreamer, data, cfg, fps, log)
+            found.update(tm)
+            tour_arrays = tour_arrays or ta
+        if not data.name:
+            curves = {dreamer.name: m["curve"], "repeat_frame": repeat["curve"]}
+            arrays = r
+            if compare:
+                other_model, other_sampling, other_meta = load_dynamics(compare, device)
+                name = other_meta["extra"].get("recipe", "compare")
+                cm, _ = _model_metrics(ModelDreamer(name, other_model, plain, other_sampling, cfg.batch), data, plain,
+                                       k, cfg, extras=True)
+                found.update({f"{name}/{n}": v for n, v in cm.items() if n != "curve"})
+                curves[name] = cm["curve"]
+            found.update({"rollouts": len(data.plan.short), "rollouts@256": len(data.plan.long),
+                          "trajectories": len(data.trajs)})
+        metrics.update(_prefixed(data.name, found))
+    metrics.update({"split": cfg.split, "seeds": list(cfg.seeds), "long_seeds": cfg.long_seeds, "step": meta["step"],
+                    "dtype": dtype, "tokens": index_digest(tokens_root), **asdict(decoding)})
+    _write(out, metrics, arrays, worlds[0][0], curves, tour_arrays, cfg)
+    return metrics
+
+
+def _write(out: Path, metrics: dict, r: ro.Rollouts, data: _Data, curves: dict, tour_arrays: dict,
+           cfg: EvalConfig) -> None:
+    from ochre.viz import dream_video, psnr_plot
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "rollouts.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, real=r.real, dream=r.dream[0], actions=r.actions.astype(np.float32),
+                            dream_other=r.dream_other[0], other_actions=r.other_actions.astype(np.float32),
+                            keys=np.array([data.trajs[i].key for i, _ in data.plan.short]),
+                            starts=np.array([s for _, s in data.plan.short], np.int64))
+    if tour_arrays:
+        from ochre.eval.tours import tour_video
+
+        with atomic_path(out / "tours.npz") as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **tour_arrays)
+        tour_video(out / "tour.mp4", tour_arrays)
+    n = cfg.videos
+    dream_video(out / "dream.mp4", r.real[:n], r.dream[0][:n], r.actions[:n])
+    psnr_plot(out / "psnr.png", curves)
+    write_json_atomic(out / "metrics.json", metrics)        # last: its presence marks a finished eval
+
+
+def run(args) -> int:
+    from ochre.models.checkpoint import CheckpointError
+
+    try:
+        # One --flag per SamplingConfig field (ochre/cli.py), None where not given.
+        overrides = {f.name: getattr(args, f.name) for f in fields(SamplingConfig) if getattr(args, f.name) is not None}
+        cfg = EvalConfig(split=args.split, rollouts=args.rollouts, long_rollouts=args.long_rollouts,
+                         seeds=tuple(args.seeds), long_seeds=min(args.long_seeds, len(args.seeds)),
+                         learned=not args.no_learned, tours=args.tours, idm=not args.no_idm,
+                         c2st=not args.no_c2st)
+        metrics = evaluate(args.checkpoint, args.tokens, args.out, cfg=cfg, compare=args.compare, clips=args.clips,
+                           test_world=args.test_world, device=args.device, sampling=overrides, dtype=args.dtype)
+    except (FileNotFoundError, ValueError, CheckpointError) as e:
+        print(f"ochre eval: {e}", file=sys.stderr)
+        return 2
+    shown = {k: v for k, v in metrics.items() if "/" not in k or k.startswith(("repeat_frame/psnr", "real/"))}
+    print(json.dumps(shown, indent=2))
+    print(f"wrote metrics.json ({len(metrics)} keys), rollouts.npz, dream.mp4 and psnr.png to {args.out}")
+    return 0
