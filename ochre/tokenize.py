@@ -51,16 +51,21 @@ def tokenize_shard(model, samples, tok_hash: str, batch: int, device, bar) -> li
     return out
 
 
+MOTIONS = ("yaw", "pitch", "strafe", "zoom")
+
+
 def shift_per_unit(clips, max_samples: int = 32) -> dict:
-    """{"yaw": px, "pitch": px}: the image shift one unit of each causes, measured on the train clips
-    (ochre.data.check.content_shift); None for an axis the clips never move purely enough to measure."""
+    """{"yaw", "pitch", "strafe": picture shift in pixels per unit action, "zoom": log zoom per unit of
+    walking forward}, measured on the train clips (ochre.data.check.content_shift); None for a motion
+    the clips never make alone often enough to measure."""
     from ochre.data.check import content_shift, measure
 
     try:
-        px = content_shift(*measure(clips, max_samples, split="train"))
+        found = content_shift(*measure(clips, max_samples, split="train", zoom=True))
     except ValueError:                                  # no train clips: nothing to measure
-        return {"yaw": None, "pitch": None}
-    return {name: px[f"{name}_px_per_unit"] for name in ("yaw", "pitch")}
+        return dict.fromkeys(MOTIONS)
+    return {"yaw": found["yaw_px_per_unit"], "pitch": found["pitch_px_per_unit"],
+            "strafe": found["strafe_px_per_unit"], "zoom": found["walk_zoom_per_unit"]}
 
 
 def tokenize(clips, tokenizer, out, batch: int = 256, device: str | None = None, progress: bool = True,

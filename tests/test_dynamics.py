@@ -23,10 +23,77 @@ def test_step_has_fixed_shapes_and_a_preallocatable_state():
     m = _model()
     tokens, actions = torch.randint(0, 64, (3, 16, 16)), torch.rand(3, 4) * 2 - 1
     state = m.init_state(3)
-    assert [s.shape for s in state] == [(3, 8, 16, 16), (3, 12, 16, 16), (3, 3)]
+    assert [s.shape for s in state] == [(3, 8, 16, 16), (3, 12, 16, 16), (3, 32, 73), (3, 5)]
     logits, new = m.step(tokens, actions, state)
     assert logits.shape == (3, 64, 16, 16) and logits.dtype == torch.float32
     assert [s.shape for s in new] == [s.shape for s in state]
+
+
+def _copies(m: Dynamics, tokens: torch.Tensor, actions, steps: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """`steps` steps of a model that always takes its proposal (a dominant copy logit, fills and
+    memory too), one action row per step -> the last codes and state."""
+    with torch.no_grad():
+        for p in (m.copy_logit, m.fill_logit, m.memory_logit):
+            if p is not None:
+                p.fill_(1e4)
+        state = m.init_state(len(tokens))
+        for t in range(steps):
+            logits, state = m.step(tokens, torch.as_tensor(actions[t % len(actions)]).expand(len(tokens), 4), state)
+            tokens = logits.argmax(1)
+    return tokens, state
+
+
+def test_strafing_shifts_and_walking_zooms_the_copies():
+    """A strafe moves the codes sideways like a turn; walking forward magnifies them about the centre
+    once the zoom owed moves the edge tokens by a whole one, and the view carries the rest."""
+    from ochre.models.dynamics import ZOOM_STEP
+
+    m = _model(shift_per_unit=1.0, strafe_per_unit=1.0, zoom_per_unit=0.1)
+    tokens = torch.arange(256).view(1, 16, 16) % 64
+    got, _ = _copies(m, tokens, [[0.0, 0.0, 1.0, 0.0]], 1)
+    assert torch.equal(got[0, :, :15], tokens[0, :, 1:])                            # strafe right: content left
+    got, state = _copies(m, tokens, [[0.0, 0.0, 0.0, 1.0]], 1)
+    assert torch.equal(got, tokens) and state[-1][0, 2] == pytest.approx(0.1)        # owed, not yet moved
+    got, state = _copies(m, tokens, [[0.0, 0.0, 0.0, 1.0]], 2)
+    assert 2 * 0.1 >= ZOOM_STEP and torch.equal(got[0, 7:9, 7:9], tokens[0, 7:9, 7:9])
+    assert torch.equal(got[0, 8, 15], tokens[0, 8, 14]) and torch.equal(got[0, 8, 0], tokens[0, 8, 1])
+    assert state[-1][0, 2].abs() < 1e-6                                             # the zoom was paid
+
+
+def test_turning_away_and_back_brings_back_what_was_seen():
+    """The panorama: a full turn, or a turn and back, shows the codes seen before, not a guess; moving
+    clears it (translation changes the view of everything)."""
+    m = _model(shift_per_unit=1.0)
+    assert m.panorama_shape() == (32, 24)
+    tokens = torch.randint(0, 64, (1, 16, 16), generator=torch.Generator().manual_seed(3))
+    back, _ = _copies(m, tokens, [[1.0, 0, 0, 0]] * 6 + [[-1.0, 0, 0, 0]] * 6, 12)
+    assert torch.equal(back, tokens)
+    spin, _ = _copies(m, tokens, [[1.0, 0, 0, 0]], 24)                   # 24 columns of panorama: a full turn
+    assert torch.equal(spin, tokens)
+    forgetful, _ = _copies(_model(shift_per_unit=1.0, memory=False), tokens, [[1.0, 0, 0, 0]], 24)
+    assert not torch.equal(forgetful, tokens)                             # wrapping the 16 columns around
+    moved, _ = _copies(m, tokens, [[1.0, 0, 0, 0]] * 4 + [[0, 0, 0.01, 0]] + [[1.0, 0, 0, 0]] * 20, 25)
+    assert not torch.equal(moved, tokens)
+
+
+def test_the_render_shows_the_view_owed():
+    """A slow turn moves the shown frame every step although the codes move a whole token at a time."""
+    from ochre.models import Tokenizer, TokenizerConfig
+    from ochre.models.step import render
+
+    torch.manual_seed(0)
+    tok = Tokenizer(TokenizerConfig(channels=(8, 8, 8), blocks=(0, 0, 0), code_dim=8, codebook_size=64)).eval()
+    m = _model(shift_per_unit=1.0)
+    tokens = torch.randint(0, 64, (1, 16, 16))
+    frames, state = [], m.init_state(1)
+    with torch.no_grad():
+        m.copy_logit.fill_(1e4)
+        for _ in range(4):
+            frames.append(render(tok, tokens, state[-1]))
+            logits, state = m.step(tokens, torch.tensor([[0.25, 0.0, 0.0, 0.0]]), state)
+            tokens = logits.argmax(1)
+    shifts = [float(state_x) for state_x in torch.linspace(0, 0.75, 4)]
+    assert shifts and all(not torch.equal(a, b) for a, b in zip(frames, frames[1:]))
 
 
 @pytest.mark.parametrize("yaw, pitch, dx, dy", [(1.0, 0.0, 1, 0), (-1.0, 0.0, -1, 0), (0.0, 1.0, 0, 1)])
@@ -78,7 +145,7 @@ def test_the_gate_mixes_the_proposal_with_the_head():
     gives q gets q / 2, the proposal gets 1/2 + q / 2."""
     m = _model(shift_per_unit=1.0, fill=False)
     tokens, act = torch.randint(0, 64, (1, 16, 16)), torch.zeros(1, 4)
-    q = m.head_logits(m.step(tokens, act, m.init_state(1))[1][-2]).softmax(-1).permute(0, 3, 1, 2)  # the head
+    q = m.head_logits(m.step(tokens, act, m.init_state(1))[1][1]).softmax(-1).permute(0, 3, 1, 2)  # the head
     p = m.step(tokens, act, m.init_state(1))[0].exp()
     want = 0.5 * q + 0.5 * torch.nn.functional.one_hot(tokens, 64).permute(0, 3, 1, 2)
     torch.testing.assert_close(p, want, rtol=1e-4, atol=1e-6)
@@ -98,8 +165,8 @@ def test_walking_keeps_only_the_walk_share_of_the_boosts():
         plain, _ = m.step(tokens, actions, state)
         boosted, _ = m.step(tokens, actions, state, boost=cfg.boosts)
     extra = (boosted - plain).amax(dim=1)                                          # (B, h, w)
-    codes, inside, _ = m.proposals(tokens, m.with_flag(actions), state[-1])
-    want = torch.where(inside, 4.0, 2.0) * torch.tensor([1.0, 0.25, 1 - 0.75 * 0.5])[:, None, None]
+    codes, kind, *_ = m.proposals(tokens, m.with_flag(actions), state[-1])
+    want = torch.where(kind == 0, 4.0, 2.0) * torch.tensor([1.0, 0.25, 1 - 0.75 * 0.5])[:, None, None]
     torch.testing.assert_close(extra, want)
     with pytest.raises(ValueError, match="walk_boost"):
         SamplingConfig(walk_boost=1.5)
@@ -115,7 +182,8 @@ def test_decoding_boosts_raise_only_the_proposed_codes():
     cfg = SamplingConfig(copy_boost=3.0, fill_boost=5.0, walk_boost=1.0)
     boosted, _ = m.step(tokens, actions, state, boost=cfg.boosts)
     assert torch.equal(m.step(tokens, actions, state, boost=(0.0, 0.0))[0], plain)    # no boost by default
-    codes, inside, _ = m.proposals(tokens, m.with_flag(actions), state[-1])
+    codes, kind, *_ = m.proposals(tokens, m.with_flag(actions), state[-1])
+    inside = kind == 0
     want = torch.zeros_like(plain).scatter_(1, codes[:, None], torch.where(inside, 3.0, 5.0)[:, None])
     torch.testing.assert_close(boosted - plain, want, rtol=0, atol=1e-4)
     assert inside[0, :, 14:].logical_not().all() and inside[0, :, :14].all()   # 2 revealed columns
@@ -132,8 +200,8 @@ def test_slow_turns_move_the_copied_codes_by_carrying_the_sub_token_rest():
         logits, state = m.step(current, torch.tensor([[0.4, 0.0, 0.0, 0.0]]), state)
         current = logits.argmax(1)
     assert torch.equal(current[0, :, 2:14], tokens[0, :, 4:16][:, :12])
-    torch.testing.assert_close(state[-1], torch.tensor([[0.0, 0.0, 0.0]]), atol=1e-5, rtol=0)
-    assert torch.equal(m.realign(state)[-1], torch.zeros(1, 3))
+    torch.testing.assert_close(state[-1], torch.tensor([[0.0, 0.0, 0.0, 2.0, 0.0]]), atol=1e-5, rtol=0)
+    assert torch.equal(m.realign(state)[-1], torch.tensor([[0.0, 0.0, 0.0, 2.0, 0.0]]))     # the position stays
 
 
 def test_dropped_actions_are_ignored_and_kept_ones_are_not():

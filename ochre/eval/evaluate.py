@@ -74,16 +74,22 @@ def _data(tokens_root, clips, split: str, cfg: EvalConfig, name: str = "") -> _D
     return _Data(name, clips, trajs, ro.make_plan(trajs, cfg.rollouts, cfg.long_rollouts, cfg.spacing))
 
 
-def _model_metrics(dreamer, data: _Data, codec: Codec, k: int, cfg: EvalConfig, seeds=None, long_seeds=None,
-                   extras: bool = True) -> tuple[dict, ro.Rollouts]:
-    """Rollout metrics of one dreamer (plus action accuracy and realism when `extras`)."""
+def dreamer_metrics(dreamer, data: _Data, codec: Codec, k: int, cfg: EvalConfig, *, seeds=None,
+                    long_seeds: int | None = None, extras: bool = True, tours: bool = False, fps: float = 8.0,
+                    other: bool = True, log=print) -> tuple[dict, ro.Rollouts, dict]:
+    """Every metric of one dreamer on one data set: rollouts (with intervals), and with `extras`
+    action accuracy and realism, with `tours` the scripted tours -> (metrics, rollouts, tour arrays)."""
     seeds = cfg.seeds if seeds is None else seeds
-    r = ro.roll(dreamer, data.trajs, data.plan, seeds, cfg.long_seeds if long_seeds is None else long_seeds)
+    r = ro.roll(dreamer, data.trajs, data.plan, seeds, cfg.long_seeds if long_seeds is None else long_seeds, other)
     real_codes = lambda frames: codec.encode(frames).cpu().numpy()   # noqa: E731
     m = ro.rollout_metrics(r, data.trajs, data.plan, real_codes, k)
     if extras:
         m.update(_extras(r, data, codec, cfg))
-    return m, r
+    arrays = {}
+    if tours and cfg.tours:
+        tm, arrays = _tours(dreamer, data, cfg, fps, log)
+        m.update(tm)
+    return m, r, arrays
 
 
 def _extras(r: ro.Rollouts, data: _Data, codec: Codec, cfg: EvalConfig) -> dict:
@@ -100,9 +106,8 @@ def _extras(r: ro.Rollouts, data: _Data, codec: Codec, cfg: EvalConfig) -> dict:
     if cfg.c2st:
         from ochre.eval.c2st import c2st
 
-        recon = data.recon
-        m["c2st@1-8"] = c2st(r.dream[0][:, 1:9], recon[:, 1:9])
-        m["c2st@9-32"] = c2st(r.dream[0][:, 9:33], recon[:, 9:33])
+        m["c2st@1-8"] = c2st(r.dream[0][:, 1:9], data.recon[:, 1:9])
+        m["c2st@9-32"] = c2st(r.dream[0][:, 9:33], data.recon[:, 9:33])
         if r.long_frames:
             m["c2st@129-256"] = c2st(r.long_frames[0], data.recon_long)
     return m
@@ -184,28 +189,27 @@ def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=N
         log(f"eval{' ' + data.name if data.name else ''}: {len(data.trajs)} trajectories, {len(data.plan.short)} "
             f"rollouts x {len(cfg.seeds)} seeds, {len(data.plan.long)} of {ro.LONG} steps")
         found = _prepare_references(data, plain, root, cfg, log)
-        m, r = _model_metrics(dreamer, data, codec, k, cfg)
+        m, r, ta = dreamer_metrics(dreamer, data, codec, k, cfg, tours=True, fps=fps, log=log)
         found.update(m)
-        repeat, _ = _model_metrics(RepeatDreamer(plain), data, plain, k, cfg, seeds=(0,), long_seeds=1, extras=False)
+        tour_arrays = tour_arrays or ta
+        repeat, *_ = dreamer_metrics(RepeatDreamer(plain), data, plain, k, cfg, seeds=(0,), long_seeds=1,
+                                     extras=False, other=False)
         found.update({f"repeat_frame/{n}": v for n, v in repeat.items() if n != "curve"})
         found["repeat_frame/delta_psnr@16"] = 0.0
         if cfg.learned:
             learned = ModelDreamer("learned", low_model, codec, replace(decoding, copy_boost=0.0, fill_boost=0.0),
                                    cfg.batch)
-            lm, _ = _model_metrics(learned, data, codec, k, cfg, seeds=cfg.seeds[:1], long_seeds=1, extras=False)
+            lm, *_ = dreamer_metrics(learned, data, codec, k, cfg, seeds=cfg.seeds[:1], long_seeds=1, extras=False,
+                                     log=log)
             found.update({f"learned/{n}": v for n, v in lm.items() if n != "curve"})
-        if cfg.tours:
-            tm, ta = _tours(dreamer, data, cfg, fps, log)
-            found.update(tm)
-            tour_arrays = tour_arrays or ta
         if not data.name:
             curves = {dreamer.name: m["curve"], "repeat_frame": repeat["curve"]}
             arrays = r
             if compare:
                 other_model, other_sampling, other_meta = load_dynamics(compare, device)
                 name = other_meta["extra"].get("recipe", "compare")
-                cm, _ = _model_metrics(ModelDreamer(name, other_model, plain, other_sampling, cfg.batch), data, plain,
-                                       k, cfg, extras=True)
+                cm, *_ = dreamer_metrics(ModelDreamer(name, other_model, plain, other_sampling, cfg.batch), data,
+                                         plain, k, cfg, tours=True, fps=fps, log=log)
                 found.update({f"{name}/{n}": v for n, v in cm.items() if n != "curve"})
                 curves[name] = cm["curve"]
             found.update({"rollouts": len(data.plan.short), "rollouts@256": len(data.plan.long),

@@ -43,7 +43,11 @@ from ochre.actions import ACTIONS
 # Content shift per unit action (±15° per step, docs/data.md#actions) at the renderer's 70° field of view:
 # 32 / tan(35°) = 45.7 px focal, 45.7·tan(15°) = 12.2 px = 3.06 tokens of 4 px.
 SHIFT_PER_UNIT = 3.06
-VIEW = 3                  # the view state: [x, y] tokens and log zoom the camera is ahead of the codes
+# The view state (B, VIEW): [x, y] tokens and log zoom the camera is ahead of the codes (what the
+# render shows), then the panorama column and row of the view's top-left code.
+VIEW = 5
+MEMORY_ROWS = 8           # panorama rows above and below the level view: about ±40° of pitch
+COPY, MEMORY, GUESS = 0, 1, 2    # what a position's proposal is: a copy from the view, a remembered code, a guess
 ZOOM_STEP = math.log(7.5 / 6.5)   # the log zoom that moves the edge tokens of a 16-grid by one token
 
 
@@ -53,6 +57,42 @@ def view_grid(base: torch.Tensor, view: torch.Tensor, per_unit: float) -> torch.
     samples input centre + (p − centre) · e^−zoom + shift."""
     scale = torch.exp(-view[:, 2])[:, None, None, None]
     return base * scale + (view[:, :2] * per_unit)[:, None, None, :]
+
+
+# The panorama (B, R, P): per cell the code seen there + 1 (0: never seen, so a zeroed state is an
+# empty panorama on every backend); the view's top-left code sits at column view[3] (mod P), row
+# MEMORY_ROWS + view[4].
+def _cells(position: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """Panorama cells of view positions: position (B, 2) [column, row], ys (B, h, 1), xs (B, 1, w)
+    -> flat cell indices (B, h, w) and whether the row is inside the panorama (B, h, w)."""
+    rows, cols = shape
+    r = MEMORY_ROWS + position[:, 1].long()[:, None, None] + ys                      # (B, h, 1)
+    c = torch.remainder(position[:, 0].long()[:, None, None] + xs, cols)               # (B, 1, w)
+    ok = (r >= 0) & (r < rows)
+    return (r.clamp(0, rows - 1) * cols + c).expand(-1, ys.shape[1], xs.shape[2]), ok.expand_as(c + r)
+
+
+def _write_view(panorama: torch.Tensor, tokens: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+    """The panorama with the view's codes tokens (B, h, w) written at its position."""
+    B, h, w = tokens.shape
+    idx, _ = _cells(view[:, 3:], torch.arange(h, device=tokens.device)[None, :, None],
+                    torch.arange(w, device=tokens.device)[None, None, :], panorama.shape[-2:])
+    flat = panorama.flatten(1).scatter(1, idx.reshape(B, -1), (tokens + 1).to(panorama.dtype).reshape(B, -1))
+    return flat.view_as(panorama)
+
+
+def _read_panorama(panorama: torch.Tensor, position: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """The panorama's cells at view positions (ys, xs): (B, h, w), code + 1 or 0 (unseen or off the panorama)."""
+    idx, ok = _cells(position, ys, xs, panorama.shape[-2:])
+    return torch.where(ok, panorama.flatten(1).gather(1, idx.reshape(len(idx), -1)).view_as(idx), 0.0)
+
+
+def _move(position: torch.Tensor, whole: torch.Tensor, shape, h: int) -> torch.Tensor:
+    """The view's panorama position after its codes moved by whole (B, 2) tokens [x, y]."""
+    rows, cols = shape
+    col = torch.remainder(position[:, 0] + whole[:, 0], cols)
+    row = (position[:, 1] + whole[:, 1]).clamp(-MEMORY_ROWS, rows - MEMORY_ROWS - h)
+    return torch.stack([col, row], dim=1)
 
 
 @dataclass
@@ -67,6 +107,7 @@ class DynamicsConfig:
     warp: bool = True                          # shift state and input by the commanded yaw/pitch
     copy_bias: bool = True                     # learned logit for the warped current code
     fill: bool = True                          # ... and a proposal for the positions the turn reveals
+    memory: bool = True                        # ... from a panorama of the codes seen from here (warp only)
     # The motion prior's geometry, measured on the train clips (ochre.data.check.content_shift, at
     # tokenize time): tokens of picture shift per unit [yaw, pitch] (this default is the synthetic
     # world's at 70°), per unit move_x (strafing), and the log zoom per unit move_z (walking).
@@ -163,6 +204,8 @@ class Dynamics(nn.Module):
             nn.init.zeros_(self.copy_gate.weight)
             nn.init.zeros_(self.copy_gate.bias)
             self.fill_logit = nn.Parameter(torch.tensor(-2.0)) if cfg.fill else None
+            # A remembered code is what this spot looked like: it starts as trusted as a copy.
+            self.memory_logit = nn.Parameter(torch.tensor(0.0)) if self.has_memory else None
         if cfg.warp:
             # Fixed, not learned: the shift is the camera's geometry, measured on the data (a learned
             # one shrinks, since a bilinear state warp prefers less motion, and the copies lag the camera).
@@ -174,10 +217,21 @@ class Dynamics(nn.Module):
 
     # -- state ------------------------------------------------------------------------------
     def state_shapes(self) -> list[tuple[int, ...]]:
-        """Per-sample state shapes: (C_l, h, w) per layer, then (VIEW,) the view: how far the camera
-        is ahead of the codes (x, y in tokens; log zoom), which the codes owe and the render shows."""
+        """Per-sample state shapes: (C_l, h, w) per layer, with memory the panorama (rows, columns),
+        then (VIEW,) the view (VIEW says what it holds; the render reads its first three)."""
         g = self.config.grid
-        return [(c, g, g) for c in self.config.hidden] + [(VIEW,)]
+        panorama = [self.panorama_shape()] if self.has_memory else []
+        return [(c, g, g) for c in self.config.hidden] + panorama + [(VIEW,)]
+
+    @property
+    def has_memory(self) -> bool:
+        return self.config.memory and self.config.warp and self.config.copy_bias
+
+    def panorama_shape(self) -> tuple[int, int]:
+        """(rows, columns) of the panorama: the view's rows and MEMORY_ROWS above and below; a column
+        per token of a full turn (24 units of yaw of 15°), at least the view's width."""
+        g = self.config.grid
+        return (g + 2 * MEMORY_ROWS, max(g, round(24 * self.config.shift_per_unit[0])))
 
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> list[torch.Tensor]:
         """Zero state: fixed shapes, preallocatable (see state_shapes)."""
@@ -187,8 +241,9 @@ class Dynamics(nn.Module):
     @staticmethod
     def realign(state: list[torch.Tensor]) -> list[torch.Tensor]:
         """The state for a real (not dreamed) input frame: its codes sit exactly where the camera
-        is, so no view is owed."""
-        return [*state[:-1], torch.zeros_like(state[-1])]
+        is, so no shift or zoom is owed (the panorama position stays)."""
+        view = state[-1]
+        return [*state[:-1], torch.cat([torch.zeros_like(view[:, :3]), view[:, 3:]], dim=1)]
 
     # -- pieces -------------------------------------------------------------------------------
     def with_flag(self, actions: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
@@ -216,22 +271,28 @@ class Dynamics(nn.Module):
         return F.grid_sample(x, view_grid(self.base_grid, motion, per_token).to(x.dtype), mode="bilinear",
                              padding_mode="zeros", align_corners=True)
 
-    def _copy_codes(self, tokens: torch.Tensor, motion: torch.Tensor | None,
-                    view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The code the motion carries to each position, whether it comes from inside the view, and
-        the view owed afterwards.
+    def _copy_codes(self, tokens: torch.Tensor, motion: torch.Tensor | None, view: torch.Tensor,
+                    panorama: torch.Tensor | None = None, moving: torch.Tensor | None = None):
+        """The code the motion carries to each position, which kind of proposal it is, the view owed
+        afterwards and the panorama.
 
         Codes move by whole tokens: round(shift + owed shift), the rest is carried to the next step
         (and shown by the render, ochre.models.step.render), so a slow turn (0.3 token per step)
         moves the dream smoothly and its codes one token every few steps; they never lag the camera
         by more than half a token. Zoom is carried the same way until it moves the edge tokens by a
-        whole token (ZOOM_STEP), then the codes are resampled about the centre. Sources outside the
-        view wrap around horizontally and clamp to the edge row vertically (the fill proposal).
-        -> codes (B, h, w) long, inside (B, h, w) bool, view (B, VIEW)."""
-        if motion is None:
-            return tokens, torch.ones_like(tokens, dtype=torch.bool), view
+        whole token (ZOOM_STEP), then the codes are resampled about the centre. A position whose
+        source is outside the view is filled from the panorama where it holds that spot (memory of
+        what the view turned away from), else by wrapping around horizontally and clamping to the
+        edge row vertically. The panorama holds codes seen from where the player stands: the current
+        view is written into it each step, and moving (translation) clears it.
+        -> codes (B, h, w) long, kind (B, h, w) long (COPY, MEMORY, GUESS), view (B, VIEW), panorama."""
         B, h, w = tokens.shape
-        total = motion.detach() + view                                                  # (B, 3)
+        copy = torch.full_like(tokens, COPY)
+        if motion is None:
+            return tokens, copy, view, panorama
+        if panorama is not None:
+            panorama = _write_view(torch.where(moving[:, None, None], 0.0, panorama), tokens, view)
+        total = motion.detach() + view[:, :3]                                           # (B, 3)
         whole = torch.round(total[:, :2])                                               # (B, 2)
         zoom = torch.where(total[:, 2].abs() >= ZOOM_STEP, total[:, 2], torch.zeros_like(total[:, 2]))   # (B,)
         scale = torch.exp(-zoom)[:, None, None]
@@ -243,8 +304,16 @@ class Dynamics(nn.Module):
         inside = ((ys >= 0) & (ys < h)) & ((xs >= 0) & (xs < w))                        # (B, h, w)
         src = ys.clamp(0, h - 1) * w + torch.remainder(xs, w)                           # (B, h, w)
         codes = tokens.reshape(B, h * w).gather(1, src.reshape(B, h * w)).view(B, h, w)
-        owed = torch.cat([total[:, :2] - whole, (total[:, 2] - zoom)[:, None]], dim=1)
-        return codes, inside, owed
+        kind = torch.where(inside, copy, GUESS)
+        position = view[:, 3:]                                                          # (B, 2) column, row
+        if panorama is not None:
+            seen = _read_panorama(panorama, position, ys, xs)                            # (B, h, w): code + 1, 0 unseen
+            remembered = ~inside & (seen > 0)
+            codes = torch.where(remembered, seen.long() - 1, codes)
+            kind = torch.where(remembered, MEMORY, kind)
+            position = _move(position, whole, panorama.shape[-2:], h)
+        owed = torch.cat([total[:, :2] - whole, (total[:, 2] - zoom)[:, None], position], dim=1)
+        return codes, kind, owed, panorama
 
     def input_gates(self, tokens: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """First layer's input convolution for any batch of frames: tokens (N, h, w), act (N, 5)
@@ -260,27 +329,28 @@ class Dynamics(nn.Module):
         B, _, h, w = x.shape
         return torch.cat([x, act[:, :, None, None].expand(B, act.shape[1], h, w).to(x.dtype)], dim=1)
 
-    def proposals(self, tokens: torch.Tensor, act: torch.Tensor,
-                  view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def proposals(self, tokens: torch.Tensor, act: torch.Tensor, view: torch.Tensor,
+                  panorama: torch.Tensor | None = None):
         """What the copy prior proposes for the next frame: tokens (B, h, w), act (B, 5), the state's
-        view (B, VIEW) -> codes (B, h, w), inside (B, h, w) bool (a copy; else a fill), the view owed."""
-        return self._copy_codes(tokens, self._motion(act) if self.config.warp else None, view)
+        view (B, VIEW) and panorama -> codes (B, h, w), kind (B, h, w), the view owed, the panorama."""
+        motion = self._motion(act) if self.config.warp else None
+        return self._copy_codes(tokens, motion, view, panorama, act[:, 2:4].abs().amax(dim=1) > 0)
 
     def head_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The head's logits for the last layer's state: x (B, C, h, w) -> (B, h, w, K), at least fp32."""
         return self.head(x.permute(0, 2, 3, 1)).to(torch.promote_types(x.dtype, torch.float32))
 
     @staticmethod
-    def boost(inside: torch.Tensor, boost: tuple[float, ...], act: torch.Tensor | None = None) -> torch.Tensor | None:
+    def boost(kind: torch.Tensor, boost: tuple[float, ...], act: torch.Tensor | None = None) -> torch.Tensor | None:
         """Decoding's continuity preference, the logit added to each position's proposed code:
-        inside (B, h, w) -> (B, h, w), boost[0] for a copy, boost[1] for a fill
-        (ochre.models.sampling.SamplingConfig says why), scaled towards boost[2] (the share kept)
-        as a movement key of act (B, 5) is held: a step forward changes most of the view, where a
-        turn only moves it. None when there is no boost. Never used by the loss."""
+        kind (B, h, w) -> (B, h, w), boost[0] for a copy or a remembered code, boost[1] for a
+        guessed fill (ochre.models.sampling.SamplingConfig says why), scaled towards boost[2] (the
+        share kept) as a movement key of act (B, 5) is held: a step forward changes most of the
+        view, where a turn only moves it. None when there is no boost. Never used by the loss."""
         copy, fill, *walk = boost
         if not (copy or fill):
             return None
-        extra = torch.where(inside, copy, fill).to(torch.float32 if act is None else act.dtype)   # (B, h, w)
+        extra = torch.where(kind == GUESS, fill, copy).to(torch.float32 if act is None else act.dtype)   # (B, h, w)
         if walk and walk[0] < 1 and act is not None:
             moving = act[:, 2:4].abs().amax(dim=1).clamp(max=1.0)                       # (B,)
             extra = extra * (1 - (1 - walk[0]) * moving)[:, None, None]
@@ -291,6 +361,7 @@ class Dynamics(nn.Module):
         """The recurrent part of a step, given the first layer's input gates gx0 (B, 3C, h, w).
         parts (models with copy_bias): the distribution as its Mixture instead of its logits."""
         *hidden, view = state
+        panorama = hidden.pop() if self.has_memory else None
         motion = self._motion(act) if self.config.warp else None
         a_emb = self.action_mlp(act)                                                  # (B, a)
         new_state, x = [], None
@@ -302,12 +373,15 @@ class Dynamics(nn.Module):
             new_state.append(x)
         logits = self.head_logits(x)                                                  # (B, h, w, K)
         if self.config.copy_bias:
-            codes, inside, view = self._copy_codes(tokens, motion, view)
+            codes, kind, view, panorama = self._copy_codes(tokens, motion, view, panorama,
+                                                           act[:, 2:4].abs().amax(dim=1) > 0)
             gate = self.copy_gate(self._with_planes(x, act))[:, 0].float()                  # (B, h, w)
             # Without fills a revealed position gets no proposal: g = σ(−30) ≈ 1e-13.
             fill = self.fill_logit if self.fill_logit is not None else torch.full_like(self.copy_logit, -30.0)
-            gate = gate + torch.where(inside, self.copy_logit, fill)
-            mixture = Mixture(logits, codes, gate, self.boost(inside, boost, act))
+            memory = self.memory_logit if self.memory_logit is not None else fill
+            gate = gate + torch.where(kind == COPY, self.copy_logit, torch.where(kind == MEMORY, memory, fill))
+            mixture = Mixture(logits, codes, gate, self.boost(kind, boost, act))
+            new_state += [panorama] if panorama is not None else []
             if parts:
                 return mixture, [*new_state, view]
             logits = mixture.log_probs()

@@ -170,7 +170,8 @@ class WorldLoss(nn.Module):
             else:                                            # own predictions where the window unrolls
                 x = torch.where(own[:, t, None, None], current, inputs[t])
                 g = self._gates_fn(x, act[:, t])
-                state = [*state[:-1], state[-1] * own[:, t, None]]              # realigned where recorded
+                realigned = model.realign(state)                                # where the codes are recorded
+                state = [*state[:-1], torch.where(own[:, t, None], state[-1], realigned[-1])]
             ce, logits, state = self._step_fn(g, x, act[:, t], state, tokens[:, t + 1])
             losses.append(ce)
             if t + 1 >= tf:
@@ -201,32 +202,36 @@ class WorldLoss(nn.Module):
         return sample_tokens(logits, u, self.sampling)
 
 
-def shift_per_unit(index: dict, tokens_root, cfg: DynamicsConfig, given=None) -> tuple[float, float]:
-    """Tokens of content shift per unit [yaw, pitch] for the warp prior: `given` (pixels, from
-    --shift-per-unit), else what `ochre tokenize` measured on the train clips and recorded in the
-    index, else measured again on the clips the index records. Stops with a ValueError saying what
-    to do when none of these tells; never a guess."""
+def motion_prior(index: dict, tokens_root, cfg: DynamicsConfig, given=None) -> dict:
+    """The motion prior's geometry as DynamicsConfig fields, from what `ochre tokenize` measured on the
+    train clips and recorded in the index (else measured again on the clips the index records):
+    tokens of picture shift per unit yaw and pitch (`given` in pixels overrides them, from
+    --shift-per-unit), per unit strafe, and the log zoom per unit of walking. Yaw and pitch are
+    required: without them it stops with a ValueError saying what to do, never a guess; a strafe or
+    walk the clips never make alone leaves that prior off (0)."""
+    from ochre.tokenize import shift_per_unit
+
     px_per_token = index.get("size", 64) / cfg.grid
-    if given is not None:
-        return tuple(round(float(v) / px_per_token, 3) for v in given)
-    px = index.get("shift_per_unit")
-    if px is None:                                           # token shards made before it was recorded
-        from ochre.data.check import content_shift, measure
+    found = index.get("shift_per_unit")
+    if found is None:                                        # token shards made before it was recorded
         from ochre.data.shards import indexed_folder
 
         try:
-            found = content_shift(*measure(indexed_folder(tokens_root, "clips", index), 32, split="train"))
-        except (FileNotFoundError, ValueError) as e:
+            found = shift_per_unit(indexed_folder(tokens_root, "clips", index))
+        except FileNotFoundError as e:
             raise ValueError(f"{tokens_root}: the shift per unit action is not recorded with the token shards and "
                              f"cannot be measured ({e}); re-run `ochre tokenize --overwrite`, or pass "
                              "--shift-per-unit YAW_PX PITCH_PX") from None
-        px = {name: found[f"{name}_px_per_unit"] for name in ("yaw", "pitch")}
-    missing = [name for name in ("yaw", "pitch") if px.get(name) is None]
+    if given is not None:
+        found = {**found, "yaw": float(given[0]), "pitch": float(given[1])}
+    missing = [name for name in ("yaw", "pitch") if found.get(name) is None]
     if missing:
         raise ValueError(f"{tokens_root}: the clips never {' or '.join(missing)} alone often enough to measure how far "
                          "the picture moves per unit action (the warp prior needs it); pass --shift-per-unit "
                          "YAW_PX PITCH_PX (`ochre data check` on data that turns prints them), or --recipe seed-v3")
-    return tuple(round(px[name] / px_per_token, 3) for name in ("yaw", "pitch"))
+    return {"shift_per_unit": tuple(round(found[n] / px_per_token, 3) for n in ("yaw", "pitch")),
+            "strafe_per_unit": round((found.get("strafe") or 0.0) / px_per_token, 3),
+            "zoom_per_unit": round(found.get("zoom") or 0.0, 4)}
 
 
 def unroll_at(progress: float, tcfg: WorldTrainConfig) -> int:
@@ -304,10 +309,11 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
     if index.get("codebook_size", cfg.codebook_size) != cfg.codebook_size:
         cfg = replace(cfg, codebook_size=index["codebook_size"])
     if cfg.warp:
-        cfg = replace(cfg, shift_per_unit=shift_per_unit(index, tokens_root, cfg, shift))
+        cfg = replace(cfg, **motion_prior(index, tokens_root, cfg, shift))
         if info.is_main:
-            print(f"warp prior: the content moves {cfg.shift_per_unit[0]} tokens per unit yaw, {cfg.shift_per_unit[1]} "
-                  "per unit pitch", file=sys.stderr)
+            print(f"motion prior: the picture moves {cfg.shift_per_unit[0]} tokens per unit yaw, "
+                  f"{cfg.shift_per_unit[1]} per unit pitch, {cfg.strafe_per_unit} per unit strafe, and zooms by "
+                  f"e^{cfg.zoom_per_unit} per unit of walking forward", file=sys.stderr)
     out = Path(out)
     record = run_record(tokens_root, cfg, tcfg, sampling, recipe_name=recipe_name, seed=seed, workers=workers,
                         ranks=info.world, tokenizer=index.get("tokenizer"))
