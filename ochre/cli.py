@@ -201,6 +201,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--no-learned", action="store_true", help="skip learned/ (the model without decoding boosts)")
     p.add_argument("--no-idm", action="store_true", help="skip the inverse-dynamics action accuracy")
     p.add_argument("--no-c2st", action="store_true", help="skip the classifier two-sample test")
+    p.add_argument("--calibrate", action="store_true",
+                   help="also score the reference dreamers (oracle/, still/, random_codes/): what each metric gives a "
+                   "perfect model, a dream that never moves and noise")
     p.add_argument("--temperature", type=float, default=None,
                    help="override the checkpoint's sampling temperature (0 = argmax)")
     p.add_argument("--top-k", type=_positive_int, default=None, help="override the checkpoint's top-k")

@@ -228,7 +228,7 @@ def run(args) -> int:
     else:
         stages.run("eval", ["eval", str(world), str(tokens), "--out", str(eval_dir), "--test-world", str(tokens2),
                             "--rollouts", str(cfg["rollouts"]), "--long-rollouts", str(cfg["long_rollouts"]),
-                            "--seeds", *map(str, cfg["seeds"]), "--tours", str(cfg["tours"]),
+                            "--seeds", *map(str, cfg["seeds"]), "--tours", str(cfg["tours"]), "--calibrate",
                             *(["--compare", str(other)] if compare else [])])
     remember_demo(out)                   # `ochre play` and `ochre bench` now default to this model
     bench = _live_stages(stages, cfg, out, world, args.seed)

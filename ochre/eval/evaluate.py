@@ -41,6 +41,7 @@ class EvalConfig:
     tours: int = 32                # tour contexts (synthetic worlds); 0: none
     idm: bool = True               # action accuracy by the inverse-dynamics model
     c2st: bool = True              # realism by the classifier two-sample test
+    calibrate: bool = False        # also the reference dreamers (oracle/, still/, random_codes/; docs/metrics.md)
     videos: int = 6                # rollouts in dream.mp4
     batch: int = 32                # rollouts stepped at once
 
@@ -202,6 +203,9 @@ def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=N
             lm, *_ = dreamer_metrics(learned, data, codec, k, cfg, seeds=cfg.seeds[:1], long_seeds=1, extras=False,
                                      log=log)
             found.update({f"learned/{n}": v for n, v in lm.items() if n != "curve"})
+        if cfg.calibrate and not data.name:
+            for name, rm in _references(data, plain, k, cfg, fps, log, skip=("repeat_frame",)).items():
+                found.update({f"{name}/{n}": v for n, v in rm.items()})
         if not data.name:
             curves = {dreamer.name: m["curve"], "repeat_frame": repeat["curve"]}
             arrays = r
@@ -252,7 +256,7 @@ def run(args) -> int:
         cfg = EvalConfig(split=args.split, rollouts=args.rollouts, long_rollouts=args.long_rollouts,
                          seeds=tuple(args.seeds), long_seeds=min(args.long_seeds, len(args.seeds)),
                          learned=not args.no_learned, tours=args.tours, idm=not args.no_idm,
-                         c2st=not args.no_c2st)
+                         c2st=not args.no_c2st, calibrate=args.calibrate)
         metrics = evaluate(args.checkpoint, args.tokens, args.out, cfg=cfg, compare=args.compare, clips=args.clips,
                            test_world=args.test_world, device=args.device, sampling=overrides, dtype=args.dtype)
     except (FileNotFoundError, ValueError, CheckpointError) as e:
@@ -262,3 +266,54 @@ def run(args) -> int:
     print(json.dumps(shown, indent=2))
     print(f"wrote metrics.json ({len(metrics)} keys), rollouts.npz, dream.mp4 and psnr.png to {args.out}")
     return 0
+
+
+REFERENCES = ("oracle", "repeat_frame", "still", "random_codes")
+
+
+def _reference_dreamers(data: _Data, codec: Codec, k: int):
+    """(name, dreamer, data, replays other actions) of the calibration's reference dreamers: the
+    oracle (the tokenizer's reconstruction of the truth: what a perfect world model scores; it has
+    no truth past a trajectory's end, so no long rollouts, nor for other actions), the repeated
+    frame, a still dream (the decoded context, never moving), uniform random codes."""
+    from dataclasses import replace as copy
+
+    from ochre.eval.dreamers import OracleDreamer, RandomDreamer, StillDreamer
+
+    truthful = copy(data, plan=copy(data.plan, long=[]))
+    return (("oracle", OracleDreamer(codec), truthful, False), ("repeat_frame", RepeatDreamer(codec), data, False),
+            ("still", StillDreamer(codec), data, True), ("random_codes", RandomDreamer(codec, k), data, True))
+
+
+def _references(data: _Data, codec: Codec, k: int, cfg: EvalConfig, fps: float, log, skip=()) -> dict[str, dict]:
+    out = {}
+    for name, dreamer, on, other in _reference_dreamers(data, codec, k):
+        if name not in skip:
+            log(f"calibration: {name}")
+            m, *_ = dreamer_metrics(dreamer, on, codec, k, cfg, seeds=cfg.seeds[:1], long_seeds=1, tours=True,
+                                    fps=fps, other=other, log=log)
+            out[name] = {n: v for n, v in m.items() if n != "curve"}
+    return out
+
+
+def calibrate(tokens_root, runs: dict, *, cfg: EvalConfig, device: str | None = None, log=None) -> dict[str, dict]:
+    """The calibration table (docs/metrics.md#calibration): every metric for the reference dreamers
+    (REFERENCES) and for the world-model runs given by name (e.g. the shipped model, seed-v3, the
+    action-blind recipe), on cfg.split of `tokens_root` -> {name: metrics}."""
+    from ochre.models.checkpoint import load_dynamics, load_tokenizer
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    index = read_index(tokens_root)
+    codec = Codec(load_tokenizer(indexed_folder(tokens_root, "tokenizer_checkpoint", index), device))
+    k, fps = int(index["codebook_size"]), float(index.get("fps", 8.0))
+    data = _data(tokens_root, None, cfg.split, cfg)
+    shared = _prepare_references(data, codec, tokens_root, cfg, log)
+    table = {name: {**shared, **m} for name, m in _references(data, codec, k, cfg, fps, log).items()}
+    for name, run in runs.items():
+        log(f"calibration: {name} ({run})")
+        model, sampling, _ = load_dynamics(run, device)
+        m, *_ = dreamer_metrics(ModelDreamer(name, model, codec, sampling, cfg.batch), data, codec, k, cfg, tours=True,
+                                fps=fps, log=log)
+        table[name] = {**shared, **{n: v for n, v in m.items() if n != "curve"}}
+    return table
