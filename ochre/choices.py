@@ -3,7 +3,8 @@ their lists from here, and `ochre --help` reads them without importing torch."""
 
 LAYOUTS = ("minerl", "vpt")                  # recording layouts `ochre synth` writes (ochre.data.synth)
 CROPS = ("center", "squash")                 # how a non-square source becomes square (ochre.data.video)
-PRESETS = ("tiny", "base")                   # model sizes (TokenizerConfig, DynamicsConfig, recipes)
+PRESETS = ("tiny", "base")                   # model sizes (DynamicsConfig, recipes)
+TOKENIZER_PRESETS = ("tiny", "small", "base")   # tokenizer sizes (TokenizerConfig)
 RECIPES = ("ochre", "seed-v3", "blind")      # world-model training recipes (ochre.train.world)
 COMPARE = ("seed-v3",)                       # recipes `ochre demo --compare` trains beside ochre
 IMPLS = ("auto", "triton", "torch")          # fused-kernel implementations (ochre.kernels)

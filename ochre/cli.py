@@ -97,7 +97,8 @@ def _add_train_tokenizer(sub) -> None:
     )
     p.add_argument("clips", help="output folder of `ochre prepare`")
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, metrics)")
-    p.add_argument("--preset", choices=choices.PRESETS, default="tiny", help="model size (default tiny)")
+    p.add_argument("--preset", choices=choices.TOKENIZER_PRESETS, default="tiny",
+                   help="model size: tiny (demos, tests), small (the shipped model), base (GPU); default tiny")
     p.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default: preset's)")
     p.add_argument("--batch", type=_positive_int, default=None, help="frames per step (default: preset's)")
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default: preset's)")

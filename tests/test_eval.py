@@ -1,0 +1,75 @@
+"""`ochre eval` as docs/metrics.md defines it: one step path with the runtime, intervals, splits,
+and the calibration that shows each metric separates good dreams from bad ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from live_model import make_model
+
+from ochre.eval.intervals import interval, mean_interval, worse_end
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("model"))
+
+
+def test_eval_dreams_the_frames_the_runtime_plays(world):
+    """The same seed, context and actions: the eval's dreamer and the torch backend give the same
+    frames, byte for byte (one live step, one noise rule, one render)."""
+    from ochre.eval.dreamers import Codec, ModelDreamer
+    from ochre.models.lookup import from_run, load
+    from ochre.runtime.stepper import make_stepper
+
+    model = from_run(world)
+    context = model.context_frames()[:3]
+    actions = np.random.default_rng(0).uniform(-1, 1, (3, 12, 4)).astype(np.float32)
+    stepper = make_stepper("torch", model, batch=3, seed=7)
+    played = [stepper.reset(context).copy()] + [stepper.step(a).copy() for a in actions.transpose(1, 0, 2)]
+    tokenizer, dynamics, sampling = load(model)
+    dreamed, _ = ModelDreamer("ochre", dynamics, Codec(tokenizer), sampling, batch=3).dream(context, actions, seed=7)
+    assert np.array_equal(np.stack(played, axis=1), dreamed)
+
+
+def test_intervals_cover_the_mean_and_shrink_with_more_rollouts():
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(10, 2, 20), rng.normal(10, 2, 2000)
+    v, (lo, hi) = mean_interval(few)
+    assert lo < v < hi and lo < 10 < hi
+    _, (lo2, hi2) = mean_interval(many)
+    assert hi2 - lo2 < (hi - lo) / 5
+    seeds = np.stack([few, few + 1])                                 # (seeds, N): the seeds' mean, resampled
+    assert mean_interval(seeds)[0] == pytest.approx(few.mean() + 0.5)
+    value, ci = interval(lambda idx: float(np.corrcoef(few[idx], few[idx] * 2 + 1)[0, 1]), len(few))
+    assert value == pytest.approx(1.0) and ci[0] == pytest.approx(1.0)
+    m = {"psnr@8": 14.0, "psnr@8/ci": [13.5, 14.4]}
+    assert worse_end(m, "psnr@8") == 13.5 and worse_end(m, "psnr@8", higher_is_better=False) == 14.4
+
+
+def test_splits_are_disjoint_stable_and_hold_out_five_percent_each():
+    from ochre.data.loader import split_sources
+
+    index = {"shards": [{"samples": [{"source": f"rec-{i:03d}"} for i in range(200)]}]}
+    s = split_sources(index)
+    assert len(s["test"]) == len(s["val"]) == 10 and len(s["train"]) == 180
+    assert not (s["test"] & s["val"]) and not (s["train"] & (s["test"] | s["val"]))
+    assert split_sources(index) == s
+    small = {"shards": [{"samples": [{"source": "a"}, {"source": "b"}]}]}
+    t = split_sources(small)
+    assert len(t["test"]) == 1 and not t["val"] and len(t["train"]) == 1
+    one = {"shards": [{"samples": [{"source": "a"}]}]}
+    assert split_sources(one)["train"] == {"a"}
+
+
+def test_the_plan_spreads_rollouts_over_every_trajectory():
+    from ochre.eval.rollouts import LONG, SHORT, Trajectory, make_plan
+
+    trajs = [Trajectory(f"s{i}", f"k{i}", np.zeros((80 + 40 * i, 2, 2, 3), np.uint8), np.zeros((79 + 40 * i, 4)))
+             for i in range(4)]
+    plan = make_plan(trajs, rollouts=20, long_rollouts=6, spacing=8)
+    assert len(plan.short) == 20 and {t for t, _ in plan.short} == {0, 1, 2, 3}
+    assert all(s + SHORT < len(trajs[t].frames) for t, s in plan.short)
+    assert len(plan.long) == 6 and len({t for t, _ in plan.long}) == 4
+    assert all(plan.short[o][0] != t for (t, _), o in zip(plan.short, plan.other))
+    assert LONG > SHORT
