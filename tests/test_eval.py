@@ -73,3 +73,54 @@ def test_the_plan_spreads_rollouts_over_every_trajectory():
     assert len(plan.long) == 6 and len({t for t, _ in plan.long}) == 4
     assert all(plan.short[o][0] != t for (t, _), o in zip(plan.short, plan.other))
     assert LONG > SHORT
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A small synthetic data set with every split, a briefly trained tokenizer, its token shards, and
+    world models of the ochre and action-blind recipes (random-ish: the tests judge the metrics)."""
+    from ochre.cli import main
+    from ochre.models.dynamics import DynamicsConfig
+    from ochre.models.sampling import SamplingConfig
+    from ochre.models.tokenizer import TokenizerConfig, TokenizerTrainConfig
+    from ochre.train.tokenizer import train as train_tokenizer
+    from ochre.train.world import WorldTrainConfig, train
+
+    root = tmp_path_factory.mktemp("eval")
+    assert main(["synth", str(root / "src"), "--episodes", "40", "--steps", "120", "--seed", "4"]) == 0
+    assert main(["prepare", str(root / "src"), str(root / "clips"), "--per-shard", "4"]) == 0
+    train_tokenizer(root / "clips", root / "tok", TokenizerConfig.preset("tiny", codebook_size=256),
+                    TokenizerTrainConfig(steps=60, batch=16, warmup=5), progress=False, eval_frames_n=16)
+    assert main(["tokenize", str(root / "clips"), "--tokenizer", str(root / "tok"), "--out", str(root / "tokens")]) == 0
+    small = dict(codebook_size=256, embed_dim=8, hidden=(16,), head_dim=8, action_embed=8, impl="torch")
+    for name, blind in (("ochre", False), ("blind", True)):
+        train(root / "tokens", root / name, DynamicsConfig(**small, blind=blind),
+              WorldTrainConfig(steps=20, batch=4, window=6, unroll=1, warmup=2), SamplingConfig(), recipe_name=name,
+              progress=False)
+    return root
+
+
+def test_the_decoding_sweep_chooses_on_val_and_never_reads_test(data, tmp_path, monkeypatch):
+    """Settings are chosen on val: a sweep decodes val trajectories only, never a test one."""
+    from ochre.bench import decoding_sweep
+    from ochre.data import loader
+    from ochre.eval import EvalConfig
+
+    splits = loader.split_sources(loader.read_index(data / "clips"))
+    read: set[str] = set()
+    real_samples = loader.ShardStream.samples
+
+    def spy(self):
+        for sample in real_samples(self):
+            read.add(sample["meta"]["source"])
+            yield sample
+    monkeypatch.setattr(loader.ShardStream, "samples", spy)
+    cfg = EvalConfig(split="val", rollouts=4, long_rollouts=1, seeds=(0,), learned=False, tours=0, idm=False,
+                     c2st=False)
+    result = decoding_sweep.sweep(data / "ochre", data / "tokens", [(0.0, 0.0, 1.0), (6.0, 4.0, 0.5)],
+                                  out_dir=tmp_path, cfg=cfg, log=lambda m: None)
+    assert read and read <= splits["val"] and not read & splits["test"]
+    assert len(result["candidates"]) == 2 and all("psnr@8/ci" in c["metrics"] for c in result["candidates"])
+    with pytest.raises(ValueError, match="val split only"):
+        decoding_sweep.sweep(data / "ochre", data / "tokens", [(0.0, 0.0, 1.0)], out_dir=tmp_path,
+                             cfg=EvalConfig(split="test"), log=lambda m: None)

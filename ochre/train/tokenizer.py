@@ -181,9 +181,16 @@ def train(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed:
     return metrics
 
 
+def _grad(frames: torch.Tensor) -> float:
+    """Mean |∂x| + |∂y| of the grey image of uint8 (N, 3, H, W) frames (as ochre.eval's grad_ratio)."""
+    g = frames.double().mean(dim=1)
+    return float(g.diff(dim=-1).abs().mean() + g.diff(dim=-2).abs().mean())
+
+
 @torch.no_grad()
 def evaluate(model: Tokenizer, clips, out: Path, n: int = 512, batch: int = 128) -> dict:
-    """Held-out reconstruction: recon_psnr, codebook usage and perplexity -> metrics.json,
+    """Held-out reconstruction: recon_psnr, recon_grad_ratio (the reconstructions' image gradient ÷ the
+    real frames': blur < 1), codebook usage and perplexity -> metrics.json,
     and originals over reconstructions -> recon.png. The frames are spread evenly over every
     held-out trajectory (ochre.data.loader.eval_frames)."""
     model.eval()
@@ -202,6 +209,7 @@ def evaluate(model: Tokenizer, clips, out: Path, n: int = 512, batch: int = 128)
     p = counts / counts.sum()
     metrics = {
         "recon_psnr": psnr,
+        "recon_grad_ratio": _grad(recon) / _grad(frames),
         "codebook_perplexity": float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum())),
         "codebook_usage": float((counts > 0).double().mean()),
         "codes_used": int((counts > 0).sum()),
