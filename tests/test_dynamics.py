@@ -16,7 +16,7 @@ SMALL = dict(codebook_size=64, grid=16, embed_dim=8, hidden=(8, 12), head_dim=8,
 
 def _model(**kw) -> Dynamics:
     torch.manual_seed(0)
-    return Dynamics(DynamicsConfig(**{**SMALL, **kw}))
+    return Dynamics(DynamicsConfig(**{**SMALL, "memory": True, **kw}))
 
 
 def test_step_has_fixed_shapes_and_a_preallocatable_state():

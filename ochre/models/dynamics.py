@@ -107,7 +107,7 @@ class DynamicsConfig:
     warp: bool = True                          # shift state and input by the commanded yaw/pitch
     copy_bias: bool = True                     # learned logit for the warped current code
     fill: bool = True                          # ... and a proposal for the positions the turn reveals
-    memory: bool = True                        # ... from a panorama of the codes seen from here (warp only)
+    memory: bool = False                       # ... from a panorama of the codes seen from here (warp only)
     # The motion prior's geometry, measured on the train clips (ochre.data.check.content_shift, at
     # tokenize time): tokens of picture shift per unit [yaw, pitch] (this default is the synthetic
     # world's at 70°), per unit move_x (strafing), and the log zoom per unit move_z (walking).

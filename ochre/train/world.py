@@ -10,8 +10,8 @@ predicts the next frame's codes (cross-entropy over K). A share of the windows d
 (the null action), which is what lets inference use action guidance.
 
 Recipes (same model family, same data, same budget):
-  ochre    FiLM + action planes + warp + copy prior; token noise; action dropout; unroll on
-           samples; ships temperature/top-k sampling.
+  ochre    FiLM + action planes + motion prior (turn, look, strafe, walk) + copy prior with a
+           panorama memory; token noise; action dropout; unroll on samples; ships sampling.
   seed-v3  the earlier prototype: FiLM only; no noise, no dropout; unroll fed argmax; argmax
            decoding. The baseline every claim is compared against.
   blind    the ochre recipe with every action replaced by the null action, in training and
@@ -80,13 +80,13 @@ class WorldTrainConfig:
 def recipe(name: str, preset: str = "tiny", **train_overrides):
     """(DynamicsConfig, WorldTrainConfig, SamplingConfig) of a recipe and model preset."""
     if name == "ochre":
-        model, train, sampling = {}, {}, SamplingConfig()
+        model, train, sampling = dict(memory=True), {}, SamplingConfig()
     elif name == "seed-v3":
         model = dict(action_planes=False, warp=False, copy_bias=False)
         train = dict(token_noise=0.0, action_dropout=0.0, unroll_feed="argmax")
         sampling = SamplingConfig.argmax()
     elif name == "blind":                # calibration: the ochre recipe with every action dropped
-        model, train, sampling = dict(blind=True), {}, SamplingConfig()
+        model, train, sampling = dict(memory=True, blind=True), {}, SamplingConfig()
     else:
         raise ValueError(f"unknown recipe {name!r}; choose from {RECIPES}")
     if preset == "base":
