@@ -36,7 +36,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", required=True, help="folder for the variants' runs (resumed if present)")
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
-    ap.add_argument("--out", default=None, help="result JSON (default bench/results/tokenizer_ablation_cpu_<date>.json)")
+    ap.add_argument("--out", default=None,
+                    help="result JSON (default bench/results/tokenizer_ablation_cpu_<date>.json)")
     args = ap.parse_args(argv)
     rows = []
     for name in args.variants:

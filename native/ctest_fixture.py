@@ -27,7 +27,8 @@ def make_runs(out: Path, seed: int = 0) -> None:
 
     torch.manual_seed(seed)
     save_checkpoint(out / "tokenizer", 0, Tokenizer(TokenizerConfig.preset("tiny")))
-    save_checkpoint(out / "world", 0, Dynamics(DynamicsConfig.preset("tiny")),
+    save_checkpoint(out / "world", 0, Dynamics(DynamicsConfig.preset("tiny", memory=True, strafe_per_unit=0.4,
+                                                                        zoom_per_unit=0.05)),
                     extra={"sampling": dataclasses.asdict(SamplingConfig())})
 
 
