@@ -114,9 +114,10 @@ def _extras(r: ro.Rollouts, data: _Data, codec: Codec, cfg: EvalConfig) -> dict:
     return m
 
 
-def _prepare_references(data: _Data, codec: Codec, tokens_root, cfg: EvalConfig, log) -> dict:
+def _prepare_references(data: _Data, codec: Codec, tokens_root, cfg: EvalConfig, log, idm_model=None) -> dict:
     """What every dreamer on this data is compared with: the real rollouts, their reconstructions,
-    the inverse-dynamics model and its accuracy on real pairs; -> the data's own metrics."""
+    the inverse-dynamics model (idm_model, else the one trained on tokens_root's train clips) and its
+    accuracy on real pairs; -> the data's own metrics."""
     real, actions, _ = ro.real_frames(data.trajs, data.plan)
     data.recon = codec.reconstruct(real) if cfg.c2st else None
     data.recon_long = None
@@ -133,7 +134,7 @@ def _prepare_references(data: _Data, codec: Codec, tokens_root, cfg: EvalConfig,
     if cfg.idm:
         from ochre.eval import idm
 
-        data.idm = idm.load_or_train(data.clips, Path(tokens_root) / "idm", log=log)
+        data.idm = idm_model or idm.load_or_train(data.clips, Path(tokens_root) / "idm", log=log)
         data.idm_real = idm.accuracy(data.idm, real, actions)
         m.update({f"idm/real/{h}": v for h, v in data.idm_real.items()})
     return m
@@ -189,7 +190,8 @@ def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=N
     for data, root in worlds:
         log(f"eval{' ' + data.name if data.name else ''}: {len(data.trajs)} trajectories, {len(data.plan.short)} "
             f"rollouts x {len(cfg.seeds)} seeds, {len(data.plan.long)} of {ro.LONG} steps")
-        found = _prepare_references(data, plain, root, cfg, log)
+        # One instrument for every world: the inverse-dynamics model of the main data's train split.
+        found = _prepare_references(data, plain, root, cfg, log, idm_model=worlds[0][0].idm if data.name else None)
         m, r, ta = dreamer_metrics(dreamer, data, codec, k, cfg, tours=True, fps=fps, log=log)
         found.update(m)
         tour_arrays = tour_arrays or ta
