@@ -28,6 +28,7 @@ import torch
 
 from ochre.export.graph import DecodeGraph, StepGraph
 from ochre.export.ties import decision_gaps
+from ochre.models.dynamics import VIEW
 from ochre.models.sampling import SamplingConfig
 
 ROLLOUT_STEPS = 64
@@ -168,7 +169,7 @@ def check_decode(decode_graph, fp32_graph: DecodeGraph, ort_path: Path, dtype: s
                  seed: int = 0) -> dict:
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, fp32_graph.tokenizer.config.codebook_size, (batch, 16, 16), generator=gen)
-    view = torch.rand(batch, 3, generator=gen) - 0.5                 # sub-token shifts, a zoom within ±0.5
+    view = torch.rand(batch, VIEW, generator=gen) - 0.5              # sub-token shifts, a zoom within ±0.5
     ref = DecodeGraph(fp32_graph.tokenizer, torch.float64)
     r, e, o = ref(tokens, view.double()), decode_graph(tokens, view), _Ort(ort_path)(tokens, view)[0]
     e_torch, e_ort = _err(e, r), _err(o, r)

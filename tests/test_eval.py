@@ -90,7 +90,7 @@ def data(tmp_path_factory):
     assert main(["synth", str(root / "src"), "--episodes", "40", "--steps", "120", "--seed", "4"]) == 0
     assert main(["prepare", str(root / "src"), str(root / "clips"), "--per-shard", "4"]) == 0
     train_tokenizer(root / "clips", root / "tok", TokenizerConfig.preset("tiny", codebook_size=256),
-                    TokenizerTrainConfig(steps=60, batch=16, warmup=5), progress=False, eval_frames_n=16)
+                    TokenizerTrainConfig(steps=120, batch=16, warmup=10), progress=False, eval_frames_n=16)
     assert main(["tokenize", str(root / "clips"), "--tokenizer", str(root / "tok"), "--out", str(root / "tokens")]) == 0
     small = dict(codebook_size=256, embed_dim=8, hidden=(16,), head_dim=8, action_embed=8, impl="torch")
     for name, blind in (("ochre", False), ("blind", True)):
@@ -124,3 +124,27 @@ def test_the_decoding_sweep_chooses_on_val_and_never_reads_test(data, tmp_path, 
     with pytest.raises(ValueError, match="val split only"):
         decoding_sweep.sweep(data / "ochre", data / "tokens", [(0.0, 0.0, 1.0)], out_dir=tmp_path,
                              cfg=EvalConfig(split="test"), log=lambda m: None)
+
+
+@pytest.mark.slow
+def test_the_calibration_separates_good_dreams_from_bad(data):
+    """docs/metrics.md#calibration: each metric reads what it claims. An action-blind model does not
+    follow the actions (delta_psnr@16 interval holds 0, the inverse-dynamics model reads its yaw at
+    chance, its tours turn no particular way); a still dream turns and walks nowhere; uniform random
+    codes are told from real frames every time; the tokenizer's reconstruction of the truth (the
+    oracle) is not, and moves the right way."""
+    from ochre.eval import EvalConfig
+    from ochre.eval.evaluate import calibrate
+
+    cfg = EvalConfig(split="all", rollouts=48, long_rollouts=4, seeds=(0,), tours=16, learned=False)
+    table = calibrate(data / "tokens", {"blind": data / "blind"}, cfg=cfg, log=lambda m: None)
+    blind, still, noise, oracle = table["blind"], table["still"], table["random_codes"], table["oracle"]
+    lo, hi = blind["delta_psnr@16/ci"]
+    assert lo <= 0.0 <= hi
+    assert abs(blind["idm/dream/acc_yaw"] - 1 / 3) <= 0.1
+    assert blind["tour/turn_sign_acc"] <= 0.6
+    assert still["tour/turn_sign_acc"] <= 0.1 and still["tour/walk_sign_acc"] <= 0.1
+    assert min(noise["c2st@1-8"], noise["c2st@9-32"], noise["c2st@129-256"]) >= 0.95
+    assert abs(oracle["c2st@1-8"] - 0.5) <= 0.1 and abs(oracle["c2st@9-32"] - 0.5) <= 0.1
+    assert oracle["tour/turn_sign_acc"] >= 0.95 and oracle["tour/walk_sign_acc"] >= 0.95
+    assert oracle["idm/dream/acc_yaw"] > blind["idm/dream/acc_yaw"] + 0.2
