@@ -202,13 +202,13 @@ class WorldLoss(nn.Module):
         return sample_tokens(logits, u, self.sampling)
 
 
-def motion_prior(index: dict, tokens_root, cfg: DynamicsConfig, given=None) -> dict:
+def motion_prior(index: dict, tokens_root, cfg: DynamicsConfig, given=None, moves: bool = True) -> dict:
     """The motion prior's geometry as DynamicsConfig fields, from what `ochre tokenize` measured on the
     train clips and recorded in the index (else measured again on the clips the index records):
     tokens of picture shift per unit yaw and pitch (`given` in pixels overrides them, from
     --shift-per-unit), per unit strafe, and the log zoom per unit of walking. Yaw and pitch are
     required: without them it stops with a ValueError saying what to do, never a guess; a strafe or
-    walk the clips never make alone leaves that prior off (0)."""
+    walk the clips never make alone leaves that prior off (0), and so does `moves` False (an ablation)."""
     from ochre.tokenize import shift_per_unit
 
     px_per_token = index.get("size", 64) / cfg.grid
@@ -230,8 +230,8 @@ def motion_prior(index: dict, tokens_root, cfg: DynamicsConfig, given=None) -> d
                          "the picture moves per unit action (the warp prior needs it); pass --shift-per-unit "
                          "YAW_PX PITCH_PX (`ochre data check` on data that turns prints them), or --recipe seed-v3")
     return {"shift_per_unit": tuple(round(found[n] / px_per_token, 3) for n in ("yaw", "pitch")),
-            "strafe_per_unit": round((found.get("strafe") or 0.0) / px_per_token, 3),
-            "zoom_per_unit": round(found.get("zoom") or 0.0, 4)}
+            "strafe_per_unit": round((found.get("strafe") or 0.0) / px_per_token, 3) if moves else 0.0,
+            "zoom_per_unit": round(found.get("zoom") or 0.0, 4) if moves else 0.0}
 
 
 def unroll_at(progress: float, tcfg: WorldTrainConfig) -> int:
@@ -301,7 +301,7 @@ class _Run:
 
 def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sampling: SamplingConfig,
               info: DistInfo, *, recipe_name: str, preset: str, seed: int, compile: bool, resume: bool,
-              overwrite: bool, workers: int, shift: tuple[float, float] | None = None) -> _Run:
+              overwrite: bool, workers: int, shift: tuple[float, float] | None = None, moves: bool = True) -> _Run:
     """Check the token set and the run folder, build model, optimizer and data, restore a checkpoint."""
     index = read_index(tokens_root)                          # a wrong path fails here, before any work
     if index.get("kind") != "tokens":
@@ -309,7 +309,7 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
     if index.get("codebook_size", cfg.codebook_size) != cfg.codebook_size:
         cfg = replace(cfg, codebook_size=index["codebook_size"])
     if cfg.warp:
-        cfg = replace(cfg, **motion_prior(index, tokens_root, cfg, shift))
+        cfg = replace(cfg, **motion_prior(index, tokens_root, cfg, shift, moves))
         if info.is_main:
             print(f"motion prior: the picture moves {cfg.shift_per_unit[0]} tokens per unit yaw, "
                   f"{cfg.shift_per_unit[1]} per unit pitch, {cfg.strafe_per_unit} per unit strafe, and zooms by "
@@ -438,11 +438,12 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
           recipe_name: str = "ochre", preset: str = "tiny", seed: int = 0, compile: bool = False,
           resume: bool = False, overwrite: bool = False, workers: int = 0, device: str | None = None,
           ckpt_every: int = 200, log_every: int = 25, keep: int = 3, progress: bool = True,
-          shift: tuple[float, float] | None = None) -> dict:
-    """Train (or resume) a world-model run in `out`; returns a summary of the last logged step."""
+          shift: tuple[float, float] | None = None, moves: bool = True) -> dict:
+    """Train (or resume) a world-model run in `out`; returns a summary of the last logged step.
+    moves False leaves the motion prior of the movement keys off (an ablation)."""
     info = setup(device)
     run = start_run(tokens_root, out, cfg, tcfg, sampling, info, recipe_name=recipe_name, preset=preset, seed=seed,
-                    compile=compile, resume=resume, overwrite=overwrite, workers=workers, shift=shift)
+                    compile=compile, resume=resume, overwrite=overwrite, workers=workers, shift=shift, moves=moves)
     last = train_loop(run, tcfg, ckpt_every=ckpt_every, log_every=log_every, keep=keep, progress=progress)
     if info.world > 1:
         check_ranks_agree(run.model)
