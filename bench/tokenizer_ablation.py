@@ -22,6 +22,7 @@ from ochre.io import write_json_atomic
 VARIANTS = {
     "tiny": ("tiny", {}),                              # the demo's tokenizer
     "tiny+edges": ("tiny", {"grad_weight": 0.5}),
+    "tiny+edges+d64": ("tiny", {"grad_weight": 0.5, "code_dim": 64}),
     "small": ("small", {"grad_weight": 0.0}),
     "small+edges": ("small", {}),                      # the small preset has the edge term
 }
