@@ -29,6 +29,15 @@ def _action_strip(action: np.ndarray, width: int, height: int = 40) -> np.ndarra
     return strip
 
 
+def title_strip(text: str, width: int, height: int = 24) -> np.ndarray:
+    """A dark strip with `text` written on it in white: (height, width, 3) uint8."""
+    from PIL import Image, ImageDraw  # pillow comes with matplotlib
+
+    image = Image.new("RGB", (width, height), (24, 24, 24))
+    ImageDraw.Draw(image).text((6, (height - 11) // 2), text, fill=(240, 240, 240))
+    return np.asarray(image)
+
+
 def dream_frames(real: np.ndarray, dream: np.ndarray, actions: np.ndarray) -> np.ndarray:
     """real, dream uint8 (N, S+1, H, W, 3), actions (N, S, 4) -> video frames (N·(S+1), 4H+40, 8W+4, 3):
     real on the left, dream on the right, the action that leads to the next frame drawn below."""

@@ -265,10 +265,15 @@ def spread_picks(index: dict, n: int, split: str = "test") -> dict[str, list[int
     frame f of the trajectory is counted once, in the first clip that holds it.
     """
     splits = split_sources(index)
+    return spread_over_sources(index, n, lambda source: in_split(source, split, splits))
+
+
+def spread_over_sources(index: dict, n: int, keep) -> dict[str, list[int]]:
+    """`spread_picks` over the sources for which keep(source) is true."""
     clips: dict[str, list[tuple[str, int]]] = {}            # source -> [(key, frames)] in order
     for shard in index["shards"]:
         for s in shard["samples"]:
-            if in_split(s["source"], split, splits):
+            if keep(s["source"]):
                 clips.setdefault(s["source"], []).append((s["key"], s["frames"]))
     picks: dict[str, list[int]] = {}
     for i, source in enumerate(sorted(clips)):

@@ -89,6 +89,8 @@ def process_recording(rec: Recording, cfg: PrepareConfig) -> tuple[list[dict], d
     for seg, (a, b) in enumerate(segment_bounds(len(ticks), cfg.segment)):
         meta = {"source": rec.name, "format": rec.layout, "fps": cfg.fps, "size": cfg.size,
                 "frames": b - a, "segment": seg, "loading_frames": traj.loading}
+        if traj.synthetic is not None:          # where a synthetic recording came from (tours use it)
+            meta["synthetic"] = traj.synthetic
         samples.append({
             "__key__": sample_key(rec.name, seg),
             "mp4": encode_mp4(traj.frames[ticks[a:b]], cfg.fps, crf=cfg.crf, gop=cfg.gop),

@@ -49,6 +49,7 @@ class Trajectory:
     move_z: np.ndarray     # (N,) forward - back
     loading: int           # L, loading frames skipped at the start of the video
     notes: list[str]       # repairs made, for report.json
+    synthetic: dict | None = None   # metadata.json's "synthetic" provenance of an `ochre synth` recording
 
 
 def find_recordings(root: str | Path) -> list[Recording]:
@@ -122,7 +123,8 @@ def load_minerl(folder: Path, size: int, crop: str = "center") -> Trajectory:
     camera = actions["action$camera"].astype(np.float64)
     move_x = actions["action$right"] - actions["action$left"]
     move_z = actions["action$forward"] - actions["action$back"]
-    return Trajectory(frames[loading: loading + n + 1], camera, move_x, move_z, loading, notes)
+    return Trajectory(frames[loading: loading + n + 1], camera, move_x, move_z, loading, notes,
+                      meta.get("synthetic"))
 
 
 def _read_metadata(path: Path) -> dict:
@@ -135,6 +137,8 @@ def _read_metadata(path: Path) -> dict:
     for key in ("true_video_frame_count", "duration_steps"):
         if key in meta and not _is_int(meta[key]):
             raise BadRecording(f"malformed metadata.json: {key}={meta[key]!r} is not an integer")
+    if "synthetic" in meta and not isinstance(meta["synthetic"], dict):
+        raise BadRecording(f"malformed metadata.json: synthetic={meta['synthetic']!r} is not an object")
     return meta
 
 

@@ -19,6 +19,7 @@ from ochre.data.synth.episodes import (
     dataset_mix,
     episode_actions,
     episode_name,
+    episode_poses,
     horizon_share,
     loading_frames,
     render_episode,
@@ -32,7 +33,7 @@ from ochre.data.synth.writers import VPT_KEYS, write_minerl, write_vpt
 
 __all__ = [
     "Actions", "BEHAVIOURS", "EYE_HEIGHT", "Episode", "KEY_NAMES", "Poses", "SynthConfig", "VPT_KEYS", "World",
-    "action_mix", "dataset_mix", "episode_actions", "episode_name", "ground_height", "horizon_in_view",
+    "action_mix", "dataset_mix", "episode_actions", "episode_name", "episode_poses", "ground_height", "horizon_in_view",
     "horizon_share", "loading_frames", "make_world", "policy", "render", "render_episode", "run", "synthesize",
     "walk", "write_minerl", "write_vpt",
 ]

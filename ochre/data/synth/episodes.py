@@ -62,14 +62,25 @@ def _start_position(rng: np.random.Generator, world: World) -> tuple[float, floa
     return float(u), float(v)
 
 
+def _episode_path(seed: int, index: int, steps: int, mouse_counts: bool) -> tuple[World, Actions, Poses]:
+    """The world, the policy's actions and the camera path of an episode: everything but the pixels."""
+    world = make_world(seed)
+    actions, yaw0, pitch0 = episode_actions(seed, index, steps, mouse_counts=mouse_counts)
+    _, place_rng, _, _ = _episode_rngs(seed, index)
+    u0, v0 = _start_position(place_rng, world)
+    return world, actions, walk(world, actions.camera, actions.keys, (u0, v0, yaw0, pitch0))
+
+
+def episode_poses(seed: int, index: int, steps: int, *, mouse_counts: bool = False) -> Poses:
+    """The N + 1 camera states of episode `index` without rendering (what tours start from)."""
+    return _episode_path(seed, index, steps, mouse_counts)[2]
+
+
 def render_episode(seed: int, index: int, steps: int, size: int = 64, *,
                    mouse_counts: bool = False) -> Episode:
     """Episode `index` of `seed`: policy actions, the camera path and S x S frames (plus loading screens)."""
-    world = make_world(seed)
-    actions, yaw0, pitch0 = episode_actions(seed, index, steps, mouse_counts=mouse_counts)
-    _, place_rng, _, loading_rng = _episode_rngs(seed, index)
-    u0, v0 = _start_position(place_rng, world)
-    poses = walk(world, actions.camera, actions.keys, (u0, v0, yaw0, pitch0))
+    world, actions, poses = _episode_path(seed, index, steps, mouse_counts)
+    loading_rng = _episode_rngs(seed, index)[3]
     return Episode(render(world, poses, size), loading_frames(loading_rng, size),
                    actions.camera, actions.keys, actions.behaviour, poses)
 
@@ -125,7 +136,9 @@ def _write_episode(job: tuple[Path, SynthConfig, int]) -> int:
     if cfg.layout == "vpt":
         write_vpt(out / name, ep.frames, ep.camera, ep.keys, yaw0=ep.poses.yaw[0], pitch0=ep.poses.pitch[0])
         return len(ep.frames)
-    meta = {"synthetic": {"seed": cfg.seed, "episode": index, "loading_frames": len(ep.loading)}}
+    # Provenance: (seed, episode, steps) names the world and the camera path (episode_poses), so
+    # prepare can carry it into the clips and tours can put the camera back at any recorded frame.
+    meta = {"synthetic": {"seed": cfg.seed, "episode": index, "steps": cfg.steps, "loading_frames": len(ep.loading)}}
     write_minerl(out / name, np.concatenate([ep.loading, ep.frames]), ep.camera, ep.keys, len(ep.loading),
                  meta=meta)
     return len(ep.loading) + len(ep.frames)

@@ -147,6 +147,13 @@ class Poses:
     def slice(self, start: int, stop: int) -> Poses:
         return Poses(*(a[start:stop] for a in (self.u, self.v, self.eye, self.yaw, self.pitch)))
 
+    def take(self, indices: np.ndarray) -> Poses:
+        return Poses(*(a[indices] for a in (self.u, self.v, self.eye, self.yaw, self.pitch)))
+
+    def pose(self, t: int) -> tuple[float, float, float, float, float]:
+        """State t as (u, v, eye, yaw, pitch)."""
+        return tuple(float(a[t]) for a in (self.u, self.v, self.eye, self.yaw, self.pitch))
+
 
 def ground_height(world: World, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Height (T,) of the highest block under the player's 0.6 x 0.6 footprint centred at (u, v).
@@ -161,12 +168,14 @@ def ground_height(world: World, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def walk(world: World, camera: np.ndarray, keys: dict[str, np.ndarray],
-         start: tuple[float, float, float, float]) -> Poses:
+         start: tuple[float, float, float, float], eye: float | None = None) -> Poses:
     """Integrate N actions from start (u, v, yaw, pitch) into N + 1 poses.
 
     Action t turns the camera, then moves 0.2 blocks along the new heading (diagonals normalised,
     as in Minecraft). There is no collision: the player walks over trees and on water, and the
     eye rises at once onto higher blocks but falls at most FALL_PER_TICK (no view inside terrain).
+    eye: the start's eye height when it is known (a pose taken from another path, maybe mid-fall);
+    by default the player stands on the ground at the start.
     """
     u0, v0, yaw0, pitch0 = start
     yaw = yaw0 + np.concatenate([[0.0], np.cumsum(camera[:, 1], dtype=np.float64)])    # (N+1,)
@@ -182,5 +191,7 @@ def walk(world: World, camera: np.ndarray, keys: dict[str, np.ndarray],
     v = v0 + np.concatenate([[0.0], np.cumsum(dv)])
     # eye_t = max(ground_t + EYE, eye_{t-1} - FALL), unrolled into one running max.
     drop = FALL_PER_TICK * np.arange(len(u))
-    eye = np.maximum.accumulate(ground_height(world, u, v) + drop) - drop + EYE_HEIGHT
-    return Poses(u, v, eye, yaw, pitch)
+    eyes = np.maximum.accumulate(ground_height(world, u, v) + drop) - drop + EYE_HEIGHT
+    if eye is not None:                   # a start above the ground falls from there
+        eyes = np.maximum(eyes, eye - drop)
+    return Poses(u, v, eyes, yaw, pitch)
