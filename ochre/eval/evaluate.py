@@ -66,6 +66,7 @@ class _Data:
     recon_long: np.ndarray | None = None    # ... of real frames of the long rollouts' trajectories
     idm: object = None                      # the inverse-dynamics model (ochre.eval.idm)
     idm_real: dict | None = None            # its accuracy on the real pairs
+    tours: tuple | None = None              # the tour contexts and the renderer's truth, once made
 
 
 def _data(tokens_root, clips, split: str, cfg: EvalConfig, name: str = "") -> _Data:
@@ -141,15 +142,21 @@ def _prepare_references(data: _Data, codec: Codec, tokens_root, cfg: EvalConfig,
 
 
 def _tours(dreamer, data: _Data, cfg: EvalConfig, fps: float, log) -> tuple[dict, dict]:
+    """The tours of one dreamer (first noise seed); the contexts and the renderer's truth are made once
+    per data set and shared by every dreamer."""
     from ochre.eval import tours
 
-    contexts = tours.tour_contexts(data.clips, _sources(data), cfg.tours)
+    if data.tours is None:
+        contexts = tours.tour_contexts(data.clips, _sources(data), cfg.tours)
+        if isinstance(contexts, str):
+            log(contexts)
+        data.tours = (contexts, None if isinstance(contexts, str) else tours.render_truth(contexts, fps))
+    contexts, truth = data.tours
     if isinstance(contexts, str):
-        log(f"tours skipped: {contexts}")
         return {"tour/skipped": contexts}, {}
     seed = cfg.seeds[0]
-    return tours.run_tours(lambda context, actions, truth: dreamer.dream(context, actions, truth, seed=seed)[0],
-                           contexts, fps)
+    return tours.run_tours(lambda context, actions, true: dreamer.dream(context, actions, true, seed=seed)[0],
+                           contexts, fps, truth=truth, progress=False)
 
 
 def _sources(data: _Data) -> frozenset[str]:
