@@ -3,6 +3,7 @@
 Legend: B players, h w token grid (16), H W pixels (64), L ConvGRU layers, C_l their widths.
 
     stepper.reset(context)  uint8 (B, H, W, 3)          -> frames uint8 (B, H, W, 3) (decoded context)
+    stepper.reset(context, players=[i, j])  uint8 (2, H, W, 3): restarts players i and j only
     stepper.step(actions)   float32 (B, 4), §3.2 units  -> frames uint8 (B, H, W, 3)
 
 Backends: "torch" (eager, inference_mode), "compiled" (torch.compile; CUDA graphs on a GPU),
@@ -14,6 +15,9 @@ ochre.export.aoti.NOISE (a torch CPU generator seeded at construction or by seed
 torch.rand((B, h, w)) draw per step: the numbers `ochre-native` draws in C++ too), so backends fed
 the same seed and actions dream the same frames (up to logit near-ties). A step has no host sync
 and no value-dependent branch until the frames come back to the host at its end.
+A reset of some players (a server's player restarting or joining) encodes a whole batch, since the
+exported encoders have a static batch, and writes only those players' tokens, state and frames:
+the others' dreams, and the noise stream, go on as if nothing happened.
 Actions pass through ActionGuard first: bad ones are fixed and reported, never raised.
 """
 
@@ -59,16 +63,32 @@ class Stepper:
         """Draw each step's noise straight into `buffer` (a backend's input buffer): no copy."""
         self.noise, self._noise_t = buffer, torch.from_numpy(buffer)
 
-    def reset(self, context: np.ndarray) -> np.ndarray:
-        """Start every player's dream from a context frame: uint8 (B, H, W, 3) (or (H, W, 3) for all)."""
+    def reset(self, context: np.ndarray, players=None) -> np.ndarray:
+        """Start every player's dream from a context frame: uint8 (B, H, W, 3) (or (H, W, 3) for all).
+
+        With `players` (distinct indices), only those restart, from context uint8 (len(players), H, W, 3)
+        (or one (H, W, 3) for all of them); the other players' tokens, state and frames are untouched."""
+        rows = None if players is None else self._rows(players)
+        n = self.batch if rows is None else len(rows)
         context = np.asarray(context)
         if context.shape == FRAME:
-            context = np.broadcast_to(context, (self.batch, *FRAME))
-        if context.shape != (self.batch, *FRAME) or context.dtype != np.uint8:
-            raise ValueError(f"context frames must be uint8 ({self.batch}, 64, 64, 3), got {context.dtype} "
-                             f"{context.shape}")
-        self._reset(np.ascontiguousarray(context))
+            context = np.broadcast_to(context, (n, *FRAME))
+        if context.shape != (n, *FRAME) or context.dtype != np.uint8:
+            raise ValueError(f"context frames must be uint8 ({n}, 64, 64, 3), got {context.dtype} {context.shape}")
+        if rows is None:
+            self._reset(np.ascontiguousarray(context))
+        else:
+            full = np.empty((self.batch, *FRAME), np.uint8)          # the other rows: filler for the encoder
+            full[:] = context[0]
+            full[rows] = context
+            self._reset_players(rows, full)
         return self.frames
+
+    def _rows(self, players) -> np.ndarray:
+        rows = np.asarray(players, dtype=np.int64).reshape(-1)
+        if len(rows) == 0 or len(np.unique(rows)) != len(rows) or rows.min() < 0 or rows.max() >= self.batch:
+            raise ValueError(f"players must be distinct indices in 0..{self.batch - 1}, got {rows.tolist()}")
+        return rows
 
     def step(self, actions) -> np.ndarray:
         """One dreamed frame per player; bad actions are fixed (see ActionGuard), never raised."""
@@ -77,8 +97,12 @@ class Stepper:
         self._step(a, self.noise)
         return self.frames
 
-    # backends implement these: fill self.frames
+    # backends implement these: fill self.frames (_reset_players: only self.frames[rows])
     def _reset(self, context: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _reset_players(self, rows: np.ndarray, context: np.ndarray) -> None:
+        """Encode context (B, H, W, 3), take rows' tokens, zero rows' state, decode rows' frames."""
         raise NotImplementedError
 
     def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:
@@ -133,6 +157,16 @@ class TorchStepper(Stepper):
             for s in self.state:
                 s.zero_()
             self.frames_host.copy_(self.decoder.decode(self.tokens, as_uint8=True).permute(0, 2, 3, 1))
+
+    def _reset_players(self, rows: np.ndarray, context: np.ndarray) -> None:
+        with torch.inference_mode():
+            idx = torch.from_numpy(rows).to(self.device)
+            frames = torch.from_numpy(context).to(self.device).permute(0, 3, 1, 2)
+            self.tokens[idx] = self.tokenizer.encode(frames)[idx]
+            for s in self.state:
+                s[idx] = 0
+            decoded = self.decoder.decode(self.tokens[idx], as_uint8=True).permute(0, 2, 3, 1)   # (n, H, W, 3)
+            self.frames_host[torch.from_numpy(rows)] = decoded.cpu()
 
     def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:
         with torch.inference_mode():
@@ -239,6 +273,26 @@ class OrtStepper(Stepper):
             self._write(s, np.zeros(s[1].shape(), np.float32))
         self.sessions["decode"].run_with_iobinding(self._decode_bind[0])
         self._read_frames()
+
+    def _reset_players(self, rows: np.ndarray, context: np.ndarray) -> None:
+        tokens = self.sessions["encode"].run(None, {"frames": context})[0]                # (B, h, w)
+        cur = self._cur
+        self._write_rows(self._tokens[cur], rows, tokens[rows])
+        for s in self._states[cur]:
+            self._write_rows(s, rows, 0)
+        kept = self.frames.copy()
+        self.sessions["decode"].run_with_iobinding(self._decode_bind[1 - cur])       # binding 1 - cur reads set cur
+        self._read_frames()
+        others = np.setdiff1d(np.arange(self.batch), rows)
+        self.frames[others] = kept[others]              # decoded alike, but put back bit for bit all the same
+
+    def _write_rows(self, pair, rows: np.ndarray, value) -> None:
+        if pair[0] is not None:
+            pair[0][rows] = value
+        else:
+            whole = pair[1].numpy()
+            whole[rows] = value
+            pair[1].update_inplace(whole)
 
     def _write(self, pair, value: np.ndarray) -> None:
         if pair[0] is not None:
