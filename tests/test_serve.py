@@ -22,7 +22,7 @@ from ochre.runtime.actions import LiveInput
 from ochre.runtime.serve.players import Roster
 from ochre.runtime.serve.protocol import Action, Input, Limits, ProtocolError, Reset, parse
 
-needs_server = pytest.mark.skipif(importlib.util.find_spec("aiohttp") is None or importlib.util.find_spec("PIL") is None,
+needs_server = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("aiohttp", "PIL")),
                                   reason="ochre serve needs the [serve] extra (aiohttp, Pillow)")
 
 
