@@ -10,6 +10,8 @@ import importlib.util
 import io
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -308,3 +310,8 @@ def test_misbehaving_clients_are_closed_and_the_others_play_on(server):
     assert quiet > 0.5 * FPS, quiet                       # the bots played (a 3x slower CPU still ticks)
     rates = {name: round(rate(span) / quiet, 3) for name, span in spans.items()}
     assert all(abs(r - 1) <= 0.10 for r in rates.values()), rates
+
+
+def test_serve_help_explains():
+    r = subprocess.run([sys.executable, "-m", "ochre", "serve", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--max-players" in r.stdout and "1008" in r.stdout and "127.0.0.1" in r.stdout

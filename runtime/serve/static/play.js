@@ -85,7 +85,7 @@ function updateHud() {
   state.latencyMs = sorted.length ? sorted[Math.floor(sorted.length / 2)] : null;
   const lat = state.latencyMs === null ? "–" : `${state.latencyMs.toFixed(0)} ms`;
   const who = state.players === null ? "" : ` · ${state.players}/${state.maxPlayers} players`;
-  hud.textContent = `${state.fps} fps · input→frame ${lat}${who}`;
+  hud.textContent = `${state.fps} fps · input to frame ${lat}${who}`;
 }
 
 function onClose(ev) {
