@@ -51,7 +51,7 @@ class Player:
         self.last_row = now
 
     def take_action(self, now: float) -> np.ndarray:
-        """The tick's action, float32 (4,) in DESIGN §3.2 units; starts the next window."""
+        """The tick's action, float32 (4,) in the units of ochre/actions.py; starts the next window."""
         if now > self.last_row:
             self._row(now)                                # keys held through the end of the tick
         action = self.live.action()

@@ -51,7 +51,7 @@ class Input:
 
 @dataclasses.dataclass(frozen=True)
 class Action:
-    action: tuple[float, float, float, float]   # [yaw, pitch, move_x, move_z], DESIGN §3.2 units
+    action: tuple[float, float, float, float]   # [yaw, pitch, move_x, move_z], ochre/actions.py units
     seq: int | None = None
 
 
