@@ -1,7 +1,7 @@
 """Load test of `ochre serve` on this machine: simulated players over real WebSockets on 127.0.0.1.
 
     python -m ochre.bench.serve_load [--players 16] [--seconds 60] [--fps 20] [--backend native] [--dtype bf16]
-    python -m ochre.bench.serve_load --sweep torch:4,8 native:8,16,24 ...   # players per machine, by backend
+    python -m ochre.bench.serve_load --players 0 --sweep torch:4,8 native/bf16:16,24 ...   # players per machine
 
 It starts `ochre serve` as its own process (so its memory is its own), connects the players, and
 stops by itself after --seconds (plus the server's start: an AOTInductor compile the first time).
@@ -10,9 +10,10 @@ tick rate and reads every frame; it measures its frame rate over the run after -
 and the input-to-frame latency of every input the server acknowledged (from sending the input to
 receiving the first frame that answers it: docs/serve.md, `ack`). The server's resident memory is
 read from /proc at the end of the warm-up and at the end.
-Bars (the serving issue's): every player >= 19 frames/s at 20, p99 latency <= 100 ms, no player
-dropped, memory within 10 %. A --sweep runs --seconds per point and reports, per backend, the most
-players that met every bar. Writes bench/results/serve_load_<device>_<date>.json.
+Bars: every player >= 19 frames/s at 20, p99 latency <= 100 ms, no player dropped, memory within
+10 %. A --sweep runs --sweep-seconds per point, each backend's player counts in ascending order
+until one misses, and reports per backend the most players that met every bar.
+Writes bench/results/serve_load_<device>_<date>.json.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def main(argv=None) -> int:
     from ochre.io import write_json_atomic
 
     p = argparse.ArgumentParser(prog="python -m ochre.bench.serve_load", description=__doc__.splitlines()[0])
-    p.add_argument("--players", type=int, default=16)
+    p.add_argument("--players", type=int, default=16, help="players of the main run (0: only the --sweep)")
     p.add_argument("--seconds", type=float, default=60.0, help="length of each run (default 60)")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds left out of the frame rate (default 5)")
     p.add_argument("--fps", type=float, default=20.0)
@@ -186,33 +187,35 @@ def main(argv=None) -> int:
     p.add_argument("--sweep", nargs="+", default=None, metavar="BACKEND[/DTYPE]:N,N,…",
                    help="players per machine: for each backend, runs at each player count (ascending) until one "
                    "misses a bar")
+    p.add_argument("--sweep-seconds", type=float, default=20.0, help="length of each sweep run (default 20)")
     p.add_argument("--note", default=None, help="a line kept in the JSON (e.g. what else the machine was running)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     load_before = os.getloadavg()
     result = {"benchmark": "serve_load", **header(), "bars": {"fps_min": FPS_BAR, "latency_ms_p99": P99_BAR_MS,
               "rss_change": RSS_BAR, "dropped": 0}, "what": __doc__.split("\n\n")[2].strip()}
+    if args.players > 0:
+        row = run_point(args.backend, args.dtype, args.players, args.seconds, args.fps, args.warmup, args.threads,
+                        args.checkpoint)
+        _say(row)
+        result["run"] = row
     if args.sweep:
-        capacity = []
+        result["sweep_seconds"] = args.sweep_seconds
+        result["capacity"] = []
         for spec in args.sweep:
             name, counts = spec.split(":")
             backend, _, dtype = name.partition("/")
             best, rows = 0, []
             for n in sorted(int(c) for c in counts.split(",")):
-                row = run_point(backend, dtype or None, n, args.seconds, args.fps, args.warmup, args.threads,
+                row = run_point(backend, dtype or None, n, args.sweep_seconds, args.fps, args.warmup, args.threads,
                                 args.checkpoint)
                 _say(row)
                 rows.append(row)
                 if not row["bars_met"]:
                     break
                 best = n
-            capacity.append({"backend": backend, "dtype": dtype or "fp32", "players_at_bars": best, "runs": rows})
-        result["capacity"] = capacity
-    else:
-        row = run_point(args.backend, args.dtype, args.players, args.seconds, args.fps, args.warmup, args.threads,
-                        args.checkpoint)
-        _say(row)
-        result["run"] = row
+            result["capacity"].append({"backend": backend, "dtype": dtype or "fp32", "players_at_bars": best,
+                                       "runs": rows})
     result.update(loadavg_before=list(load_before), loadavg_after=list(os.getloadavg()))
     if args.note:
         result["note"] = args.note

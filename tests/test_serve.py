@@ -315,3 +315,17 @@ def test_misbehaving_clients_are_closed_and_the_others_play_on(server):
 def test_serve_help_explains():
     r = subprocess.run([sys.executable, "-m", "ochre", "serve", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--max-players" in r.stdout and "1008" in r.stdout and "127.0.0.1" in r.stdout
+
+
+@needs_server
+def test_the_load_bench_runs_and_stops_by_itself(tmp_path):
+    """`python -m ochre.bench.serve_load`, short: its own server process, two bots, the JSON it writes."""
+    world = make_model(tmp_path / "model")
+    out = tmp_path / "load.json"
+    r = subprocess.run([sys.executable, "-m", "ochre.bench.serve_load", "--backend", "torch", "--players", "2",
+                        "--seconds", "4", "--warmup", "1", "--fps", "10", "--threads", "1", "--checkpoint", str(world),
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = json.loads(out.read_text())["run"]
+    assert run["players"] == 2 and run["dropped"] == 0 and run["fps_min"] > 0 and run["latency_samples"] > 10
+    assert run["rss_kib_start"] > 0 and run["rss_kib_end"] > 0 and isinstance(run["bars_met"], bool)

@@ -6,6 +6,8 @@ import asyncio
 import ipaddress
 import sys
 
+import numpy as np
+
 LOCAL = ("localhost",)
 
 
@@ -34,9 +36,15 @@ def make_game(args):
     folder = ensure_for(args.backend, model, batch=config.max_players, dtype=args.dtype or "fp32", log=_say)
     stepper = make_stepper(args.backend, model, onnx_dir=folder, aoti_dir=folder, batch=config.max_players,
                            device=args.device, threads=args.threads, seed=args.seed, dtype=args.dtype)
+    contexts = model.context_frames()
+    # Warm up before listening: the compiled backend compiles on its first step (a minute on 2 cores),
+    # which must not be the first players' first tick.
+    stepper.reset(contexts[np.arange(config.max_players) % len(contexts)])
+    for _ in range(3):
+        stepper.step(np.zeros((config.max_players, 4), np.float32))
     _say(f"{model.origin}, backend {args.backend} ({stepper.dtype}), {config.max_players} players per step, "
          f"{config.fps:g} ticks/s")
-    return Game(stepper, model.context_frames(), config, log=_say)
+    return Game(stepper, contexts, config, log=_say)
 
 
 async def _serve(game, host: str, port: int) -> None:
