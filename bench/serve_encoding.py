@@ -24,7 +24,7 @@ FPS = 20
 
 def dream_frames(n: int, seed: int = 0) -> np.ndarray:
     """uint8 (n, 64, 64, 3): the default model's dreams, 16 steps from each of its context frames in turn."""
-    from ochre.runtime.model import resolve
+    from ochre.models.lookup import resolve
     from ochre.runtime.stepper import make_stepper
 
     model = resolve()

@@ -1,10 +1,13 @@
-"""`ochre tokenize`: clip shards -> token shards (DESIGN §3.4) with a trained tokenizer.
+"""`ochre tokenize`: clip shards -> token shards (docs/data.md#token-shards-ochre-tokenize-output) with a trained
+tokenizer.
 
 Token shard j holds exactly the samples of clip shard j, with `tokens.npy` uint16 (K, 16, 16)
 in place of the mp4 and the tokenizer's hash in the json. Shards are written atomically, each
 followed by its manifest. OUT/config.json records the inputs (the clip shards' index digest and
 the tokenizer's hash): a rerun with the same inputs skips finished shards, one with other clips
-or another tokenizer is refused before any work (--overwrite replaces the folder).
+or another tokenizer is refused before any work (--overwrite replaces the folder). The index
+records the clip shards and the tokenizer as paths relative to OUT, and the image shift per unit of
+yaw and pitch measured on the train clips, which the world model's motion prior needs.
 """
 
 from __future__ import annotations
@@ -28,13 +31,8 @@ from ochre.data.shards import (
 )
 from ochre.data.video import decode_frames
 from ochre.device import pick_device
-from ochre.io import write_json_atomic
-from ochre.train.checkpoint import CheckpointError, checkpoint_hash, load_tokenizer, read_checkpoint_config
-
-
-def resolve_checkpoint(path) -> Path:
-    """A checkpoint folder, or a run folder (its newest checkpoint)."""
-    return Path(read_checkpoint_config(path)["path"])
+from ochre.io import record_path, write_json_atomic
+from ochre.models.checkpoint import CheckpointError, checkpoint_hash, load_tokenizer, resolve
 
 
 @torch.no_grad()
@@ -53,13 +51,25 @@ def tokenize_shard(model, samples, tok_hash: str, batch: int, device, bar) -> li
     return out
 
 
+def shift_per_unit(clips, max_samples: int = 32) -> dict:
+    """{"yaw": px, "pitch": px}: the image shift one unit of each causes, measured on the train clips
+    (ochre.data.check.content_shift); None for an axis the clips never move purely enough to measure."""
+    from ochre.data.check import content_shift, measure
+
+    try:
+        px = content_shift(*measure(clips, max_samples, split="train"))
+    except ValueError:                                  # no train clips: nothing to measure
+        return {"yaw": None, "pitch": None}
+    return {name: px[f"{name}_px_per_unit"] for name in ("yaw", "pitch")}
+
+
 def tokenize(clips, tokenizer, out, batch: int = 256, device: str | None = None, progress: bool = True,
              overwrite: bool = False) -> dict:
     from tqdm import tqdm
 
     clips, out = Path(clips), Path(out)
     index = read_index(clips)
-    ckpt = resolve_checkpoint(tokenizer)
+    ckpt = resolve(tokenizer)
     tok_hash = checkpoint_hash(ckpt)
     claim_output(out, {"kind": "tokens", "config": {},
                        "inputs": {"clips": index_digest(clips), "tokenizer": tok_hash}},
@@ -85,8 +95,8 @@ def tokenize(clips, tokenizer, out, batch: int = 256, device: str | None = None,
     bar.close()
     write_json_atomic(out / "index.json", {
         **{k: v for k, v in index.items() if k != "shards"}, "kind": "tokens", "tokenizer": tok_hash,
-        "clips": str(clips.resolve()),
-        "tokenizer_checkpoint": str(ckpt), "codebook_size": model.config.codebook_size, "shards": shards})
+        "clips": record_path(clips, out), "tokenizer_checkpoint": record_path(ckpt, out),
+        "codebook_size": model.config.codebook_size, "shift_per_unit": shift_per_unit(clips), "shards": shards})
     return {"samples": index["num_samples"], "frames": total, "tokenizer": tok_hash}
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ochre.models.checkpoint import checkpoint_hash
 from ochre.models.dynamics import Dynamics, DynamicsConfig
 from ochre.models.sampling import SamplingConfig
 from ochre.models.tokenizer import Tokenizer, TokenizerConfig
-from ochre.train.checkpoint import checkpoint_hash, save_checkpoint
+from ochre.train.checkpoint import save_checkpoint
 
 
 def make_model(root: Path, seed: int = 0, codebook_size: int = 2048) -> Path:
@@ -48,14 +49,14 @@ def check_player_reset(make_stepper, context: np.ndarray, actions: np.ndarray, p
     a, b = make_stepper(), make_stepper()
     batch = a.batch
     others = [i for i in range(batch) if i != player]
-    new = context[::-1][:1]                                                    # (1, H, W, 3)
+    new = context[::-1][0]                                                     # (H, W, 3)
     np.testing.assert_array_equal(a.reset(context), b.reset(context))
     for t, act in enumerate(actions):
         if t == len(actions) // 2:
             before = a.frames.copy()
-            after = a.reset(new, players=[player])
+            after = a.reset_player(player, new)
             np.testing.assert_array_equal(after[others], before[others])
-            whole = make_stepper().reset(np.concatenate([context[:player], new, context[player + 1:]]))
+            whole = make_stepper().reset(np.concatenate([context[:player], new[None], context[player + 1:]]))
             assert np.abs(after[player].astype(int) - whole[player].astype(int)).max() <= 1
             assert not np.array_equal(after[player], before[player])
         fa, fb = a.step(act).copy(), b.step(act).copy()

@@ -10,8 +10,8 @@ import pytest
 from live_model import check_player_reset, make_model
 
 from ochre.actions import encode_window_actions
+from ochre.models.lookup import from_run, resolve
 from ochre.runtime.actions import ActionGuard, LiveInput, read_action_file
-from ochre.runtime.model import from_run, resolve
 from ochre.runtime.stepper import make_stepper
 
 
@@ -48,7 +48,7 @@ def test_torch_and_onnxruntime_dream_the_same_frames(world, onnx_b2):
     import torch
 
     from ochre.export.ties import TIE_TOL, sampling_margin
-    from ochre.models.sampling import guided_step
+    from ochre.models.step import live_step
 
     model = from_run(world)
     a = make_stepper("torch", model, batch=2, seed=5)
@@ -69,8 +69,9 @@ def test_torch_and_onnxruntime_dream_the_same_frames(world, onnx_b2):
         differ = ta != tb
         if differ.any():
             with torch.inference_mode():
-                logits, _ = guided_step(a.dynamics, tokens, torch.from_numpy(act), state, a.sampling)
-            margin = sampling_margin(logits, torch.from_numpy(a.noise), a.sampling).numpy()
+                _, logits, _ = live_step(a.dynamics, tokens, torch.from_numpy(act), torch.from_numpy(a.noise), state,
+                                         a.sampling, logits=True)
+            margin = sampling_margin(logits.movedim(-1, 1), torch.from_numpy(a.noise), a.sampling).numpy()
             assert (margin[differ] < TIE_TOL).all(), f"tokens differ away from a near-tie: {margin[differ]}"
             flips += int(differ.sum())
             tb[...] = ta
@@ -99,11 +100,11 @@ def test_one_players_reset_leaves_the_others_dreams_alone(world, onnx_b2):
     check_player_reset(lambda: make_stepper("onnxruntime", onnx_dir=onnx_b2, batch=2, seed=4),
                        model.context_frames()[:2], _actions(6, 2), player=0)
     s = make_stepper("torch", model, batch=3)
-    for bad in ([], [1, 1], [3], [-1]):
-        with pytest.raises(ValueError, match="distinct indices in 0..2"):
-            s.reset(model.context_frames()[:1], players=bad)
-    with pytest.raises(ValueError, match=r"uint8 \(2, 64, 64, 3\)"):
-        s.reset(model.context_frames()[:3], players=[0, 2])
+    for bad in (3, -1, 1.0, True):
+        with pytest.raises(ValueError, match="an index in 0..2"):
+            s.reset_player(bad, model.context_frames()[0])
+    with pytest.raises(ValueError, match=r"uint8 \(64, 64, 3\)"):
+        s.reset_player(0, model.context_frames()[:1])
 
 
 def test_state_lives_in_preallocated_buffers(world, onnx_b2):

@@ -117,7 +117,7 @@ class ServerThread:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from ochre.runtime.model import from_run
+    from ochre.models.lookup import from_run
     from ochre.runtime.serve.server import Game, ServeConfig
     from ochre.runtime.stepper import make_stepper
 

@@ -24,8 +24,8 @@ def is_local(host: str) -> bool:
 
 def make_game(args):
     """The model (resolved as `ochre play` does), its stepper at batch --max-players, the Game."""
+    from ochre.models.lookup import resolve
     from ochre.runtime.exports import ensure_for
-    from ochre.runtime.model import resolve
     from ochre.runtime.serve.protocol import Limits
     from ochre.runtime.serve.server import Game, ServeConfig
     from ochre.runtime.stepper import make_stepper
@@ -60,7 +60,7 @@ async def _serve(game, host: str, port: int) -> None:
 
 
 def run(args) -> int:
-    from ochre.runtime.model import ModelError
+    from ochre.models.lookup import ModelError
 
     try:
         import aiohttp  # noqa: F401

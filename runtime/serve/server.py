@@ -7,14 +7,14 @@ read, the write buffer limit that makes a client who never reads apply back-pres
 close codes. It is the `[serve]` extra and is imported only by this command.
 
 One task runs the ticks (Game.run): at each tick, every player's input since the last tick is
-encoded into one action row, the stepper resets the players who asked to (one batched call) and
-steps the whole batch once, and each player gets its own row's frame. The stepper runs in a worker
-thread (torch and the exported runtimes release the GIL), so the event loop keeps reading input
-and writing frames while the batch steps. The batch is the maximum number of players: one static
-shape is what every backend compiles or exports for (and a CUDA graph captures), so players join
-and leave without a recompile or moving state between batches; empty rows step the null action,
-and with nobody connected the server does not step at all. Frames are encoded in the worker thread
-too, only for the rows that have a player.
+encoded into one action row, the stepper restarts the players who asked to (stepper.reset_player:
+the others' dreams go on) and steps the whole batch once, and each player gets its own row's
+frame. The stepper runs in a worker thread (torch and the exported runtimes release the GIL), so
+the event loop keeps reading input and writing frames while the batch steps. The batch is the
+maximum number of players: one static shape is what every backend compiles or exports for (and a
+CUDA graph captures), so players join and leave without a recompile or moving state between
+batches; empty rows step the null action, and with nobody connected the server does not step at
+all. Frames are encoded in the worker thread too, only for the rows that have a player.
 Each player's frames wait in a queue of `send_queue`; a reader that falls behind loses the oldest,
 and one that has lost frames for `slow_s` seconds without catching up is closed.
 """
@@ -139,8 +139,8 @@ class Game:
 
     def _work(self, actions: np.ndarray, rows: list[int], contexts: list[int], wanted) -> list[bytes]:
         """Worker thread: the tick's resets, one step of the whole batch, the frames players want."""
-        if rows:
-            self.stepper.reset(self.contexts[contexts], players=rows)
+        for row, context in zip(rows, contexts):
+            self.stepper.reset_player(row, self.contexts[context])
         frames = self.stepper.step(actions)                                  # (B, H, W, 3)
         return [encode(frames[slot], fmt) for slot, fmt in wanted]
 
