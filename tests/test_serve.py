@@ -94,7 +94,7 @@ def test_the_rate_bucket_stops_a_flood():
 
 # --- a real server ----------------------------------------------------------------------------------
 
-FPS = 10.0                     # the tiny model at batch 3 steps in a fraction of this tick on a slow CPU
+FPS = 8.0                      # the tiny model at batch 3 steps in a third of this tick on a busy 2-core CPU
 
 
 class ServerThread:
@@ -207,10 +207,10 @@ def _client_frame(payload: bytes) -> bytes:
 def test_misbehaving_clients_are_closed_and_the_others_play_on(server):
     """Two bots play throughout; each misbehaviour gets a window of its own. The offender is closed
     with its code (1008 misbehaving, 1013 full, 1000 idle, 403 for a foreign page), and the bots'
-    frame rate in its window stays within 10 % of the quiet window before the first one."""
+    frame rate in its window stays within 10 % of quiet windows before the first and after the last."""
     import aiohttp
 
-    window = 2.0
+    window = 2.5
 
     async def send_and_close(ws, send):
         await send(ws)
@@ -292,6 +292,9 @@ def test_misbehaving_clients_are_closed_and_the_others_play_on(server):
                 outcomes[name] = await asyncio.wait_for(run(s), 20)
                 await asyncio.sleep(max(0.0, t0 + window - time.perf_counter()))
                 spans[name] = (t0, time.perf_counter())
+            t0 = time.perf_counter()
+            await asyncio.sleep(window)
+            spans["quiet again"] = (t0, time.perf_counter())
             stop.set()
             return spans, outcomes, await asyncio.gather(*bots)
 
@@ -306,10 +309,10 @@ def test_misbehaving_clients_are_closed_and_the_others_play_on(server):
         lo, hi = span
         return np.mean([sum(lo <= t <= hi for t in b["arrivals"]) for b in bots]) / (hi - lo)
 
-    quiet = rate(spans["quiet"])
+    quiet = (rate(spans["quiet"]) + rate(spans["quiet again"])) / 2     # before and after: the machine's drift
     assert quiet > 0.5 * FPS, quiet                       # the bots played (a 3x slower CPU still ticks)
     rates = {name: round(rate(span) / quiet, 3) for name, span in spans.items()}
-    assert all(abs(r - 1) <= 0.10 for r in rates.values()), rates
+    assert all(abs(r - 1) <= 0.10 for r in rates.values()), json.dumps(rates)
 
 
 def test_serve_help_explains():

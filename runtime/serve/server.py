@@ -39,6 +39,7 @@ from ochre.runtime.serve.players import Player, Roster
 from ochre.runtime.serve.protocol import Limits, ProtocolError
 
 STATIC = Path(__file__).resolve().parent / "static"
+INTERNAL_ERROR = 1011
 SEND_BUFFER = 1 << 16          # bytes: 5 raw frames, 25 JPEG ones; room for 250 ms of raw frames in flight
 
 
@@ -126,8 +127,14 @@ class Game:
             if not players:
                 continue
             t0 = time.perf_counter()
-            encoded = await loop.run_in_executor(self._pool, self._work, actions, rows, contexts,
-                                                 [(p.slot, p.format) for p in players])
+            try:
+                encoded = await loop.run_in_executor(self._pool, self._work, actions, rows, contexts,
+                                                     [(p.slot, p.format) for p in players])
+            except Exception as e:                      # a backend failure: say it, end those sessions, go on
+                self.log(f"tick {self.ticks} failed: {type(e).__name__}: {e}")
+                for conn in list(self.connections.values()):
+                    self.close(conn, INTERNAL_ERROR, "server error: the model failed to step; see the server log")
+                continue
             self.step_s.append(time.perf_counter() - t0)
             self.ticks += 1
             self.tick_at.append(loop.time())
@@ -210,17 +217,22 @@ class Game:
             self.closed.append((protocol.TRY_LATER, "full"))
             await _close(ws, request, protocol.TRY_LATER, "full")
             return ws
-        await ws.send_str(protocol.hello(player.id, self.config.fps, fmt, len(self.contexts), self.config.max_players))
-        conn = self.connections[player.id] = Connection(ws, request, player, self.config.send_queue)
-        self._wake.set()
+        conn = None
         try:
+            await ws.send_str(protocol.hello(player.id, self.config.fps, fmt, len(self.contexts),
+                                             self.config.max_players))
+            conn = self.connections[player.id] = Connection(ws, request, player, self.config.send_queue)
+            self._wake.set()
             await self._receive(conn, loop)
+        except ConnectionError:
+            pass                                        # gone before or while it played: its slot frees below
         finally:
             self.roster.leave(player)
             self.connections.pop(player.id, None)
-            if conn.closer is not None:
-                await conn.closer                       # the reason reaches the client before the handler ends
-            conn.sender.cancel()
+            if conn is not None:
+                if conn.closer is not None:
+                    await conn.closer                   # the reason reaches the client before the handler ends
+                conn.sender.cancel()
         return ws
 
     async def _receive(self, conn: Connection, loop) -> None:
