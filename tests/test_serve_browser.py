@@ -2,7 +2,8 @@
 
 The page loads and shows frames; holding W changes the view; moving the (pointer-locked) mouse to the
 right turns the view right, so the picture moves left (phase correlation between canvas snapshots,
-as `ochre data check` measures shifts); fps and latency are on screen. OCHRE_SERVE_SCREENSHOT=PATH
+as `ochre data check` measures shifts); key 3 restarts from the third start view; fps and latency
+are on screen. OCHRE_SERVE_SCREENSHOT=PATH
 keeps the screenshot (bench/results/serve_browser.png is the committed one).
 """
 
@@ -50,6 +51,7 @@ def test_the_page_plays_in_chromium(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     from ochre.data.check import phase_shift
+    from ochre.models.lookup import resolve
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
@@ -82,6 +84,12 @@ def test_the_page_plays_in_chromium(server, tmp_path):
             hud = page.locator("#hud").inner_text()
             state = page.evaluate("() => window.ochre")
             assert state["fps"] > 0 and state["latencyMs"] is not None and "fps" in hud and "ms" in hud, hud
+            page.keyboard.press("3")                          # restart from start view 3 (context index 2)
+            n = page.evaluate("() => window.ochre.frames")
+            page.wait_for_function(f"() => window.ochre.frames >= {n + 3}", timeout=10_000)
+            view = _canvas(page).astype(int)
+            distance = [np.abs(view - c.astype(int)).mean() for c in resolve().context_frames()]
+            assert int(np.argmin(distance)) == 2, np.round(distance, 1)
             shot = Path(os.environ.get("OCHRE_SERVE_SCREENSHOT") or tmp_path / "serve_browser.png")
             page.screenshot(path=str(shot))
             assert shot.stat().st_size > 10_000

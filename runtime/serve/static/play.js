@@ -15,7 +15,7 @@ const statusBox = document.getElementById("status");
 
 // What the page knows, readable from outside (tests, the console).
 const state = { player: null, fps: 0, latencyMs: null, frames: 0, players: null, maxPlayers: null,
-                closed: null, reason: null, locked: false };
+                contexts: 0, closed: null, reason: null, locked: false };
 window.ochre = state;
 
 const held = new Set();
@@ -41,6 +41,7 @@ function onText(msg) {
   if (msg.type === "hello") {
     state.player = msg.player;
     state.maxPlayers = msg.max_players;
+    state.contexts = msg.contexts;
     say(document.pointerLockElement === canvas ? "" : "Click to play");
   } else if (msg.type === "ack") {
     ackSeq = msg.seq;          // the next frame is the first that answers this input
@@ -136,6 +137,11 @@ document.addEventListener("mousemove", (ev) => {
 });
 document.addEventListener("keydown", (ev) => {
   if (ev.code === "KeyR" && !ev.repeat) { send({ type: "reset" }); return; }
+  const digit = /^Digit([1-9])$/.exec(ev.code);                         // 1..9: restart from that context frame
+  if (digit && !ev.repeat && Number(digit[1]) <= state.contexts) {
+    send({ type: "reset", context: Number(digit[1]) - 1 });
+    return;
+  }
   const key = KEYS[ev.code];
   if (!key) return;
   ev.preventDefault();                                                  // arrows must not scroll
