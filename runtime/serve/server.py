@@ -107,13 +107,15 @@ class Game:
         self.tick_at: collections.deque = collections.deque(maxlen=int(4 * config.fps) + 1)
         self._rng = random.Random(config.seed)
         self._wake = asyncio.Event()
+        self._next_stats = 0.0                                   # loop time of the next stats message
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ochre-step")
 
     # --- the tick ---------------------------------------------------------------------------------
     async def run(self) -> None:
+        """Tick at config.fps while anyone is connected; sleep while nobody is."""
         loop = asyncio.get_running_loop()
-        period, next_stats = 1.0 / self.config.fps, loop.time()
-        due = loop.time()
+        period, due = 1.0 / self.config.fps, loop.time()
+        self._next_stats = due
         while True:
             if not self.roster:
                 self._wake.clear()
@@ -121,28 +123,31 @@ class Game:
                 due = loop.time()
             if due > loop.time():
                 await asyncio.sleep(due - loop.time())
-            now = loop.time()
-            self._drop_idle(now)
-            actions, players, rows, contexts = self.roster.tick(now, lambda: self._rng.randrange(len(self.contexts)))
-            if not players:
-                continue
-            t0 = time.perf_counter()
-            try:
-                encoded = await loop.run_in_executor(self._pool, self._work, actions, rows, contexts,
-                                                     [(p.slot, p.format) for p in players])
-            except Exception as e:                      # a backend failure: say it, end those sessions, go on
-                self.log(f"tick {self.ticks} failed: {type(e).__name__}: {e}")
-                for conn in list(self.connections.values()):
-                    self.close(conn, INTERNAL_ERROR, "server error: the model failed to step; see the server log")
-                continue
-            self.step_s.append(time.perf_counter() - t0)
-            self.ticks += 1
-            self.tick_at.append(loop.time())
-            self._deliver(players, encoded, loop.time())
-            if loop.time() >= next_stats:
-                self._send_stats()
-                next_stats = loop.time() + self.config.stats_every_s
+            await self._tick(loop)
             due = max(due + period, loop.time() - period)      # behind: catch up one tick, never a burst
+
+    async def _tick(self, loop) -> None:
+        now = loop.time()
+        self._drop_idle(now)
+        actions, players, rows, contexts = self.roster.tick(now, lambda: self._rng.randrange(len(self.contexts)))
+        if not players:
+            return
+        t0 = time.perf_counter()
+        try:
+            encoded = await loop.run_in_executor(self._pool, self._work, actions, rows, contexts,
+                                                 [(p.slot, p.format) for p in players])
+        except Exception as e:                          # a backend failure: say it, end those sessions, go on
+            self.log(f"tick {self.ticks} failed: {type(e).__name__}: {e}")
+            for conn in list(self.connections.values()):
+                self.close(conn, INTERNAL_ERROR, "server error: the model failed to step; see the server log")
+            return
+        self.step_s.append(time.perf_counter() - t0)
+        self.ticks += 1
+        self.tick_at.append(loop.time())
+        self._deliver(players, encoded, loop.time())
+        if loop.time() >= self._next_stats:
+            self._send_stats()
+            self._next_stats = loop.time() + self.config.stats_every_s
 
     def _work(self, actions: np.ndarray, rows: list[int], contexts: list[int], wanted) -> list[bytes]:
         """Worker thread: the tick's resets, one step of the whole batch, the frames players want."""
