@@ -101,6 +101,7 @@ def test_native_stepper_keeps_its_buffers_and_guards_actions(packages):
         make_stepper("native", aoti_dir=packages, batch=2)
 
 
+@pytest.mark.slow
 def test_one_native_players_reset_leaves_the_others_dreams_alone(world, tmp_path_factory):
     """`ochre serve` restarts one player of a batch while the others play on: at batch 2 (a second
     export, about 35 s), the packages' static-batch encoder and decoder serve one row."""
