@@ -332,3 +332,11 @@ def test_the_load_bench_runs_and_stops_by_itself(tmp_path):
     run = json.loads(out.read_text())["run"]
     assert run["players"] == 2 and run["dropped"] == 0 and run["fps_min"] > 0 and run["latency_samples"] > 10
     assert run["rss_kib_start"] > 0 and run["rss_kib_end"] > 0 and isinstance(run["bars_met"], bool)
+
+
+def test_only_loopback_counts_as_local():
+    """`ochre serve` warns when it listens on anything but this machine's loopback."""
+    from ochre.runtime.serve.cli import is_local
+
+    assert all(is_local(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost"))
+    assert not any(is_local(h) for h in ("0.0.0.0", "::", "192.168.1.5", "example.org"))
