@@ -7,8 +7,9 @@ It starts `ochre serve` as its own process (so its memory is its own), connects 
 stops by itself after --seconds (plus the server's start: an AOTInductor compile the first time).
 Each player is a bot that sends an input message (keys and mouse, with a `seq`) at the server's
 tick rate and reads every frame; it measures its frame rate over the run after --warmup seconds,
-and the input-to-frame latency of every input the server acknowledged (from sending the input to
-receiving the first frame that answers it: docs/serve.md, `ack`). The server's resident memory is
+and the input-to-frame latency of every input it sent (from sending it to receiving the first frame
+that answers it: the frame after an `ack` answers every input up to the acknowledged one, see
+docs/serve.md). The server's resident memory is
 read from /proc at the end of the warm-up and at the end.
 Bars: every player >= 19 frames/s at 20, p99 latency <= 100 ms, no player dropped, memory within
 10 %. A --sweep runs --sweep-seconds per point, each backend's player counts in ascending order
@@ -44,7 +45,7 @@ async def bot(url: str, seconds: float, fps: float, warmup: float = 0.0, seed: i
     rng = np.random.default_rng(seed)
     sent: dict[int, float] = {}
     latencies, arrivals = [], []
-    out = {"closed": None, "reason": None, "hello": None}
+    out = {"closed": None, "reason": None, "hello": None, "stats": None}
     async with aiohttp.ClientSession() as session, session.ws_connect(f"{url}/play?format={fmt}") as ws:
         t0 = time.perf_counter()
 
@@ -65,8 +66,9 @@ async def bot(url: str, seconds: float, fps: float, warmup: float = 0.0, seed: i
                 now = time.perf_counter()
                 if msg.type == aiohttp.WSMsgType.BINARY:
                     arrivals.append(now)
-                    if acked is not None and acked in sent:
-                        latencies.append(now - sent.pop(acked))
+                    if acked is not None:                   # this frame answers every input up to `acked`
+                        for seq in [seq for seq in sent if seq <= acked]:
+                            latencies.append(now - sent.pop(seq))
                     acked = None
                 elif msg.type == aiohttp.WSMsgType.TEXT:
                     m = json.loads(msg.data)
@@ -74,6 +76,8 @@ async def bot(url: str, seconds: float, fps: float, warmup: float = 0.0, seed: i
                         acked = m["seq"]
                     elif m["type"] == "hello":
                         out["hello"] = m
+                    elif m["type"] == "stats":
+                        out["stats"] = m                # the server's own tick rate and step time, last seen
                     elif m["type"] == "error":
                         out["reason"] = m["reason"]
 
@@ -97,7 +101,8 @@ def summary(bots: list[dict], seconds: float) -> dict:
             "latency_ms_p50": float(np.median(lat)) if len(lat) else None,
             "latency_ms_p99": float(np.percentile(lat, 99)) if len(lat) else None,
             "latency_samples": len(lat), "dropped": sum(b["closed"] is not None for b in bots),
-            "close_reasons": sorted({b["reason"] for b in bots if b["reason"]}), "seconds": seconds}
+            "close_reasons": sorted({b["reason"] for b in bots if b["reason"]}), "seconds": seconds,
+            "server_stats": next((b["stats"] for b in bots if b["stats"]), None)}
 
 
 def rss_kib(pid: int) -> int:

@@ -371,7 +371,9 @@ def _add_serve(sub) -> None:
                    "it was recorded)")
     p.add_argument("--idle-timeout", type=_positive_float, default=120.0,
                    help="seconds without a message before a player's slot is freed (default 120)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (default: torch's)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="the model's intra-op threads on a CPU (default: one less than the cores, at least 1; the "
+                   "other core serves the players' connections)")
     p.add_argument("--seed", type=int, default=0, help="sampling noise and context choice seed")
     p.set_defaults(_run="ochre.runtime.serve.cli:run")
 

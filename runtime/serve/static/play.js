@@ -55,10 +55,13 @@ function onText(msg) {
 
 function onFrame(data) {
   const now = performance.now();
-  if (ackSeq !== null && sentAt.has(ackSeq)) {
-    latencies.push(now - sentAt.get(ackSeq));
-    if (latencies.length > 60) latencies.shift();
-    for (const s of sentAt.keys()) if (s <= ackSeq) sentAt.delete(s);
+  if (ackSeq !== null) {                       // this frame answers every input up to ackSeq
+    for (const [s, t] of sentAt) {
+      if (s > ackSeq) break;
+      latencies.push(now - t);
+      sentAt.delete(s);
+    }
+    while (latencies.length > 60) latencies.shift();
   }
   ackSeq = null;
   frameTimes.push(now);
