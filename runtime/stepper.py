@@ -4,6 +4,7 @@ Legend: B players, h w token grid (16), H W pixels (64), L ConvGRU layers, C_l t
 
     stepper.reset(context)  uint8 (B, H, W, 3)          -> frames uint8 (B, H, W, 3) (decoded context)
     stepper.reset_player(i, frame)  uint8 (H, W, 3)     -> frames; player i restarts, the others go on
+    stepper.reset_player([i, j], frames)  uint8 (2, H, W, 3): both in one batched encode
     stepper.step(actions)   float32 (B, 4), §3.2 units  -> frames uint8 (B, H, W, 3)
 
 Backends: "torch" (eager, inference_mode), "compiled" (torch.compile; CUDA graphs on a GPU),
@@ -76,17 +77,23 @@ class Stepper:
         self._reset(np.ascontiguousarray(context))
         return self.frames
 
-    def reset_player(self, i: int, frame: np.ndarray) -> np.ndarray:
+    def reset_player(self, i, frame: np.ndarray) -> np.ndarray:
         """Restart player i's dream alone from frame uint8 (H, W, 3); the other players' tokens, state and
-        frames, and the noise stream, are untouched. Returns the frames, row i the decoded frame."""
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self.batch:
-            raise ValueError(f"player must be an index in 0..{self.batch - 1}, got {i!r}")
-        frame = np.asarray(frame)
-        if frame.shape != FRAME or frame.dtype != np.uint8:
-            raise ValueError(f"a context frame must be uint8 (64, 64, 3), got {frame.dtype} {frame.shape}")
-        full = np.empty((self.batch, *FRAME), np.uint8)     # the encoders' batch is static: every row encodes it
-        full[:] = frame
-        self._reset_players(np.array([i]), full)
+        frames, and the noise stream, are untouched. Returns the frames, row i the decoded frame.
+        i may also be several distinct players with one frame each, (n, H, W, 3): one batched encode
+        and decode restarts them all (a server's players who join in the same tick)."""
+        rows = np.asarray(i).reshape(-1)
+        if rows.dtype.kind not in "iu" or len(rows) == 0 or len(np.unique(rows)) != len(rows) \
+                or rows.min() < 0 or rows.max() >= self.batch:
+            raise ValueError(f"player must be an index in 0..{self.batch - 1} (or several distinct ones), got {i!r}")
+        frames = np.asarray(frame)
+        want = FRAME if np.ndim(i) == 0 else (len(rows), *FRAME)
+        if frames.shape != want or frames.dtype != np.uint8:
+            raise ValueError(f"context frames must be uint8 {want}, got {frames.dtype} {frames.shape}")
+        full = np.empty((self.batch, *FRAME), np.uint8)     # the encoders' batch is static: the other rows
+        full[:] = frames.reshape(-1, *FRAME)[0]             # encode a filler and are dropped
+        full[rows] = frames.reshape(-1, *FRAME)
+        self._reset_players(rows, full)
         return self.frames
 
     def step(self, actions) -> np.ndarray:

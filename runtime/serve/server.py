@@ -151,8 +151,8 @@ class Game:
 
     def _work(self, actions: np.ndarray, rows: list[int], contexts: list[int], wanted) -> list[bytes]:
         """Worker thread: the tick's resets, one step of the whole batch, the frames players want."""
-        for row, context in zip(rows, contexts):
-            self.stepper.reset_player(row, self.contexts[context])
+        if rows:                                        # every restart of the tick in one encode
+            self.stepper.reset_player(rows, self.contexts[contexts])
         frames = self.stepper.step(actions)                                  # (B, H, W, 3)
         return [encode(frames[slot], fmt) for slot, fmt in wanted]
 
