@@ -108,7 +108,11 @@ class Game:
         self._rng = random.Random(config.seed)
         self._wake = asyncio.Event()
         self._next_stats = 0.0                                   # loop time of the next stats message
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ochre-step")
+        import torch
+
+        # OpenMP's thread count is per thread: the worker takes the one the stepper was made with.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ochre-step", initializer=torch.set_num_threads,
+                                        initargs=(torch.get_num_threads(),))
 
     # --- the tick ---------------------------------------------------------------------------------
     async def run(self) -> None:
