@@ -122,7 +122,7 @@ def server(tmp_path_factory):
     from ochre.runtime.stepper import make_stepper
 
     model = from_run(make_model(tmp_path_factory.mktemp("model")))
-    config = ServeConfig(max_players=3, fps=FPS, limits=Limits(idle_s=2.0), slow_s=1.0)
+    config = ServeConfig(max_players=3, fps=FPS, limits=Limits(idle_s=5.0), slow_s=1.0)
     game = Game(make_stepper("torch", model, batch=3, seed=0, threads=1), model.context_frames(), config,
                 log=lambda m: None)
     srv = ServerThread(game)
@@ -131,8 +131,10 @@ def server(tmp_path_factory):
 
 
 async def _frames(ws, n: int) -> list[bytes]:
+    """The next n frames, after an input message that keeps the player from idling on a slow machine."""
     import aiohttp
 
+    await ws.send_str('{"type": "input"}')
     out = []
     while len(out) < n:
         msg = await ws.receive(timeout=10)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +46,11 @@ def _canvas(page) -> np.ndarray:
     return np.asarray(rgba, np.uint8).reshape(64, 64, 4)[..., :3]
 
 
+def _wait_frames(page, n: int) -> None:
+    seen = page.evaluate("() => window.ochre.frames")
+    page.wait_for_function(f"() => window.ochre.frames >= {seen + n}", timeout=60_000)
+
+
 def test_the_page_plays_in_chromium(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -67,16 +71,15 @@ def test_the_page_plays_in_chromium(server, tmp_path):
             page.wait_for_function("() => window.ochre.locked", timeout=10_000)
             still = _canvas(page)
             page.keyboard.down("w")
-            time.sleep(1.5)
+            _wait_frames(page, 20)                            # 1 s at 20 ticks a second (longer on a busy CPU)
             walked = _canvas(page)
             page.keyboard.up("w")
             assert np.abs(walked.astype(int) - still.astype(int)).mean() > 2, "holding W did not change the view"
             snaps, x = [], cx
-            for _ in range(16):                               # right, 30 px a time: 4.5° per 50 ms
-                for _ in range(2):
-                    x += 30
-                    page.mouse.move(x, cy)
-                    time.sleep(0.05)
+            for _ in range(10):                               # right, 60 px (9°) between snapshots
+                x += 60
+                page.mouse.move(x, cy)
+                _wait_frames(page, 2)                         # the tick that took the motion has drawn
                 snaps.append(_canvas(page))
             dx = phase_shift(np.stack(snaps))[:, 1]
             print("horizontal shift between snapshots while turning right:", dx.round(2))
@@ -85,8 +88,7 @@ def test_the_page_plays_in_chromium(server, tmp_path):
             state = page.evaluate("() => window.ochre")
             assert state["fps"] > 0 and state["latencyMs"] is not None and "fps" in hud and "ms" in hud, hud
             page.keyboard.press("3")                          # restart from start view 3 (context index 2)
-            n = page.evaluate("() => window.ochre.frames")
-            page.wait_for_function(f"() => window.ochre.frames >= {n + 3}", timeout=10_000)
+            _wait_frames(page, 3)
             view = _canvas(page).astype(int)
             distance = [np.abs(view - c.astype(int)).mean() for c in resolve().context_frames()]
             assert int(np.argmin(distance)) == 2, np.round(distance, 1)
