@@ -361,6 +361,44 @@ def _add_bench(sub) -> None:
     p.set_defaults(_run="ochre.runtime.bench:run")
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="play in a browser: a web page and a WebSocket per player, all players stepped in one batch",
+        description="A web server for the dream: GET / is the play page (click to capture the mouse, WASD to "
+        "move, R to restart, Esc to let the mouse go; fps and input-to-frame latency on screen), GET /healthz "
+        "the player count, and each WebSocket at /play one player (protocol: docs/serve.md). Every tick the "
+        "input of every connected player is stepped in one batch of --max-players rows; each player gets "
+        "only its own frame. Misbehaving clients are closed (code 1008) without slowing the others; a full "
+        "server answers 1013. It listens on 127.0.0.1 unless --host says otherwise. Needs the [serve] extra "
+        "(aiohttp, Pillow).",
+    )
+    _add_model_args(p)
+    p.add_argument("--backend", choices=choices.BACKENDS, default=None,
+                   help="stepper backend (default: native on a CPU, its AOTInductor packages compiled once per "
+                   "batch and cached, about 35 s; compiled on CUDA); torch starts at once")
+    p.add_argument("--dtype", choices=choices.CPU_PRECISIONS, default=None,
+                   help="precision of the convolutions and linear layers (bf16: torch, compiled and native; "
+                   "about twice as fast on CPUs with AVX512-BF16 or AMX); default fp32")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; a wider one is warned about)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free one, printed)")
+    p.add_argument("--max-players", type=_positive_int, default=None,
+                   help="players at once, the stepper's batch (default 8 on a CPU, 64 on CUDA); one more is "
+                   "told the server is full")
+    p.add_argument("--fps", type=_positive_float, default=20.0,
+                   help="ticks (frames per player) per second (default 20; the model's actions are its own "
+                   "frame rate's windows, 8 for the shipped model, so at 20 the dream walks 2.5x faster than "
+                   "it was recorded)")
+    p.add_argument("--idle-timeout", type=_positive_float, default=120.0,
+                   help="seconds without a message before a player's slot is freed (default 120)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="the model's intra-op threads on a CPU (default: one less than the cores, at least 1; the "
+                   "other core serves the players' connections)")
+    p.add_argument("--seed", type=int, default=0, help="sampling noise and context choice seed")
+    p.set_defaults(_run="ochre.runtime.serve.cli:run")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ochre",
@@ -369,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="ochre 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_synth, _add_prepare, _add_data, _add_train_tokenizer, _add_tokenize, _add_train,
-                _add_eval, _add_export, _add_play, _add_bench, _add_demo):
+                _add_eval, _add_export, _add_play, _add_serve, _add_bench, _add_demo):
         add(sub)
     return parser
 

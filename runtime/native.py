@@ -52,6 +52,13 @@ class NativeStepper(Stepper):
             s.zero_()
         self._frames_t.copy_(self._run["decode"](self.tokens, self.state[-1]))
 
+    def _reset_players(self, rows: np.ndarray, context: np.ndarray) -> None:
+        idx = torch.from_numpy(rows)
+        self.tokens[idx] = self._run["encode"](torch.from_numpy(context))[idx]        # packages: batch B only
+        for s in self.state:
+            s[idx] = 0
+        self._frames_t[idx] = self._run["decode"](self.tokens)[idx]
+
     def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:
         nxt, *state = self._run["step"](self.tokens, torch.from_numpy(actions), self._noise_t, *self.state)
         self.tokens.copy_(nxt)

@@ -3,6 +3,8 @@
 Legend: B players, h w token grid (16), H W pixels (64), L ConvGRU layers, C_l their widths.
 
     stepper.reset(context)  uint8 (B, H, W, 3)          -> frames uint8 (B, H, W, 3) (decoded context)
+    stepper.reset_player(i, frame)  uint8 (H, W, 3)     -> frames; player i restarts, the others go on
+    stepper.reset_player([i, j], frames)  uint8 (2, H, W, 3): both in one batched encode
     stepper.step(actions)   float32 (B, 4), §3.2 units  -> frames uint8 (B, H, W, 3)
 
 Backends: "torch" (eager, inference_mode), "compiled" (torch.compile; CUDA graphs on a GPU),
@@ -15,6 +17,9 @@ generator seeded at construction or by seed(), one torch.rand((B, h, w)) draw pe
 frames (up to near-ties, export/ties.py). Every backend runs ochre.models.step.live_step, eager or
 as a compiled or exported graph (docs/runtime.md#the-stepper). A step has no host sync
 and no value-dependent branch until the frames come back to the host at its end.
+A reset of one player (a server's player restarting or joining) encodes a whole batch, since the
+exported encoders have a static batch, and writes only that player's tokens, state and frame: the
+others' dreams, and the noise stream, go on as if nothing happened.
 Actions pass through ActionGuard first: bad ones are fixed and reported, never raised.
 """
 
@@ -72,6 +77,25 @@ class Stepper:
         self._reset(np.ascontiguousarray(context))
         return self.frames
 
+    def reset_player(self, i, frame: np.ndarray) -> np.ndarray:
+        """Restart player i's dream alone from frame uint8 (H, W, 3); the other players' tokens, state and
+        frames, and the noise stream, are untouched. Returns the frames, row i the decoded frame.
+        i may also be several distinct players with one frame each, (n, H, W, 3): one batched encode
+        and decode restarts them all (a server's players who join in the same tick)."""
+        rows = np.asarray(i).reshape(-1)
+        if rows.dtype.kind not in "iu" or len(rows) == 0 or len(np.unique(rows)) != len(rows) \
+                or rows.min() < 0 or rows.max() >= self.batch:
+            raise ValueError(f"player must be an index in 0..{self.batch - 1} (or several distinct ones), got {i!r}")
+        frames = np.asarray(frame)
+        want = FRAME if np.ndim(i) == 0 else (len(rows), *FRAME)
+        if frames.shape != want or frames.dtype != np.uint8:
+            raise ValueError(f"context frames must be uint8 {want}, got {frames.dtype} {frames.shape}")
+        full = np.empty((self.batch, *FRAME), np.uint8)     # the encoders' batch is static: the other rows
+        full[:] = frames.reshape(-1, *FRAME)[0]             # encode a filler and are dropped
+        full[rows] = frames.reshape(-1, *FRAME)
+        self._reset_players(rows, full)
+        return self.frames
+
     def step(self, actions) -> np.ndarray:
         """One dreamed frame per player; bad actions are fixed (see ActionGuard), never raised."""
         a = self.actions_guard(actions)
@@ -79,8 +103,12 @@ class Stepper:
         self._step(a, self.noise)
         return self.frames
 
-    # backends implement these: fill self.frames
+    # backends implement these: fill self.frames (_reset_players: only self.frames[rows])
     def _reset(self, context: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _reset_players(self, rows: np.ndarray, context: np.ndarray) -> None:
+        """Encode context (B, H, W, 3), take rows' tokens, zero rows' state, decode rows' frames."""
         raise NotImplementedError
 
     def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:
@@ -130,6 +158,16 @@ class TorchStepper(Stepper):
             for s in self.state:
                 s.zero_()
             self.frames_host.copy_(render(self.decoder, self.tokens, self.state[-1]).permute(0, 2, 3, 1))
+
+    def _reset_players(self, rows: np.ndarray, context: np.ndarray) -> None:
+        with torch.inference_mode():
+            idx = torch.from_numpy(rows).to(self.device)
+            frames = torch.from_numpy(context).to(self.device).permute(0, 3, 1, 2)
+            self.tokens[idx] = self.tokenizer.encode(frames)[idx]
+            for s in self.state:
+                s[idx] = 0
+            decoded = self.decoder.decode(self.tokens[idx], as_uint8=True).permute(0, 2, 3, 1)   # (n, H, W, 3)
+            self.frames_host[torch.from_numpy(rows)] = decoded.cpu()
 
     def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:
         with torch.inference_mode():
@@ -237,6 +275,26 @@ class OrtStepper(Stepper):
             self._write(s, np.zeros(s[1].shape(), np.float32))
         self.sessions["decode"].run_with_iobinding(self._decode_bind[0])
         self._read_frames()
+
+    def _reset_players(self, rows: np.ndarray, context: np.ndarray) -> None:
+        tokens = self.sessions["encode"].run(None, {"frames": context})[0]                # (B, h, w)
+        cur = self._cur
+        self._write_rows(self._tokens[cur], rows, tokens[rows])
+        for s in self._states[cur]:
+            self._write_rows(s, rows, 0)
+        kept = self.frames.copy()
+        self.sessions["decode"].run_with_iobinding(self._decode_bind[1 - cur])       # binding 1 - cur reads set cur
+        self._read_frames()
+        others = np.setdiff1d(np.arange(self.batch), rows)
+        self.frames[others] = kept[others]              # decoded alike, but put back bit for bit all the same
+
+    def _write_rows(self, pair, rows: np.ndarray, value) -> None:
+        if pair[0] is not None:
+            pair[0][rows] = value
+        else:
+            whole = pair[1].numpy()
+            whole[rows] = value
+            pair[1].update_inplace(whole)
 
     def _write(self, pair, value: np.ndarray) -> None:
         if pair[0] is not None:

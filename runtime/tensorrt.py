@@ -80,6 +80,24 @@ class TrtStepper(Stepper):
             self._frames_host.copy_(self._frames, non_blocking=True)
         self.stream.synchronize()
 
+    def _reset_players(self, rows: np.ndarray, context: np.ndarray) -> None:
+        import torch
+
+        frames = torch.from_numpy(context).cuda()
+        idx = torch.from_numpy(rows).cuda()
+        cur = self._cur
+        tokens = torch.empty_like(self._tokens[cur])
+        with torch.cuda.stream(self.stream):
+            self._bind("encode", {"frames": frames, "tokens": tokens})
+            self._run("encode")
+            self._tokens[cur][idx] = tokens[idx]
+            for s in self._states[cur]:
+                s[idx] = 0
+            self._bind("decode", {"tokens": self._tokens[cur], "frames": self._frames})
+            self._run("decode")
+        self.stream.synchronize()
+        self._frames_host[torch.from_numpy(rows)] = self._frames[idx].cpu()
+
     def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:
         import torch
 

@@ -43,3 +43,27 @@ def make_model(root: Path, seed: int = 0, codebook_size: int = 2048) -> Path:
     (root / "eval").mkdir(exist_ok=True)
     np.savez(root / "eval" / "rollouts.npz", real=real)
     return root / "world"
+
+
+def check_player_reset(make_stepper, context: np.ndarray, actions: np.ndarray, player: int = 1) -> None:
+    """Two steppers made alike by make_stepper() take the same actions; one restarts `player` from
+    another frame midway. The other players' frames stay bit for bit those of the stepper that did
+    not restart (their tokens, state and noise are untouched), and the restarted player sees the
+    decoded new context, as a whole-batch reset would show it (frames within one level: the
+    decoders may round x·255 at .5 the other way at another batch)."""
+    a, b = make_stepper(), make_stepper()
+    batch = a.batch
+    others = [i for i in range(batch) if i != player]
+    new = context[::-1][0]                                                     # (H, W, 3)
+    np.testing.assert_array_equal(a.reset(context), b.reset(context))
+    for t, act in enumerate(actions):
+        if t == len(actions) // 2:
+            before = a.frames.copy()
+            after = a.reset_player(player, new)
+            np.testing.assert_array_equal(after[others], before[others])
+            whole = make_stepper().reset(np.concatenate([context[:player], new[None], context[player + 1:]]))
+            assert np.abs(after[player].astype(int) - whole[player].astype(int)).max() <= 1
+            assert not np.array_equal(after[player], before[player])
+        fa, fb = a.step(act).copy(), b.step(act).copy()
+        np.testing.assert_array_equal(fa[others], fb[others])
+    assert not np.array_equal(fa[player], fb[player])

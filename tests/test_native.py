@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from live_model import make_model
+from live_model import check_player_reset, make_model
 
 from ochre.models.lookup import from_run
 from ochre.runtime.stepper import make_stepper
@@ -99,6 +99,19 @@ def test_native_stepper_keeps_its_buffers_and_guards_actions(packages):
         make_stepper("native", aoti_dir=packages, guidance=2.0)
     with pytest.raises(ValueError, match="exported for batch 1, not 2"):
         make_stepper("native", aoti_dir=packages, batch=2)
+
+
+@pytest.mark.slow
+def test_one_native_players_reset_leaves_the_others_dreams_alone(world, tmp_path_factory):
+    """`ochre serve` restarts one player of a batch while the others play on: at batch 2 (a second
+    export, about 35 s), the packages' static-batch encoder and decoder serve one row."""
+    from ochre.runtime.exports import ensure_aoti
+
+    b2 = ensure_aoti(from_run(world), batch=2, out=tmp_path_factory.mktemp("aoti") / "b2", check_steps=2,
+                     log=lambda m: None)
+    actions = np.random.default_rng(1).uniform(-1, 1, (6, 2, 4)).astype(np.float32)
+    check_player_reset(lambda: make_stepper("native", aoti_dir=b2, batch=2, seed=4),
+                       from_run(world).context_frames()[:2], actions)
 
 
 def test_native_rollout_replays_in_eager_torch(world, packages):

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from live_model import make_model
+from live_model import check_player_reset, make_model
 
 from ochre.actions import encode_window_actions
 from ochre.models.lookup import from_run, resolve
@@ -90,6 +90,31 @@ def test_players_are_independent(world):
     changed[:, 2] = -changed[:, 2]
     other = _play(make_stepper("torch", model, batch=3, seed=1), context, changed)
     assert np.array_equal(base[:, :2], other[:, :2]) and not np.array_equal(base[:, 2], other[:, 2])
+
+
+def test_one_players_reset_leaves_the_others_dreams_alone(world, onnx_b2):
+    """A server restarts one player while the others play on (torch; compiled shares its reset path)."""
+    model = from_run(world)
+    check_player_reset(lambda: make_stepper("torch", model, batch=3, seed=4), model.context_frames()[:3],
+                       _actions(6, 3))
+    check_player_reset(lambda: make_stepper("onnxruntime", onnx_dir=onnx_b2, batch=2, seed=4),
+                       model.context_frames()[:2], _actions(6, 2), player=0)
+    s = make_stepper("torch", model, batch=3)
+    for bad in (3, -1, 1.0, True, [], [1, 1]):
+        with pytest.raises(ValueError, match="an index in 0..2"):
+            s.reset_player(bad, model.context_frames()[0])
+    with pytest.raises(ValueError, match=r"uint8 \(64, 64, 3\)"):
+        s.reset_player(0, model.context_frames()[:1])
+    with pytest.raises(ValueError, match=r"uint8 \(2, 64, 64, 3\)"):
+        s.reset_player([0, 2], model.context_frames()[:3])
+    # Two players at once are the same restarts as one after the other.
+    contexts = model.context_frames()
+    one = make_stepper("torch", model, batch=3, seed=4)
+    one.reset(contexts[:3])
+    one.reset_player(0, contexts[5])
+    one.reset_player(2, contexts[4])
+    s.reset(contexts[:3])
+    np.testing.assert_array_equal(s.reset_player([0, 2], contexts[[5, 4]]), one.frames)
 
 
 def test_state_lives_in_preallocated_buffers(world, onnx_b2):
