@@ -5,7 +5,7 @@ Legend: B players, h w token grid, H W pixels, L ConvGRU layers, C_l their width
 
 The Stepper interface of ochre.runtime.stepper (reset/step, ActionGuard, the shared noise rule),
 over three packages at static shapes: encode.pt2 (frames -> tokens), step.pt2 (tokens, actions,
-noise, state -> next tokens, next state) and decode.pt2 (tokens -> frames). Tokens and
+noise, state -> next tokens, next state) and decode.pt2 (tokens, view -> frames). Tokens and
 state live in tensors allocated once; the packages allocate their outputs, which a step copies
 into those buffers (a few tens of KB at batch 1), so the buffers never move. The noise is the one
 every backend draws (ochre.models.step.NOISE), which is also what `ochre-native` draws, so the
@@ -57,7 +57,7 @@ class NativeStepper(Stepper):
         self.tokens[idx] = self._run["encode"](torch.from_numpy(context))[idx]        # packages: batch B only
         for s in self.state:
             s[idx] = 0
-        self._frames_t[idx] = self._run["decode"](self.tokens)[idx]
+        self._frames_t[idx] = self._run["decode"](self.tokens, self.state[-1])[idx]
 
     def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:
         nxt, *state = self._run["step"](self.tokens, torch.from_numpy(actions), self._noise_t, *self.state)

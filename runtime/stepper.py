@@ -166,7 +166,7 @@ class TorchStepper(Stepper):
             self.tokens[idx] = self.tokenizer.encode(frames)[idx]
             for s in self.state:
                 s[idx] = 0
-            decoded = self.decoder.decode(self.tokens[idx], as_uint8=True).permute(0, 2, 3, 1)   # (n, H, W, 3)
+            decoded = render(self.decoder, self.tokens[idx], self.state[-1][idx]).permute(0, 2, 3, 1)   # (n, H, W, 3)
             self.frames_host[torch.from_numpy(rows)] = decoded.cpu()
 
     def _step(self, actions: np.ndarray, noise: np.ndarray) -> None:

@@ -93,7 +93,7 @@ class TrtStepper(Stepper):
             self._tokens[cur][idx] = tokens[idx]
             for s in self._states[cur]:
                 s[idx] = 0
-            self._bind("decode", {"tokens": self._tokens[cur], "frames": self._frames})
+            self._bind("decode", {"tokens": self._tokens[cur], "view": self._states[cur][-1], "frames": self._frames})
             self._run("decode")
         self.stream.synchronize()
         self._frames_host[torch.from_numpy(rows)] = self._frames[idx].cpu()
