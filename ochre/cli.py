@@ -201,6 +201,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--tours", type=int, default=32, help="tour contexts on synthetic worlds (default 32; 0: none)")
     p.add_argument("--no-learned", action="store_true", help="skip learned/ (the model without decoding boosts)")
     p.add_argument("--no-idm", action="store_true", help="skip the inverse-dynamics action accuracy")
+    p.add_argument("--idm-steps", type=_positive_int, default=None,
+                   help="training steps of the inverse-dynamics model when TOKENS/idm holds none for these clips "
+                   "(default 1200, about a minute on 2 cores)")
     p.add_argument("--no-c2st", action="store_true", help="skip the classifier two-sample test")
     p.add_argument("--calibrate", action="store_true",
                    help="also score the reference dreamers (oracle/, still/, random_codes/): what each metric gives a "

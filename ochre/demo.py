@@ -75,11 +75,11 @@ def decode_bench(ckpt_dir: Path, batches=(1, 16)) -> dict:
 # ~15 s (batch 8), the AOTInductor ones ~35 s each, the bench ~30 s. --quick leaves the AOTInductor
 # compiles out.
 DEFAULTS = dict(episodes=200, steps=400, world2_episodes=16, tokenizer_steps=500, world_minutes=12.0,
-                world_steps=100_000, rollouts=100, long_rollouts=16, seeds=(0, 1, 2), tours=32,
+                world_steps=100_000, rollouts=100, long_rollouts=16, seeds=(0, 1, 2), tours=32, idm_steps=1200,
                 bench_backends=("torch", "onnxruntime", "native"), bench_batches=(1, 8), bench_runs=100,
                 bench_warmup=10, play_steps=64)
 QUICK = dict(episodes=6, steps=200, world2_episodes=2, tokenizer_steps=30, world_minutes=1.0, world_steps=30,
-             rollouts=8, long_rollouts=2, seeds=(0,), tours=4, bench_backends=("torch", "onnxruntime"),
+             rollouts=8, long_rollouts=2, seeds=(0,), tours=4, idm_steps=60, bench_backends=("torch", "onnxruntime"),
              bench_batches=(1,), bench_runs=20, bench_warmup=5, play_steps=16)
 WORLD2_SEED = 1000           # the second world's seed is the demo's --seed + this: another map
 
@@ -229,6 +229,7 @@ def run(args) -> int:
         stages.run("eval", ["eval", str(world), str(tokens), "--out", str(eval_dir), "--test-world", str(tokens2),
                             "--rollouts", str(cfg["rollouts"]), "--long-rollouts", str(cfg["long_rollouts"]),
                             "--seeds", *map(str, cfg["seeds"]), "--tours", str(cfg["tours"]), "--calibrate",
+                            "--idm-steps", str(cfg["idm_steps"]),
                             *(["--compare", str(other)] if compare else [])])
     remember_demo(out)                   # `ochre play` and `ochre bench` now default to this model
     bench = _live_stages(stages, cfg, out, world, args.seed)

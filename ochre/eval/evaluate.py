@@ -40,6 +40,7 @@ class EvalConfig:
     learned: bool = True           # also `learned/`: the model with every decoding boost at 0 (first seed)
     tours: int = 32                # tour contexts (synthetic worlds); 0: none
     idm: bool = True               # action accuracy by the inverse-dynamics model
+    idm_steps: int | None = None   # its training steps (default: ochre.eval.idm.IDMConfig's)
     c2st: bool = True              # realism by the classifier two-sample test
     calibrate: bool = False        # also the reference dreamers (oracle/, still/, random_codes/; docs/metrics.md)
     videos: int = 6                # rollouts in dream.mp4
@@ -135,7 +136,8 @@ def _prepare_references(data: _Data, codec: Codec, tokens_root, cfg: EvalConfig,
     if cfg.idm:
         from ochre.eval import idm
 
-        data.idm = idm_model or idm.load_or_train(data.clips, Path(tokens_root) / "idm", log=log)
+        data.idm = idm_model or idm.load_or_train(data.clips, Path(tokens_root) / "idm", steps=cfg.idm_steps,
+                                                  log=log, progress=False)
         data.idm_real = idm.accuracy(data.idm, real, actions)
         m.update({f"idm/real/{h}": v for h, v in data.idm_real.items()})
     return m
@@ -267,7 +269,7 @@ def run(args) -> int:
         cfg = EvalConfig(split=args.split, rollouts=args.rollouts, long_rollouts=args.long_rollouts,
                          seeds=tuple(args.seeds), long_seeds=min(args.long_seeds, len(args.seeds)),
                          learned=not args.no_learned, tours=args.tours, idm=not args.no_idm,
-                         c2st=not args.no_c2st, calibrate=args.calibrate)
+                         c2st=not args.no_c2st, calibrate=args.calibrate, idm_steps=args.idm_steps)
         metrics = evaluate(args.checkpoint, args.tokens, args.out, cfg=cfg, compare=args.compare, clips=args.clips,
                            test_world=args.test_world, device=args.device, sampling=overrides, dtype=args.dtype)
     except (FileNotFoundError, ValueError, CheckpointError) as e:
