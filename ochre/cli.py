@@ -248,7 +248,12 @@ def _add_demo(sub) -> None:
                    help="world-model training budget in minutes (default 12)")
     p.add_argument("--world-steps", type=_positive_int, default=None,
                    help="world-model step cap (default: the minutes decide)")
-    p.add_argument("--rollouts", type=_positive_int, default=None, help="eval rollouts (default 32)")
+    p.add_argument("--rollouts", type=_positive_int, default=None, help="eval's 32-step rollouts (default 100)")
+    p.add_argument("--long-rollouts", type=int, default=None, help="eval's 256-step rollouts (default 16)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="eval's noise seeds (default 0 1 2)")
+    p.add_argument("--tours", type=int, default=None, help="eval's tour contexts (default 32)")
+    p.add_argument("--idm-steps", type=_positive_int, default=None,
+                   help="training steps of eval's inverse-dynamics model (default 1200)")
     p.add_argument("--compare", choices=choices.COMPARE, default=None,
                    help="also train this recipe on the same tokens, seed and budget, and evaluate it beside "
                    "the ochre recipe (`ochre eval --compare`); doubles the training time")
