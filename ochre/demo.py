@@ -254,8 +254,8 @@ def run(args) -> int:
 def _command(args) -> str:
     """The command line that made this demo, for the report."""
     flags = [f"--out {args.out}"] + (["--quick"] if args.quick else [])
-    flags += [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-              if k in DEFAULTS and v is not None]
+    flags += [f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list | tuple) else v}"
+              for k, v in vars(args).items() if k in DEFAULTS and v is not None]
     flags += [f"--compare {args.compare}"] if args.compare else []
     return "ochre demo " + " ".join(flags + ([f"--seed {args.seed}"] if args.seed else []))
 
