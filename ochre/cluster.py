@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterable, Iterator
 
@@ -64,8 +65,13 @@ def session(engine: Engine) -> Iterator:
         raise
     except Exception as e:  # Ray's own errors (version mismatch, a head that refuses) are many
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = ""
+        if engine.address and "RAY_AUTH_MODE" not in os.environ:
+            # Ray turns token authentication on for a `ray start` head, but never for a driver given an address.
+            hint = ("; a cluster with token authentication (`ray start`'s default) needs RAY_AUTH_MODE=token "
+                    "and the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN) on this machine")
         raise EngineError(f"cannot start or join a Ray cluster{f' at {engine.address}' if engine.address else ''}: "
-                          f"{first}") from None
+                          f"{first}{hint}") from None
     try:
         yield ray
     finally:
