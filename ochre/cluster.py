@@ -58,8 +58,8 @@ def session(engine: Engine) -> Iterator:
         if engine.address:
             check_reachable(engine.address)
             ray.init(address=engine.address, **quiet)
-        else:   # private: this machine's loopback only
-            ray.init(num_cpus=engine.workers or cpu_count(), include_dashboard=False,
+        else:   # private: this machine's loopback only ("local": never join a cluster found running here)
+            ray.init(address="local", num_cpus=engine.workers or cpu_count(), include_dashboard=False,
                      _node_ip_address="127.0.0.1", **quiet)
     except EngineError:
         raise
