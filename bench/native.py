@@ -33,9 +33,9 @@ def cpp_row(binary: str, packages: Path, batch: int, runs: int, warmup: int, thr
 
 def main(argv=None) -> int:
     from ochre.io import write_json_atomic
+    from ochre.models.lookup import resolve
     from ochre.runtime.bench import add_speedups, run_bench, table
     from ochre.runtime.exports import ensure_aoti
-    from ochre.runtime.model import resolve
 
     p = argparse.ArgumentParser(prog="python -m ochre.bench.native", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=None, help="world-model run (default: newest demo, else the shipped model)")

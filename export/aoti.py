@@ -1,4 +1,4 @@
-"""AOTInductor export (DESIGN §8): the encoder, the step (sampling inside) and the decoder as
+"""AOTInductor export (docs/native.md): the encoder, the step (sampling inside) and the decoder as
 `.pt2` packages with static shapes at batch B, for `ochre-native` (C++, no Python) and the
 runtime's `native` backend; checked against eager torch right after the compile.
 
@@ -13,11 +13,12 @@ The package folder (`ochre export CKPT --format aoti --out DIR`):
   decode.pt2     tokens int64 (B, h, w) -> frames uint8 (B, H, W, 3)
   shapes.txt     the static shapes, one "name n1 n2 ..." line each (`batch`, `grid`, `frame`,
                  one `state` line per layer): what the C++ loop allocates; `#` lines are comments
-  context.npy    uint8 (B, H, W, 3): a start view of the synthetic world, the default context
+  context.npy    uint8 (B, H, W, 3): real context frames of the model, the default start of a dream
   manifest.json  format, batch, dtype, grid, state shapes, sampling, noise rule, fps, sources (checkpoint
-                 paths and hashes), parity report, torch version and CPU capability; written
-                 last, once the parity check has passed, so a runtime never loads an unchecked
-                 or half-written folder (read_manifest)
+                 paths and hashes), parity report, torch version, CPU capability and the sha256 of
+                 every file (export/manifest.py); written last, once the parity check has passed,
+                 and verified on load, so a runtime never loads an unchecked, half-written or
+                 altered folder (read_manifest)
 AOTInductor compiles the graphs to C++ (CPU) or Triton (CUDA) and links them into the package;
 the weights are constants inside it. The step graph uses the pure-torch FiLM-GRU (a Python
 custom op cannot be packaged); Inductor fuses the gate arithmetic itself.
@@ -25,22 +26,21 @@ custom op cannot be packaged); Inductor fuses the gate arithmetic itself.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ochre.export.graph import PRECISIONS, DecodeGraph, EncodeGraph, StepGraph
+from ochre.export import manifest as mf
+from ochre.export.graph import DecodeGraph, EncodeGraph, StepGraph
+from ochre.export.parity import ParityError
 from ochre.export.ties import TIE_TOL, code_margin, count_flips, sampling_margin
+from ochre.models.precision import PRECISIONS
+from ochre.models.step import NOISE
 
-FORMAT = "ochre-aoti/3"      # 2: step logits channels-last (B, h, w, K); 3: no logits output
+FORMAT = "ochre-aoti/4"      # 2: step logits channels-last; 3: no logits output; 4: file hashes
 PACKAGES = ("encode", "step", "decode")
-# The noise rule both the Python backend and ochre-native follow: a CPU generator seeded with
-# `seed` at reset, one torch.rand(B, h, w) draw per step (libtorch's mt19937 in both, so the
-# same seed gives bit-identical noise).
-NOISE = "torch.rand((B, h, w), generator=torch.Generator().manual_seed(seed)), one draw per step"
 # Parity bounds against eager torch at the package's precision over the check rollout. fp32,
 # measured on a 2-core x86 CPU for the tiny preset: state within 2e-6; 100x headroom for other
 # CPUs' vector units. A token may differ only at a near-tie: a draw within `tie`
@@ -64,55 +64,25 @@ def cpu_capability() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
+FILES = (*(f"{n}.pt2" for n in PACKAGES), "shapes.txt", "context.npy")
+
+
 def read_manifest(folder) -> dict:
-    """manifest.json of a package folder, checked against this install; raises FileNotFoundError /
-    ValueError naming the folder and the fix."""
-    path = Path(folder) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder}: no manifest.json; make the packages with "
-                                f"`ochre export CKPT --format aoti --out {folder}`")
-    try:
-        m = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not JSON ({e}); re-export") from None
-    if m.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {m.get('format')!r}, expected {FORMAT!r}; re-export")
-    missing = [f"{n}.pt2" for n in PACKAGES if not (Path(folder) / f"{n}.pt2").is_file()]
+    """manifest.json of a package folder, every file verified and checked against this install;
+    raises FileNotFoundError / manifest.ExportError naming the folder and the fix."""
+    m = mf.read(folder, FORMAT, f"ochre export CKPT --format aoti --out {folder}")
+    missing = [f for f in FILES if f not in m["files"]]
     if missing:
-        raise FileNotFoundError(f"{folder}: missing {', '.join(missing)}; re-export")
+        raise mf.ExportError(f"{folder}: the manifest lists no {', '.join(missing)}; re-export")
     if m.get("torch") != torch.__version__:
-        raise ValueError(f"{folder}: compiled by torch {m.get('torch')}, this is torch {torch.__version__} "
-                         "(AOTInductor packages are tied to the torch that made them); re-export")
+        raise mf.ExportError(f"{folder}: compiled by torch {m.get('torch')}, this is torch {torch.__version__} "
+                             "(AOTInductor packages are tied to the torch that made them); re-export")
     if m.get("dtype", "fp32") not in DTYPES:
-        raise ValueError(f"{path}: dtype {m.get('dtype')!r} is not one of {sorted(DTYPES)}; re-export")
+        raise mf.ExportError(f"{folder}: dtype {m.get('dtype')!r} is not one of {sorted(DTYPES)}; re-export")
     if m.get("cpu_capability", cpu_capability()) != cpu_capability():
-        raise ValueError(f"{folder}: compiled for {m['cpu_capability']} CPUs, this one is {cpu_capability()}; "
-                         "re-export here")
+        raise mf.ExportError(f"{folder}: compiled for {m['cpu_capability']} CPUs, this one is {cpu_capability()}; "
+                             "re-export here")
     return m
-
-
-def find_tokenizer(ckpt, tokenizer=None) -> Path:
-    """The tokenizer of a world-model run: `tokenizer` if given, else the `tokenizer` run beside
-    the world run (the layout `ochre demo` writes), checked against the run's token hash."""
-    from ochre.train.checkpoint import checkpoint_hash, read_checkpoint_config
-
-    if tokenizer is not None:
-        return Path(tokenizer)
-    meta = read_checkpoint_config(ckpt)
-    want = meta["extra"].get("identity", {}).get("tokens")
-    for parent in Path(meta["path"]).resolve().parents:
-        candidate = parent / "tokenizer"
-        if (candidate / "checkpoints").is_dir() and (want is None or checkpoint_hash(candidate) == want):
-            return candidate
-    raise FileNotFoundError(f"no tokenizer found beside {ckpt}: pass --tokenizer DIR (the tokenizer run "
-                            "whose tokens the world model was trained on)")
-
-
-def context_frames(batch: int, seed: int = 0) -> np.ndarray:
-    """uint8 (B, H, W, 3): the first view of synthetic episodes seed/0 .. seed/B-1."""
-    from ochre.data.synth import render_episode
-
-    return np.stack([render_episode(seed, i, 1).frames[0] for i in range(batch)])
 
 
 def _compile(graph: torch.nn.Module, inputs: tuple, path: Path) -> float:
@@ -160,8 +130,6 @@ def _eager_step(step: StepGraph, decode: DecodeGraph, tokens, actions, noise, st
 
 
 def _assert_within(report: dict) -> dict:
-    from ochre.export.cli import ParityError
-
     err, tol = report["max_abs_err"], report["tolerance"]
     if report["step"]["bad"] or report.get("encode", {}).get("bad", 0):
         raise ParityError(f"AOTInductor packages: tokens differ from eager torch beyond near-ties: {report}")
@@ -219,40 +187,39 @@ def replay_eager(step: StepGraph, decode: DecodeGraph, tokens, frames, actions, 
     return _assert_within(report)
 
 
-def export_aoti(ckpt, out, *, tokenizer=None, batch: int = 1, check_steps: int = 16, seed: int = 0,
-                guidance: float | None = None, fps: float | None = None, dtype: str = "fp32", log=print) -> dict:
-    """Compile the three packages for `batch` players into `out` and check them; returns the manifest.
-    guidance overrides the checkpoint's (it is baked into the step graph); fps is the model's frame
-    rate (DESIGN §3.2), recorded for players of the folder; dtype the precision of the step's and
-    the decoder's convolutions and linear layers (DTYPES; the encoder, run once per reset, stays fp32)."""
+def export_aoti(model, out, *, batch: int = 1, check_steps: int = 16, seed: int = 0,
+                guidance: float | None = None, dtype: str = "fp32", log=print) -> dict:
+    """Compile the three packages of a resolved model (ochre.models.lookup.Model) for `batch` players
+    into `out` and check them; returns the manifest. guidance overrides the checkpoint's (it is
+    baked into the step graph); dtype is the precision of the step's and the decoder's convolutions
+    and linear layers (DTYPES; the encoder, run once per reset, stays fp32)."""
     from dataclasses import asdict, replace
 
-    from ochre.io import write_json_atomic
-    from ochre.train.checkpoint import checkpoint_hash, load_dynamics, load_tokenizer, read_checkpoint_config
+    from ochre.models.checkpoint import checkpoint_hash, read_checkpoint_config
+    from ochre.models.lookup import load
 
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     if dtype not in DTYPES:
         raise ValueError(f"AOTInductor packages are {' or '.join(DTYPES)}, not {dtype!r}")
-    model, sampling, _ = load_dynamics(ckpt, "cpu", impl="torch")
+    tok, dyn, sampling = load(model, "cpu", impl="torch")
     if guidance is not None:
         sampling = replace(sampling, guidance=guidance)
-    tok_path = find_tokenizer(ckpt, tokenizer)
-    tok = load_tokenizer(tok_path, "cpu", impl="torch")
-    if tok.config.codebook_size != model.config.codebook_size:
+    if tok.config.codebook_size != dyn.config.codebook_size:
         raise ValueError(f"tokenizer has K={tok.config.codebook_size} codes but the world model "
-                         f"K={model.config.codebook_size}: pass the tokenizer it was trained on")
+                         f"K={dyn.config.codebook_size}: pass the tokenizer it was trained on")
     sources = {}
-    for name, path in (("tokenizer", tok_path), ("world", ckpt)):
+    for name, path in (("tokenizer", model.tokenizer), ("world", model.world)):
         meta = read_checkpoint_config(path)
         sources[name] = {"checkpoint": str(meta["path"]), "hash": checkpoint_hash(path), "step": meta["step"]}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)       # no stale manifest beside new packages
     dt = DTYPES[dtype]
-    step, encode, decode = StepGraph(model, sampling, dt), EncodeGraph(tok), DecodeGraph(tok, dt)
-    live = StepGraph(model, sampling, dt, logits=False)         # the package's; `step` is the reference
-    frames = context_frames(batch, seed)
+    step, encode, decode = StepGraph(dyn, sampling, dt), EncodeGraph(tok), DecodeGraph(tok, dt)
+    live = StepGraph(dyn, sampling, dt, logits=False)           # the package's; `step` is the reference
+    contexts = model.context_frames()
+    frames = np.ascontiguousarray(contexts[np.arange(batch) % len(contexts)])      # (B, H, W, 3)
     np.save(out / "context.npy", frames)
     example = step.example_inputs(batch)
     seconds = {}
@@ -262,40 +229,11 @@ def export_aoti(ckpt, out, *, tokenizer=None, batch: int = 1, check_steps: int =
         seconds[name] = round(_compile(graph, inputs, out / f"{name}.pt2"), 1)
     _write_shapes(out, step, batch)
     parity = check_parity(out, step, encode, decode, check_steps, seed, dtype) if check_steps else None
-    manifest = {"format": FORMAT, "batch": batch, "dtype": dtype, "grid": model.config.grid,
-                "codebook_size": model.config.codebook_size,
+    manifest = {"format": FORMAT, "batch": batch, "dtype": dtype, "grid": dyn.config.grid,
+                "codebook_size": dyn.config.codebook_size,
                 "state_shapes": [list(s) for s in step.state_shapes], "sampling": asdict(sampling), "noise": NOISE,
-                "fps": fps, "sources": sources, "packages": {n: f"{n}.pt2" for n in PACKAGES},
+                "fps": model.fps, "sources": sources, "packages": {n: f"{n}.pt2" for n in PACKAGES},
                 "compile_s": seconds, "parity": parity, "torch": torch.__version__,
                 "cpu_capability": cpu_capability()}
-    write_json_atomic(out / "manifest.json", manifest)
-    return manifest
-
-
-def run(args) -> int:
-    import sys
-
-    from ochre.export.cli import ParityError
-    from ochre.runtime.model import ModelError, from_run
-    from ochre.train.checkpoint import CheckpointError
-
-    try:
-        try:          # a run whose token shards name its tokenizer and frame rate (the demo's layout)
-            model = from_run(args.checkpoint, args.tokenizer)
-            world, tokenizer, fps = model.world, model.tokenizer, model.fps
-        except ModelError:                       # else the tokenizer run beside it (find_tokenizer)
-            world, tokenizer, fps = args.checkpoint, args.tokenizer, None
-        m = export_aoti(world, args.out, tokenizer=tokenizer, batch=args.batch, check_steps=args.check_steps,
-                        seed=args.seed, guidance=args.guidance, fps=fps, dtype=args.dtype,
-                        log=lambda msg: print(msg, file=sys.stderr))
-    except (CheckpointError, FileNotFoundError, ValueError, ParityError) as e:
-        print(f"ochre export: {e}", file=sys.stderr)
-        return 2
-    p = m["parity"]
-    if p is not None:
-        print(f"parity vs eager over {p['steps']} steps: {p['step']['differ']} of {p['step']['tokens']} tokens "
-              f"differ, all near-ties; state within {p['max_abs_err']['state']:.1e}, frames within "
-              f"{p['max_abs_err']['frames']}")
-    print(f"wrote {args.out}: {', '.join(m['packages'].values())} (batch {m['batch']}, {m['dtype']}; "
-          f"compile s {m['compile_s']})")
-    return 0
+    mf.write(out, manifest, FILES)
+    return read_manifest(out)

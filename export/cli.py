@@ -1,9 +1,11 @@
-"""`ochre export CKPT --out DIR`: ONNX (fp32 | fp16) with its parity check, and TensorRT engines.
+"""`ochre export CKPT --out DIR`: ONNX (fp32 | fp16) with its parity check, TensorRT engines, or
+AOTInductor packages (`--format aoti`, export/aoti.py).
 
-Writes DIR/{encode,step,decode}.onnx, DIR/contexts.npy (context frames, so the folder plays on its
-own) and, once the parity check has passed, DIR/manifest.json holding the parity report. A failed
-check writes DIR/parity_failed.json, no manifest, and exits non-zero. --format tensorrt also builds
-DIR/tensorrt/*.engine from the ONNX (needs the `tensorrt` extra and a GPU).
+ONNX writes DIR/{encode,step,decode}.onnx, DIR/contexts.npy (context frames, so the folder plays on
+its own) and, once the parity check has passed, DIR/manifest.json holding the parity report and the
+hash of every file (export/manifest.py). A failed check writes DIR/parity_failed.json, no manifest,
+and exits non-zero. --format tensorrt also builds DIR/tensorrt/*.engine from the ONNX (needs the
+`tensorrt` extra and a GPU).
 """
 
 from __future__ import annotations
@@ -14,14 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-
-class ParityError(RuntimeError):
-    """An export whose outputs disagree with eager torch beyond the stated tolerance."""
+from ochre.export.parity import ParityError
 
 
 def export_model(model, out, *, dtype: str = "fp32", batch: int = 1, guidance: float | None = None,
                  steps: int | None = None, log=print) -> dict:
-    """Export a resolved `ochre.runtime.model.Model` into `out`; check parity; return the manifest."""
+    """Export a resolved model (ochre.models.lookup.Model) to ONNX in `out`; check parity; return the manifest."""
     import dataclasses
 
     import torch
@@ -29,8 +29,8 @@ def export_model(model, out, *, dtype: str = "fp32", batch: int = 1, guidance: f
     from ochre.export import onnx as ox
     from ochre.export import parity
     from ochre.io import write_json_atomic
-    from ochre.runtime.model import load
-    from ochre.train.checkpoint import checkpoint_hash, read_checkpoint_config
+    from ochre.models.checkpoint import checkpoint_hash, read_checkpoint_config
+    from ochre.models.lookup import load
 
     out = Path(out)
     tokenizer, dynamics, sampling = load(model, "cpu", impl="torch")
@@ -55,7 +55,7 @@ def export_model(model, out, *, dtype: str = "fp32", batch: int = 1, guidance: f
     manifest["parity"] = report
     ox.write_manifest(out, manifest)
     log(summary(report))
-    return manifest
+    return ox.read_manifest(out)
 
 
 def summary(report: dict) -> str:
@@ -67,30 +67,40 @@ def summary(report: dict) -> str:
             f"encode agreement {e['agreement']:.4%}; decode max {d['ort_error']:g} levels")
 
 
+def _aoti_summary(m: dict) -> str:
+    p = m["parity"]
+    check = "" if p is None else (
+        f"parity vs eager over {p['steps']} steps: {p['step']['differ']} of {p['step']['tokens']} tokens differ, "
+        f"all near-ties; state within {p['max_abs_err']['state']:.1e}, frames within {p['max_abs_err']['frames']}\n")
+    return check + (f"wrote {', '.join(m['packages'].values())} (batch {m['batch']}, {m['dtype']}; "
+                    f"compile s {m['compile_s']})")
+
+
 def run(args) -> int:
     from ochre.export import aoti, onnx
-    from ochre.runtime.model import ModelError, from_run
-    from ochre.train.checkpoint import CheckpointError
+    from ochre.models.checkpoint import CheckpointError
+    from ochre.models.lookup import ModelError, from_run
 
     allowed = tuple(aoti.DTYPES if args.format == "aoti" else onnx.DTYPES)
     if args.dtype not in allowed:
         print(f"ochre export: --format {args.format} takes --dtype {' or '.join(allowed)}, not {args.dtype}",
               file=sys.stderr)
         return 2
-    if args.format == "aoti":                    # the native deploy path (export/aoti.py)
-        from ochre.export.aoti import run as run_aoti
-        return run_aoti(args)
-
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     try:
         model = from_run(args.checkpoint, args.tokenizer)
-        manifest = export_model(model, args.out, dtype=args.dtype, batch=args.batch, guidance=args.guidance,
-                                log=lambda m: print(m, file=sys.stderr))
+        if args.format == "aoti":                    # the native deploy path (export/aoti.py)
+            m = aoti.export_aoti(model, args.out, batch=args.batch, check_steps=args.check_steps, seed=args.seed,
+                                 guidance=args.guidance, dtype=args.dtype, log=log)
+            print(_aoti_summary(m) + f" -> {args.out}")
+            return 0
+        manifest = export_model(model, args.out, dtype=args.dtype, batch=args.batch, guidance=args.guidance, log=log)
         if args.format == "tensorrt":
             from ochre.export.tensorrt import build_engines
 
-            engines = build_engines(args.out, log=lambda m: print(m, file=sys.stderr))
+            engines = build_engines(args.out, log=log)
             manifest["tensorrt"] = {name: str(p.name) for name, p in engines.items()}
-    except (ModelError, CheckpointError, FileNotFoundError, ParityError, RuntimeError) as e:
+    except (ModelError, CheckpointError, FileNotFoundError, ValueError, ParityError, RuntimeError) as e:
         print(f"ochre export: {e}", file=sys.stderr)
         return 2
     print(json.dumps({k: manifest[k] for k in ("batch", "dtype", "fps", "sampling")}))

@@ -2,11 +2,13 @@
 
 Legend: B players, h w token grid, H W pixels, L ConvGRU layers, C_l their widths, K codebook size.
 
-An export folder holds encode.onnx, step.onnx, decode.onnx (weights in `*.onnx.data` beside each)
-and manifest.json, which says everything a runtime needs without torch:
+An export folder holds encode.onnx, step.onnx, decode.onnx (weights in `*.onnx.data` beside each),
+contexts.npy and manifest.json (export/manifest.py: written last, verified on load), which says
+everything a runtime needs without torch:
     {"format", "batch", "dtype", "grid", "frame", "codebook_size", "state_shapes" [[B, C_l, h, w]],
      "sampling" {temperature, top_k, guidance}, "fps", "inputs"/"outputs" per graph,
-     "sources" {tokenizer, world: checkpoint path, hash, step}, "parity" (export.parity's report)}
+     "sources" {tokenizer, world: checkpoint path, hash, step}, "parity" (export.parity's report),
+     "files" {name: sha256}}
 Input and output names are fixed (runtimes bind by name):
     encode  frames uint8 (B, H, W, 3)                              -> tokens int64 (B, h, w)
     step    tokens, actions fp32 (B, 4), noise fp32 (B, h, w), state_0..state_{L-1} fp32
@@ -20,15 +22,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 from pathlib import Path
 
 import torch
 
-from ochre.export.graph import PRECISIONS, DecodeGraph, EncodeGraph, StepGraph
-from ochre.io import write_json_atomic
+from ochre.export import manifest as mf
+from ochre.export.graph import DecodeGraph, EncodeGraph, StepGraph
+from ochre.models.precision import PRECISIONS
 
-FORMAT = "ochre-onnx/2"      # 2: step logits channels-last (B, h, w, K)
+FORMAT = "ochre-onnx/3"      # 2: step logits channels-last (B, h, w, K); 3: file hashes
 GRAPHS = ("encode", "step", "decode")
 DTYPES = {k: PRECISIONS[k] for k in ("fp32", "fp16")}
 
@@ -99,19 +101,20 @@ def export_onnx(graphs: dict[str, torch.nn.Module], out_dir, *, batch: int = 1, 
     return manifest
 
 
+def files(manifest: dict) -> list[str]:
+    """The files of an export folder a runtime reads, whose hashes the manifest records."""
+    return [f for g in GRAPHS for f in (f"{g}.onnx", f"{g}.onnx.data")] + ["contexts.npy"]
+
+
 def write_manifest(out_dir, manifest: dict) -> None:
-    write_json_atomic(Path(out_dir) / "manifest.json", manifest)
+    mf.write(out_dir, manifest, files(manifest))
 
 
 def read_manifest(onnx_dir) -> dict:
-    """manifest.json of an export folder, checked; raises FileNotFoundError / ValueError naming the fix."""
-    path = Path(onnx_dir) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{onnx_dir}: no manifest.json; make one with `ochre export CKPT --out {onnx_dir}`")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}; re-export")
-    missing = [g for g in GRAPHS if not (Path(onnx_dir) / f"{g}.onnx").is_file()]
+    """manifest.json of an export folder, every file verified; raises FileNotFoundError /
+    manifest.ExportError naming the fix."""
+    m = mf.read(onnx_dir, FORMAT, f"ochre export CKPT --out {onnx_dir}")
+    missing = [f"{g}.onnx" for g in GRAPHS if f"{g}.onnx" not in m["files"]]
     if missing:
-        raise FileNotFoundError(f"{onnx_dir}: missing {', '.join(g + '.onnx' for g in missing)}; re-export")
-    return manifest
+        raise mf.ExportError(f"{onnx_dir}: the manifest lists no {', '.join(missing)}; re-export")
+    return m

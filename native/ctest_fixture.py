@@ -32,7 +32,8 @@ def make_runs(out: Path, seed: int = 0) -> None:
 
 
 def write_actions(path: Path, steps: int, seed: int = 0) -> None:
-    """Random actions in the §7 file format, with a comment, commas and one value out of range."""
+    """Random actions in the action-file format (docs/data.md#action-files), with a comment, commas and
+    one value out of range."""
     acts = np.random.default_rng(seed).uniform(-1, 1, (steps, 4)).round(4)
     acts[3, 0] = 1.5                                          # clamped to 1 by both loops
     lines = ["# yaw pitch move_x move_z (ctest fixture)"]
@@ -47,6 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=24, help="rows of the action file")
     args = p.parse_args(argv)
     from ochre.export.aoti import export_aoti, read_manifest
+    from ochre.models.lookup import from_run
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,7 +60,8 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError):
         current = False
     if not current:
-        m = export_aoti(out / "world", out / "packages", tokenizer=out / "tokenizer", batch=args.batch, check_steps=8)
+        model = from_run(out / "world", tokenizer=out / "tokenizer")
+        m = export_aoti(model, out / "packages", batch=args.batch, check_steps=8)
         print(f"exported at batch {args.batch}: compile s {m['compile_s']}; parity {m['parity']}")
     return 0
 

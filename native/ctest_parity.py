@@ -28,9 +28,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from ochre.export.aoti import replay_eager
     from ochre.export.graph import DecodeGraph, StepGraph
+    from ochre.models.checkpoint import load_dynamics, load_tokenizer
     from ochre.runtime.actions import ActionGuard, read_action_file
     from ochre.runtime.native import NativeStepper
-    from ochre.train.checkpoint import load_dynamics, load_tokenizer
 
     fx = Path(args.fixture)
     pkg = fx / "packages"

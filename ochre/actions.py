@@ -16,6 +16,7 @@ TICKS_PER_SECOND = 20          # Minecraft's fixed simulation rate
 CAMERA_CLIP_DEG = 15.0         # per model step; faster turns saturate
 VPT_DEG_PER_COUNT = 360.0 / 2400.0   # 0.15 degrees per mouse count (VPT)
 ACTION_NAMES = ("yaw", "pitch", "move_x", "move_z")
+ACTIONS = len(ACTION_NAMES)
 
 
 def kept_ticks(n_states: int, fps: float) -> np.ndarray:

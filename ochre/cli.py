@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from ochre import choices
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -37,7 +39,7 @@ def _add_synth(sub) -> None:
     p.add_argument("--episodes", type=_positive_int, default=16, help="number of episodes (default 16)")
     p.add_argument("--steps", type=_positive_int, default=400, help="ticks per episode at 20 Hz (default 400)")
     p.add_argument("--seed", type=int, default=0, help="world and policy seed (default 0)")
-    p.add_argument("--layout", choices=["minerl", "vpt"], default="minerl", help="recording layout")
+    p.add_argument("--layout", choices=choices.LAYOUTS, default="minerl", help="recording layout")
     p.add_argument("--size", type=_positive_int, default=64, help="rendered frame size in pixels (default 64)")
     p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
     p.set_defaults(_run="ochre.data.synth:run")
@@ -63,7 +65,7 @@ def _add_prepare(sub) -> None:
     p.add_argument("--per-shard", type=_positive_int, default=4,
                    help="recordings per shard (default 4; keep shards >= ranks x workers)")
     _add_engine_flags(p, "recording")
-    p.add_argument("--crop", choices=["center", "squash"], default="center",
+    p.add_argument("--crop", choices=choices.CROPS, default="center",
                    help="non-square video (VPT's 16:9): centre square crop (default) or squash the whole frame")
     p.add_argument("--overwrite", action="store_true",
                    help="replace OUT when it was prepared with other settings or sources (default: refuse)")
@@ -72,7 +74,7 @@ def _add_prepare(sub) -> None:
 
 def _add_engine_flags(p, unit: str, local: str = "processes (default: all cores)") -> None:
     """Where a data stage's work runs: this machine's processes, or a Ray cluster (docs/scale.md)."""
-    p.add_argument("--engine", choices=["local", "ray"], default="local",
+    p.add_argument("--engine", choices=choices.ENGINES, default="local",
                    help=f"local: processes on this machine (default); ray: one Ray task per {unit} (the [ray] "
                    "extra); the outputs are byte-identical either way")
     p.add_argument("--address", default=None,
@@ -109,7 +111,7 @@ def _add_train_tokenizer(sub) -> None:
     )
     p.add_argument("clips", help="output folder of `ochre prepare`")
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, metrics)")
-    p.add_argument("--preset", choices=["tiny", "base"], default="tiny", help="model size (default tiny)")
+    p.add_argument("--preset", choices=choices.PRESETS, default="tiny", help="model size (default tiny)")
     p.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default: preset's)")
     p.add_argument("--batch", type=_positive_int, default=None, help="frames per step (default: preset's)")
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default: preset's)")
@@ -164,8 +166,8 @@ def _add_train(sub) -> None:
     )
     p.add_argument("tokens", help="output folder of `ochre tokenize`")
     p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, tb/)")
-    p.add_argument("--preset", choices=["tiny", "base"], default="tiny", help="model size (default tiny)")
-    p.add_argument("--recipe", choices=["ochre", "seed-v3"], default="ochre",
+    p.add_argument("--preset", choices=choices.PRESETS, default="tiny", help="model size (default tiny)")
+    p.add_argument("--recipe", choices=choices.RECIPES, default="ochre",
                    help="training recipe (default ochre; seed-v3 = the earlier prototype, the baseline)")
     p.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default: preset's)")
     p.add_argument("--minutes", type=_positive_float, default=None,
@@ -174,8 +176,11 @@ def _add_train(sub) -> None:
     p.add_argument("--window", type=_positive_int, default=None, help="frames per window (default: preset's)")
     p.add_argument("--unroll", type=int, default=None, help="max autoregressive steps (default: preset's)")
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default: preset's)")
-    p.add_argument("--impl", choices=["auto", "triton", "torch"], default="auto",
+    p.add_argument("--impl", choices=choices.IMPLS, default="auto",
                    help="fused step kernel: Triton on CUDA (auto), or the torch reference")
+    p.add_argument("--shift-per-unit", type=float, nargs=2, default=None, metavar=("YAW_PX", "PITCH_PX"),
+                   help="pixels the picture moves per unit of yaw and of pitch, for the warp prior (default: "
+                   "what `ochre tokenize` measured on the train clips; `ochre data check` prints it)")
     _add_run_flags(p)
     p.set_defaults(_run="ochre.train.world:run")
 
@@ -208,7 +213,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--walk-boost", type=float, default=None,
                    help="override the share of both boosts kept while a movement key is held (0..1)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if present)")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+    p.add_argument("--dtype", choices=choices.CPU_PRECISIONS, default="fp32",
                    help="run the model's and the decoder's convolutions and linear layers in this precision, as "
                    "`ochre play/bench --dtype bf16` does (default fp32); the baselines stay fp32")
     p.set_defaults(_run="ochre.eval:run")
@@ -238,7 +243,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--world-steps", type=_positive_int, default=None,
                    help="world-model step cap (default: the minutes decide)")
     p.add_argument("--rollouts", type=_positive_int, default=None, help="eval rollouts (default 32)")
-    p.add_argument("--compare", choices=["seed-v3"], default=None,
+    p.add_argument("--compare", choices=choices.COMPARE, default=None,
                    help="also train this recipe on the same tokens, seed and budget, and evaluate it beside "
                    "the ochre recipe (`ochre eval --compare`); doubles the training time")
     p.add_argument("--seed", type=int, default=0)
@@ -258,8 +263,8 @@ def _add_export(sub) -> None:
     )
     p.add_argument("checkpoint", help="world-model run folder (or checkpoint folder)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--format", choices=["onnx", "tensorrt", "aoti"], default="onnx")
-    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
+    p.add_argument("--format", choices=choices.EXPORT_FORMATS, default="onnx")
+    p.add_argument("--dtype", choices=choices.PRECISIONS, default="fp32",
                    help="precision of the convolutions and linear layers: fp16 for onnx/tensorrt (TensorRT's "
                    "FP16 engines come from it), bf16 for aoti (CPUs with bf16 vector instructions, e.g. "
                    "AVX512-BF16 or AMX, run it about twice as fast); the rest of each graph stays fp32")
@@ -271,9 +276,6 @@ def _add_export(sub) -> None:
     p.add_argument("--check-steps", type=int, default=16, help="aoti: parity rollout length; 0 skips the check")
     p.add_argument("--seed", type=int, default=0, help="aoti: parity rollout and context seed")
     p.set_defaults(_run="ochre.export.cli:run")
-
-
-BACKEND_NAMES = ["torch", "compiled", "onnxruntime", "tensorrt", "native"]    # ochre.runtime.stepper.BACKENDS
 
 
 def _add_model_args(p) -> None:
@@ -298,11 +300,11 @@ def _add_play(sub) -> None:
     p.add_argument("--aoti", default=None,
                    help="an `ochre export --format aoti` folder to play (native) instead of a checkpoint")
     p.add_argument("--guidance", type=float, default=None, help="action guidance (default: the model's)")
-    p.add_argument("--backend", choices=BACKEND_NAMES, default=None,
+    p.add_argument("--backend", choices=choices.BACKENDS, default=None,
                    help="torch (eager), compiled (torch.compile), onnxruntime, tensorrt (GPU) or native "
                    "(AOTInductor packages); exports they need are made on demand and cached (default: "
                    "onnxruntime with --onnx, native with --aoti, else torch)")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default=None,
+    p.add_argument("--dtype", choices=choices.CPU_PRECISIONS, default=None,
                    help="precision of the convolutions and linear layers: bf16 for torch, compiled and native "
                    "(about twice as fast on CPUs with AVX512-BF16 or AMX; `ochre eval --dtype bf16` measures "
                    "its dreams); default fp32, or the export folder's")
@@ -338,7 +340,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--aoti", nargs="+", default=None, metavar="DIR",
                    help="`ochre export --format aoti` folders (one per batch) for native")
     p.add_argument("--out", default=None, help="JSON file to write")
-    p.add_argument("--backends", nargs="+", choices=BACKEND_NAMES, default=None,
+    p.add_argument("--backends", nargs="+", choices=choices.BACKENDS, default=None,
                    help="default: every backend available here (torch, compiled, onnxruntime, native on a CPU)")
     p.add_argument("--batch", type=_positive_int, nargs="+", default=None,
                    help="batch sizes (default 1 8 on CPU, 1 64 on CUDA)")
@@ -346,7 +348,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--warmup", type=_positive_int, default=20, help="untimed steps per row (default 20)")
     p.add_argument("--rounds", type=_positive_int, default=4,
                    help="the backends of a batch take turns in this many rounds (default 4)")
-    p.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=None,
+    p.add_argument("--dtypes", nargs="+", choices=choices.CPU_PRECISIONS, default=None,
                    help="precisions of the convolutions and linear layers to time; bf16 rows for compiled and "
                    "native (default: fp32, and bf16 on a CPU with bf16 instructions: AVX512-BF16 or AMX)")
     p.add_argument("--note", default=None, help="a line kept in the JSON (e.g. what else the machine was running)")

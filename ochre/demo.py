@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ochre.choices import COMPARE  # recipes `--compare` trains beside the ochre recipe
 from ochre.io import write_json_atomic
 from ochre.measure import header, stats_ms, time_calls
 
@@ -53,10 +54,9 @@ class _Stages:
 @torch.no_grad()
 def decode_bench(ckpt_dir: Path, batches=(1, 16)) -> dict:
     """Tokenizer decode (codes -> frame) on this CPU: the image half of a live step."""
-    from ochre.tokenize import resolve_checkpoint
-    from ochre.train.checkpoint import load_tokenizer
+    from ochre.models.checkpoint import load_tokenizer
 
-    model = load_tokenizer(resolve_checkpoint(ckpt_dir), torch.device("cpu")).eval()
+    model = load_tokenizer(ckpt_dir, torch.device("cpu")).eval()
     rows = []
     for b in batches:
         codes = torch.randint(0, model.config.codebook_size, (b, 16, 16))
@@ -75,7 +75,6 @@ DEFAULTS = dict(episodes=64, steps=600, tokenizer_steps=500, world_minutes=12.0,
                 bench_warmup=10, play_steps=64)
 QUICK = dict(episodes=6, steps=200, tokenizer_steps=30, world_minutes=1.0, world_steps=30, rollouts=8,
              bench_backends=("torch", "onnxruntime"), bench_batches=(1,), bench_runs=20, bench_warmup=5, play_steps=16)
-COMPARE = ("seed-v3",)                   # recipes `--compare` can train beside the ochre recipe
 
 
 def _settings(args) -> dict:
@@ -86,7 +85,7 @@ def _settings(args) -> dict:
 def _eval_is_current(eval_dir: Path, world: Path, compare: str | None) -> bool:
     """The eval output exists, was made from the world model's newest checkpoint and, with a
     comparison recipe, holds its metrics too."""
-    from ochre.train.checkpoint import latest_checkpoint
+    from ochre.models.checkpoint import latest_checkpoint
 
     metrics, latest = eval_dir / "metrics.json", latest_checkpoint(world)
     if not metrics.is_file() or latest is None:
@@ -129,7 +128,7 @@ def _play_actions(steps: int) -> str:
 
 def _live_stages(stages: _Stages, cfg: dict, out: Path, world: Path, seed: int) -> dict:
     """export -> headless play -> bench for the newest world checkpoint; returns the bench JSON."""
-    from ochre.train.checkpoint import checkpoint_hash
+    from ochre.models.checkpoint import checkpoint_hash
 
     want = checkpoint_hash(world)
     backends, batches = list(cfg["bench_backends"]), list(cfg["bench_batches"])
@@ -173,7 +172,7 @@ def _live_stages(stages: _Stages, cfg: dict, out: Path, world: Path, seed: int) 
 
 def run(args) -> int:
     from ochre.demo_report import write_report
-    from ochre.runtime.model import remember_demo
+    from ochre.models.lookup import remember_demo
 
     cfg = _settings(args)
     compare = args.compare

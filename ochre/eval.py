@@ -26,7 +26,9 @@ from ochre.data.check import phase_shift
 from ochre.data.loader import WindowDataset, load_npy, read_index
 from ochre.data.video import decode_frames
 from ochre.io import atomic_path, write_json_atomic
-from ochre.models.sampling import SamplingConfig, dream_step
+from ochre.models.precision import in_dtype
+from ochre.models.sampling import SamplingConfig
+from ochre.models.step import draw_noise, live_step, noise_generator
 
 SHORT, OTHER, LONG = 32, 16, 256    # rollout lengths in steps (§6)
 HORIZONS = (1, 8, 32)
@@ -116,18 +118,19 @@ class Dreamer:
         return np.concatenate(frames), np.concatenate(codes)
 
     def _rollout(self, context, actions):
-        gen = torch.Generator().manual_seed(self.seed)        # the same noise for every model and baseline
+        """One batch, the way the runtime's torch backend plays it (ochre.runtime.stepper): the same
+        live step, the same noise rule seeded with the eval seed, each step decoded as it is made."""
+        gen = noise_generator(self.seed)          # the same noise for every model and baseline
         tokens = self.encode(context)                                              # (B, h, w)
         acts = torch.from_numpy(np.ascontiguousarray(actions, np.float32)).to(self.device)
         state = self.model.init_state(len(tokens), self.device)
-        seq = [tokens]
+        codes, frames = [tokens], [self.decode(tokens)]
         for t in range(acts.shape[1]):
-            u = torch.rand(tokens.shape, generator=gen).to(self.device)
-            tokens, state = dream_step(self.model, tokens, acts[:, t], state, u, self.sampling)
-            seq.append(tokens)
-        codes = torch.stack(seq, dim=1)                                            # (B, S+1, h, w)
-        frames = self.decode(codes.flatten(0, 1)).reshape(*codes.shape[:2], *context.shape[1:])
-        return frames, codes.cpu().numpy()
+            u = draw_noise(gen, len(tokens), tokens.shape[-1]).to(self.device)
+            tokens, _, state = live_step(self.model, tokens, acts[:, t], u, state, self.sampling)
+            codes.append(tokens)
+            frames.append(self.decode(tokens))
+        return np.stack(frames, axis=1), torch.stack(codes, dim=1).cpu().numpy()   # (B, S+1, H, W, 3), (B, S+1, h, w)
 
 
 def _plan(trajs: list[Trajectory], max_rollouts: int) -> list[tuple[int, int]]:
@@ -210,7 +213,7 @@ def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: 
     """Write OUT/metrics.json, rollouts.npz, dream.mp4 and psnr.png; return the metrics. dtype: the
     precision of the model's (and the decoder's) convolutions and linear layers, as a live backend
     runs them (ochre.runtime.stepper); the repeat-frame baseline and --compare stay fp32."""
-    from ochre.train.checkpoint import load_dynamics, load_tokenizer
+    from ochre.models.checkpoint import load_dynamics, load_tokenizer
 
     out = Path(out)
     index = read_index(tokens_root)
@@ -224,8 +227,6 @@ def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: 
     other = _other(plan)
     model, shipped, meta = load_dynamics(ckpt, device)
     sampling = SamplingConfig(**{**asdict(shipped), **(sampling or {})})     # overrides, for sweeps
-    from ochre.export.graph import in_dtype
-
     low_model, low_decoder = in_dtype((model, tokenizer), dtype)
     metrics, arrays = evaluate_model(Dreamer(low_model, tokenizer, sampling, seed, decoder=low_decoder), trajs, plan,
                                      other)
@@ -256,7 +257,7 @@ def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: 
 
 
 def run(args) -> int:
-    from ochre.train.checkpoint import CheckpointError
+    from ochre.models.checkpoint import CheckpointError
 
     try:
         # One --flag per SamplingConfig field (ochre/cli.py), None where not given.

@@ -52,3 +52,27 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+# ---- paths recorded in files ------------------------------------------------------------------
+# A path written into a record (an index, a run's checkpoint) is stored relative to the folder that
+# holds the record, so folders moved together still find each other and a command run from any
+# working directory reads them alike; absolute only where no relative path exists (another drive).
+
+def record_path(target: str | os.PathLike, base: str | os.PathLike) -> str:
+    """`target` as recorded in a file inside folder `base`."""
+    target, base = Path(target).resolve(), Path(base).resolve()
+    try:
+        return os.path.relpath(target, base)
+    except ValueError:
+        return str(target)
+
+
+def recorded_paths(recorded: str | None, base: str | os.PathLike) -> list[Path]:
+    """Where a path recorded in a file inside folder `base` may be, most likely first: relative to
+    `base` (how records are written), then as written (records made before paths were stored
+    relative: absolute, or relative to the folder the command ran in)."""
+    if not recorded:
+        return []
+    path = Path(recorded)
+    return [path] if path.is_absolute() else [Path(base) / path, path]

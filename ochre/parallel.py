@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-ENGINES = ("local", "ray")
+from ochre.choices import ENGINES
 
 
 class EngineError(RuntimeError):

@@ -1,10 +1,13 @@
-"""`ochre tokenize`: clip shards -> token shards (DESIGN §3.4) with a trained tokenizer.
+"""`ochre tokenize`: clip shards -> token shards (docs/data.md#token-shards-ochre-tokenize-output) with a trained
+tokenizer.
 
 Token shard j holds exactly the samples of clip shard j, with `tokens.npy` uint16 (K, 16, 16)
 in place of the mp4 and the tokenizer's hash in the json. Shards are written atomically, each
 followed by its manifest. OUT/config.json records the inputs (the clip shards' index digest and
 the tokenizer's hash): a rerun with the same inputs skips finished shards, one with other clips
-or another tokenizer is refused before any work (--overwrite replaces the folder).
+or another tokenizer is refused before any work (--overwrite replaces the folder). The index
+records the clip shards and the tokenizer as paths relative to OUT, and the image shift per unit of
+yaw and pitch measured on the train clips, which the world model's motion prior needs.
 Each clip shard is one job (`tokenize_shard`), run in this process or as a Ray task (`--engine ray`);
 this process alone writes, in shard order, so the token shards are the same bytes either way.
 """
@@ -32,14 +35,9 @@ from ochre.data.shards import (
 )
 from ochre.data.video import decode_frames
 from ochre.device import pick_device
-from ochre.io import write_json_atomic
+from ochre.io import record_path, write_json_atomic
+from ochre.models.checkpoint import CheckpointError, checkpoint_hash, load_tokenizer, resolve
 from ochre.parallel import Engine, EngineError, ordered_map
-from ochre.train.checkpoint import CheckpointError, checkpoint_hash, load_tokenizer, read_checkpoint_config
-
-
-def resolve_checkpoint(path) -> Path:
-    """A checkpoint folder, or a run folder (its newest checkpoint)."""
-    return Path(read_checkpoint_config(path)["path"])
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,6 +68,18 @@ def tokenize_shard(job: tuple) -> list[dict]:
     return out
 
 
+def shift_per_unit(clips, max_samples: int = 32) -> dict:
+    """{"yaw": px, "pitch": px}: the image shift one unit of each causes, measured on the train clips
+    (ochre.data.check.content_shift); None for an axis the clips never move purely enough to measure."""
+    from ochre.data.check import content_shift, measure
+
+    try:
+        px = content_shift(*measure(clips, max_samples, split="train"))
+    except ValueError:                                  # no train clips: nothing to measure
+        return {"yaw": None, "pitch": None}
+    return {name: px[f"{name}_px_per_unit"] for name in ("yaw", "pitch")}
+
+
 def tokenize(clips, tokenizer, out, batch: int = 256, device: str | None = None, progress: bool = True,
              overwrite: bool = False, engine: Engine | None = None) -> dict:
     """Token shards of every clip shard not yet done (`engine`: where; default this process)."""
@@ -77,7 +87,7 @@ def tokenize(clips, tokenizer, out, batch: int = 256, device: str | None = None,
 
     clips, out = Path(clips), Path(out)
     index = read_index(clips)
-    ckpt = resolve_checkpoint(tokenizer)
+    ckpt = resolve(tokenizer)
     tok_hash = checkpoint_hash(ckpt)
     claim_output(out, {"kind": "tokens", "config": {},
                        "inputs": {"clips": index_digest(clips), "tokenizer": tok_hash}},
@@ -109,8 +119,8 @@ def tokenize(clips, tokenizer, out, batch: int = 256, device: str | None = None,
     shards = [{"file": f"shards/{Path(shard['file']).name}", "samples": shard["samples"]} for shard in index["shards"]]
     write_json_atomic(out / "index.json", {
         **{k: v for k, v in index.items() if k != "shards"}, "kind": "tokens", "tokenizer": tok_hash,
-        "clips": str(clips.resolve()),
-        "tokenizer_checkpoint": str(ckpt), "codebook_size": codebook, "shards": shards})
+        "clips": record_path(clips, out), "tokenizer_checkpoint": record_path(ckpt, out),
+        "codebook_size": codebook, "shift_per_unit": shift_per_unit(clips), "shards": shards})
     return {"samples": index["num_samples"], "frames": sum(frames), "tokenizer": tok_hash}
 
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ochre.actions import VPT_DEG_PER_COUNT, encode_window_actions
+from ochre.actions import ACTIONS, VPT_DEG_PER_COUNT, encode_window_actions
 
-ACTIONS = 4
 LOOK_DEG_PER_S = 90.0          # arrow keys: a quarter turn per second (11.25° per step at 8 fps)
 
 

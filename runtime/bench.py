@@ -161,7 +161,7 @@ def run_bench(model, *, backends=None, batches=(1, 8), device: str = "cpu", runs
     instead. dtypes: default_dtypes(device); the non-fp32 ones run on BF16_BACKENDS only.
     folders: {(export format "onnx" | "aoti", batch, dtype): folder} to run instead of cached exports."""
     from ochre.measure import device_name, git_sha
-    from ochre.train.checkpoint import checkpoint_hash
+    from ochre.models.checkpoint import checkpoint_hash
 
     threads = threads or physical_cores()
     backends = backends or available_backends(device)
@@ -262,7 +262,7 @@ def export_folders(model, onnx=(), aoti=()) -> dict:
     an export of `model` (the same world-model checkpoint, by hash)."""
     from ochre.export import aoti as ax
     from ochre.export import onnx as ox
-    from ochre.train.checkpoint import checkpoint_hash
+    from ochre.models.checkpoint import checkpoint_hash
 
     want = checkpoint_hash(model.world)
     out = {}
@@ -279,7 +279,7 @@ def export_folders(model, onnx=(), aoti=()) -> dict:
 
 def run(args) -> int:
     from ochre.io import write_json_atomic
-    from ochre.runtime.model import ModelError, resolve
+    from ochre.models.lookup import ModelError, resolve
 
     device = args.device
     if device == "cuda":

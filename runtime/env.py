@@ -27,8 +27,8 @@ class DreamEnv(gym.Env):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if stepper is None:
+            from ochre.models.lookup import resolve
             from ochre.runtime.exports import ensure_for
-            from ochre.runtime.model import resolve
             from ochre.runtime.stepper import make_stepper
 
             model = resolve(checkpoint)

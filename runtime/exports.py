@@ -1,7 +1,7 @@
 """Exports made on demand for a model: play and bench with an exported backend (onnxruntime,
 tensorrt, native) and no export folder named.
 
-They live in the cache (ochre.runtime.model.cache_dir()/exports/), one folder per model and
+They live in the cache (ochre.models.lookup.cache_dir()/exports/), one folder per model and
 settings, keyed by the tokenizer's and world model's checkpoint hashes and the batch: ONNX also by
 dtype; AOTInductor packages also by torch version and CPU vector ISA, which they are compiled for.
 Each passes the same parity check as `ochre export`, whose manifest is written last, so a folder
@@ -16,8 +16,8 @@ from ochre.runtime.stepper import EXPORTED
 
 
 def export_dir(model, batch: int, dtype: str = "fp32") -> Path:
-    from ochre.runtime.model import cache_dir
-    from ochre.train.checkpoint import checkpoint_hash
+    from ochre.models.checkpoint import checkpoint_hash
+    from ochre.models.lookup import cache_dir
 
     key = f"{checkpoint_hash(model.tokenizer)}-{checkpoint_hash(model.world)}-b{batch}-{dtype}"
     return cache_dir() / "exports" / key
@@ -27,8 +27,8 @@ def aoti_dir(model, batch: int, dtype: str = "fp32") -> Path:
     import torch
 
     from ochre.export.aoti import cpu_capability
-    from ochre.runtime.model import cache_dir
-    from ochre.train.checkpoint import checkpoint_hash
+    from ochre.models.checkpoint import checkpoint_hash
+    from ochre.models.lookup import cache_dir
 
     key = (f"aoti-{checkpoint_hash(model.tokenizer)}-{checkpoint_hash(model.world)}-b{batch}-{dtype}-"
            f"torch{torch.__version__}-{cpu_capability()}").replace("+", "_")
@@ -59,7 +59,7 @@ def ensure_aoti(model, batch: int = 1, out: Path | None = None, check_steps: int
     eager torch over `check_steps` steps) if absent or made by another torch or for another CPU.
     Three compiles: about 35 s on a 2-core CPU."""
     from ochre.export.aoti import export_aoti, read_manifest
-    from ochre.train.checkpoint import checkpoint_hash
+    from ochre.models.checkpoint import checkpoint_hash
 
     out = Path(out) if out is not None else aoti_dir(model, batch, dtype)
     try:
@@ -70,8 +70,7 @@ def ensure_aoti(model, batch: int = 1, out: Path | None = None, check_steps: int
     except (FileNotFoundError, ValueError, KeyError):
         pass
     log(f"compiling {model.origin} with AOTInductor -> {out} (batch {batch}, {dtype})")
-    export_aoti(model.world, out, tokenizer=model.tokenizer, batch=batch, check_steps=check_steps, fps=model.fps,
-                dtype=dtype, log=log)
+    export_aoti(model, out, batch=batch, check_steps=check_steps, dtype=dtype, log=log)
     return out
 
 

@@ -8,7 +8,7 @@ over three packages at static shapes: encode.pt2 (frames -> tokens), step.pt2 (t
 noise, state -> next tokens, next state) and decode.pt2 (tokens -> frames). Tokens and
 state live in tensors allocated once; the packages allocate their outputs, which a step copies
 into those buffers (a few tens of KB at batch 1), so the buffers never move. The noise is the one
-every backend draws (ochre.export.aoti.NOISE), which is also what `ochre-native` draws, so the
+every backend draws (ochre.models.step.NOISE), which is also what `ochre-native` draws, so the
 same seed and actions give the same frames here, in C++ and, up to near-ties, on every backend.
 """
 

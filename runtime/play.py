@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ochre.models.lookup import DEFAULT_FPS
 from ochre.runtime.actions import LiveInput, read_action_file
-from ochre.runtime.model import DEFAULT_FPS
 
 KEYS = {"w": "w", "a": "a", "s": "s", "d": "d", "left": "left", "right": "right", "up": "up", "down": "down"}
 
@@ -159,7 +159,7 @@ def _export_model(folder: Path, fmt: str):
     """The Model an export folder plays when no checkpoint is named: its manifest's sources, fps and
     context frames (the ONNX folder keeps the model's own, the AOTInductor one synthetic views)."""
     from ochre.export import aoti, onnx
-    from ochre.runtime.model import Model
+    from ochre.models.lookup import Model
 
     m = (onnx if fmt == "onnx" else aoti).read_manifest(folder)
     sources = m.get("sources") or {}
@@ -171,7 +171,7 @@ def _export_model(folder: Path, fmt: str):
 
 def _world_hash(model) -> str | None:
     """The world-model checkpoint's hash, so a record of a run names the model it played."""
-    from ochre.train.checkpoint import CheckpointError, checkpoint_hash
+    from ochre.models.checkpoint import CheckpointError, checkpoint_hash
 
     try:
         return checkpoint_hash(model.world)
@@ -180,8 +180,8 @@ def _world_hash(model) -> str | None:
 
 
 def _model_and_stepper(args):
+    from ochre.models.lookup import resolve
     from ochre.runtime.exports import ensure_for
-    from ochre.runtime.model import resolve
     from ochre.runtime.stepper import EXPORTED, make_stepper
 
     given = {"onnx": args.onnx, "aoti": args.aoti}
@@ -206,7 +206,7 @@ def _model_and_stepper(args):
 
 
 def run(args) -> int:
-    from ochre.runtime.model import ModelError
+    from ochre.models.lookup import ModelError
 
     if args.headless and not args.actions:
         print("ochre play: --headless needs --actions FILE (one step per line: yaw pitch move_x move_z)",

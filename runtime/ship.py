@@ -1,10 +1,10 @@
 """Put a trained model into the package: `python -m ochre.runtime.ship DEMO_DIR`.
 
 Copies the tokenizer and world model that `ochre demo --out DEMO_DIR` trained (weights only, as
-safetensors, with pickle-free config.json files that `ochre.train.checkpoint` loads), 16 real
+safetensors, with pickle-free config.json files that `ochre.models.checkpoint` loads), 16 real
 held-out context frames, the eval's metrics.json and the command that made them into
-runtime/shipped/ (package data), so `ochre play` and `ochre bench` work on a fresh install with
-no data. Refuses models over 10 MB. Run it from a source checkout, then commit runtime/shipped/.
+ochre/shipped/ (package data), so `ochre play` and `ochre bench` work on a fresh install with
+no data. Refuses models over 10 MB. Run it from a source checkout, then commit ochre/shipped/.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ochre.io import write_json_atomic
-from ochre.runtime.model import SHIPPED, from_run
+from ochre.models.lookup import SHIPPED, from_run
 
 MAX_BYTES = 10 * 2**20
 CONTEXTS = 16
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--command", required=True,
                     help="the exact command that made DEMO_DIR, recorded with the model "
                          "(e.g. \"ochre demo --quick --out demo-out\")")
-    ap.add_argument("--dest", default=str(SHIPPED), help="where to write (default: the package's runtime/shipped)")
+    ap.add_argument("--dest", default=str(SHIPPED), help="where to write (default: the package's ochre/shipped)")
     args = ap.parse_args(argv)
     try:
         info = ship(args.demo_dir, args.command, Path(args.dest))

@@ -9,10 +9,11 @@ Backends: "torch" (eager, inference_mode), "compiled" (torch.compile; CUDA graph
 "onnxruntime" (an `ochre export` folder; CPU, or CUDA with IOBinding), "tensorrt" (engines built by
 `ochre export --format tensorrt`), "native" (the AOTInductor packages of `ochre export --format
 aoti`, ochre.runtime.native). Every backend holds its tokens and state in buffers allocated once,
-at a fixed batch, and takes its sampling noise from the same host generator, by the rule of
-ochre.export.aoti.NOISE (a torch CPU generator seeded at construction or by seed(), one
-torch.rand((B, h, w)) draw per step: the numbers `ochre-native` draws in C++ too), so backends fed
-the same seed and actions dream the same frames (up to logit near-ties). A step has no host sync
+at a fixed batch, and takes its sampling noise by the rule of ochre.models.step.NOISE (a torch CPU
+generator seeded at construction or by seed(), one torch.rand((B, h, w)) draw per step: the numbers
+`ochre eval` and `ochre-native` draw too), so backends fed the same seed and actions dream the same
+frames (up to near-ties, export/ties.py). Every backend runs ochre.models.step.live_step, eager or
+as a compiled or exported graph (docs/runtime.md#the-stepper). A step has no host sync
 and no value-dependent branch until the frames come back to the host at its end.
 Actions pass through ActionGuard first: bad ones are fixed and reported, never raised.
 """
@@ -25,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ochre.export.graph import PRECISIONS
+from ochre.choices import BACKENDS
+from ochre.models.precision import PRECISIONS, in_dtype
+from ochre.models.step import draw_noise, live_step, noise_generator
 from ochre.runtime.actions import ActionGuard
 
-BACKENDS = ("torch", "compiled", "onnxruntime", "tensorrt", "native")
 # Precisions of the convolutions and linear layers a backend can run (the rest of a step stays fp32):
 # torch and compiled convert the model at load, native and the ONNX backends run what was exported.
 DTYPES = tuple(PRECISIONS)
@@ -52,8 +54,8 @@ class Stepper:
         self.seed(seed)
 
     def seed(self, seed: int) -> None:
-        """Restart the noise stream (ochre.export.aoti.NOISE): the same seed, the same dream."""
-        self._gen = torch.Generator().manual_seed(seed)
+        """Restart the noise stream (ochre.models.step.NOISE): the same seed, the same dream."""
+        self._gen = noise_generator(seed)
 
     def _use_noise(self, buffer: np.ndarray) -> None:
         """Draw each step's noise straight into `buffer` (a backend's input buffer): no copy."""
@@ -73,7 +75,7 @@ class Stepper:
     def step(self, actions) -> np.ndarray:
         """One dreamed frame per player; bad actions are fixed (see ActionGuard), never raised."""
         a = self.actions_guard(actions)
-        torch.rand(self._noise_t.shape, generator=self._gen, out=self._noise_t)
+        draw_noise(self._gen, self.batch, self.grid, out=self._noise_t)
         self._step(a, self.noise)
         return self.frames
 
@@ -94,10 +96,8 @@ class TorchStepper(Stepper):
         self.backend = "compiled" if compiled else "torch"
         self.device = torch.device(device)
         self.tokenizer, self.sampling = tokenizer.eval(), sampling
-        # A step's convolutions and linear layers in dtype (export.graph's conversion, the same as the
-        # native packages'); the encoder, run once per reset, stays fp32.
-        from ochre.export.graph import in_dtype
-
+        # A step's convolutions and linear layers in dtype (the conversion of the exported graphs and
+        # the native packages); the encoder, run once per reset, stays fp32.
         self.dtype, self.dynamics, self.decoder = dtype, *in_dtype((dynamics.eval(), tokenizer.eval()), dtype,
                                                                    traced=compiled)
         g, dev = self.grid, self.device
@@ -119,9 +119,6 @@ class TorchStepper(Stepper):
             self._fn = torch.compile(self._live_step, mode=mode, fullgraph=True, dynamic=False)
 
     def _live_step(self, tokens, actions, noise, *state):
-        from ochre.export.graph import live_step
-
-        # The exported graphs' step and sampler (export/graph.py), so every backend does the same work.
         nxt, _, new_state = live_step(self.dynamics, tokens, actions, noise, list(state), self.sampling)
         frames = self.decoder.decode(nxt, as_uint8=True).permute(0, 2, 3, 1)                # (B, H, W, 3)
         return (nxt, frames, *new_state)
@@ -266,7 +263,7 @@ class OrtStepper(Stepper):
 def make_stepper(backend: str, model=None, *, onnx_dir=None, aoti_dir=None, batch: int = 1, device: str = "cpu",
                  threads: int | None = None, seed: int = 0, guidance: float | None = None, dtype: str | None = None,
                  report=None) -> Stepper:
-    """A stepper for `backend`. torch / compiled load `model` (ochre.runtime.model.Model) and run
+    """A stepper for `backend`. torch / compiled load `model` (ochre.models.lookup.Model) and run
     its convolutions in `dtype` (default fp32); onnxruntime / tensorrt run an `ochre export` folder
     at this batch (onnx_dir), native an `ochre export --format aoti` folder (aoti_dir), each at the
     precision it was exported in (a `dtype` given must match it); ochre.runtime.exports makes them
@@ -276,7 +273,7 @@ def make_stepper(backend: str, model=None, *, onnx_dir=None, aoti_dir=None, batc
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if backend in ("torch", "compiled"):
-        from ochre.runtime.model import load
+        from ochre.models.lookup import load
 
         if threads:
             torch.set_num_threads(threads)

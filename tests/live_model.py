@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ochre.models.checkpoint import checkpoint_hash
 from ochre.models.dynamics import Dynamics, DynamicsConfig
 from ochre.models.sampling import SamplingConfig
 from ochre.models.tokenizer import Tokenizer, TokenizerConfig
-from ochre.train.checkpoint import checkpoint_hash, save_checkpoint
+from ochre.train.checkpoint import save_checkpoint
 
 
 def make_model(root: Path, seed: int = 0, codebook_size: int = 2048) -> Path:

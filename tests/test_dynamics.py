@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ochre.models.dynamics import Dynamics, DynamicsConfig
-from ochre.models.sampling import SamplingConfig, dream_step, guided_step, sample_tokens
+from ochre.models.sampling import SamplingConfig, sample_tokens
+from ochre.models.step import live_step
 from ochre.train.world import WorldLoss, WorldTrainConfig, recipe, unroll_at
 
 SMALL = dict(codebook_size=64, grid=16, embed_dim=8, hidden=(8, 12), head_dim=8, action_embed=8, impl="torch")
@@ -95,7 +96,7 @@ def test_walking_keeps_only_the_walk_share_of_the_boosts():
     cfg = SamplingConfig(copy_boost=4.0, fill_boost=2.0, walk_boost=0.25)
     with torch.no_grad():
         plain, _ = m.step(tokens, actions, state)
-        boosted, _ = guided_step(m, tokens, actions, state, cfg)
+        boosted, _ = m.step(tokens, actions, state, boost=cfg.boosts)
     extra = (boosted - plain).amax(dim=1)                                          # (B, h, w)
     codes, inside, _ = m.proposals(tokens, m.with_flag(actions), state[-1])
     want = torch.where(inside, 4.0, 2.0) * torch.tensor([1.0, 0.25, 1 - 0.75 * 0.5])[:, None, None]
@@ -106,12 +107,13 @@ def test_walking_keeps_only_the_walk_share_of_the_boosts():
 
 def test_decoding_boosts_raise_only_the_proposed_codes():
     """boost = (b_copy, b_fill) adds b_copy to each copied code's logit and b_fill to each fill's,
-    nothing else; guided_step takes them from the SamplingConfig."""
+    nothing else; SamplingConfig.boosts carries them."""
     m = _model(shift_per_unit=1.0)
     tokens, state = torch.randint(0, 64, (2, 16, 16)), m.init_state(2)
     actions = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, -1.0, 1.0, 0.0]])
     plain, _ = m.step(tokens, actions, state)
-    boosted, _ = guided_step(m, tokens, actions, state, SamplingConfig(copy_boost=3.0, fill_boost=5.0, walk_boost=1.0))
+    cfg = SamplingConfig(copy_boost=3.0, fill_boost=5.0, walk_boost=1.0)
+    boosted, _ = m.step(tokens, actions, state, boost=cfg.boosts)
     assert torch.equal(m.step(tokens, actions, state, boost=(0.0, 0.0))[0], plain)    # no boost by default
     codes, inside, _ = m.proposals(tokens, m.with_flag(actions), state[-1])
     want = torch.zeros_like(plain).scatter_(1, codes[:, None], torch.where(inside, 3.0, 5.0)[:, None])
@@ -147,15 +149,21 @@ def test_dropped_actions_are_ignored_and_kept_ones_are_not():
 
 
 def test_guidance_one_is_the_plain_step_and_other_weights_extrapolate():
+    """The live step's distribution: the model's own (boosted) log-probabilities at guidance 1,
+    uncond + w·(cond − uncond) at another w, with the state of the conditional branch."""
     m = _model()
     tokens, actions, state = torch.randint(0, 64, (2, 16, 16)), torch.rand(2, 4), m.init_state(2)
+    noise = torch.rand(2, 16, 16)
     boost = SamplingConfig().boosts
-    plain, _ = m.step(tokens, actions, state, boost=boost)
-    assert torch.equal(guided_step(m, tokens, actions, state, SamplingConfig(guidance=1.0))[0], plain)
-    uncond, _ = m.step(tokens, actions, state, present=torch.zeros(2), boost=boost)
-    got, new_state = guided_step(m, tokens, actions, state, SamplingConfig(guidance=2.0))
+    with torch.no_grad():
+        plain = m.step(tokens, actions, state, boost=boost)[0].movedim(1, -1)         # (B, h, w, K)
+        uncond = m.step(tokens, actions, state, present=torch.zeros(2), boost=boost)[0].movedim(1, -1)
+        _, lp, _ = live_step(m, tokens, actions, noise, state, SamplingConfig(guidance=1.0), logits=True)
+        torch.testing.assert_close(lp, plain, rtol=0, atol=1e-5)
+        codes, got, new_state = live_step(m, tokens, actions, noise, state, SamplingConfig(guidance=2.0), logits=True)
     torch.testing.assert_close(got, uncond + 2.0 * (plain - uncond))
     torch.testing.assert_close(new_state[0], m.step(tokens, actions, state)[1][0])
+    assert torch.equal(codes, sample_tokens(got.movedim(-1, 1), noise, SamplingConfig(guidance=2.0)))
 
 
 def test_sampling_follows_the_top_k_softmax_and_is_a_function_of_the_noise():
@@ -172,12 +180,13 @@ def test_sampling_follows_the_top_k_softmax_and_is_a_function_of_the_noise():
     assert torch.equal(sample_tokens(logits, u, SamplingConfig.argmax()), torch.zeros(1, 64, 64, dtype=torch.long))
 
 
-def test_dream_step_is_deterministic_given_the_noise():
+def test_the_live_step_is_deterministic_given_the_noise():
     m = _model()
     tokens, actions, state = torch.randint(0, 64, (2, 16, 16)), torch.rand(2, 4), m.init_state(2)
     u = torch.rand(2, 16, 16)
-    a, sa = dream_step(m, tokens, actions, state, u, SamplingConfig())
-    b, sb = dream_step(m, tokens, actions, state, u, SamplingConfig())
+    with torch.no_grad():
+        a, _, sa = live_step(m, tokens, actions, u, state, SamplingConfig())
+        b, _, sb = live_step(m, tokens, actions, u, state, SamplingConfig())
     assert torch.equal(a, b) and all(torch.equal(x, y) for x, y in zip(sa, sb))
 
 
@@ -283,12 +292,9 @@ def test_the_mixture_samples_from_its_factors_what_its_log_probabilities_draw():
 
 
 def test_the_live_step_draws_the_same_codes_eager_and_compiled():
-    """live_step's two spellings (eager: the log-probabilities, then sample_codes; traced without
-    gradients: sample_mixture) give the same codes and state on a real step (fp64). Dynamo's own
-    backend runs the traced spelling with eager kernels: Inductor's code for it is the export
-    tests' (test_native, test_export)."""
-    from ochre.export.graph import live_step
-
+    """The live step traced by a compiler gives the codes, log-probabilities and state of the eager
+    one on a real step (fp64). Dynamo's own backend runs the trace with eager kernels: Inductor's
+    code for it is the export tests' (test_native, test_export)."""
     m = _model(codebook_size=2 * 64).double().eval()
     gen = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, 128, (2, 16, 16), generator=gen)

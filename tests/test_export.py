@@ -13,8 +13,8 @@ from live_model import make_model
 
 from ochre.export import parity
 from ochre.export.cli import ParityError, export_model
+from ochre.models.lookup import from_run
 from ochre.models.sampling import SamplingConfig
-from ochre.runtime.model import from_run
 
 pytest.importorskip("onnxscript")
 
@@ -60,7 +60,7 @@ def test_a_wrong_export_fails_the_parity_check(world, fp32_export, tmp_path):
     from onnx import numpy_helper
 
     from ochre.export.onnx import build_graphs
-    from ochre.runtime.model import load
+    from ochre.models.lookup import load
 
     model = onnx.load(str(fp32_export / "step.onnx"))
     init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
@@ -114,10 +114,10 @@ def test_tensorrt_engines(fp32_export):
 
 
 def test_graph_copies_compute_the_models_step():
-    """The graphs' copy of a world model (per-player linear layers as _Rows, in fp32 at every
-    precision) keeps the state dict's names and computes the model's step; in bf16 the _Rows stay fp32."""
-    from ochre.export.graph import _Rows, in_dtype
+    """The graphs' copy of a world model (per-player linear layers as Rows, in fp32 at every
+    precision) keeps the state dict's names and computes the model's step; in bf16 the Rows stay fp32."""
     from ochre.models.dynamics import Dynamics, DynamicsConfig
+    from ochre.models.precision import Rows, in_dtype
 
     torch.manual_seed(0)
     m = Dynamics(DynamicsConfig(codebook_size=64, embed_dim=8, hidden=(8, 12), head_dim=8, action_embed=8,
@@ -125,7 +125,7 @@ def test_graph_copies_compute_the_models_step():
     for p in m.parameters():                                   # FiLM starts at zero: make it count
         p.data.normal_(0, 0.3)
     (copy,) = in_dtype((m,), "fp32", traced=True)
-    assert isinstance(copy.cells[0].film, _Rows) and copy.state_dict().keys() == m.state_dict().keys()
+    assert isinstance(copy.cells[0].film, Rows) and copy.state_dict().keys() == m.state_dict().keys()
     tokens, actions = torch.randint(0, 64, (3, 16, 16)), torch.rand(3, 4) * 2 - 1
     state = [torch.randn(3, *s) for s in m.state_shapes()]
     with torch.no_grad():
@@ -135,24 +135,3 @@ def test_graph_copies_compute_the_models_step():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
         (low,) = in_dtype((m,), "bf16")
         assert low.cells[1].film.weight.dtype == torch.float32 and low.head[2].inner.weight.dtype == torch.bfloat16
-
-
-@pytest.mark.parametrize("cfg", [SamplingConfig(), SamplingConfig(temperature=1.0, top_k=32),
-                                 SamplingConfig.argmax(), SamplingConfig(top_k=200)])
-@pytest.mark.parametrize("K", [2048, 96, 100])
-def test_the_live_steps_candidate_search_samples_what_sample_tokens_samples(cfg, K):
-    """sample_codes searches the top-k among the k best chunks only: the same codes as the one
-    sampling function, also where the top k crowd into one chunk or spread one per chunk, and where
-    it falls back (K not a multiple of the chunk, or k chunks covering K)."""
-    from ochre.export.graph import CHUNK, sample_codes
-    from ochre.models.sampling import sample_tokens
-
-    gen = torch.Generator().manual_seed(K)
-    logits = torch.randn(3, K, 5, 7, generator=gen) * 3                              # (B, K, h, w)
-    u = torch.rand(3, 5, 7, generator=gen)
-    logits[0, :, 0, 0] -= 20
-    logits[0, CHUNK:CHUNK + cfg.top_k, 0, 0] += 40                                    # all top k in one chunk
-    logits[1, :, 0, 0] -= 20
-    spread = torch.arange(min(cfg.top_k, K // CHUNK)) * CHUNK + 3
-    logits[1, spread, 0, 0] += 40                                                     # one per chunk
-    assert torch.equal(sample_codes(logits, u, cfg), sample_tokens(logits, u, cfg))

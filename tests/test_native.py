@@ -18,7 +18,7 @@ import pytest
 import torch
 from live_model import make_model
 
-from ochre.runtime.model import from_run
+from ochre.models.lookup import from_run
 from ochre.runtime.stepper import make_stepper
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +106,7 @@ def test_native_rollout_replays_in_eager_torch(world, packages):
     tokens except counted near-ties and decodes frames within 1 level."""
     from ochre.export.aoti import replay_eager
     from ochre.export.graph import DecodeGraph, StepGraph
-    from ochre.train.checkpoint import load_dynamics, load_tokenizer
+    from ochre.models.checkpoint import load_dynamics, load_tokenizer
 
     model = from_run(world)
     stepper = make_stepper("native", aoti_dir=packages, seed=3)
@@ -151,7 +151,7 @@ def test_bf16_packages_pass_their_parity_and_bench_beside_fp32(world, packages, 
     against eager torch at the same precision within the bf16 bounds; a stepper asked for another
     precision than the folder's is refused; `ochre bench --dtypes fp32 bf16` times both, labelled."""
     from ochre.export.aoti import TOLERANCE, read_manifest
-    from ochre.export.graph import _Low
+    from ochre.models.precision import LowPrecision
     from ochre.runtime.bench import export_folders, label, run_bench, table
     from ochre.runtime.exports import ensure_aoti
 
@@ -165,7 +165,7 @@ def test_bf16_packages_pass_their_parity_and_bench_beside_fp32(world, packages, 
     with pytest.raises(ValueError, match="exported in bf16, not fp32"):
         make_stepper("native", aoti_dir=low, dtype="fp32")
     compiled = make_stepper("torch", model, dtype="bf16")
-    assert compiled.dtype == "bf16" and isinstance(compiled.dynamics.head[2], _Low)
+    assert compiled.dtype == "bf16" and isinstance(compiled.dynamics.head[2], LowPrecision)
     assert compiled.dynamics.head[2].inner.weight.dtype == torch.bfloat16 and compiled.tokens.dtype == torch.long
     result = run_bench(model, backends=["torch", "native"], batches=[1], runs=4, warmup=1, rounds=1,
                        dtypes=["fp32", "bf16"], folders=export_folders(model, aoti=[packages, low]),

@@ -21,7 +21,7 @@ import numpy as np
 import pygame
 from ochre.data.check import phase_shift
 from ochre.images import save_png
-from ochre.runtime.model import resolve
+from ochre.models.lookup import resolve
 from ochre.runtime.play import PlayApp
 from ochre.runtime.stepper import make_stepper
 

@@ -10,8 +10,8 @@ import pytest
 from live_model import make_model
 
 from ochre.actions import encode_window_actions
+from ochre.models.lookup import from_run, resolve
 from ochre.runtime.actions import ActionGuard, LiveInput, read_action_file
-from ochre.runtime.model import from_run, resolve
 from ochre.runtime.stepper import make_stepper
 
 
@@ -48,7 +48,7 @@ def test_torch_and_onnxruntime_dream_the_same_frames(world, onnx_b2):
     import torch
 
     from ochre.export.ties import TIE_TOL, sampling_margin
-    from ochre.models.sampling import guided_step
+    from ochre.models.step import live_step
 
     model = from_run(world)
     a = make_stepper("torch", model, batch=2, seed=5)
@@ -69,8 +69,9 @@ def test_torch_and_onnxruntime_dream_the_same_frames(world, onnx_b2):
         differ = ta != tb
         if differ.any():
             with torch.inference_mode():
-                logits, _ = guided_step(a.dynamics, tokens, torch.from_numpy(act), state, a.sampling)
-            margin = sampling_margin(logits, torch.from_numpy(a.noise), a.sampling).numpy()
+                _, logits, _ = live_step(a.dynamics, tokens, torch.from_numpy(act), torch.from_numpy(a.noise), state,
+                                         a.sampling, logits=True)
+            margin = sampling_margin(logits.movedim(-1, 1), torch.from_numpy(a.noise), a.sampling).numpy()
             assert (margin[differ] < TIE_TOL).all(), f"tokens differ away from a near-tie: {margin[differ]}"
             flips += int(differ.sum())
             tb[...] = ta

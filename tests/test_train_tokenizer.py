@@ -16,8 +16,9 @@ import torch
 
 from ochre.cli import main
 from ochre.data.loader import WindowDataset, read_index
+from ochre.models.checkpoint import latest_checkpoint, load_tokenizer
 from ochre.models.tokenizer import Tokenizer, TokenizerConfig, TokenizerTrainConfig
-from ochre.train.checkpoint import latest_checkpoint, load_checkpoint, load_tokenizer
+from ochre.train.checkpoint import load_checkpoint
 from ochre.train.tokenizer import RunMismatch, train
 
 SMALL = dict(channels=(8, 16, 16), blocks=(0, 1, 1), code_dim=8, codebook_size=64)

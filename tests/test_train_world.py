@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from ochre.cli import main
+from ochre.models.checkpoint import latest_checkpoint, load_dynamics
 from ochre.models.dynamics import DynamicsConfig
 from ochre.models.sampling import SamplingConfig
-from ochre.train.checkpoint import latest_checkpoint, load_dynamics
 from ochre.train.world import WorldLoss, WorldTrainConfig, train
 
 SMALL_TOKENIZER = dict(channels=(8, 16, 16), blocks=(0, 1, 1), code_dim=8, codebook_size=64)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ochre.io import atomic_path, write_json_atomic
+from ochre.io import atomic_path, recorded_paths, write_json_atomic
 
 RECORD = "config.json"
 OUTPUTS = ("shards", "index.json", "report.json", RECORD)   # what --overwrite removes
@@ -81,6 +81,18 @@ def read_index(root: str | Path) -> dict:
 def index_digest(root: str | Path) -> str:
     """Short sha256 of a folder's index.json: names the data set (its samples, config and sources)."""
     return hashlib.sha256(_index_bytes(root)).hexdigest()[:16]
+
+
+def indexed_folder(root: str | Path, key: str, index: dict | None = None) -> Path:
+    """A folder a token index records (`clips`, or `tokenizer_checkpoint`), wherever the command
+    runs (ochre.io.recorded_paths); FileNotFoundError naming what was searched when it is gone."""
+    index = read_index(root) if index is None else index
+    found = recorded_paths(index.get(key), root)
+    for path in found:
+        if path.is_dir():
+            return path
+    where = ", ".join(str(p) for p in found) or f"nothing: {Path(root) / 'index.json'} records no {key!r}"
+    raise FileNotFoundError(f"{root}: the {key.replace('_', ' ')} its index records is not there (searched {where})")
 
 
 def read_manifest(path: Path) -> dict | None:

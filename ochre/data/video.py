@@ -16,6 +16,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from ochre.choices import CROPS  # how a non-square source becomes square
+
 
 class VideoError(ValueError):
     """A video that cannot be decoded (corrupt, truncated, empty, wrong size)."""
@@ -94,9 +96,6 @@ def count_frames(source) -> int:
 def _short(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return text[0][:200] if text else type(e).__name__
-
-
-CROPS = ("center", "squash")     # how a non-square source becomes square
 
 
 def read_video(path: str | os.PathLike, size: int | None = None, crop: str = "center") -> np.ndarray:

@@ -1,7 +1,7 @@
 """Dynamics model: FiLM-conditioned ConvGRU over the tokenizer's 16×16 code grid.
 
 Legend: B batch, T time, K codebook size, E token embedding dim, C state channels per layer,
-h w token grid (16×16), A = 4 actions [yaw, pitch, move_x, move_z] (DESIGN §3.2).
+h w token grid (16×16), A = 4 actions [yaw, pitch, move_x, move_z] (docs/data.md#actions).
 
 One step reads the tokens of frame t and the action a_t that leads to frame t+1, and returns
 logits over the codes of frame t+1 and the new state:
@@ -15,13 +15,12 @@ Warp: turning by Δyaw shifts the picture sideways by about focal·tan(Δyaw) pi
 shifts it vertically, so the state and the input embedding are shifted by the commanded amount
 before the update (bilinear grid_sample); the cell then only paints what the shift revealed.
 The copy prior proposes, for each position, the code the shift carries there, and a gate g
-(pointer-generator) mixes it with the head's distribution: on the synthetic world a copy bias
-took a plain cell from no control (yaw_response −0.04) to 0.91 in the same 12 CPU minutes
-(REFERENCES, "Why world models drift"). Positions the turn reveals get a proposal too, with a
-gate bias of its own (`fill`): across a yaw turn the columns that left on
-the other side (same rows, hence the same elevation: sky stays sky, ground stays ground, with
-real texture), above or below a pitch the nearest edge row. A proposal keeps the dream sharp —
-a copied code is never blurrier than its source — while the head learns what to paint instead.
+(pointer-generator) mixes it with the head's distribution: without a copy prior a small cell
+trained on a CPU learns no control at all. Positions the turn reveals get a proposal too, with a
+gate bias of its own (`fill`): across a yaw turn the columns that left on the other side (same
+rows, hence the same elevation: sky stays sky, ground stays ground, with real texture), above or
+below a pitch the nearest edge row. A proposal keeps the dream sharp — a copied code is never
+blurrier than its source — while the head learns what to paint instead.
 Action dropout (training) replaces an action with the null action: zeros and a 0 "present"
 flag, no warp. At inference `guidance` w mixes uncond + w·(cond − uncond) logits, and the
 decoding's boosts raise the proposals' log-probabilities (SamplingConfig). With copy_bias the
@@ -38,9 +37,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ochre.kernels as kernels
+from ochre.actions import ACTIONS
 
-ACTIONS = 4
-# Content shift per unit action (±15° per step, DESIGN §3.2) at the renderer's 70° field of view:
+# Content shift per unit action (±15° per step, docs/data.md#actions) at the renderer's 70° field of view:
 # 32 / tan(35°) = 45.7 px focal, 45.7·tan(15°) = 12.2 px = 3.06 tokens of 4 px.
 SHIFT_PER_UNIT = 3.06
 
@@ -138,34 +137,21 @@ class Dynamics(nn.Module):
         self.head = nn.Sequential(nn.Linear(cfg.hidden[-1], cfg.head_dim), nn.SiLU(), nn.Linear(cfg.head_dim, K))
         if cfg.copy_bias:
             # Pointer-generator: p(code) = g · [code = proposal] + (1 − g) · softmax(head), with the
-            # gate g = σ(copy_gate([state, action planes]) + bias) per position. As an additive logit
-            # on the proposal instead, the copy's probability stayed flat at ~0.12 in every situation
-            # after 800 steps, while copying is exactly right for 82 % of codes standing still, 24 %
-            # turning and 13 % walking: a gate is a probability the loss calibrates directly.
-            # Biases start at g = 0.5 (copies) and 0.12 (fills: a guess of the content's kind).
+            # gate g = σ(copy_gate([state, action planes]) + bias) per position: a probability the
+            # loss calibrates directly (an additive logit on the proposal could not tell standing
+            # still, where most codes repeat, from walking, where few do). Biases start at g = 0.5
+            # (copies) and 0.12 (fills: a guess of the content's kind).
             self.copy_logit = nn.Parameter(torch.tensor(0.0))
             self.copy_gate = nn.Conv2d(cfg.hidden[-1] + planes, 1, 3, padding=1)
             nn.init.zeros_(self.copy_gate.weight)
             nn.init.zeros_(self.copy_gate.bias)
             self.fill_logit = nn.Parameter(torch.tensor(-2.0)) if cfg.fill else None
         if cfg.warp:
-            # Fixed, not learned: the shift is the camera's geometry, measured on the data. Learned,
-            # it shrank to 2.78 in 410 steps (the bilinear state warp prefers less motion) and the
-            # copied codes lagged the camera; with the geometric 3.06 the same model scored 0.15 dB
-            # more at step 8.
+            # Fixed, not learned: the shift is the camera's geometry, measured on the data (a learned
+            # one shrinks, since a bilinear state warp prefers less motion, and the copies lag the camera).
             self.register_buffer("shift_scale", torch.tensor(cfg.shift_per_unit), persistent=False)
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, cfg.grid), torch.linspace(-1, 1, cfg.grid), indexing="ij")
         self.register_buffer("base_grid", torch.stack([xs, ys], dim=-1), persistent=False)  # (h, w, 2)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Checkpoints from before the shift was fixed carry it as a learned parameter; the config's
-        # (measured) value replaces it.
-        state_dict.pop(prefix + "shift_scale", None)
-        # ... and checkpoints from before the channels-last head carry its weights as 1x1 convolutions.
-        for key in (prefix + "head.0.weight", prefix + "head.2.weight"):
-            if key in state_dict and state_dict[key].dim() == 4:
-                state_dict[key] = state_dict[key].flatten(1)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- state ------------------------------------------------------------------------------
     def state_shapes(self) -> list[tuple[int, ...]]:
@@ -340,34 +326,15 @@ class Mixture(NamedTuple):
         return shift, at if self.extra is None else at + self.extra[..., None]
 
 
-def traced_for_inference() -> bool:
-    """Whether a compiler without gradients is tracing this call (the live step under torch.compile,
-    torch.export for AOTInductor and ONNX): where the fused spellings of the mixture pay off."""
-    return torch.compiler.is_compiling() and not torch.is_grad_enabled()
-
-
 def _mix(z: torch.Tensor, codes: torch.Tensor, gate: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
     """The pointer-generator's log-probabilities: head logits z (B, h, w, K), proposed codes (B, h, w),
     gate logits (B, h, w), the decoding's boost at the proposals (B, h, w) or None -> (B, h, w, K):
     log((1 − g) · softmax(z)) everywhere, log(g + (1 − g) · softmax(z)) + boost at the proposed code.
-
-    Two spellings of one function. The plain one: log-softmax (one fused kernel), then the proposal's
-    value scattered in. Traced for a compiler without gradients (the live step under torch.compile,
-    torch.export for AOTInductor and ONNX): the proposal's value comes from z itself and lands by a
-    select against a code comparison, so the whole mixture fuses into passes over contiguous rows;
-    with a gather on the normalised tensor Inductor stored that tensor transposed, one scalar at a
-    time (1.5 ms of a 4.5 ms CPU step). Eager, the select's extra passes over (B, h, w, K) cost more
-    than the scatter, and in the compiled training step (forward and backward, batch 16 x 12
-    frames) the plain spelling trains faster: 1.0-1.1 vs 1.2-1.3 s a step on 2 cores."""
-    if not traced_for_inference():
-        lq = z.log_softmax(dim=-1) + _log_sigmoid(-gate)[..., None]                 # + log(1 − g)
-        at = _log_add_exp(lq.gather(-1, codes[..., None]), _log_sigmoid(gate)[..., None])   # (B, h, w, 1)
-        return lq.scatter(-1, codes[..., None], at if extra is None else at + extra[..., None])
-    m = z.detach().amax(dim=-1, keepdim=True)               # any m gives the same value and gradient
-    lse = m + torch.log(torch.exp(z - m).sum(dim=-1, keepdim=True))
-    shift, at = Mixture(z, codes, gate, extra).proposal(z.gather(-1, codes[..., None]), lse)
-    hit = codes[..., None] == torch.arange(z.shape[-1], device=codes.device)            # (B, h, w, K)
-    return torch.where(hit, at, z - shift)
+    A log-softmax (one fused kernel), then the proposal's value scattered in. The live step draws
+    from the same distribution without writing it out (ochre.models.sampling.sample_mixture)."""
+    lq = z.log_softmax(dim=-1) + _log_sigmoid(-gate)[..., None]                     # + log(1 − g)
+    at = _log_add_exp(lq.gather(-1, codes[..., None]), _log_sigmoid(gate)[..., None])   # (B, h, w, 1)
+    return lq.scatter(-1, codes[..., None], at if extra is None else at + extra[..., None])
 
 
 # The gate's log-probabilities from Exp and Log only. ONNX has no LogSigmoid or LogAddExp; the

@@ -1,13 +1,13 @@
-"""Decoding the dynamics model's logits into codes: the one sampling function that training
-rollouts, `ochre eval`, export and the live runtime all call.
+"""Decoding the dynamics model's distribution into codes: the samplers the live step
+(ochre.models.step) and the training unroll call.
 
 Legend: B batch, K codebook size, k top-k, h w token grid.
 
 Sampling is inverse-CDF over the top-k codes of each position (all K in code order when
 top_k >= K), driven by a uniform noise input u (B, h, w): the same noise gives the same codes
 on every backend (no RNG inside the graph, no host round trip), and it exports as
-TopK/Softmax/CumSum/Gather. temperature 0 is argmax, the earlier prototype's decoding, which
-regresses to the mean code and blurs (§6 measures it: `code_usage@256`, `grad_ratio@256`).
+Softmax/CumSum/Gather. Temperature 0 is argmax, the earlier prototype's decoding, which
+regresses to the mean code and blurs (docs/metrics.md: `code_usage@256`, `grad_ratio@256`).
 """
 
 from __future__ import annotations
@@ -19,21 +19,12 @@ import torch
 
 @dataclass
 class SamplingConfig:
-    # The whole distribution at T 1, with the copy prior's proposals boosted: continuity where the
-    # model proposes it, the model's own variety everywhere else. A gate trained on exact codes
-    # undervalues a copy (only 24 % of codes repeat exactly across a turn, yet the copied patch
-    # looks right), and top-k starves the tail that long dreams draw new codes from. Measured on the
-    # default demo's model (tiny, 424 steps; boosts copy/fill: psnr@8, code_usage@256, mean of eval
-    # seeds 0-2, repeat-frame psnr@8 13.22): 8/6: 14.10, 0.84; 8.5/6.5: 14.20, 0.76; 9/7: 14.26,
-    # 0.66; 9.5/7.5 (seeds 0-1): 14.29, 0.58. More boost trades new content for continuity; one
-    # seed's psnr@8 varies by ±0.15. Without boosts an 800-step model scored 12.75, 1.10 and
-    # yaw_response 0.05: the dream does not hold still long enough to turn. Top-8 at T 0.4, the
-    # earlier default, on a 410-step model: 12.44, 0.28. A step forward changes most of the view
-    # (87 % of the codes), and at full boost the dream stood still while the player walked (0 of
-    # 4,096 pixels changed in 8 steps of W); keeping half the boost while a movement key is held
-    # changes 56-74 % of the frame on the first step at the same quality (walk_boost 1 / 0.5 / 0.3,
-    # shipped model, seed 0: psnr@8 14.19 / 14.16 / 14.18, yaw_response 0.98 / 0.97 / 0.86,
-    # code_usage@256 0.73 / 1.01 / 1.01, grad_ratio@256 1.36 / 1.36 / 1.37).
+    # The whole distribution at T 1, with the copy prior's proposals boosted. A gate trained on exact
+    # code matches undervalues a copy that looks right (most codes change across a turn although the
+    # copied patch is right), and top-k starves the tail that long dreams draw new codes from; the
+    # boost restores continuity without the argmax that collapses. A step forward changes most of the
+    # view, so only `walk_boost` of the boosts is kept while a movement key is held. The values are
+    # chosen on `val` by bench/decoding_sweep.py (bench/results/decoding_sweep_*.json).
     temperature: float = 1.0    # 0: argmax
     top_k: int = 2048           # codes considered per position (>= K: the whole distribution)
     guidance: float = 1.0       # action guidance w: uncond + w·(cond − uncond); 1 = plain conditional
@@ -157,27 +148,3 @@ def sample_mixture(mixture, u: torch.Tensor, cfg: SamplingConfig,
 
     drawn = _two_level(mass, weights, u)
     return drawn, torch.where(hit, top, z - shift) if logits else None
-
-
-def guided_step(model, tokens: torch.Tensor, actions: torch.Tensor, state: list[torch.Tensor],
-                cfg: SamplingConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """model.step with the decoding's proposal boosts and action guidance: logits uncond +
-    w·(cond − uncond); the state follows the conditional branch. w = 1 is one plain step."""
-    boost = cfg.boosts
-    if cfg.guidance == 1.0:
-        return model.step(tokens, actions, state, boost=boost)
-    B = tokens.shape[0]
-    present = torch.cat([torch.ones(B, device=tokens.device), torch.zeros(B, device=tokens.device)])
-    logits, new_state = model.step(tokens.repeat(2, 1, 1), actions.repeat(2, 1),
-                                   [s.repeat(2, *[1] * (s.dim() - 1)) for s in state], present=present,
-                                   boost=boost)
-    cond, uncond = logits[:B], logits[B:]
-    return uncond + cfg.guidance * (cond - uncond), [s[:B] for s in new_state]
-
-
-def dream_step(model, tokens: torch.Tensor, actions: torch.Tensor, state: list[torch.Tensor],
-               u: torch.Tensor, cfg: SamplingConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One dreamed frame: tokens (B, h, w), actions (B, 4), state, noise u (B, h, w)
-    -> next tokens (B, h, w), next state."""
-    logits, state = guided_step(model, tokens, actions, state, cfg)
-    return sample_tokens(logits, u, cfg), state

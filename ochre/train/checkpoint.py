@@ -1,55 +1,32 @@
-"""Atomic, pickle-free checkpoints (DESIGN §3.5).
-
-Layout: RUN/checkpoints/step_XXXXXXXX/
-    model.safetensors   weights and persistent buffers (EMA codebook state included)
-    optim.safetensors   optimizer state tensors, flattened as "state.<param index>.<name>"
-    config.json         {"kind", "config", "step", "optim", "extra", "files"}: the model config
-                        dataclass, the optimizer's non-tensor state, the caller's `extra` (RNG
-                        state, data position ...) and the sha256 of each safetensors file
+"""Writing checkpoints (docs/data.md#checkpoints-and-run-folders): atomic, pickle-free saves of a
+model with its optimizer and RNG state, and the exact-resume load. Reading (finding, verifying,
+loading weights) is ochre.models.checkpoint's, which this module builds on.
 
 A checkpoint is written whole into `.step_XXXXXXXX.tmp/`, each file fsynced, then the folder
 is renamed into place and the parent fsynced: a reader sees a complete checkpoint or none.
 Stale `.tmp` folders (a killed run) are ignored by readers and deleted by the next save.
-Corruption after the fact (a truncated or altered file) fails `load_checkpoint` with a
-`CheckpointError` naming the file: resuming silently from an older step would hide it, so the
-user decides (delete that folder to resume from the previous checkpoint).
-Loading reads only safetensors and JSON: nothing is ever unpickled.
+Corruption after the fact (a truncated or altered file) fails the load with a CheckpointError
+naming the file: resuming silently from an older step would hide it, so the user decides
+(delete that folder to resume from the previous checkpoint). Optimizer state is flattened into
+safetensors ("state.<param index>.<name>") plus JSON; nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import json
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ochre.io import _fsync_dir, write_json_atomic
-
-FORMAT = "ochre-checkpoint/1"
-_STEP_DIR = re.compile(r"^step_(\d{8,})$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, incomplete, corrupted or of the wrong kind."""
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    # DDP keeps the model in .module, torch.compile in ._orig_mod; both would prefix the keys.
-    while True:
-        inner = getattr(model, "module", getattr(model, "_orig_mod", None))
-        if not isinstance(inner, torch.nn.Module):
-            return model
-        model = inner
-
+from ochre.models.checkpoint import FORMAT, CheckpointError, checkpoints, load_verified, load_weights, sha256, unwrap
 
 # -- optimizer state <-> (tensors, json) --------------------------------------------------------
 
@@ -153,14 +130,6 @@ def _fsync(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _remove(path: Path) -> None:
     # Rename first, so a half-deleted folder never looks like a checkpoint.
     doomed = path.with_name(f".{path.name}.del.tmp")
@@ -183,7 +152,7 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer: torch
     except (TypeError, ValueError) as e:
         raise TypeError(f"save_checkpoint: `extra` must be JSON-serialisable ({e}); encode tensors and "
                         "RNG states first (capture_rng_state)") from e
-    model = _unwrap(model)
+    model = unwrap(model)
     if not dataclasses.is_dataclass(getattr(model, "config", None)):
         raise TypeError(f"{type(model).__name__} has no dataclass .config to record in config.json")
     root = Path(run_dir) / "checkpoints"
@@ -211,68 +180,19 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer: torch
         files.append("optim.safetensors")
     for name in files:
         _fsync(tmp / name)
-    meta["files"] = {name: _sha256(tmp / name) for name in files}
+    meta["files"] = {name: sha256(tmp / name) for name in files}
     write_json_atomic(tmp / "config.json", meta)  # fsyncs the file
 
     if final.exists():  # the same step saved again (e.g. after a resume): replace it
         _remove(final)
     os.replace(tmp, final)
     _fsync_dir(root)
-    for old in _checkpoints(root)[:-keep]:
+    for old in checkpoints(root)[:-keep]:
         _remove(old)
     return final
 
 
-# -- find / load ---------------------------------------------------------------------------------
-
-def _checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoint folders under RUN/checkpoints, oldest first."""
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir()
-             if (m := _STEP_DIR.match(p.name)) and (p / "config.json").is_file()]
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(run_dir) -> Path | None:
-    """Newest complete checkpoint folder of a run (`.tmp` leftovers ignored), or None."""
-    found = _checkpoints(Path(run_dir) / "checkpoints")
-    return found[-1] if found else None
-
-
-def _resolve(path) -> Path:
-    """A checkpoint folder, or a run folder meaning its newest checkpoint."""
-    path = Path(path)
-    if (path / "config.json").is_file():
-        return path
-    found = latest_checkpoint(path)
-    if found is None:
-        raise CheckpointError(f"{path}: neither a checkpoint folder (no config.json) nor a run folder "
-                              "with checkpoints/step_*/; train one first or pass the right path")
-    return found
-
-
-def read_checkpoint_config(path) -> dict:
-    """config.json of a checkpoint (or of a run's newest checkpoint)."""
-    path = _resolve(path)
-    try:
-        meta = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path / 'config.json'}: unreadable ({e}); delete {path} to fall back "
-                              "to the previous checkpoint") from e
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    meta["path"] = str(path)
-    return meta
-
-
-def _load_verified(path: Path, name: str, meta: dict) -> dict[str, torch.Tensor]:
-    file = path / name
-    if not file.is_file() or _sha256(file) != meta["files"].get(name):
-        raise CheckpointError(f"{file}: missing, truncated or altered (sha256 differs from config.json); "
-                              f"delete {path} to resume from the previous checkpoint")
-    return load_file(file)
-
+# -- resume -------------------------------------------------------------------------------------
 
 def load_checkpoint(path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
     """Load weights, buffers (and optimizer state) into `model` in place; returns config.json.
@@ -280,65 +200,9 @@ def load_checkpoint(path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     `path` is a checkpoint folder or a run folder (its newest checkpoint). Every file is checked
     against the sha256 in config.json first. Parameters keep their device; strict on keys/shapes.
     """
-    meta = read_checkpoint_config(path)
-    path = Path(meta["path"])
-    target = _unwrap(model)
-    state = _load_verified(path, "model.safetensors", meta)
-    try:
-        target.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit {type(target).__name__} "
-                              f"({meta['kind']} {meta['config']}): {e}") from e
+    meta = load_weights(path, model)
     if optimizer is not None:
         if meta["optim"] is None:
-            raise CheckpointError(f"{path}: saved without optimizer state; cannot resume the optimizer")
-        _unflatten_optimizer(optimizer, _load_verified(path, "optim.safetensors", meta), meta["optim"])
+            raise CheckpointError(f"{meta['path']}: saved without optimizer state; cannot resume the optimizer")
+        _unflatten_optimizer(optimizer, load_verified(Path(meta["path"]), "optim.safetensors", meta), meta["optim"])
     return meta
-
-
-def load_tokenizer(path_or_run_dir, device: str | torch.device = "cpu", impl: str = "auto"):
-    """Build the tokenizer recorded in a checkpoint (or a run's newest), load it, eval mode.
-
-    `impl` picks the kernels for this machine; the one the run trained with does not matter.
-    """
-    from ochre.models.tokenizer import Tokenizer, TokenizerConfig
-
-    meta = read_checkpoint_config(path_or_run_dir)
-    if meta["kind"] != Tokenizer.kind:
-        raise CheckpointError(f"{meta['path']}: holds a {meta['kind']!r} model, not a tokenizer")
-    try:
-        model = Tokenizer(TokenizerConfig(**{**meta["config"], "impl": impl}))
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{meta['path']}: its config does not fit this version's TokenizerConfig "
-                              f"({e})") from e
-    load_checkpoint(meta["path"], model)
-    return model.to(device).eval()
-
-
-def checkpoint_hash(path) -> str:
-    """Short sha256 (16 hex digits) of a checkpoint's model.safetensors: names the weights."""
-    return _sha256(_resolve(path) / "model.safetensors")[:16]
-
-
-def load_dynamics(path_or_run_dir, device: str | torch.device = "cpu", impl: str = "auto"):
-    """Build the dynamics model of a checkpoint (or a run's newest), load it, eval mode.
-
-    Returns (model, SamplingConfig the run ships, config.json). `impl` picks the step kernel
-    for this machine.
-    """
-    from ochre.models.dynamics import Dynamics, DynamicsConfig
-    from ochre.models.sampling import SamplingConfig
-
-    meta = read_checkpoint_config(path_or_run_dir)
-    if meta["kind"] != Dynamics.kind:
-        raise CheckpointError(f"{meta['path']}: holds a {meta['kind']!r} model, not a dynamics model")
-    try:
-        # Checkpoints saved before the fill proposal existed were trained without it.
-        config = {"fill": False, **meta["config"], "impl": impl}
-        model = Dynamics(DynamicsConfig(**config))
-        sampling = SamplingConfig(**meta["extra"].get("sampling", {}))
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{meta['path']}: its config does not fit this version's DynamicsConfig "
-                              f"({e})") from e
-    load_checkpoint(meta["path"], model)
-    return model.to(device).eval(), sampling, meta

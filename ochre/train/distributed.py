@@ -67,3 +67,14 @@ def gather_ints(value: int) -> list[int]:
     out: list = [None] * dist.get_world_size()
     dist.all_gather_object(out, int(value))
     return [int(v) for v in out]
+
+
+@torch.no_grad()
+def check_ranks_agree(model: torch.nn.Module) -> None:
+    """Weights and codebook must be identical on every rank after DDP training; a silent drift
+    (a missed all-reduce, a rank-local restart) would otherwise only show as a worse model."""
+    total = torch.stack([t.double().sum() for t in model.state_dict().values()]).sum().reshape(1)
+    sums = [torch.zeros_like(total) for _ in range(dist.get_world_size())]
+    dist.all_gather(sums, total)
+    if any(not torch.equal(s, sums[0]) for s in sums):
+        raise RuntimeError(f"ranks disagree after training: checksums {[float(s) for s in sums]}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ochre.data.shards import describe_differences
 from ochre.io import write_bytes_atomic
-from ochre.train import checkpoint as ckpt
+from ochre.models import checkpoint as ckpt
 from ochre.train.distributed import DistInfo, gather_ints, teardown
 
 

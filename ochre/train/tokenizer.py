@@ -13,7 +13,6 @@ Pieces: start_run (checks, model, optimizer, checkpoint) -> train_loop (_train_s
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from collections.abc import Iterator
@@ -27,10 +26,11 @@ from ochre.data.loader import Split, eval_frames, frame_batches, rank_frame_coun
 from ochre.data.shards import index_digest, read_index
 from ochre.images import grid, save_png
 from ochre.io import write_json_atomic
+from ochre.models.checkpoint import CheckpointError
 from ochre.models.tokenizer import Tokenizer, TokenizerConfig, TokenizerTrainConfig
 from ochre.train import checkpoint as ckpt
-from ochre.train.common import RunLogger
-from ochre.train.distributed import DistInfo, mean_across_ranks, setup, teardown
+from ochre.train.common import RunLogger, cosine_lr
+from ochre.train.distributed import DistInfo, check_ranks_agree, mean_across_ranks, setup, teardown
 from ochre.train.run_folder import RunMismatch, check_every_rank_has_data, claim_run_folder, truncate_log
 
 
@@ -43,15 +43,6 @@ class _LossModule(torch.nn.Module):
 
     def forward(self, frames):
         return self.model.compute_loss(frames)
-
-
-def lr_at(step: int, tcfg: TokenizerTrainConfig) -> float:
-    """Linear warm-up, then cosine to 10 % of the peak: a function of the step alone, so a
-    resumed run needs no scheduler state."""
-    if step < tcfg.warmup:
-        return tcfg.lr * (step + 1) / tcfg.warmup
-    t = (step - tcfg.warmup) / max(1, tcfg.steps - tcfg.warmup)
-    return tcfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
 # ---- what a run is, and where it starts -----------------------------------------------------
@@ -129,7 +120,7 @@ def _train_step(run: _Run, frames: torch.Tensor, tcfg: TokenizerTrainConfig, aut
     """One optimizer step; returns (loss, grad_norm, logs) as detached tensors (no host sync)."""
     frames = frames.to(run.info.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     for group in run.opt.param_groups:
-        group["lr"] = lr_at(run.step, tcfg)
+        group["lr"] = cosine_lr((run.step + 1) / tcfg.steps, tcfg.lr, tcfg.warmup / tcfg.steps)
     with autocast:
         loss, logs = run.loss_fn(frames)
     loss.backward()
@@ -160,7 +151,7 @@ def train_loop(run: _Run, tcfg: TokenizerTrainConfig, *, seed: int, ckpt_every: 
         if run.step % log_every == 0 or run.step == tcfg.steps:
             logs = mean_across_ranks({"loss": loss, "grad_norm": grad_norm, **logs})
             values = {k: float(v) for k, v in logs.items()}          # sync point: once per log interval
-            values["lr"] = lr_at(run.step - 1, tcfg)
+            values["lr"] = cosine_lr(run.step / tcfg.steps, tcfg.lr, tcfg.warmup / tcfg.steps)
             values["frames_per_s"] = frames_seen / (time.perf_counter() - t_log)
             t_log, frames_seen = time.perf_counter(), 0
             logger.log(run.step, values)
@@ -184,23 +175,10 @@ def train(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed:
                     overwrite=overwrite, workers=workers)
     train_loop(run, tcfg, seed=seed, ckpt_every=ckpt_every, log_every=log_every, keep=keep, progress=progress)
     if info.world > 1:
-        _check_ranks_agree(run.model)
+        check_ranks_agree(run.model)
     metrics = evaluate(run.model, clips, run.out, n=eval_frames_n) if info.is_main else {}
     teardown()
     return metrics
-
-
-@torch.no_grad()
-def _check_ranks_agree(model: torch.nn.Module) -> None:
-    """Weights and codebook must be identical on every rank after DDP training; a silent drift
-    (a missed all-reduce, a rank-local restart) would otherwise only show as a worse model."""
-    import torch.distributed as dist
-
-    total = torch.stack([t.double().sum() for t in model.state_dict().values()]).sum().reshape(1)
-    sums = [torch.zeros_like(total) for _ in range(dist.get_world_size())]
-    dist.all_gather(sums, total)
-    if any(not torch.equal(s, sums[0]) for s in sums):
-        raise RuntimeError(f"ranks disagree after training: checksums {[float(s) for s in sums]}")
 
 
 @torch.no_grad()
@@ -245,7 +223,7 @@ def run(args) -> int:
                         resume=args.resume, overwrite=args.overwrite, workers=args.workers,
                         device=args.device, ckpt_every=args.ckpt_every, log_every=args.log_every,
                         keep=args.keep)
-    except (FileNotFoundError, ValueError, ckpt.CheckpointError) as e:     # ValueError: RunMismatch too
+    except (FileNotFoundError, ValueError, CheckpointError) as e:     # ValueError: RunMismatch too
         print(f"ochre train-tokenizer: {e}", file=sys.stderr)
         return 2
     if metrics:
@@ -254,4 +232,4 @@ def run(args) -> int:
     return 0
 
 
-__all__ = ["train", "start_run", "train_loop", "evaluate", "run", "run_record", "lr_at", "RunMismatch"]
+__all__ = ["train", "start_run", "train_loop", "evaluate", "run", "run_record", "RunMismatch"]

@@ -25,23 +25,26 @@ import json
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ochre.choices import RECIPES
 from ochre.data.loader import Split, in_split, rank_shards, val_sources, window_batches
 from ochre.data.shards import index_digest, read_index
+from ochre.io import record_path
+from ochre.models.checkpoint import CheckpointError
 from ochre.models.dynamics import Dynamics, DynamicsConfig
 from ochre.models.sampling import SamplingConfig, sample_tokens
 from ochre.train import checkpoint as ckpt
 from ochre.train.common import RunLogger, cosine_lr
-from ochre.train.distributed import mean_across_ranks, setup, teardown
+from ochre.train.distributed import DistInfo, check_ranks_agree, mean_across_ranks, setup, teardown
 from ochre.train.run_folder import check_every_rank_has_data, claim_run_folder, truncate_log
 
-RECIPES = ("ochre", "seed-v3")
 MAX_BAD_STEPS = 5   # consecutive non-finite losses before the run stops
 
 
@@ -186,30 +189,40 @@ class WorldLoss(nn.Module):
 
     def _feed(self, logits: torch.Tensor) -> torch.Tensor:
         """The next input of the unroll: a sample of the model's own distribution at the shipped
-        temperature and top-k, without the decoding's proposal boosts. Unsoftened, the unroll shows
-        the model its own errors; fed the boosted decoding instead (mostly copies), the same 800-step
-        run scored a worse psnr@8 at the same code_usage@256 (13.96 at boosts 8 / 6 vs 14.18 at 9 / 7,
-        both 0.71)."""
+        temperature and top-k, without the decoding's proposal boosts: unsoftened, the unroll shows
+        the model its own errors, which the boosted decoding (mostly copies) would hide."""
         if self.tcfg.unroll_feed == "argmax":
             return logits.argmax(dim=1)
         u = torch.rand(logits.shape[0], *logits.shape[2:], device=logits.device)
         return sample_tokens(logits, u, self.sampling)
 
 
-def measured_shift(index: dict, cfg: DynamicsConfig, max_samples: int = 32) -> tuple[float, float]:
-    """Tokens of content shift per unit [yaw, pitch], read off the training clips the tokens were
-    made from (ochre.data.check.content_shift); the config's value where they cannot tell."""
-    from ochre.data.check import content_shift, measure
-
-    try:
-        px = content_shift(*measure(index.get("clips") or "", max_samples, split="train"))
-    except (FileNotFoundError, ValueError) as e:
-        warnings.warn(f"cannot measure the content shift per unit action on the clips ({e}); the warp prior "
-                      f"uses {cfg.shift_per_unit} tokens per unit [yaw, pitch]", stacklevel=2)
-        return cfg.shift_per_unit
+def shift_per_unit(index: dict, tokens_root, cfg: DynamicsConfig, given=None) -> tuple[float, float]:
+    """Tokens of content shift per unit [yaw, pitch] for the warp prior: `given` (pixels, from
+    --shift-per-unit), else what `ochre tokenize` measured on the train clips and recorded in the
+    index, else measured again on the clips the index records. Stops with a ValueError saying what
+    to do when none of these tells; never a guess."""
     px_per_token = index.get("size", 64) / cfg.grid
-    return tuple(round(v / px_per_token, 3) if (v := px[f"{name}_px_per_unit"]) is not None else default
-                 for name, default in zip(("yaw", "pitch"), cfg.shift_per_unit))
+    if given is not None:
+        return tuple(round(float(v) / px_per_token, 3) for v in given)
+    px = index.get("shift_per_unit")
+    if px is None:                                           # token shards made before it was recorded
+        from ochre.data.check import content_shift, measure
+        from ochre.data.shards import indexed_folder
+
+        try:
+            found = content_shift(*measure(indexed_folder(tokens_root, "clips", index), 32, split="train"))
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(f"{tokens_root}: the shift per unit action is not recorded with the token shards and "
+                             f"cannot be measured ({e}); re-run `ochre tokenize --overwrite`, or pass "
+                             "--shift-per-unit YAW_PX PITCH_PX") from None
+        px = {name: found[f"{name}_px_per_unit"] for name in ("yaw", "pitch")}
+    missing = [name for name in ("yaw", "pitch") if px.get(name) is None]
+    if missing:
+        raise ValueError(f"{tokens_root}: the clips never {' or '.join(missing)} alone often enough to measure how far "
+                         "the picture moves per unit action (the warp prior needs it); pass --shift-per-unit "
+                         "YAW_PX PITCH_PX (`ochre data check` on data that turns prints them), or --recipe seed-v3")
+    return tuple(round(px[name] / px_per_token, 3) for name in ("yaw", "pitch"))
 
 
 def unroll_at(progress: float, tcfg: WorldTrainConfig) -> int:
@@ -239,16 +252,17 @@ RUN_OUTPUTS = ("checkpoints", "log.jsonl", "tb")
 
 
 def run_record(tokens_root, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sampling: SamplingConfig, *,
-               recipe_name: str, seed: int, workers: int, ranks: int) -> dict:
+               recipe_name: str, seed: int, workers: int, ranks: int, tokenizer: str | None = None) -> dict:
     """Everything that must match for --resume to continue the exact run (ochre.train.run_folder):
-    model, recipe, training settings, seed, the data stream's shape and the token set. `steps` and
+    model, recipe, training settings, seed, the data stream's shape, the token set and the hash of
+    the tokenizer that made it (the model lookup pairs the run with that tokenizer). `steps` and
     `minutes` may grow on resume; `impl` and --compile pick kernels, not results."""
     model = {k: v for k, v in asdict(cfg).items() if k != "impl"}
     train = {k: v for k, v in asdict(tcfg).items() if k not in ("steps", "minutes")}
     return {"kind": "world-run",
             "config": {**train, "recipe": recipe_name, "sampling": asdict(sampling), "seed": seed,
                        "workers": workers, "ranks": ranks, "model": model},
-            "inputs": {"tokens": index_digest(tokens_root)}}
+            "inputs": {"tokens": index_digest(tokens_root), "tokenizer": tokenizer}}
 
 
 def _windows_here(index: dict, window: int, rank: int, world: int, seed: int, epoch: int) -> int:
@@ -260,42 +274,50 @@ def _windows_here(index: dict, window: int, rank: int, world: int, seed: int, ep
                for s in shard["samples"] if in_split(s["source"], "train", val))
 
 
-def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sampling: SamplingConfig, *,
-          recipe_name: str = "ochre", preset: str = "tiny", seed: int = 0, compile: bool = False,
-          resume: bool = False, overwrite: bool = False, workers: int = 0, device: str | None = None,
-          ckpt_every: int = 200, log_every: int = 25, keep: int = 3, progress: bool = True,
-          measure_shift: bool = True) -> dict:
-    from tqdm import tqdm
+@dataclass
+class _Run:
+    """One process's training state: what the loop advances and the checkpoints save."""
+    info: DistInfo
+    out: Path
+    model: Dynamics
+    opt: torch.optim.Optimizer
+    loss_fn: nn.Module
+    batches: Iterator
+    budget: _Budget
+    extra: dict                  # what every checkpoint records besides the loop's position
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
 
+
+def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sampling: SamplingConfig,
+              info: DistInfo, *, recipe_name: str, preset: str, seed: int, compile: bool, resume: bool,
+              overwrite: bool, workers: int, shift: tuple[float, float] | None = None) -> _Run:
+    """Check the token set and the run folder, build model, optimizer and data, restore a checkpoint."""
     index = read_index(tokens_root)                          # a wrong path fails here, before any work
     if index.get("kind") != "tokens":
         raise ValueError(f"{tokens_root} holds clip shards, not token shards: run `ochre tokenize` first")
     if index.get("codebook_size", cfg.codebook_size) != cfg.codebook_size:
-        cfg = DynamicsConfig(**{**asdict(cfg), "codebook_size": index["codebook_size"]})
-    if cfg.warp and measure_shift:
-        cfg = DynamicsConfig(**{**asdict(cfg), "shift_per_unit": measured_shift(index, cfg)})
-    info = setup(device)
-    if cfg.warp and info.is_main:
-        print(f"warp prior: the content moves {cfg.shift_per_unit[0]} tokens per unit yaw, {cfg.shift_per_unit[1]} "
-              "per unit pitch", file=sys.stderr)
+        cfg = replace(cfg, codebook_size=index["codebook_size"])
+    if cfg.warp:
+        cfg = replace(cfg, shift_per_unit=shift_per_unit(index, tokens_root, cfg, shift))
+        if info.is_main:
+            print(f"warp prior: the content moves {cfg.shift_per_unit[0]} tokens per unit yaw, {cfg.shift_per_unit[1]} "
+                  "per unit pitch", file=sys.stderr)
     out = Path(out)
     record = run_record(tokens_root, cfg, tcfg, sampling, recipe_name=recipe_name, seed=seed, workers=workers,
-                        ranks=info.world)
+                        ranks=info.world, tokenizer=index.get("tokenizer"))
     latest = claim_run_folder(out, record, info, resume=resume, overwrite=overwrite, outputs=RUN_OUTPUTS)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed + info.rank)                      # ranks draw different noise/samples
     model = Dynamics(cfg).to(info.device)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.99), weight_decay=tcfg.weight_decay)
-    step, epoch, skip, elapsed = 0, 0, 0, 0.0
+    extra = {"seed": seed, "recipe": recipe_name, "preset": preset, "run": record, "train": asdict(tcfg),
+             "sampling": asdict(sampling), "tokens_dir": record_path(tokens_root, out)}
+    run = _Run(info, out, model, opt, None, None, _Budget(tcfg, 0.0), extra)
     if latest is not None:
-        meta = ckpt.load_checkpoint(latest, model, opt)
-        extra = meta["extra"]
-        step, epoch, skip, elapsed = meta["step"], extra["epoch"], extra["batch_in_epoch"], extra["elapsed_s"]
-        ckpt.restore_rng_state(extra["rng"][info.rank] if isinstance(extra["rng"], list) else extra["rng"])
-        if info.is_main:
-            truncate_log(out, step)
-            print(f"resuming from {latest} at step {step}", file=sys.stderr)
-    here = _windows_here(index, tcfg.window, info.rank, info.world, seed, epoch)
+        _restore(run, latest)
+    here = _windows_here(index, tcfg.window, info.rank, info.world, seed, run.epoch)
     check_every_rank_has_data(tokens_root, here, tcfg.batch, len(index["shards"]))
     loss_fn: nn.Module = WorldLoss(model, tcfg, sampling)
     if info.world > 1:
@@ -303,77 +325,119 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
             loss_fn, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     if compile:
         loss_fn = torch.compile(loss_fn, fullgraph=info.world == 1)
-    batches = window_batches(tokens_root, tcfg.window, tcfg.batch, seed=seed, split="train", workers=workers,
-                             dist=Split(info.rank, info.world), start_epoch=epoch, skip=skip)
-    logger = RunLogger(out, info.is_main)
+    run.loss_fn = loss_fn
+    run.batches = window_batches(tokens_root, tcfg.window, tcfg.batch, seed=seed, split="train", workers=workers,
+                                 dist=Split(info.rank, info.world), start_epoch=run.epoch, skip=run.batch_in_epoch)
+    return run
+
+
+def _restore(run: _Run, latest: Path) -> None:
+    """Weights, optimizer, data position, RNGs and elapsed time of a checkpoint into `run`."""
+    meta = ckpt.load_checkpoint(latest, run.model, run.opt)
+    extra = meta["extra"]
+    run.step, run.epoch, run.batch_in_epoch = meta["step"], extra["epoch"], extra["batch_in_epoch"]
+    run.budget = _Budget(run.budget.tcfg, extra["elapsed_s"])
+    ckpt.restore_rng_state(extra["rng"][run.info.rank] if isinstance(extra["rng"], list) else extra["rng"])
+    if run.info.is_main:
+        truncate_log(run.out, run.step)
+        print(f"resuming from {latest} at step {run.step}", file=sys.stderr)
+
+
+def _save(run: _Run, keep: int) -> None:
+    rngs = _gather_rng(run.info)                             # a collective: every rank takes part
+    if run.info.is_main:
+        ckpt.save_checkpoint(run.out, run.step, run.model, run.opt, keep=keep, extra={
+            **run.extra, "epoch": run.epoch, "batch_in_epoch": run.batch_in_epoch, "elapsed_s": run.budget.elapsed,
+            "rng": rngs})
+
+
+def _optimizer_step(run: _Run, tcfg: WorldTrainConfig, loss: torch.Tensor) -> torch.Tensor | None:
+    """Backward and update, unless the loss is non-finite on any rank (then the step is skipped:
+    a bad batch must not reach the weights, and every rank takes the same decision). Returns the
+    gradient norm, or None for a skipped step. Sync point, once per step."""
+    finite = torch.isfinite(loss.detach()).float()
+    if run.info.world > 1:
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    if not bool(finite):
+        run.opt.zero_grad(set_to_none=True)
+        return None
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), tcfg.grad_clip)
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def train_loop(run: _Run, tcfg: WorldTrainConfig, *, ckpt_every: int, log_every: int, keep: int,
+               progress: bool) -> dict:
+    """Advance `run` until its steps or minutes are spent; returns the last logged values."""
+    from tqdm import tqdm
+
+    info, budget, label = run.info, run.budget, run.extra["recipe"]
+    if run.step and (run.step >= tcfg.steps or budget.progress(run.step) >= 1.0) and info.is_main:
+        print(f"world model: already complete at step {run.step} ({budget.elapsed:.0f} s of training)", file=sys.stderr)
+    logger = RunLogger(run.out, info.is_main)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=info.device.type == "cuda")
-    budget = _Budget(tcfg, elapsed)
-    if latest is not None and (step >= tcfg.steps or budget.progress(step) >= 1.0) and info.is_main:
-        print(f"world model: already complete at step {step} ({elapsed:.0f} s of training)", file=sys.stderr)
     # The bar counts percent of the run: steps, or wall time when --minutes ends it first.
-    bar = tqdm(total=100, initial=round(100 * budget.progress(step), 1), desc=f"world model ({recipe_name})",
+    bar = tqdm(total=100, initial=round(100 * budget.progress(run.step), 1), desc=f"world model ({label})",
                unit="%", bar_format="{l_bar}{bar}| {n:.0f}/100% [{elapsed}<{remaining}{postfix}]",
                disable=not (progress and info.is_main), file=sys.stderr)
     t_log, frames_seen, bad, last = time.perf_counter(), 0, 0, {}
-
-    def save():
-        rngs = _gather_rng(info)
-        if info.is_main:
-            ckpt.save_checkpoint(out, step, model, opt, keep=keep, extra={
-                "epoch": epoch, "batch_in_epoch": n + 1, "seed": seed, "elapsed_s": budget.elapsed,
-                "recipe": recipe_name, "preset": preset, "run": record, "train": asdict(tcfg),
-                "sampling": asdict(sampling), "rng": rngs})
-
-    model.train()
-    while step < tcfg.steps and budget.progress(step) < 1.0:
-        epoch, n, batch = next(batches)
+    run.model.train()
+    while run.step < tcfg.steps and budget.progress(run.step) < 1.0:
+        run.epoch, n, batch = next(run.batches)
+        run.batch_in_epoch = n + 1
         tokens = batch["tokens"].to(info.device, non_blocking=True)             # (B, T, h, w)
         actions = batch["actions"].to(info.device, non_blocking=True)           # (B, T−1, 4)
-        p = budget.progress(step)
+        p = budget.progress(run.step)
         unroll = unroll_at(p, tcfg)
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(p, tcfg.lr, tcfg.warmup / tcfg.steps)
+        lr = cosine_lr(p, tcfg.lr, tcfg.warmup / tcfg.steps)
+        for group in run.opt.param_groups:
+            group["lr"] = lr
         with autocast:     # U as a tensor: one compiled graph for the whole curriculum (compute_loss)
-            loss, logs = loss_fn(tokens, actions, torch.full((tokens.shape[0],), unroll, device=info.device))
-        # Sync point, once per step: a non-finite loss must not reach the weights, and every rank
-        # must take the same decision.
-        finite = torch.isfinite(loss.detach()).float()
-        if info.world > 1:
-            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-        if not bool(finite):
+            loss, logs = run.loss_fn(tokens, actions, torch.full((tokens.shape[0],), unroll, device=info.device))
+        grad_norm = _optimizer_step(run, tcfg, loss)
+        if grad_norm is None:
             bad += 1
-            opt.zero_grad(set_to_none=True)
-            warnings.warn(f"step {step}: non-finite loss ({float(loss)}); step skipped ({bad}/{MAX_BAD_STEPS})",
+            warnings.warn(f"step {run.step}: non-finite loss ({float(loss)}); step skipped ({bad}/{MAX_BAD_STEPS})",
                           stacklevel=1)
             if bad >= MAX_BAD_STEPS:
-                raise FloatingPointError(f"{MAX_BAD_STEPS} non-finite losses in a row at step {step}; stopping "
-                                         f"with the weights of the last good step (newest checkpoint in {out})")
+                raise FloatingPointError(f"{MAX_BAD_STEPS} non-finite losses in a row at step {run.step}; stopping "
+                                         f"with the weights of the last good step (newest checkpoint in {run.out})")
             continue
         bad = 0
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
+        run.step += 1
         frames_seen += tokens.shape[0] * (tokens.shape[1] - 1) * info.world
-        bar.update(round(100 * budget.progress(step), 1) - bar.n)
-        done = step >= tcfg.steps or budget.progress(step) >= 1.0
-        if step % log_every == 0 or done:
+        bar.update(round(100 * budget.progress(run.step), 1) - bar.n)
+        done = run.step >= tcfg.steps or budget.progress(run.step) >= 1.0
+        if run.step % log_every == 0 or done:
             logs = mean_across_ranks({"loss": loss.detach(), "grad_norm": grad_norm, **logs})
             last = {k: float(v) for k, v in logs.items()}                     # sync point: log interval
-            last.update(lr=cosine_lr(p, tcfg.lr, tcfg.warmup / tcfg.steps), unroll=unroll,
-                        frames_per_s=frames_seen / (time.perf_counter() - t_log), elapsed_s=budget.elapsed)
+            last.update(lr=lr, unroll=unroll, frames_per_s=frames_seen / (time.perf_counter() - t_log),
+                        elapsed_s=budget.elapsed)
             t_log, frames_seen = time.perf_counter(), 0
-            logger.log(step, last)
-            bar.set_postfix(step=step, loss=f"{last['loss']:.3f}", unroll=unroll)
-        if step % ckpt_every == 0 or done:
-            save()
+            logger.log(run.step, last)
+            bar.set_postfix(step=run.step, loss=f"{last['loss']:.3f}", unroll=unroll)
+        if run.step % ckpt_every == 0 or done:
+            _save(run, keep)
     bar.close()
+    return last
+
+
+def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sampling: SamplingConfig, *,
+          recipe_name: str = "ochre", preset: str = "tiny", seed: int = 0, compile: bool = False,
+          resume: bool = False, overwrite: bool = False, workers: int = 0, device: str | None = None,
+          ckpt_every: int = 200, log_every: int = 25, keep: int = 3, progress: bool = True,
+          shift: tuple[float, float] | None = None) -> dict:
+    """Train (or resume) a world-model run in `out`; returns a summary of the last logged step."""
+    info = setup(device)
+    run = start_run(tokens_root, out, cfg, tcfg, sampling, info, recipe_name=recipe_name, preset=preset, seed=seed,
+                    compile=compile, resume=resume, overwrite=overwrite, workers=workers, shift=shift)
+    last = train_loop(run, tcfg, ckpt_every=ckpt_every, log_every=log_every, keep=keep, progress=progress)
     if info.world > 1:
-        from ochre.train.tokenizer import _check_ranks_agree
-        _check_ranks_agree(model)
+        check_ranks_agree(run.model)
     teardown()
-    summary = {"step": step, "elapsed_s": round(budget.elapsed, 1), "recipe": recipe_name, **last}
+    summary = {"step": run.step, "elapsed_s": round(run.budget.elapsed, 1), "recipe": recipe_name, **last}
     if info.is_main:
         print(json.dumps(summary), file=sys.stderr)
     return summary
@@ -398,9 +462,9 @@ def run(args) -> int:
         cfg.impl = args.impl
         summary = train(args.tokens, args.out, cfg, tcfg, sampling, recipe_name=args.recipe, preset=args.preset,
                         seed=args.seed, compile=args.compile, resume=args.resume, overwrite=args.overwrite,
-                        workers=args.workers,
-                        device=args.device, ckpt_every=args.ckpt_every, log_every=args.log_every, keep=args.keep)
-    except (FileNotFoundError, ValueError, ckpt.CheckpointError) as e:   # RunMismatch is a ValueError
+                        workers=args.workers, device=args.device, ckpt_every=args.ckpt_every,
+                        log_every=args.log_every, keep=args.keep, shift=args.shift_per_unit)
+    except (FileNotFoundError, ValueError, CheckpointError) as e:   # RunMismatch is a ValueError
         print(f"ochre train: {e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:

@@ -1,38 +1,44 @@
 """Which model to play, and its files: a world-model run, the newest `ochre demo`, or the shipped one.
 
 A playable model is a tokenizer checkpoint, a dynamics checkpoint, the frame rate its actions were
-encoded at (DESIGN §3.2) and some real context frames to start dreams from. Resolution order when
-no model is named (DESIGN §7): the newest `ochre demo` output, else the model shipped in the
-package; every entry point prints which it took (`Model.origin`).
+encoded at (docs/data.md#actions) and some real context frames to start dreams from. The order when
+no model is named (docs/runtime.md#which-model): the newest `ochre demo` output, else the model
+shipped in the package; every entry point prints which it took (`Model.origin`), and a demo that
+cannot be played is skipped with a line saying why.
 
-Where a dynamics run's tokenizer comes from: the run records the hash of the tokenizer its token
-shards were made with (extra.identity.tokens); the token-shard index beside the run (same hash)
-names that tokenizer's checkpoint. Hashes are checked, so a retrained tokenizer is never paired
-with a dynamics model trained on another one's codes.
+Where a world-model run's tokenizer comes from: the run records the token shards it trained on
+(`tokens_dir`, relative to the run folder) and the hash of the tokenizer that made them; the token
+shards' index names that tokenizer's checkpoint (relative to the index). Hashes are checked, so a
+retrained tokenizer is never paired with a world model trained on another one's codes. Recorded
+paths resolve from any working directory (ochre.io.recorded_paths).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-SHIPPED = Path(__file__).resolve().parent / "shipped"
+from ochre.io import recorded_paths, write_json_atomic
+from ochre.models.checkpoint import CheckpointError, checkpoint_hash, read_checkpoint_config
+
+SHIPPED = Path(__file__).resolve().parent.parent / "shipped"
 DEFAULT_FPS = 8.0
 
 
 class ModelError(ValueError):
-    """A model folder that cannot be played; the message says what to pass instead."""
+    """A model folder that cannot be played; the message says what was searched and what to pass."""
 
 
 @dataclass
 class Model:
     world: Path                      # dynamics checkpoint folder (config.json + model.safetensors)
     tokenizer: Path                  # tokenizer checkpoint folder
-    fps: float                       # model frames per second: the action window of §3.2
+    fps: float                       # model frames per second: the action window of docs/data.md#actions
     origin: str                      # said to the user: where this model came from
     contexts: Path | None = None     # .npy (N, H, W, 3) or an eval rollouts.npz
     info: dict = field(default_factory=dict)
@@ -55,44 +61,45 @@ def cache_dir() -> Path:
 
 def remember_demo(out: Path) -> None:
     """Called by `ochre demo`: its output becomes the default model."""
-    from ochre.io import write_json_atomic
-
     write_json_atomic(cache_dir() / "last_demo.json", {"out": str(Path(out).resolve())})
 
 
-def _checkpoint_meta(path: Path) -> dict:
-    from ochre.train.checkpoint import read_checkpoint_config
-
-    return read_checkpoint_config(path)
-
-
-def _tokens_indexes(run: Path) -> list[Path]:
-    """Token-shard indexes near a run: its siblings' and their parents' children."""
-    seen, out = set(), []
+def _token_indexes(run: Path, recorded: str | None) -> list[Path]:
+    """Token-shard indexes a run may have trained on: the one it recorded, then its siblings' and
+    their parents' children (runs made before the record existed)."""
+    out = [p / "index.json" for p in recorded_paths(recorded, run)]
     for root in (run.parent, run.parent.parent):
-        for idx in sorted(root.glob("*/index.json")):
-            if idx not in seen:
-                seen.add(idx)
-                out.append(idx)
-    return out
+        out += sorted(root.glob("*/index.json"))
+    return list(dict.fromkeys(p.resolve() for p in out))
+
+
+def _tokenizer_of(index_path: Path, index: dict) -> Path | None:
+    """The tokenizer checkpoint a token index names, if it is there with the hash the index records."""
+    for path in recorded_paths(index.get("tokenizer_checkpoint"), index_path.parent):
+        try:
+            if checkpoint_hash(path) == index.get("tokenizer"):
+                return path
+        except (CheckpointError, OSError):
+            continue
+    return None
 
 
 def from_run(world, tokenizer=None, origin: str | None = None) -> Model:
-    """A dynamics run (or checkpoint) folder, its tokenizer found as the module doc says."""
-    from ochre.train.checkpoint import CheckpointError, checkpoint_hash
-
+    """A world-model run (or checkpoint) folder, its tokenizer found as the module doc says (or
+    `tokenizer`, a checkpoint or run folder, given explicitly)."""
     world = Path(world)
     try:
-        meta = _checkpoint_meta(world)
+        meta = read_checkpoint_config(world)
     except CheckpointError as e:
         raise ModelError(str(e)) from None
     if meta["kind"] != "dynamics":
         raise ModelError(f"{world}: holds a {meta['kind']!r} checkpoint; pass a world-model run (`ochre train --out`)")
     ckpt = Path(meta["path"])
     run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    want = meta.get("extra", {}).get("identity", {}).get("tokens")
-    fps, contexts, tok = DEFAULT_FPS, None, Path(tokenizer) if tokenizer else None
-    for idx in _tokens_indexes(run):
+    inputs = meta.get("extra", {}).get("run", {}).get("inputs", {})
+    want = inputs.get("tokenizer")
+    fps, tok, searched = DEFAULT_FPS, None, []
+    for idx in _token_indexes(run, meta.get("extra", {}).get("tokens_dir")):
         try:
             index = json.loads(idx.read_text())
         except (OSError, json.JSONDecodeError):
@@ -100,18 +107,25 @@ def from_run(world, tokenizer=None, origin: str | None = None) -> Model:
         if index.get("kind") != "tokens" or (want and index.get("tokenizer") != want):
             continue
         fps = float(index.get("fps", DEFAULT_FPS))
-        found = Path(index.get("tokenizer_checkpoint", ""))
-        if tok is None and (found / "config.json").is_file() and checkpoint_hash(found) == index.get("tokenizer"):
-            tok = found
-        break
+        found = _tokenizer_of(idx, index)
+        searched.append(f"{idx} (names {index.get('tokenizer_checkpoint')!r}"
+                        f"{'' if found else ', not there with hash ' + str(index.get('tokenizer'))})")
+        if found is not None:
+            tok = tok or found
+            break
+    if tokenizer is not None:
+        tok = Path(tokenizer)
     if tok is None:
+        where = "; ".join(searched) or f"no token-shard index recorded by the run or beside {run}"
         raise ModelError(f"{world}: cannot find the tokenizer its token shards were made with (hash {want}); "
-                         "pass --tokenizer DIR")
+                         f"searched: {where}. Pass --tokenizer DIR")
+    try:
+        tok_ckpt = Path(read_checkpoint_config(tok)["path"])
+    except CheckpointError as e:
+        raise ModelError(str(e)) from None
     rollouts = run.parent / "eval" / "rollouts.npz"
-    if rollouts.is_file():
-        contexts = rollouts
-    return Model(world=ckpt, tokenizer=Path(_checkpoint_meta(tok)["path"]), fps=fps,
-                 origin=origin or f"checkpoint {world}", contexts=contexts)
+    return Model(world=ckpt, tokenizer=tok_ckpt, fps=fps, origin=origin or f"checkpoint {world}",
+                 contexts=rollouts if rollouts.is_file() else None)
 
 
 def newest_demo() -> Path | None:
@@ -123,7 +137,7 @@ def newest_demo() -> Path | None:
             candidates.append(Path(json.loads(pointer.read_text())["out"]))
         except (OSError, json.JSONDecodeError, KeyError):
             pass
-    candidates.append(Path("demo-out"))                          # the demo's default --out
+    candidates.append(Path("demo-out").resolve())                 # the demo's default --out
     for out in candidates:
         if (out / "world" / "checkpoints").is_dir() and (out / "tokenizer").is_dir():
             return out
@@ -141,22 +155,23 @@ def shipped() -> Model:
                  contexts=SHIPPED / "contexts.npy", info=info)
 
 
-def resolve(checkpoint=None, tokenizer=None) -> Model:
-    """Explicit run -> newest demo -> shipped (DESIGN §7)."""
+def resolve(checkpoint=None, tokenizer=None, log=None) -> Model:
+    """Explicit run -> newest demo -> shipped (docs/runtime.md#which-model). `log` (default: stderr)
+    hears why a newest demo was passed over."""
     if checkpoint is not None:
         return from_run(checkpoint, tokenizer)
     demo = newest_demo()
     if demo is not None:
         try:
             return from_run(demo / "world", tokenizer, origin=f"the newest `ochre demo` model ({demo})")
-        except ModelError:
-            pass                                    # a half-finished demo: fall through to the shipped one
+        except ModelError as e:
+            (log or (lambda m: print(m, file=sys.stderr)))(f"ochre: not playing the newest demo: {e}")
     return shipped()
 
 
 def load(model: Model, device="cpu", impl: str = "auto"):
     """(tokenizer, dynamics, SamplingConfig) on `device`, eval mode."""
-    from ochre.train.checkpoint import load_dynamics, load_tokenizer
+    from ochre.models.checkpoint import load_dynamics, load_tokenizer
 
     tokenizer = load_tokenizer(model.tokenizer, device, impl=impl)
     dynamics, sampling, _ = load_dynamics(model.world, device, impl=impl)

@@ -1,0 +1,15 @@
+"""The names the command line offers, each defined once: the modules that own the behaviour take
+their lists from here, and `ochre --help` reads them without importing torch."""
+
+LAYOUTS = ("minerl", "vpt")                  # recording layouts `ochre synth` writes (ochre.data.synth)
+ENGINES = ("local", "ray")                   # where the data stages' work runs (ochre.parallel, ochre.cluster)
+CROPS = ("center", "squash")                 # how a non-square source becomes square (ochre.data.video)
+PRESETS = ("tiny", "base")                   # model sizes (TokenizerConfig, DynamicsConfig, recipes)
+RECIPES = ("ochre", "seed-v3")               # world-model training recipes (ochre.train.world)
+COMPARE = ("seed-v3",)                       # recipes `ochre demo --compare` trains beside ochre
+IMPLS = ("auto", "triton", "torch")          # fused-kernel implementations (ochre.kernels)
+BACKENDS = ("torch", "compiled", "onnxruntime", "tensorrt", "native")   # ochre.runtime.stepper
+EXPORT_FORMATS = ("onnx", "tensorrt", "aoti")                           # ochre.export.cli
+PRECISIONS = ("fp32", "fp16", "bf16")        # convolution/linear precisions (ochre.models.precision)
+ONNX_PRECISIONS = ("fp32", "fp16")           # what ONNX exports take (TensorRT's fp16 engines)
+CPU_PRECISIONS = ("fp32", "bf16")            # what the CPU backends run: AOTInductor packages, torch, eval

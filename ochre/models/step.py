@@ -1,0 +1,65 @@
+"""The live step: one dreamed frame's codes from the current ones, an action and a noise draw. Every
+backend runs this one function — eager (`torch`), compiled, exported to ONNX or AOTInductor — and
+`ochre eval` dreams through it too, so what is measured is what is played.
+
+Legend: B players, K codebook size, h w token grid, L ConvGRU layers.
+
+    live_step(model, tokens (B, h, w), actions (B, 4), noise (B, h, w), state, sampling)
+        -> next codes (B, h, w) int64, log-probabilities (B, h, w, K) or None, next state
+
+Sampling happens inside the step, by inverse CDF on the noise input (ochre.models.sampling): no
+host round trip between the model and its sampler, and the same noise gives the same codes on
+every backend. The noise follows one rule everywhere (NOISE), also in the C++ loop.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ochre.models.sampling import SamplingConfig, sample_mixture, sample_tokens
+
+# The noise rule of every runtime backend, `ochre eval` and ochre-native: a CPU generator seeded
+# with `seed`, one torch.rand((B, h, w)) draw per step (libtorch's mt19937 in Python and C++ alike,
+# so the same seed gives bit-identical noise).
+NOISE = "torch.rand((B, h, w), generator=torch.Generator().manual_seed(seed)), one draw per step"
+
+
+def noise_generator(seed: int) -> torch.Generator:
+    """The generator of the noise rule (NOISE)."""
+    return torch.Generator().manual_seed(seed)
+
+
+def draw_noise(gen: torch.Generator, batch: int, grid: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """One step's noise: (B, h, w) uniform in [0, 1), on the CPU (into `out` if given)."""
+    return torch.rand((batch, grid, grid), generator=gen, out=out)
+
+
+def live_step(model, tokens: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor, state: list[torch.Tensor],
+              sampling: SamplingConfig, logits: bool = False):
+    """tokens (B, h, w), actions (B, 4), noise (B, h, w), state -> next codes (B, h, w), the
+    log-probabilities they were drawn from (B, h, w, K) if `logits` (else None), next state.
+
+    With the copy prior the draw comes from the mixture's factors (sample_mixture): no (B, h, w, K)
+    tensor is written unless `logits` asks for it. Action guidance (w != 1) mixes the conditional
+    and unconditional log-probabilities, so it needs them whole; the state follows the conditional
+    branch."""
+    if sampling.guidance != 1.0:
+        lp, new_state = _guided(model, tokens, actions, state, sampling)                     # (B, h, w, K)
+        return sample_tokens(lp.movedim(-1, 1), noise, sampling), lp if logits else None, new_state
+    if model.config.copy_bias:
+        mixture, new_state = model.step(tokens, actions, state, boost=sampling.boosts, parts=True)
+        codes, lp = sample_mixture(mixture, noise, sampling, logits)
+        return codes, lp, new_state
+    lp, new_state = model.step(tokens, actions, state)                                      # (B, K, h, w)
+    return sample_tokens(lp, noise, sampling), lp.movedim(1, -1) if logits else None, new_state
+
+
+def _guided(model, tokens, actions, state, sampling):
+    """Log-probabilities uncond + w·(cond − uncond) (B, h, w, K), and the conditional next state."""
+    B = tokens.shape[0]
+    present = torch.cat([torch.ones(B, device=tokens.device), torch.zeros(B, device=tokens.device)])
+    lp, new_state = model.step(tokens.repeat(2, 1, 1), actions.repeat(2, 1),
+                               [s.repeat(2, *[1] * (s.dim() - 1)) for s in state], present=present,
+                               boost=sampling.boosts)                                       # (2B, K, h, w)
+    cond, uncond = lp[:B].movedim(1, -1), lp[B:].movedim(1, -1)
+    return uncond + sampling.guidance * (cond - uncond), [s[:B] for s in new_state]
