@@ -60,8 +60,9 @@ def _time_prepare(src: Path, work: Path, engine: Engine, repeats: int, data: str
             runs.append(time.perf_counter() - t0)
     seconds = statistics.median(runs)
     frames = summary["states_processed"]
+    source_bytes = sum(f.stat().st_size for f in src.rglob("*") if f.is_file())
     return {"stage": "prepare", "data": data, "engine": engine.name, "workers": engine.workers,
-            "recordings": summary["recordings"],
+            "recordings": summary["recordings"], "source_bytes_per_frame": source_bytes / summary["states_processed"],
             "frames": frames, "seconds_median": seconds, "seconds_runs": runs, "frames_per_s": frames / seconds}
 
 
