@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -103,6 +104,7 @@ def main(argv=None) -> int:
     from ochre.cli import main as cli
 
     cores = cpu_count()
+    load_before = os.getloadavg()
     rows = []
     vpt = f"VPT layout 640x360, {args.vpt_steps} ticks each"
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,7 +136,9 @@ def main(argv=None) -> int:
             r["seconds_per_recording_vs_local"] = (r["seconds_median"] - base["seconds_median"]) / r["recordings"]
     result = {**header("cpu"), "theme": "scale", "ray": ray.__version__, "episodes": args.episodes,
               "steps": args.steps, "vpt_episodes": args.vpt_episodes, "vpt_steps": args.vpt_steps,
-              "repeats": args.repeats, "rows": rows}
+              "repeats": args.repeats,
+              # Other work on the machine shows here (several engineers share it): 1-minute load averages.
+              "load_average_before_after": [load_before[0], os.getloadavg()[0]], "rows": rows}
     out = Path(args.out) if args.out else result_path("scale")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
