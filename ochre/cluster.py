@@ -33,7 +33,7 @@ def _import_ray():
 
 def check_reachable(address: str) -> None:
     """Fail in one line, within CONNECT_TIMEOUT_S, when nothing listens at host:port (ray.init would
-    otherwise retry for a minute before its own multi-line error)."""
+    otherwise retry for tens of seconds, printing a line each time, before its own error)."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         return                                            # "auto", or a form Ray resolves itself
@@ -53,6 +53,14 @@ def session(engine: Engine) -> Iterator:
     if ray.is_initialized():
         yield ray
         return
+    _start_or_join(ray, engine)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _start_or_join(ray, engine: Engine) -> None:
     quiet = dict(log_to_driver=False, logging_level=logging.WARNING)     # task output would break the bar
     try:
         if engine.address:
@@ -70,12 +78,8 @@ def session(engine: Engine) -> Iterator:
             # Ray turns token authentication on for a `ray start` head, but never for a driver given an address.
             hint = ("; a cluster with token authentication (`ray start`'s default) needs RAY_AUTH_MODE=token "
                     "and the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN) on this machine")
-        raise EngineError(f"cannot start or join a Ray cluster{f' at {engine.address}' if engine.address else ''}: "
-                          f"{first}{hint}") from None
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
+        where = f" at {engine.address}" if engine.address else ""
+        raise EngineError(f"cannot start or join a Ray cluster{where}: {first}{hint}") from None
 
 
 def _dead_worker_errors(ray) -> tuple[type, ...]:
