@@ -4,6 +4,7 @@ the driver killed mid-run changes nothing; a bad recording is named and skipped 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -132,8 +133,6 @@ def test_a_corrupt_recording_is_named_and_skipped_as_locally(head, src, local, t
                  "--address", head["address"]]) == 0
     assert "prepared 6/8 recordings" in capsys.readouterr().out
     assert (out / "report.json").read_bytes() == (local / "report.json").read_bytes()
-    import json
-
     skipped = {e["source"]: e["reason"] for e in json.loads((out / "report.json").read_text())["skipped"]}
     assert set(skipped) == set(BAD) and all(BAD[name] in skipped[name] for name in BAD), skipped
 
