@@ -3,7 +3,7 @@ AOTInductor packages run by `ochre-native` (C++, no Python), timed by the binary
 
     python -m ochre.bench.native [--checkpoint RUN] [--batch 1 8] [--binary build/ochre-native]
 
-Rows (DESIGN §6 bench rows): `torch` (eager), `native` (the packages through the Python backend,
+Rows (docs/runtime.md#bench-rows): `torch` (eager), `native` (the packages through the Python backend,
 ochre.runtime.native), `native-cpp` (the binary's step+decode p50/p99 over the same number of
 steps, when --binary is given). The packages are the ones `ochre bench` compiles into the cache.
 Writes bench/results/native_<device>_<date>.json.

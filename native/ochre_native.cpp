@@ -35,7 +35,7 @@ using Loader = torch::inductor::AOTIModelPackageLoader;
 const char* kUsage = R"(usage: ochre-native --packages DIR [options]
 
   --packages DIR     folder written by `ochre export CKPT --format aoti --out DIR`
-  --actions FILE     one step a line: `yaw pitch move_x move_z` (DESIGN §3.2 units, in [-1, 1]),
+  --actions FILE     one step a line: `yaw pitch move_x move_z` (docs/data.md#actions units, in [-1, 1]),
                      separated by spaces or commas; blank lines and # comments ignored; every
                      player takes the row (default: --steps rows of no-op actions)
   --context FILE     .npy: uint8 (B, H, W, 3) frames (encoded by encode.pt2) or int64 (B, h, w)

@@ -1,4 +1,4 @@
-"""The one encoding of actions (DESIGN §3.2): per-tick controls -> [yaw, pitch, move_x, move_z].
+"""The one encoding of actions (docs/data.md#actions): per-tick controls -> [yaw, pitch, move_x, move_z].
 
 Both sides call this module: `ochre prepare` on recorded ticks, live play on the ticks that
 pass between two model frames. Camera angles are **summed** over the window (the rotation

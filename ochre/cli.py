@@ -188,7 +188,7 @@ def _add_train(sub) -> None:
 def _add_eval(sub) -> None:
     p = sub.add_parser(
         "eval",
-        help="world-model metrics on held-out trajectories (DESIGN section 6)",
+        help="world-model metrics on held-out trajectories (docs/metrics.md)",
         description="Roll the model out from one real context frame on the recorded actions of "
         "held-out trajectories, with the decoding its checkpoint ships, and measure psnr@1/8/32, "
         "delta_psnr@16, yaw_response, code_usage@256 and grad_ratio@256, for the model, the "
@@ -292,7 +292,7 @@ def _add_play(sub) -> None:
         description="A pygame window: WASD to move, mouse (captured) or arrow keys to look, R to restart "
         "from another context frame, Esc to quit; fps and step latency drawn over the frame. The dream "
         "advances at the model's frame rate. --headless --actions FILE [--record OUT.mp4] plays an action "
-        "file (one step per line: yaw pitch move_x move_z, DESIGN §3.2 units) without a display.",
+        "file (one step per line: yaw pitch move_x move_z, docs/data.md#actions units) without a display.",
     )
     _add_model_args(p)
     p.add_argument("--onnx", default=None,
@@ -331,7 +331,7 @@ def _add_bench(sub) -> None:
         "and the speedup over eager torch. Warm-up and compilation excluded; every backend gets the same "
         "threads and preallocated buffers; the backends of a batch take turns in --rounds rounds. Exported "
         "backends run the folders given with --onnx/--aoti, else exports made on demand and cached (an "
-        "AOTInductor compile takes about 35 s per batch on 2 cores). Writes the DESIGN §6 JSON (default "
+        "AOTInductor compile takes about 35 s per batch on 2 cores). Writes the bench JSON of docs/runtime.md#bench-rows (default "
         "bench/results/live_<device>_<date>.json in a source checkout) and a plot beside it.",
     )
     _add_model_args(p)

@@ -115,11 +115,11 @@ def _exported(fmt: str, folder: Path, world_hash: str) -> bool:
 
 
 def _play_actions(steps: int) -> str:
-    """A scripted tour for headless play (DESIGN §7 action file): turn right, walk, turn left while
+    """A scripted tour for headless play (docs/data.md#action-files): turn right, walk, turn left while
     walking, look down and back up, in equal parts."""
     parts = [("turn right", "0.5 0 0 0"), ("walk forward", "0 0 0 1"), ("turn left, walking", "-0.5 0 0 1"),
              ("look down", "0 0.4 0 0"), ("look up", "0 -0.4 0 0")]
-    lines = ["# yaw pitch move_x move_z (DESIGN §3.2 units): the demo's headless tour"]
+    lines = ["# yaw pitch move_x move_z (docs/data.md#actions units): the demo's headless tour"]
     for i, (what, row) in enumerate(parts):
         n = steps * (i + 1) // len(parts) - steps * i // len(parts)
         lines += [f"# {what}"] + [row] * n

@@ -1,4 +1,4 @@
-"""DIR/report.md of `ochre demo`: what the run measured, for people — the DESIGN §6 metrics against
+"""DIR/report.md of `ochre demo`: what the run measured, for people — the docs/metrics.md metrics against
 the repeat-frame predictor (and a comparison recipe when the demo trained one), the PSNR plot, the
 dream videos, the speed table of `ochre bench`, and how long each stage took. Everything in it
 comes from DIR/report.json and the files beside it; links are relative, so the folder can move.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# (metric, how to read it), in the order of DESIGN §6.
+# (metric, how to read it), in the order of docs/metrics.md.
 WORLD_METRICS = [
     ("psnr@1", "dB, dream vs real one step ahead"),
     ("psnr@8", "dB, eight steps ahead"),
@@ -63,7 +63,7 @@ def render(out: Path, report: dict, command: str) -> str:
     m, bench, timings = report["metrics"], report["bench"], report["timings_s"]
     parts = [f"# ochre demo report\n\nMade by `{command}` on {bench.get('device', 'this machine')} "
              f"(git {bench.get('git_sha', '?')}, {bench.get('date', '')}).",
-             "## World model\n\nDESIGN §6 on held-out trajectories: each of "
+             "## World model\n\ndocs/metrics.md on held-out trajectories: each of "
              f"{m.get('rollouts', '?')} rollouts starts from one real frame and runs on the recorded actions, "
              f"sampling at temperature {m.get('temperature')} top-{m.get('top_k')} with the copy prior's "
              f"proposals boosted by {m.get('copy_boost')} (copies) and {m.get('fill_boost')} (fills), "

@@ -1,4 +1,4 @@
-"""`ochre eval`: the DESIGN §6 metrics of a dynamics checkpoint on held-out trajectories.
+"""`ochre eval`: the docs/metrics.md metrics of a dynamics checkpoint on held-out trajectories.
 
 Legend: N rollouts, S steps, h w token grid, H W pixels.
 
@@ -24,6 +24,7 @@ import torch
 
 from ochre.data.check import phase_shift
 from ochre.data.loader import WindowDataset, load_npy, read_index
+from ochre.data.shards import indexed_folder
 from ochre.data.video import decode_frames
 from ochre.io import atomic_path, write_json_atomic
 from ochre.models.precision import in_dtype
@@ -217,11 +218,11 @@ def evaluate(ckpt, tokens_root, out, *, compare=None, clips=None, max_rollouts: 
 
     out = Path(out)
     index = read_index(tokens_root)
-    clips = Path(clips or index.get("clips") or "")
+    clips = Path(clips) if clips else indexed_folder(tokens_root, "clips", index)
     if not (clips / "index.json").is_file():
         raise FileNotFoundError(f"clip shards of {tokens_root} not found at {clips!s}; pass --clips")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = load_tokenizer(index["tokenizer_checkpoint"], device)
+    tokenizer = load_tokenizer(indexed_folder(tokens_root, "tokenizer_checkpoint", index), device)
     trajs = heldout_trajectories(clips)
     plan = _plan(trajs, max_rollouts)
     other = _other(plan)

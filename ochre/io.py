@@ -61,11 +61,11 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
 
 def record_path(target: str | os.PathLike, base: str | os.PathLike) -> str:
     """`target` as recorded in a file inside folder `base`."""
-    target, base = Path(target).resolve(), Path(base).resolve()
+    target, base = os.path.abspath(target), os.path.abspath(base)    # symlinks kept: folders move with them
     try:
         return os.path.relpath(target, base)
     except ValueError:
-        return str(target)
+        return target
 
 
 def recorded_paths(recorded: str | None, base: str | os.PathLike) -> list[Path]:

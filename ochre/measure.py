@@ -1,6 +1,6 @@
 """What every measurement records and how it times: the environment (device, versions, git SHA,
 date) and honest summary statistics. The library's own timings (`ochre demo`'s decode bench) and
-the benchmarks in ochre.bench share it; the library never imports ochre.bench (DESIGN §2)."""
+the benchmarks in ochre.bench share it; the library never imports ochre.bench (docs/architecture.md#layout-and-layers)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The live-play loop: stepper backends, input mapping, display, gym env (ochre.runtime).
 
-Importing it registers the gymnasium id `ochre/Dream-v0` when gymnasium is installed (DESIGN §7);
+Importing it registers the gymnasium id `ochre/Dream-v0` when gymnasium is installed (docs/runtime.md);
 that is a registry entry, not a model load.
 """
 

@@ -1,6 +1,6 @@
 """Actions into the stepper: validation, live keyboard/mouse input, action files.
 
-Legend: B players; an action is [yaw, pitch, move_x, move_z] in DESIGN §3.2 units, each in [-1, 1].
+Legend: B players; an action is [yaw, pitch, move_x, move_z] in docs/data.md#actions units, each in [-1, 1].
 
 Live input goes through ochre.actions.encode_window_actions, the function `ochre prepare` encodes
 recordings with: every display tick is one row (camera degrees turned during it, keys held), and a
@@ -64,7 +64,7 @@ class ActionGuard:
         np.copyto(self.out, a)
         self.out[bad] = 0
         if np.abs(self.out).max(initial=0) > 1:
-            self._say("out_of_range", "actions outside [-1, 1] (DESIGN §3.2 units: yaw and pitch are "
+            self._say("out_of_range", "actions outside [-1, 1] (docs/data.md#actions units: yaw and pitch are "
                                       "degrees/15, movement is a key state); clamped")
             np.clip(self.out, -1, 1, out=self.out)
         return self.out
@@ -98,7 +98,7 @@ class LiveInput:
 
 
 def read_action_file(path) -> np.ndarray:
-    """DESIGN §7 action file -> float32 (S, 4): one step per line, `yaw pitch move_x move_z`,
+    """docs/data.md#action-files -> float32 (S, 4): one step per line, `yaw pitch move_x move_z`,
     spaces or commas; blank lines and # comments ignored. Raises ValueError naming the line."""
     rows = []
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):

@@ -1,4 +1,4 @@
-"""`ochre bench`: live latency of each runtime backend, the DESIGN §6 JSON and a plot.
+"""`ochre bench`: live latency of each runtime backend, the bench JSON of docs/runtime.md#bench-rows and a plot.
 
 What is timed: stepper.step(actions) — the world-model step with its in-graph sampling, the decode
 to RGB, and the frames back on the host — i.e. one live frame for B players. Warm-up steps (and

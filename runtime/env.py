@@ -1,7 +1,7 @@
 """A gymnasium Env over the stepper: `gymnasium.make("ochre/Dream-v0")`.
 
 Observation: the dreamed frame, uint8 (64, 64, 3). Action: Box(-1, 1, (4,)) float32,
-[yaw, pitch, move_x, move_z] in DESIGN §3.2 units. reset(seed=...) picks a context frame (from the
+[yaw, pitch, move_x, move_z] in docs/data.md#actions units. reset(seed=...) picks a context frame (from the
 model's real frames) with the seeded np_random and restarts the dream from it; the same seed also
 seeds the sampling noise, so a seeded episode replays exactly. A dream has no reward and never
 terminates; `max_episode_steps` (default 256) truncates it.

@@ -1,4 +1,4 @@
-"""The live stepper (DESIGN §7): context frames in, then one dreamed frame per action, for B players.
+"""The live stepper (docs/runtime.md): context frames in, then one dreamed frame per action, for B players.
 
 Legend: B players, h w token grid (16), H W pixels (64), L ConvGRU layers, C_l their widths.
 

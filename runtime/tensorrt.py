@@ -3,7 +3,7 @@
 Written against TensorRT's documented Python API (10+): deserialize_cuda_engine, one execution
 context per engine, set_tensor_address on buffers allocated once, execute_async_v3 on one stream.
 Tokens and state ping-pong between two buffer sets as in the ONNX Runtime backend, so a step only
-re-points six addresses. TensorRT cannot be installed on the development machines (DESIGN §9):
+re-points six addresses. TensorRT cannot be installed on the development machines (docs/architecture.md#what-the-machines-give):
 this path is exercised where it is, and its tests skip elsewhere.
 """
 

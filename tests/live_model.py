@@ -1,6 +1,7 @@
 """A playable model made on the spot for the export and runtime tests: the `tiny` tokenizer and
 world model with random weights, laid out as `ochre demo` lays out its output (tokenizer/, tokens/
-index naming the tokenizer by hash, world/ whose run records that hash), plus context frames."""
+index naming the tokenizer by hash and relative path, world/ whose run records that hash and the
+token shards), plus context frames."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ochre.io import record_path
 from ochre.models.checkpoint import checkpoint_hash
 from ochre.models.dynamics import Dynamics, DynamicsConfig
 from ochre.models.sampling import SamplingConfig
@@ -26,10 +28,11 @@ def make_model(root: Path, seed: int = 0, codebook_size: int = 2048) -> Path:
     tok_hash = checkpoint_hash(tok_ckpt)
     (root / "tokens").mkdir(parents=True, exist_ok=True)
     (root / "tokens" / "index.json").write_text(json.dumps({
-        "kind": "tokens", "fps": 8.0, "tokenizer": tok_hash, "tokenizer_checkpoint": str(tok_ckpt),
-        "codebook_size": codebook_size, "shards": []}))
+        "kind": "tokens", "fps": 8.0, "tokenizer": tok_hash, "codebook_size": codebook_size, "shards": [],
+        "tokenizer_checkpoint": record_path(tok_ckpt, root / "tokens")}))
     save_checkpoint(root / "world", 1, dynamics, extra={
-        "identity": {"tokens": tok_hash}, "sampling": vars(SamplingConfig()), "recipe": "ochre"})
+        "run": {"inputs": {"tokenizer": tok_hash}}, "tokens_dir": record_path(root / "tokens", root / "world"),
+        "sampling": vars(SamplingConfig()), "recipe": "ochre"})
     # Context frames: smooth colour ramps with a few edges (a random-weight tokenizer takes anything).
     y, x = np.mgrid[0:64, 0:64]
     frames = np.stack([np.stack([(x * 4 + 30 * i) % 256, (y * 4) % 256, ((x // 8 + y // 8) % 2) * 200 + 20 * i], -1)

@@ -1,4 +1,4 @@
-"""DESIGN §3.2 action encoding against hand-computed values."""
+"""docs/data.md#actions action encoding against hand-computed values."""
 
 import numpy as np
 import pytest

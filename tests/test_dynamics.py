@@ -245,23 +245,6 @@ def test_logits_are_computed_channels_last():
     assert logits.shape == (2, 64, 16, 16) and logits.movedim(1, -1).is_contiguous()
 
 
-def test_both_spellings_of_the_copy_mixture_agree():
-    """The mixture is written twice: log-softmax and a scatter (eager, and the compiled training
-    step), and a select that compilers fuse (traced without gradients: the live and exported step).
-    torch.compile under no_grad takes the second; it matches the first (fp64)."""
-    from ochre.models.dynamics import _mix
-
-    gen = torch.Generator().manual_seed(0)
-    z = torch.randn(2, 3, 5, 40, generator=gen, dtype=torch.float64) * 3
-    gate = torch.randn(2, 3, 5, generator=gen, dtype=torch.float64)
-    codes = torch.randint(0, 40, (2, 3, 5), generator=gen)
-    extra = torch.rand(2, 3, 5, generator=gen, dtype=torch.float64)
-    traced = torch.compile(_mix, fullgraph=True, dynamic=False)
-    with torch.no_grad():
-        for boost in (None, extra):
-            torch.testing.assert_close(traced(z, codes, gate, boost), _mix(z, codes, gate, boost), rtol=0, atol=1e-12)
-
-
 def test_the_mixture_samples_from_its_factors_what_its_log_probabilities_draw():
     """sample_mixture draws from the copy mixture's factors (one exp pass, no (B, h, w, K) tensor)
     the code sample_tokens draws from Mixture.log_probs(): identical in fp64, where rounding cannot

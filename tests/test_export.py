@@ -104,7 +104,7 @@ def test_cli_export_and_its_errors(world, tmp_path):
 
 
 def test_tensorrt_engines(fp32_export):
-    pytest.importorskip("tensorrt", reason="TensorRT is not installable here (DESIGN §9); the [tensorrt] extra")
+    pytest.importorskip("tensorrt", reason="TensorRT is not installable here (docs/architecture.md#what-the-machines-give); the [tensorrt] extra")
     if not torch.cuda.is_available():
         pytest.skip("TensorRT engines need a CUDA GPU")
     from ochre.export.tensorrt import build_engines

@@ -1,4 +1,4 @@
-"""Native deploy (DESIGN §8): AOTInductor export and its parity with eager torch, the `native`
+"""Native deploy (docs/native.md): AOTInductor export and its parity with eager torch, the `native`
 runtime backend (the torch backend's frames for the same seed, buffers that stay put, the action
 guard, its rows in `ochre bench` and `ochre play`), and the Triton kernels compiled ahead of time.
 The C++ loop itself is tested by ctest (CMakeLists.txt), which `.ci/run` builds and runs."""

@@ -59,3 +59,35 @@ def test_gym_env_passes_the_checker(world):
     second = [env.step(np.array([0.5, 0, 0, 1], np.float32))[0] for _ in range(3)]
     assert np.array_equal(obs, again) and all(np.array_equal(a, b) for a, b in zip(first, second))
     assert env.action_space.shape == (4,) and env.spec.max_episode_steps == 256
+
+
+def test_a_damaged_export_is_refused_in_one_line(world, tmp_path):
+    """An export folder plays only as it passed parity: altered weights or a damaged graph are
+    refused by their manifest hashes in one line ending "re-export", with a non-zero exit."""
+    import os
+
+    folder, actions = tmp_path / "onnx", tmp_path / "actions.txt"
+    actions.write_text("0 0 0 1\n")
+    env = {**os.environ, "OCHRE_CACHE": str(tmp_path / "cache")}
+
+    def ochre(*argv):
+        return subprocess.run([sys.executable, "-m", "ochre", *argv], capture_output=True, text=True, timeout=600,
+                              env=env)
+
+    r = ochre("export", str(world), "--out", str(folder))
+    assert r.returncode == 0, r.stderr[-2000:]
+    play = ("play", "--headless", "--backend", "onnxruntime", "--onnx", str(folder), "--actions", str(actions))
+    assert ochre(*play).returncode == 0
+    data = folder / "step.onnx.data"
+    with open(data, "r+b") as f:                         # 4 KiB of other weights
+        f.seek(data.stat().st_size // 2)
+        f.write(os.urandom(4096))
+    r = ochre(*play)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [f"ochre play: {data}: damaged or altered (sha256 differs from "
+                                             "manifest.json); re-export"]
+    graph = folder / "step.onnx"
+    graph.write_bytes(graph.read_bytes()[:100])
+    data.unlink()
+    r = ochre(*play)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.strip().endswith("re-export")

@@ -1,4 +1,4 @@
-"""The live stepper (DESIGN §7): backends agree, players are independent, buffers stay put, bad
+"""The live stepper (docs/runtime.md): backends agree, players are independent, buffers stay put, bad
 actions never stop the loop; live input encodes like `ochre prepare`; which model plays."""
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def test_live_input_is_prepare_encoding():
 
 
 def test_action_file(tmp_path):
-    """DESIGN §7's format, the one reader (ochre-native's C++ reader follows the same rules)."""
+    """the action-file format of docs/data.md#action-files, the one reader (ochre-native's C++ reader follows the same rules)."""
     p = tmp_path / "a.txt"
     p.write_text("# yaw pitch move_x move_z\n1 0 0 0\n\n0.5, -0.5, 1, 0  # turn\n0.25,0.1,-1,0\n")
     np.testing.assert_array_equal(read_action_file(p), np.array([[1, 0, 0, 0], [0.5, -0.5, 1, 0], [0.25, 0.1, -1, 0]],
@@ -164,15 +164,19 @@ def test_one_action_row_drives_every_player():
 
 
 def test_cli_offers_every_backend():
-    from ochre.cli import BACKEND_NAMES
+    """One list of backends: the stepper's is the CLI's (ochre.choices), for play and bench alike."""
+    from ochre.cli import build_parser
     from ochre.runtime.stepper import BACKENDS
 
-    assert BACKEND_NAMES == list(BACKENDS)
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for command in ("play", "bench"):
+        flag = next(a for a in sub[command]._actions if a.dest in ("backend", "backends"))
+        assert tuple(flag.choices) == BACKENDS
 
 
 def test_model_resolution_order(world, tmp_path, monkeypatch):
     """Explicit run -> newest `ochre demo` -> the shipped model, and each says which it is."""
-    from ochre.runtime import model as m
+    from ochre.models import lookup as m
 
     monkeypatch.setenv("OCHRE_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)

@@ -37,11 +37,11 @@ def data(tmp_path_factory):
     return root
 
 
-def _train(tokens, out, steps, resume=False, impl="torch", **kw):
+def _train(tokens, out, steps, resume=False, impl="torch", shift=None, **kw):
     cfg = DynamicsConfig(**SMALL, impl=impl)
     tcfg = WorldTrainConfig(steps=steps, batch=2, window=6, unroll=2, warmup=2, **kw)
     return train(tokens, out, cfg, tcfg, SamplingConfig(), seed=0, resume=resume, ckpt_every=3, log_every=1,
-                 progress=False)
+                 progress=False, shift=shift)
 
 
 def _weights(run):
@@ -204,3 +204,46 @@ def test_eval_writes_the_section_6_files(data, tmp_path):
     assert psnr(z["dream"][:, 8], z["real"][:, 8]).mean() == pytest.approx(m["psnr@8"])
     assert (tmp_path / "eval" / "psnr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "eval" / "dream.mp4").stat().st_size > 1000
+
+
+def test_a_run_plays_from_any_folder(data, tmp_path):
+    """Token shards and a run made with relative paths from one folder play from another: the index
+    records the clips and the tokenizer relative to itself, the run its token shards and tokenizer hash."""
+    def ochre(*argv, cwd):
+        r = subprocess.run([sys.executable, "-m", "ochre", *argv], cwd=cwd, capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r
+
+    here = tmp_path / "made_here"
+    here.mkdir()
+    (here / "clips").symlink_to(data / "clips")
+    ochre("tokenize", "clips", "--tokenizer", str(data / "tok"), "--out", "tokens", cwd=here)
+    index = json.loads((here / "tokens" / "index.json").read_text())
+    assert index["clips"] == "../clips" and not index["tokenizer_checkpoint"].startswith("/")
+    assert set(index["shift_per_unit"]) == {"yaw", "pitch"}
+    ochre("train", "tokens", "--out", "run", "--steps", "2", "--batch", "2", "--window", "6", "--unroll", "1",
+          "--shift-per-unit", "12", "12", cwd=here)
+    (tmp_path / "elsewhere").mkdir()
+    actions = tmp_path / "actions.txt"
+    actions.write_text("0.5 0 0 1\n" * 3)
+    r = ochre("play", "--headless", "--checkpoint", str(here / "run"), "--actions", str(actions),
+              cwd=tmp_path / "elsewhere")
+    assert "3 steps" in r.stdout and f"checkpoint {here / 'run'}" in r.stderr
+
+
+def test_training_stops_without_the_shift_per_unit(data, tmp_path):
+    """A token set that records no shift per unit action, whose clips cannot be found to measure it
+    again, stops the run with what to do, instead of guessing one."""
+    import shutil
+
+    tokens = tmp_path / "tokens"
+    shutil.copytree(data / "tokens", tokens)
+    index = json.loads((tokens / "index.json").read_text())
+    del index["shift_per_unit"]
+    index["clips"] = "gone"
+    (tokens / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="shift per unit action is not recorded"):
+        _train(tokens, tmp_path / "run", steps=1)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    _train(tokens, tmp_path / "run", steps=1, shift=(12.0, 12.0))

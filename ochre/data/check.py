@@ -86,7 +86,7 @@ def check(prepared, max_samples: int = 64, max_lag: int = 5) -> dict:
 
 
 def content_shift(actions: list[np.ndarray], shifts: list[np.ndarray]) -> dict:
-    """Pixels the content moves per unit of yaw and of pitch (DESIGN §3.2 units), from pairs that
+    """Pixels the content moves per unit of yaw and of pitch (docs/data.md#actions units), from pairs that
     only turn (or only look) and do not walk: the median of −shift / action, robust to the
     frames phase correlation cannot read (sky, fog). None for an axis with fewer than 16 such pairs.
 

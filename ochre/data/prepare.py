@@ -1,4 +1,4 @@
-"""`ochre prepare`: recordings -> aligned, resampled 64x64 clip shards (DESIGN §3.3).
+"""`ochre prepare`: recordings -> aligned, resampled 64x64 clip shards (docs/data.md#clip-shards-ochre-prepare-output).
 
 Plan, then work: recordings are sorted and dealt into shards of `per_shard` recordings,
 so shard j always holds the same recordings. Before any work the run's record (config and the

@@ -1,4 +1,4 @@
-"""Shards on disk (DESIGN §3.3, §3.4): the one place that reads and writes them.
+"""Shards on disk (docs/data.md): the one place that reads and writes them.
 
 An output folder of `ochre prepare` or `ochre tokenize` holds
     config.json          what made the folder: {"kind", "config", "inputs"}, written before any work

@@ -1,4 +1,4 @@
-"""Source recordings (DESIGN §3.1): find them, validate them, align frames with actions.
+"""Source recordings (docs/data.md#recordings): find them, validate them, align frames with actions.
 
 Two layouts:
   MineRL v0  DIR/{recording.mp4, rendered.npz, metadata.json}; the video starts with

@@ -4,7 +4,7 @@ One module per idea, each usable alone:
   world     `make_world(seed)`, the block world, and `walk`, a player's camera path through it
   policy    `policy(rng, steps)`: a balanced random player, camera [pitch, yaw] degrees per tick
   renderer  `render(world, poses, size)`: an exact heightmap ray caster, vectorised in numpy
-  writers   `write_minerl` / `write_vpt`: DESIGN §3.1 recordings from any frames and controls
+  writers   `write_minerl` / `write_vpt`: docs/data.md#recordings recordings from any frames and controls
   episodes  `render_episode` ties the three together; `synthesize` / `run` are the command
 
 Conventions: state t is the frame rendered before action t; action t takes state t to t+1, so

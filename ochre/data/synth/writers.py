@@ -1,4 +1,4 @@
-"""Recording writers (DESIGN §3.1): any frames and controls -> a MineRL v0 trajectory folder or a
+"""Recording writers (docs/data.md#recordings): any frames and controls -> a MineRL v0 trajectory folder or a
 VPT contractor pair, written atomically, so data tests can feed them hand-made frames.
 Legend: L loading frames, N actions, H W frame size.
 """
