@@ -112,6 +112,8 @@ def ordered_results(ray, fn: Callable, items: Iterable, *, in_flight: int | None
             ref = refs.pop(head)
             try:
                 result = ray.get(ref)
+            except ray.exceptions.RayTaskError as e:    # the work raised: the error a local run would show
+                raise (e.cause if isinstance(e.cause, Exception) else e) from None
             except dead as e:
                 if crashed is None:
                     raise EngineError(f"item {head}: its worker died on all {RETRIES + 1} tries "

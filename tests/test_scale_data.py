@@ -194,25 +194,41 @@ def test_a_killed_driver_resumes_to_the_same_bytes(head, src, local, tmp_path):
     assert _files(out) == _files(local)
 
 
-# A function Ray ships by value (this test module is not importable on the workers).
 def _crash_on_odd(x: int) -> int:
     if x % 2:
         os._exit(1)                                               # a worker that dies, as a segfault would
     return 10 * x
 
 
-def test_an_item_whose_worker_always_dies_is_reported_and_the_rest_kept(head):
+def _refuse_three(x: int) -> int:
+    if x == 3:
+        raise ValueError("three is refused")
+    return x
+
+
+@pytest.fixture
+def by_value():
+    """Ray ships this module's functions by value while the test runs (workers cannot import it)."""
     import ray.cloudpickle
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    try:
-        with ordered_map(Engine("ray", address=head["address"]), 4,
-                         crashed=lambda item, why: f"item {item}: {why}") as mapper:
-            got = list(mapper(_crash_on_odd, [0, 1, 2, 4]))
-    finally:
-        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    yield
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_an_item_whose_worker_always_dies_is_reported_and_the_rest_kept(head, by_value):
+    with ordered_map(Engine("ray", address=head["address"]), 4,
+                     crashed=lambda item, why: f"item {item}: {why}") as mapper:
+        got = list(mapper(_crash_on_odd, [0, 1, 2, 4]))
     assert got[0] == 0 and got[2:] == [20, 40]
     assert got[1].startswith("item 1: its worker process died on all 3 tries"), got[1]
+
+
+def test_an_error_in_a_task_is_the_error_a_local_run_raises(head, by_value):
+    for engine in (Engine("local", workers=1), Engine("ray", address=head["address"])):
+        with ordered_map(engine, 4) as mapper, pytest.raises(ValueError) as raised:
+            list(mapper(_refuse_three, [1, 2, 3, 4]))
+        assert type(raised.value) is ValueError and str(raised.value) == "three is refused"
 
 
 def test_tokenize_on_ray_writes_the_bytes_of_a_local_run(head, local, tmp_path):
