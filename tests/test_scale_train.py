@@ -68,8 +68,13 @@ def _torchrun(nodes: int, procs: int, argv, per_node=None) -> list[subprocess.Co
     finally:
         for p in launchers:
             if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+                # SIGTERM first: torchrun ends its workers, which sit in sessions of their own.
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
     return done
 
 
