@@ -2,6 +2,7 @@
 their lists from here, and `ochre --help` reads them without importing torch."""
 
 LAYOUTS = ("minerl", "vpt")                  # recording layouts `ochre synth` writes (ochre.data.synth)
+ENGINES = ("local", "ray")                   # where the data stages' work runs (ochre.parallel, ochre.cluster)
 CROPS = ("center", "squash")                 # how a non-square source becomes square (ochre.data.video)
 PRESETS = ("tiny", "base")                   # model sizes (DynamicsConfig, recipes)
 TOKENIZER_PRESETS = ("tiny", "small", "base")   # tokenizer sizes (TokenizerConfig)

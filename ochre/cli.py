@@ -53,7 +53,8 @@ def _add_prepare(sub) -> None:
         "(skipping MineRL loading frames), resample to --fps, and write webdataset clip shards "
         "plus index.json and report.json (every skipped input with its reason). Rerunning after "
         "an interruption finishes the shards that are missing; a rerun with other settings or "
-        "sources into the same OUT is refused (--overwrite replaces it).",
+        "sources into the same OUT is refused (--overwrite replaces it). With --engine ray each recording "
+        "is one task on a Ray cluster whose nodes all see SRC and OUT at the same paths.",
     )
     p.add_argument("src", help="folder holding recordings (searched recursively)")
     p.add_argument("out", help="output folder")
@@ -63,12 +64,25 @@ def _add_prepare(sub) -> None:
                    help="max kept frames per clip sample; longer trajectories are split (default 128)")
     p.add_argument("--per-shard", type=_positive_int, default=4,
                    help="recordings per shard (default 4; keep shards >= ranks x workers)")
-    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+    _add_engine_flags(p, "recording")
     p.add_argument("--crop", choices=choices.CROPS, default="center",
                    help="non-square video (VPT's 16:9): centre square crop (default) or squash the whole frame")
     p.add_argument("--overwrite", action="store_true",
                    help="replace OUT when it was prepared with other settings or sources (default: refuse)")
     p.set_defaults(_run="ochre.data.prepare:run")
+
+
+def _add_engine_flags(p, unit: str, local: str = "processes (default: all cores)") -> None:
+    """Where a data stage's work runs: this machine's processes, or a Ray cluster (docs/scale.md)."""
+    p.add_argument("--engine", choices=choices.ENGINES, default="local",
+                   help=f"local: processes on this machine (default); ray: one Ray task per {unit} (the [ray] "
+                   "extra); the outputs are byte-identical either way")
+    p.add_argument("--address", default=None,
+                   help="--engine ray: the cluster's head, HOST:PORT or 'auto' (default: start a private "
+                   "cluster on this machine)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help=f"local: {local}; ray: tasks at once (default: the cluster's CPUs, or GPUs with "
+                   "--device cuda)")
 
 
 def _add_data(sub) -> None:
@@ -126,13 +140,16 @@ def _add_tokenize(sub) -> None:
         "tokenize",
         help="clip shards -> token shards with a trained tokenizer",
         description="Encode every clip into 16x16 code grids (uint16) with the tokenizer checkpoint; "
-        "writes token shards in the clip shards' layout, recording the tokenizer's hash.",
+        "writes token shards in the clip shards' layout, recording the tokenizer's hash. With --engine ray "
+        "each clip shard is one task on a Ray cluster whose nodes all see CLIPS, --tokenizer and --out at the "
+        "same paths.",
     )
     p.add_argument("clips", help="output folder of `ochre prepare`")
     p.add_argument("--tokenizer", required=True, help="tokenizer run folder or checkpoint folder")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--batch", type=_positive_int, default=256, help="frames per forward (default 256)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if present)")
+    _add_engine_flags(p, "clip shard", local="ignored (one process, every core for torch)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out when it holds tokens of other clips or another tokenizer (default: refuse)")
     p.set_defaults(_run="ochre.tokenize:run")

@@ -7,6 +7,9 @@ a different configuration stops with what differs. Each shard is written atomica
 name, then rename) followed by its manifest `clips-%06d.json`; a rerun skips every shard
 whose manifest matches the plan, so an interrupted run finishes the rest and loses nothing.
 index.json and report.json are rebuilt from the manifests at the end.
+The work per recording runs on an engine (ochre.parallel: this machine's processes, or Ray tasks
+with `--engine ray`); results come back in plan order and this process alone writes, so the
+outputs are byte-identical whatever the engine or the number of workers.
 Legend: N ticks, K kept frames, S segment length (kept frames).
 """
 
@@ -16,6 +19,7 @@ import json
 import re
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,7 +36,7 @@ from ochre.data.shards import (
 from ochre.data.sources import BadRecording, Recording, find_recordings, load_recording, source_bytes
 from ochre.data.video import CROPS, encode_mp4
 from ochre.io import write_json_atomic
-from ochre.parallel import pool_size, process_map
+from ochre.parallel import Engine, EngineError, ordered_map
 
 SHARD_PATTERN = "clips-%06d"
 
@@ -75,7 +79,6 @@ def segment_bounds(k: int, segment: int) -> list[tuple[int, int]]:
 
 def process_recording(rec: Recording, cfg: PrepareConfig) -> tuple[list[dict], dict]:
     """One recording -> (webdataset samples, report entry). Never raises on bad input."""
-    t0 = time.perf_counter()
     try:
         traj = load_recording(rec, cfg.size, cfg.crop)
     except BadRecording as e:
@@ -98,9 +101,9 @@ def process_recording(rec: Recording, cfg: PrepareConfig) -> tuple[list[dict], d
             "ticks.npy": npy_bytes(ticks[a:b]),
             "json": json.dumps(meta).encode(),
         })
+    # No timings in the entry: report.json describes the data, and stays byte-identical across reruns.
     entry = {"source": rec.name, "format": rec.layout, "status": "kept", "states": len(traj.frames),
-             "frames": int(len(ticks)), "samples": len(samples), "loading_frames": traj.loading,
-             "seconds": round(time.perf_counter() - t0, 3)}
+             "frames": int(len(ticks)), "samples": len(samples), "loading_frames": traj.loading}
     if traj.notes:
         entry["notes"] = traj.notes
     return samples, entry
@@ -113,8 +116,13 @@ def _worker(job):
     try:
         return index, *process_recording(rec, cfg)
     except Exception as e:  # a bug or an input nobody anticipated: report it, keep the rest
-        return index, [], {"source": rec.name, "format": rec.layout, "status": "skipped",
-                           "reason": f"unexpected error: {type(e).__name__}: {e}"}
+        return _skipped(job, f"unexpected error: {type(e).__name__}: {e}")
+
+
+def _skipped(job, reason: str):
+    """The result of a recording that could not be prepared (also: its worker died on every try)."""
+    index, rec, _ = job
+    return index, [], {"source": rec.name, "format": rec.layout, "status": "skipped", "reason": reason}
 
 
 def _shard_done(manifest: Path, names: list[str]) -> bool:
@@ -132,14 +140,16 @@ def run_record(recordings: list[Recording], cfg: PrepareConfig) -> dict:
 
 
 def prepare(src: str | Path, out: str | Path, cfg: PrepareConfig, workers: int | None = None,
-            progress: bool = True, overwrite: bool = False) -> dict:
+            progress: bool = True, overwrite: bool = False, engine: Engine | None = None) -> dict:
     """Run (or finish) a prepare; returns the summary also printed by the CLI.
 
+    `engine` says where the recordings are processed (default: a local pool of `workers`).
     Raises OutputMismatch before any work when `out` was made by another config or source set
-    (unless `overwrite`, which replaces it)."""
+    (unless `overwrite`, which replaces it), EngineError when the engine cannot run."""
     from tqdm import tqdm
 
-    src, out = Path(src), Path(out)
+    # Absolute: a Ray worker on another node (or in another working directory) opens the same files.
+    src, out = Path(src).resolve(), Path(out)
     recordings = find_recordings(src)
     if not recordings:
         return {"recordings": 0}
@@ -154,10 +164,11 @@ def prepare(src: str | Path, out: str | Path, cfg: PrepareConfig, workers: int |
     pending = {j: len(plan[j]) for j in todo}
     results: dict[int, list] = {j: [] for j in todo}
     t0, states_done = time.perf_counter(), 0
-    workers = pool_size(workers, len(jobs))
-    bar = tqdm(total=len(jobs), unit="rec", desc="prepare", disable=not progress, file=sys.stderr)
-    # One process per core: decoding and x264 encoding are single-threaded per recording.
-    with process_map(workers) as mapper:
+    engine = engine or Engine(workers=workers)
+    # One process (or task) per core: decoding and x264 encoding are single-threaded per recording.
+    with ordered_map(engine, len(jobs), crashed=_skipped) if jobs else nullcontext(map) as mapper:
+        bar = tqdm(total=len(jobs), unit="rec", desc=f"prepare ({engine.name})", disable=not progress,
+                   file=sys.stderr)
         for j, samples, entry in mapper(_worker, jobs):
             results[j].append((samples, entry))
             states_done += entry.get("states", 0)
@@ -166,7 +177,7 @@ def prepare(src: str | Path, out: str | Path, cfg: PrepareConfig, workers: int |
             bar.set_postfix(shards=f"{len(todo) - sum(1 for v in pending.values() if v)}/{len(todo)}")
             if pending[j] == 0:
                 _finish_shard(shard_dir, j, plan[j], results.pop(j), cfg)
-    bar.close()
+        bar.close()
     summary = _write_index(out, plan, cfg, sources_digest(record["inputs"]["sources"]))
     summary.update(shards_written=len(todo), seconds=round(time.perf_counter() - t0, 2),
                    states_processed=states_done)
@@ -218,8 +229,9 @@ def run(args) -> int:
     cfg = PrepareConfig(fps=args.fps, size=args.size, segment=args.segment, per_shard=args.per_shard,
                         crop=args.crop)
     try:
-        s = prepare(args.src, args.out, cfg, workers=args.workers, overwrite=args.overwrite)
-    except (FileNotFoundError, OutputMismatch) as e:
+        engine = Engine(args.engine, args.workers, args.address)
+        s = prepare(args.src, args.out, cfg, overwrite=args.overwrite, engine=engine)
+    except (FileNotFoundError, OutputMismatch, EngineError) as e:
         print(f"ochre prepare: {e}", file=sys.stderr)
         return 2
     if s["recordings"] == 0:

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import webdataset as wds
 
 from ochre.io import atomic_path, recorded_paths, write_json_atomic
 
@@ -60,6 +59,9 @@ def write_tar(path: Path, samples: list[dict]) -> None:
 
 def tar_samples(urls: list[str]) -> Iterator[dict]:
     """Raw webdataset samples ({"__key__", ext: bytes}) of the given shards, in order."""
+    # Imported here: webdataset imports torch (2 s), which prepare's worker processes never need.
+    import webdataset as wds
+
     return wds.tarfile_to_samples()(iter([{"url": u} for u in urls]))
 
 

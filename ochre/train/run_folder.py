@@ -5,6 +5,9 @@ installed; ochre.train.common.RunLogger), and whatever the trainer evaluates at 
 checkpoint's `extra["run"]` holds the run's record ({"kind", "config", "inputs"}, the shape of a
 data folder's config.json): the settings and data that must match for a resume to continue
 the exact run. Anything else is refused on every rank alike, with one line saying what differs.
+The record holds the world size (`ranks`): the data stream is dealt by rank, so a resume on another
+number of processes is refused too. Across nodes, RUN must be one folder every node sees (rank 0
+writes, every rank reads the checkpoint to resume from); ranks that find different checkpoints stop.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def claim_run_folder(out: Path, record: dict, info: DistInfo, *, resume: bool, o
     `outputs` (what an earlier or killed run left would otherwise mix into this one's).
     """
     latest = None if overwrite else ckpt.latest_checkpoint(out)
+    _check_every_rank_sees(out, latest)
     if latest is not None and not resume:
         raise RunMismatch(f"{out} already holds a run (newest checkpoint {latest.name}): pass --resume to "
                           "continue it, --overwrite to start afresh, or another --out")
@@ -50,6 +54,17 @@ def claim_run_folder(out: Path, record: dict, info: DistInfo, *, resume: bool, o
         if resume:
             print(f"--resume: no checkpoint in {out}; starting from scratch", file=sys.stderr)
     return latest
+
+
+def _check_every_rank_sees(out: Path, latest: Path | None) -> None:
+    """Every rank must find the same newest checkpoint: across nodes, a run folder on a node's own
+    disk shows rank 0's checkpoints to rank 0 only, and the others would start afresh beside it."""
+    steps = gather_ints(-1 if latest is None else int(latest.name.removeprefix("step_")))
+    if len(set(steps)) > 1:
+        teardown()
+        raise RunMismatch(f"{out}: the ranks see different checkpoints (newest step by rank, -1 for none: {steps}); "
+                          "put --out on storage every node sees (a shared file system) and give every node the "
+                          "same --out")
 
 
 def check_every_rank_has_data(what, frames_here: int, batch: int, shards: int) -> None:
