@@ -39,7 +39,7 @@ from ochre.export.ties import TIE_TOL, code_margin, count_flips, sampling_margin
 from ochre.models.precision import PRECISIONS
 from ochre.models.step import NOISE
 
-FORMAT = "ochre-aoti/4"      # 2: step logits channels-last; 3: no logits output; 4: file hashes
+FORMAT = "ochre-aoti/5"      # 2: logits channels-last; 3: no logits output; 4: file hashes; 5: decode takes the view
 PACKAGES = ("encode", "step", "decode")
 # Parity bounds against eager torch at the package's precision over the check rollout. fp32,
 # measured on a 2-core x86 CPU for the tiny preset: state within 2e-6; 100x headroom for other

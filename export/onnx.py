@@ -30,7 +30,7 @@ from ochre.export import manifest as mf
 from ochre.export.graph import DecodeGraph, EncodeGraph, StepGraph
 from ochre.models.precision import PRECISIONS
 
-FORMAT = "ochre-onnx/3"      # 2: step logits channels-last (B, h, w, K); 3: file hashes, decode takes the view
+FORMAT = "ochre-onnx/4"      # 2: step logits channels-last (B, h, w, K); 3: file hashes; 4: decode takes the view
 GRAPHS = ("encode", "step", "decode")
 DTYPES = {k: PRECISIONS[k] for k in ("fp32", "fp16")}
 
