@@ -25,18 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return make_model(tmp_path_factory.mktemp("model"))
+def world(live_world):
+    return live_world
 
 
 @pytest.fixture(scope="module")
-def packages(world, tmp_path_factory):
-    """One AOTInductor export for the module, as `ochre play`/`ochre bench` make it on demand: batch 1,
-    three compiles (about 35 s on 2 cores), checked against eager torch over 6 steps."""
-    from ochre.runtime.exports import ensure_aoti
-
-    return ensure_aoti(from_run(world), batch=1, out=tmp_path_factory.mktemp("aoti") / "b1", check_steps=6,
-                       log=lambda m: None)
+def packages(aoti_b1):
+    return aoti_b1
 
 
 def _play(stepper, context, actions) -> np.ndarray:
