@@ -7,15 +7,16 @@ total fits an 8-minute budget with margin), then runs it:
   1. the kernel tests on the device (compiled Triton against the pure-torch references),
   2. kernel timings (nearest-code search, fused FiLM-ConvGRU step),
   3. live-play latency per runtime backend at batch 1 and 64 (torch, compiled with CUDA graphs,
-     onnxruntime on CUDA, native AOTInductor CUDA packages),
-  4. world-model train-step throughput, tiny and base (eager, compiled, compiled + Triton).
+     onnxruntime on CUDA),
+  4. world-model train-step throughput, tiny and base (eager, compiled, compiled + Triton),
+  5. the native backend's AOTInductor CUDA packages at batch 1, beside torch.
 Each stage writes bench/results/<stage>_<gpu>_<date>.json row by row as it measures (<gpu>: the
 device's full name, e.g. nvidia-h100-80gb-hbm3), so a step killed by its time limit keeps what it
 measured; a step or backend that fails is an error row and the run goes on (bench/runner.py). A
 summary goes to bench/results/gpu_<gpu>_<date>.json. Rerunning the command continues: steps done
 today by the same code are skipped (--fresh redoes them); --only reruns a part.
 
-    python -m ochre.bench --device cuda [--only kernels|train|live|STEP ...] [--fresh]
+    python -m ochre.bench --device cuda [--only kernel_tests|kernels|live|train|native|STEP ...] [--fresh]
     python -m ochre.bench --plan-only                  the plan, on any machine
     python -m ochre.bench --dry-run                    every step at toy sizes on this machine (CI runs it)
 """

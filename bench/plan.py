@@ -17,11 +17,13 @@ minute); the session's budget stops the run as a whole. The first GPU run record
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,8 +108,9 @@ class Step:
 # ---- the steps ---------------------------------------------------------------------------------
 
 def _kernel_tests(ctx: Context) -> None:
-    """tests/kernels on the device: compiled Triton against the references, every test reported
-    (no -x: one failure must not hide the others). A dry run collects them (interpreted) instead."""
+    """tests/kernels on the device: compiled Triton against the references, a row per test as it
+    finishes (bench/test_rows.py), then a summary; no -x: one failure must not hide the others. A
+    dry run collects them (interpreted) instead."""
     if not (ROOT / "tests" / "kernels").is_dir():
         raise FileNotFoundError(f"{ROOT / 'tests' / 'kernels'}: not a source checkout, no kernel tests to run")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_") and k != "TRITON_INTERPRET"}
@@ -121,31 +124,28 @@ def _kernel_tests(ctx: Context) -> None:
         ctx.emit({"collected": int(found.group(1))})
         return
     with tempfile.TemporaryDirectory() as tmp:
-        junit = Path(tmp) / "junit.xml"
-        subprocess.run([*cmd, f"--junitxml={junit}"], cwd=ROOT, env=env)
-        for row in junit_rows(junit):
-            ctx.emit(row)
+        env["OCHRE_TEST_ROWS"] = rows = str(Path(tmp) / "rows.jsonl")
+        proc = subprocess.Popen([*cmd, "-p", "ochre.bench.test_rows"], cwd=ROOT, env=env)
+        outcomes = follow_rows(proc, rows, ctx.emit)
+    counts = {k: outcomes.count(k) for k in ("passed", "failed", "skipped")}
+    ctx.emit({"tests": len(outcomes), **counts, "pytest_exit": proc.returncode})
 
 
-def junit_rows(path) -> list[dict]:
-    """A summary row of a pytest JUnit XML file, then a row per failed or erroring test."""
-    import xml.etree.ElementTree as ET
-
-    if not Path(path).is_file():
-        raise RuntimeError("pytest wrote no report (it crashed before the end; its output is above)")
-    counts, failed = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}, []
-    for case in ET.parse(path).getroot().iter("testcase"):
-        name = f"{case.get('classname')}::{case.get('name')}"
-        bad = case.find("failure") if case.find("failure") is not None else case.find("error")
-        if bad is not None:
-            counts["failed" if bad.tag == "failure" else "errors"] += 1
-            failed.append({"test": name, "error": (bad.get("message") or "").splitlines()[0][:300] if
-                           bad.get("message") else bad.tag})
-        elif case.find("skipped") is not None:
-            counts["skipped"] += 1
-        else:
-            counts["passed"] += 1
-    return [{"tests": sum(counts.values()), **counts}, *failed]
+def follow_rows(proc, path, emit, poll_s: float = 0.5) -> list[str]:
+    """Emit each JSON line `proc` appends to `path` as it appears, until it exits; the outcomes."""
+    done, outcomes = 0, []
+    while True:
+        ended = proc.poll() is not None
+        text = Path(path).read_text() if Path(path).is_file() else ""
+        lines = text[:text.rfind("\n") + 1].splitlines()          # whole lines only: one may be half written
+        for line in lines[done:]:
+            row = json.loads(line)
+            outcomes.append(row["outcome"])
+            emit(row)
+        done = len(lines)
+        if ended:
+            return outcomes
+        time.sleep(poll_s)
 
 
 def _nearest_code(ctx: Context) -> None:
@@ -199,22 +199,24 @@ LIVE = ("torch", "compiled", "onnxruntime", "tensorrt")
 
 PLAN = [
     Step("kernel_tests", "kernel_tests", "tests/kernels on the device: compiled Triton vs the torch references",
-         50, _kernel_tests),
+         40, _kernel_tests),
     Step("kernels/nearest_code", "kernels", "nearest-code search, K=2048, N 16k/64k, D 32/64, fp32/bf16: "
-         "Triton vs torch (compiled once per dtype)", 35, _nearest_code),
+         "Triton vs torch (compiled once per dtype)", 30, _nearest_code),
     Step("kernels/film_gru", "kernels", "fused FiLM-GRU step fwd+bwd at the models' (B, C), fp32/bf16: "
-         "Triton vs torch", 30, _film_gru),
+         "Triton vs torch", 25, _film_gru),
     Step("live/b1", "live", "live step + decode at batch 1: torch, compiled (CUDA graphs), onnxruntime "
-         "(CUDA, parity rerun there), native (AOTInductor CUDA packages, 3 compiles)", 85,
-         _live(0, (*LIVE, "native"))),
+         "(CUDA with onnxruntime-gpu, its parity rerun there)", 40, _live(0, LIVE)),
     Step("live/b64", "live", "live step + decode at batch 64: torch, compiled, onnxruntime", 45, _live(1, LIVE)),
     Step("train/tiny", "train", "world-model train step, tiny: eager vs compiled vs compiled + Triton "
-         "(2 compiles with backward)", 70, _world_train("tiny")),
+         "(2 compiles with backward)", 65, _world_train("tiny")),
     Step("train/base", "train", "world-model train step, base (B 64, window 16): eager vs compiled vs "
          "compiled + Triton (2 compiles with backward)", 115, _world_train("base")),
+    # Last: three AOTInductor compiles for the GPU, the least certain estimate of the plan.
+    Step("native/b1", "native", "native at batch 1 beside torch: AOTInductor CUDA packages (3 compiles, "
+         "parity on the GPU)", 70, _live(0, ("torch", "native"))),
 ]
 OPTIONAL = [
-    Step("live/native_b64", "live", "native (AOTInductor CUDA packages) at batch 64, beside torch", 70,
+    Step("native/b64", "native", "native at batch 64 beside torch: AOTInductor CUDA packages (3 compiles)", 70,
          _live(1, ("torch", "native"))),
     Step("kernels/tokenizer_train", "kernels", "tokenizer train step, base B 128: eager vs compiled vs "
          "compiled + Triton (2 compiles with backward)", 80, _tokenizer_train),

@@ -204,7 +204,10 @@ def work(stage: str, ids: list[str], device: str, out: Path, dry: bool, checkpoi
     as it comes."""
     module = importlib.import_module(plan)
     steps = [s for s in select(ids, module.PLAN, getattr(module, "OPTIONAL", [])) if s.stage == stage]
+    from ochre.models.precision import strict_fp32
+
     log = rowlog.StageLog(out, stage_header(device, dry), stage)
+    log.note(math=strict_fp32(device))      # every fp32 row on a GPU is fp32, not TF32; the header says so
     if dry:
         _dynamo_only()
     current: list[str] = []

@@ -11,13 +11,17 @@ Exported backends run the export folders given (one per batch), else ones made o
 cache (ochre.runtime.exports): ONNX for onnxruntime and tensorrt, AOTInductor for native.
 Row fields: backend, dtype, batch, fps (steps per second: each player's frame rate), step_ms_p50/p99,
 frames_per_s (batch × fps: frames for all players), speedup_vs_torch (over the fp32 eager torch row
-at the same batch), device, runs.
+at the same batch), device and runs_on (where the work ran), runs; onnxruntime rows add the
+session's providers and, on a GPU, the parity check rerun there. A backend that fails while
+prepared, in its first steps (compiles, CUDA-graph capture, the first ONNX Runtime runs) or while
+timed gets a row with `error` and `failed` (when) instead, and the others run on.
 dtype is the precision of the convolutions and linear layers (the rest of a step is fp32): every
 backend runs fp32; on a CPU with bf16 vector instructions (AVX512-BF16, AMX) compiled and native
 also run bf16, which `ochre eval --dtype bf16` measures for quality. The torch row stays fp32: the
 baseline.
-The header adds the model, the thread count, and the load average before and after, because
-these machines are shared and latency tails show it.
+The header adds the model, the thread count, the math settings (on a GPU every fp32 row runs with
+TF32 off) and the load average before and after, because these machines are shared and latency
+tails show it.
 """
 
 from __future__ import annotations

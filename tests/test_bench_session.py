@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ochre.bench import rows as rowlog
-from ochre.bench.plan import BUDGET_S, OPTIONAL, PLAN, junit_rows, select, table
+from ochre.bench.plan import BUDGET_S, OPTIONAL, PLAN, follow_rows, select, table
 from ochre.bench.runner import run_plan
 
 TESTS = Path(__file__).resolve().parent
@@ -24,7 +24,7 @@ def test_the_plan_fits_its_budget_with_margin_and_is_printed_first(capsys):
     from ochre.bench.__main__ import main
 
     assert sum(s.seconds for s in PLAN) <= 0.9 * BUDGET_S
-    assert {s.stage for s in PLAN} == {"kernel_tests", "kernels", "live", "train"}
+    assert {s.stage for s in PLAN} == {"kernel_tests", "kernels", "live", "train", "native"}
     assert main(["--plan-only"]) == 0
     out = capsys.readouterr().out
     assert all(s.id in out for s in PLAN) and "total" in out and f"{BUDGET_S} s" in out
@@ -84,16 +84,23 @@ def test_a_stage_file_is_rewritten_row_by_row_and_started_afresh_for_other_code(
         log.end("x", "finished")
 
 
-def test_kernel_test_reports_become_rows(tmp_path):
-    (tmp_path / "j.xml").write_text(
-        '<testsuites><testsuite><testcase classname="a" name="ok"/><testcase classname="a" name="bad">'
-        '<failure message="AssertionError: 3 &gt; 2&#10;more">trace</failure></testcase>'
-        '<testcase classname="b" name="skip"><skipped/></testcase></testsuite></testsuites>')
-    rows = junit_rows(tmp_path / "j.xml")
-    assert rows == [{"tests": 3, "passed": 1, "failed": 1, "errors": 0, "skipped": 1},
-                    {"test": "a::bad", "error": "AssertionError: 3 > 2"}]
-    with pytest.raises(RuntimeError, match="pytest wrote no report"):
-        junit_rows(tmp_path / "none.xml")
+def test_each_kernel_test_is_a_row_the_moment_it_finishes(tmp_path):
+    """The kernel-test step's pytest plugin and follower: a row per test as it ends (so a run its time
+    limit kills keeps what it reached), failures with their E line."""
+    (tmp_path / "test_some.py").write_text(
+        "import pytest\n"
+        "def test_ok(): pass\n"
+        "def test_bad(): assert 3 < 2, 'three is not less'\n"
+        "@pytest.mark.skip(reason='no GPU')\n"
+        "def test_skipped(): pass\n")
+    env = {**os.environ, "OCHRE_TEST_ROWS": str(tmp_path / "rows.jsonl")}
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "ochre.bench.test_rows", "-p",
+                             "no:cacheprovider", str(tmp_path / "test_some.py")], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL)
+    rows = []
+    outcomes = follow_rows(proc, tmp_path / "rows.jsonl", rows.append, poll_s=0.05)
+    assert outcomes == ["passed", "failed", "skipped"]
+    assert rows[1]["test"].endswith("test_bad") and rows[1]["error"].startswith("AssertionError: three is not less")
 
 
 def test_result_files_are_named_by_the_full_device_name(monkeypatch):
@@ -119,7 +126,7 @@ def test_the_gpu_plan_dry_runs_every_step_on_the_cpu(live_world, onnx_b1, aoti_b
     summary = json.loads(next(tmp_path.glob("dry_cpu_*.json")).read_text())
     assert {sid: e["status"] for sid, e in summary["steps"].items()} == {s.id: "done" for s in PLAN}
     rows = {stage: rowlog.read(next(tmp_path.glob(f"{stage}_dry_cpu_*.json")))["rows"]
-            for stage in ("kernel_tests", "kernels", "live", "train")}
+            for stage in ("kernel_tests", "kernels", "live", "train", "native")}
     assert all("error" not in row for stage in rows.values() for row in stage), rows
     assert rows["kernel_tests"][0]["collected"] >= 140
     timed = {(r["step"], r.get("variant") or r.get("backend")) for stage in rows.values() for r in stage
@@ -128,8 +135,8 @@ def test_the_gpu_plan_dry_runs_every_step_on_the_cpu(live_world, onnx_b1, aoti_b
                            "kernels/film_gru": ("film_gru/reference", "film_gru/compiled_ref"),
                            "train/tiny": ("world_train/eager", "world_train/compiled", "world_train/compiled+op"),
                            "train/base": ("world_train/eager", "world_train/compiled", "world_train/compiled+op"),
-                           "live/b1": ("torch", "compiled", "onnxruntime", "native"),
-                           "live/b64": ("torch", "compiled", "onnxruntime")}.items():
+                           "live/b1": ("torch", "compiled", "onnxruntime"),
+                           "live/b64": ("torch", "compiled", "onnxruntime"), "native/b1": ("torch", "native")}.items():
         assert {(step, v) for v in variants} <= timed, (step, timed)
     ort = next(r for r in rows["live"] if r["backend"] == "onnxruntime")
     assert ort["providers"] == ["CPUExecutionProvider"] and ort["runs_on"] == "cpu"

@@ -370,6 +370,23 @@ def test_lookup_kernels_compile_for_sm90(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_TRITON or INTERPRET, reason="needs triton's compiler (not the interpreter)")
+def test_the_approximate_instruction_check_sees_tl_exp_and_division():
+    """What the FiLM-GRU kernels must not contain, a plain tl.exp and `/` in fp32 do contain."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _plain_sigmoid(x_ptr, y_ptr, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        e = tl.exp(-tl.load(x_ptr + offs))
+        tl.store(y_ptr + offs, 1 / (1 + e))
+
+    ptx = _compile_sm90(_plain_sigmoid, {"x_ptr": "*fp32", "y_ptr": "*fp32"}, {"BLOCK": 128}, 4).asm["ptx"]
+    found = set(re.findall(APPROXIMATE_PTX, ptx))
+    assert {"ex2.approx.f32", "div.full.f32"} <= found or {"ex2.approx.ftz.f32", "div.full.f32"} <= found, found
+
+
+@pytest.mark.skipif(not HAS_TRITON or INTERPRET, reason="needs triton's compiler (not the interpreter)")
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp64"])
 @pytest.mark.parametrize("p", [256, 15])                              # 16x16: 1 channel a tile; 3x5: 16
 def test_film_gru_kernels_compile_for_sm90_without_spills(dtype, p, tmp_path):
