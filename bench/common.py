@@ -6,13 +6,14 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from ochre.measure import device_name, git_sha, header, stats_ms, time_calls, versions
+from ochre.measure import device_name, device_tag, git_sha, header, stats_ms, time_calls, versions
 
-__all__ = ["RESULTS", "device_name", "git_sha", "header", "result_path", "stats_ms", "time_calls", "versions"]
+__all__ = ["RESULTS", "device_name", "device_tag", "git_sha", "header", "result_path", "stats_ms", "time_calls",
+           "versions"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def result_path(theme: str, device: str = "cpu") -> Path:
-    tag = "cpu" if not device.startswith("cuda") else device_name(device).split()[-1].lower()
-    return RESULTS / f"{theme}_{tag}_{_dt.date.today().isoformat()}.json"
+def result_path(theme: str, device: str = "cpu", root: Path = RESULTS) -> Path:
+    """root/<theme>_<device tag>_<date>.json (device_tag: "cpu", or the GPU's full name)."""
+    return Path(root) / f"{theme}_{device_tag(device)}_{_dt.date.today().isoformat()}.json"

@@ -14,14 +14,18 @@ The package folder (`ochre export CKPT --format aoti --out DIR`):
   shapes.txt     the static shapes, one "name n1 n2 ..." line each (`batch`, `grid`, `frame`,
                  one `state` line per layer): what the C++ loop allocates; `#` lines are comments
   context.npy    uint8 (B, H, W, 3): real context frames of the model, the default start of a dream
-  manifest.json  format, batch, dtype, grid, state shapes, sampling, noise rule, fps, sources (checkpoint
-                 paths and hashes), parity report, torch version, CPU capability and the sha256 of
-                 every file (export/manifest.py); written last, once the parity check has passed,
-                 and verified on load, so a runtime never loads an unchecked, half-written or
-                 altered folder (read_manifest)
-AOTInductor compiles the graphs to C++ (CPU) or Triton (CUDA) and links them into the package;
-the weights are constants inside it. The step graph uses the pure-torch FiLM-GRU (a Python
-custom op cannot be packaged); Inductor fuses the gate arithmetic itself.
+  manifest.json  format, batch, dtype, device, grid, state shapes, sampling, noise rule, fps, sources
+                 (checkpoint paths and hashes), parity report, torch version, what the code was
+                 compiled for (the CPU's vector ISA, or the GPU's name and sm_XY architecture) and
+                 the sha256 of every file (export/manifest.py); written last, once the parity check
+                 has passed, and verified on load, so a runtime never loads an unchecked,
+                 half-written or altered folder, or one compiled for another machine (read_manifest)
+AOTInductor compiles the graphs to C++ (device "cpu") or to Triton kernels and a C++ launcher
+(device "cuda", cubins for this GPU's architecture inside the package) and links them into the
+package; the weights are constants inside it. The step graph uses the pure-torch FiLM-GRU (a Python
+custom op cannot be packaged); Inductor fuses the gate arithmetic itself, into Triton kernels on CUDA.
+A CUDA package's inputs and outputs live on the GPU; the parity check runs eager torch on the same
+GPU with TF32 off (ochre.models.precision.strict_fp32), as the runtime does.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from ochre.export import manifest as mf
 from ochre.export.graph import DecodeGraph, EncodeGraph, StepGraph
 from ochre.export.parity import ParityError
 from ochre.export.ties import TIE_TOL, code_margin, count_flips, sampling_margin
-from ochre.models.precision import PRECISIONS
+from ochre.models.precision import PRECISIONS, strict_fp32
 from ochre.models.step import NOISE
 
 FORMAT = "ochre-aoti/5"      # 2: logits channels-last; 3: no logits output; 4: file hashes; 5: decode takes the view
@@ -64,6 +68,36 @@ def cpu_capability() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
+def cuda_arch(index: int = 0) -> str:
+    """The architecture a CUDA package's cubins are compiled for ("sm_90" on an H100): they run on
+    that architecture only."""
+    major, minor = torch.cuda.get_device_capability(index)
+    return f"sm_{major}{minor}"
+
+
+def compiled_for(device: str) -> dict:
+    """What a package compiled here for `device` is tied to (recorded in the manifest)."""
+    if device == "cuda":
+        return {"device": "cuda", "cuda_arch": cuda_arch(), "gpu": torch.cuda.get_device_name(0)}
+    if device != "cpu":
+        raise ValueError(f"AOTInductor packages are compiled for cpu or cuda, not {device!r}")
+    return {"device": "cpu", "cpu_capability": cpu_capability()}
+
+
+def _check_machine(folder, m: dict) -> None:
+    """Refuse a package compiled for another kind of machine than this one, naming the fix."""
+    if m.get("device", "cpu") == "cuda":
+        if not torch.cuda.is_available():
+            raise mf.ExportError(f"{folder}: compiled for CUDA ({m.get('gpu')}, {m.get('cuda_arch')}), and torch sees "
+                                 "no CUDA GPU here; re-export with --device cpu")
+        if m.get("cuda_arch") != cuda_arch():
+            raise mf.ExportError(f"{folder}: compiled for {m.get('cuda_arch')} GPUs, this one is {cuda_arch()}; "
+                                 "re-export here")
+    elif m.get("cpu_capability", cpu_capability()) != cpu_capability():
+        raise mf.ExportError(f"{folder}: compiled for {m['cpu_capability']} CPUs, this one is {cpu_capability()}; "
+                             "re-export here")
+
+
 FILES = (*(f"{n}.pt2" for n in PACKAGES), "shapes.txt", "context.npy")
 
 
@@ -79,9 +113,7 @@ def read_manifest(folder) -> dict:
                              "(AOTInductor packages are tied to the torch that made them); re-export")
     if m.get("dtype", "fp32") not in DTYPES:
         raise mf.ExportError(f"{folder}: dtype {m.get('dtype')!r} is not one of {sorted(DTYPES)}; re-export")
-    if m.get("cpu_capability", cpu_capability()) != cpu_capability():
-        raise mf.ExportError(f"{folder}: compiled for {m['cpu_capability']} CPUs, this one is {cpu_capability()}; "
-                             "re-export here")
+    _check_machine(folder, m)
     return m
 
 
@@ -98,10 +130,13 @@ def _compile(graph: torch.nn.Module, inputs: tuple, path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def _write_shapes(out: Path, step: StepGraph, batch: int) -> None:
+def _write_shapes(out: Path, step: StepGraph, batch: int, device: str) -> None:
     g = step.model.config.grid
-    lines = [f"# {FORMAT}: static shapes of the packages in this folder", f"batch {batch}", f"grid {g}",
-             "frame 64 64 3", *(f"state {' '.join(map(str, s))}" for s in step.state_shapes)]
+    lines = [f"# {FORMAT}: static shapes of the packages in this folder, and the device their inputs live on",
+             f"batch {batch}", f"grid {g}", "frame 64 64 3",
+             *(f"state {' '.join(map(str, s))}" for s in step.state_shapes)]
+    if device != "cpu":                                      # no line: cpu (folders made before there was one)
+        lines.append(f"device {device}")
     (out / "shapes.txt").write_text("\n".join(lines) + "\n")
 
 
@@ -141,17 +176,18 @@ def _assert_within(report: dict) -> dict:
 
 @torch.no_grad()
 def check_parity(out, step: StepGraph, encode: EncodeGraph, decode: DecodeGraph, steps: int = 16,
-                 seed: int = 0, dtype: str = "fp32") -> dict:
+                 seed: int = 0, dtype: str = "fp32", device: str = "cpu") -> dict:
     """Packages vs eager torch on a `steps`-step rollout from the folder's context frames, random actions.
 
     Tokens are teacher-forced on the package's own: each step the eager graph starts from the
     tokens the package produced, so one allowed near-tie flip does not cascade into a different
     dream. `step` is the eager graph with logits (StepGraph(logits=True)), for the near-ties.
     Raises ParityError on a flip that is not a near-tie, or state/frames
-    beyond the bounds; returns the measured report.
+    beyond the bounds; returns the measured report. Packages and eager graphs run on `device`; the
+    actions and noise are drawn on the CPU, as the runtime draws them.
     """
     pkg = load_packages(out)
-    frames = torch.from_numpy(np.load(Path(out) / "context.npy"))
+    frames = torch.from_numpy(np.load(Path(out) / "context.npy")).to(device)
     B = frames.shape[0]
     report = _new_report(steps, B, dtype)
     tokens, eager_tokens = pkg["encode"](frames), encode(frames)
@@ -160,12 +196,12 @@ def check_parity(out, step: StepGraph, encode: EncodeGraph, decode: DecodeGraph,
     report["encode"] = count_flips(eager_tokens.flatten(), tokens.flatten(),
                                    code_margin(z, tok.codebook, eager_tokens.flatten(), tokens.flatten()))
     gen = torch.Generator().manual_seed(seed)
-    state = [torch.zeros(B, *s) for s in step.state_shapes]
+    state = [torch.zeros(B, *s, device=device) for s in step.state_shapes]
     eager_state = [s.clone() for s in state]
     err = report["max_abs_err"]
     for _ in range(steps):
-        actions = torch.rand(B, 4, generator=gen) * 2 - 1
-        noise = torch.rand(B, *tokens.shape[1:], generator=gen)
+        actions = (torch.rand(B, 4, generator=gen) * 2 - 1).to(device)
+        noise = torch.rand(B, *tokens.shape[1:], generator=gen).to(device)
         nxt, *state = pkg["step"](tokens, actions, noise, *state)
         eager_state = _eager_step(step, decode, tokens, actions, noise, eager_state, nxt,
                                   pkg["decode"](nxt, state[-1]), report)
@@ -190,11 +226,12 @@ def replay_eager(step: StepGraph, decode: DecodeGraph, tokens, frames, actions, 
 
 
 def export_aoti(model, out, *, batch: int = 1, check_steps: int = 16, seed: int = 0,
-                guidance: float | None = None, dtype: str = "fp32", log=print) -> dict:
+                guidance: float | None = None, dtype: str = "fp32", device: str = "cpu", log=print) -> dict:
     """Compile the three packages of a resolved model (ochre.models.lookup.Model) for `batch` players
-    into `out` and check them; returns the manifest. guidance overrides the checkpoint's (it is
-    baked into the step graph); dtype is the precision of the step's and the decoder's convolutions
-    and linear layers (DTYPES; the encoder, run once per reset, stays fp32)."""
+    on `device` ("cpu": C++; "cuda": Triton kernels for this GPU) into `out` and check them there;
+    returns the manifest. guidance overrides the checkpoint's (it is baked into the step graph);
+    dtype is the precision of the step's and the decoder's convolutions and linear layers (DTYPES;
+    the encoder, run once per reset, stays fp32)."""
     from dataclasses import asdict, replace
 
     from ochre.models.checkpoint import checkpoint_hash, read_checkpoint_config
@@ -204,7 +241,11 @@ def export_aoti(model, out, *, batch: int = 1, check_steps: int = 16, seed: int 
         raise ValueError(f"batch must be >= 1, got {batch}")
     if dtype not in DTYPES:
         raise ValueError(f"AOTInductor packages are {' or '.join(DTYPES)}, not {dtype!r}")
-    tok, dyn, sampling = load(model, "cpu", impl="torch")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but torch sees no CUDA GPU (AOTInductor compiles for the GPU it runs on)")
+    machine = compiled_for(device)                            # raises on a device packages cannot target
+    strict_fp32(device)
+    tok, dyn, sampling = load(model, device, impl="torch")
     if guidance is not None:
         sampling = replace(sampling, guidance=guidance)
     if tok.config.codebook_size != dyn.config.codebook_size:
@@ -223,19 +264,18 @@ def export_aoti(model, out, *, batch: int = 1, check_steps: int = 16, seed: int 
     contexts = model.context_frames()
     frames = np.ascontiguousarray(contexts[np.arange(batch) % len(contexts)])      # (B, H, W, 3)
     np.save(out / "context.npy", frames)
-    example = step.example_inputs(batch)
+    example = step.example_inputs(batch, device)
     seconds = {}
-    for name, graph, inputs in (("encode", encode, (torch.from_numpy(frames),)), ("step", live, example),
+    for name, graph, inputs in (("encode", encode, (torch.from_numpy(frames).to(device),)), ("step", live, example),
                                 ("decode", decode, (example[0], example[-1]))):
-        log(f"compiling {name}.pt2 (batch {batch}) ...")
+        log(f"compiling {name}.pt2 (batch {batch}, {device}) ...")
         seconds[name] = round(_compile(graph, inputs, out / f"{name}.pt2"), 1)
-    _write_shapes(out, step, batch)
-    parity = check_parity(out, step, encode, decode, check_steps, seed, dtype) if check_steps else None
+    _write_shapes(out, step, batch, device)
+    parity = check_parity(out, step, encode, decode, check_steps, seed, dtype, device) if check_steps else None
     manifest = {"format": FORMAT, "batch": batch, "dtype": dtype, "grid": dyn.config.grid,
                 "codebook_size": dyn.config.codebook_size,
                 "state_shapes": [list(s) for s in step.state_shapes], "sampling": asdict(sampling), "noise": NOISE,
                 "fps": model.fps, "sources": sources, "packages": {n: f"{n}.pt2" for n in PACKAGES},
-                "compile_s": seconds, "parity": parity, "torch": torch.__version__,
-                "cpu_capability": cpu_capability()}
+                "compile_s": seconds, "parity": parity, "torch": torch.__version__, **machine}
     mf.write(out, manifest, FILES)
     return read_manifest(out)

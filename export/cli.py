@@ -1,5 +1,5 @@
 """`ochre export CKPT --out DIR`: ONNX (fp32 | fp16) with its parity check, TensorRT engines, or
-AOTInductor packages (`--format aoti`, export/aoti.py).
+AOTInductor packages (`--format aoti`, export/aoti.py) for the CPU or, with --device cuda, the GPU.
 
 ONNX writes DIR/{encode,step,decode}.onnx, DIR/contexts.npy (context frames, so the folder plays on
 its own) and, once the parity check has passed, DIR/manifest.json holding the parity report and the
@@ -19,26 +19,34 @@ import numpy as np
 from ochre.export.parity import ParityError
 
 
-def export_model(model, out, *, dtype: str = "fp32", batch: int = 1, guidance: float | None = None,
-                 steps: int | None = None, log=print) -> dict:
-    """Export a resolved model (ochre.models.lookup.Model) to ONNX in `out`; check parity; return the manifest."""
+def _graphs(model, dtype: str, guidance: float | None = None):
+    """(graphs at dtype, graphs in fp32, sampling) of a resolved model, on the CPU."""
     import dataclasses
 
     import torch
 
     from ochre.export import onnx as ox
-    from ochre.export import parity
-    from ochre.io import write_json_atomic
-    from ochre.models.checkpoint import checkpoint_hash, read_checkpoint_config
     from ochre.models.lookup import load
 
-    out = Path(out)
     tokenizer, dynamics, sampling = load(model, "cpu", impl="torch")
     if guidance is not None:
         sampling = dataclasses.replace(sampling, guidance=guidance)
     torch.manual_seed(0)
     graphs = ox.build_graphs(tokenizer, dynamics, sampling, dtype)
     fp32 = graphs if dtype == "fp32" else ox.build_graphs(tokenizer, dynamics, sampling, "fp32")
+    return graphs, fp32
+
+
+def export_model(model, out, *, dtype: str = "fp32", batch: int = 1, guidance: float | None = None,
+                 steps: int | None = None, log=print) -> dict:
+    """Export a resolved model (ochre.models.lookup.Model) to ONNX in `out`; check parity; return the manifest."""
+    from ochre.export import onnx as ox
+    from ochre.export import parity
+    from ochre.io import write_json_atomic
+    from ochre.models.checkpoint import checkpoint_hash, read_checkpoint_config
+
+    out = Path(out)
+    graphs, fp32 = _graphs(model, dtype, guidance)
     sources = {name: {"checkpoint": str(path), "hash": checkpoint_hash(path),
                       "step": read_checkpoint_config(path)["step"]}
                for name, path in (("tokenizer", model.tokenizer), ("world", model.world))}
@@ -58,6 +66,21 @@ def export_model(model, out, *, dtype: str = "fp32", batch: int = 1, guidance: f
     return ox.read_manifest(out)
 
 
+def device_parity(model, folder, device: str, steps: int = 8) -> dict:
+    """The export folder's parity check again, ONNX Runtime on `device` (the GPU a benchmark times it
+    on: its kernels are not the CPU's); raises ParityError on failure, returns the report."""
+    from ochre.export import onnx as ox
+    from ochre.export import parity
+
+    m = ox.read_manifest(folder)
+    graphs, fp32 = _graphs(model, m["dtype"], m["sampling"]["guidance"])
+    report = parity.check_export(graphs, fp32, folder, m["dtype"], m["batch"], steps=steps, device=device)
+    if not report["passed"]:
+        raise ParityError(f"{folder}: onnxruntime on {device} does not match eager torch: "
+                          + "; ".join(report["failures"]))
+    return report
+
+
 def summary(report: dict) -> str:
     s, e, d = report["step"], report["encode"], report["decode"]
     return (f"parity passed: logits max error {s['ort_error']['logits']:.2e} "
@@ -72,12 +95,12 @@ def _aoti_summary(m: dict) -> str:
     check = "" if p is None else (
         f"parity vs eager over {p['steps']} steps: {p['step']['differ']} of {p['step']['tokens']} tokens differ, "
         f"all near-ties; state within {p['max_abs_err']['state']:.1e}, frames within {p['max_abs_err']['frames']}\n")
-    return check + (f"wrote {', '.join(m['packages'].values())} (batch {m['batch']}, {m['dtype']}; "
-                    f"compile s {m['compile_s']})")
+    return check + (f"wrote {', '.join(m['packages'].values())} (batch {m['batch']}, {m['dtype']}, "
+                    f"{m.get('device', 'cpu')}; compile s {m['compile_s']})")
 
 
 def run(args) -> int:
-    from ochre.export import aoti, onnx
+    from ochre.export import aoti, onnx, ort
     from ochre.models.checkpoint import CheckpointError
     from ochre.models.lookup import ModelError, from_run
 
@@ -91,16 +114,20 @@ def run(args) -> int:
         model = from_run(args.checkpoint, args.tokenizer)
         if args.format == "aoti":                    # the native deploy path (export/aoti.py)
             m = aoti.export_aoti(model, args.out, batch=args.batch, check_steps=args.check_steps, seed=args.seed,
-                                 guidance=args.guidance, dtype=args.dtype, log=log)
+                                 guidance=args.guidance, dtype=args.dtype, device=args.device, log=log)
             print(_aoti_summary(m) + f" -> {args.out}")
             return 0
         manifest = export_model(model, args.out, dtype=args.dtype, batch=args.batch, guidance=args.guidance, log=log)
+        if args.device != "cpu":                     # an ONNX file runs anywhere; check it where it will run
+            report = device_parity(model, args.out, args.device)
+            log(f"parity on {args.device}: " + summary(report).removeprefix("parity passed: "))
         if args.format == "tensorrt":
             from ochre.export.tensorrt import build_engines
 
             engines = build_engines(args.out, log=log)
             manifest["tensorrt"] = {name: str(p.name) for name, p in engines.items()}
-    except (ModelError, CheckpointError, FileNotFoundError, ValueError, ParityError, RuntimeError) as e:
+    except (ModelError, CheckpointError, FileNotFoundError, ValueError, ParityError, RuntimeError, ImportError,
+            *ort.errors()) as e:          # onnxruntime's own errors are not RuntimeError (export/ort.py)
         print(f"ochre export: {e}", file=sys.stderr)
         return 2
     print(json.dumps({k: manifest[k] for k in ("batch", "dtype", "fps", "sampling")}))

@@ -18,6 +18,9 @@ state runs on), so all S steps stay comparable.
 Encode: tokens equal to eager torch at the same precision on >= 99.9 % (fp32) / 99 % (fp16) of
 positions (nearest-code near-ties). Decode: uint8 frames within max(2·e_torch, 1) levels of the
 fp64 decode (x·255 rounds at .5: one level is the rounding itself).
+ONNX Runtime runs on the device asked (`device`): an export is checked on the CPU when it is made,
+and again on the GPU before the GPU's rows are measured (export/cli.py device_parity); the torch
+sides and the fp64 reference stay on the CPU, the same yardstick for both.
 """
 
 from __future__ import annotations
@@ -58,10 +61,10 @@ def near_ties(logits: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig, tol: f
 
 
 class _Ort:
-    def __init__(self, path: Path):
-        import onnxruntime as ort
+    def __init__(self, path: Path, device: str = "cpu"):
+        from ochre.export import ort
 
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.session = ort.session(path, device)
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, *args: torch.Tensor) -> list[torch.Tensor]:
@@ -103,14 +106,14 @@ class _Side:
 
 @torch.no_grad()
 def check_step(step_graph: StepGraph, fp32_graph: StepGraph, ort_path: Path, dtype: str, batch: int,
-               seed: int = 0, steps: int = ROLLOUT_STEPS) -> dict:
+               seed: int = 0, steps: int = ROLLOUT_STEPS, device: str = "cpu") -> dict:
     """One step on random inputs (the whole state range, not only a rollout's), then a `steps`-step
     rollout from a random context and zero state with actions sweeping [-1, 1]; see the module doc.
     step_graph: eager torch at the export's precision; fp32_graph: the same model in fp32 (the
     fp64 reference is made from it)."""
     cfg = step_graph.sampling
     ref = StepGraph(fp32_graph.model, cfg, torch.float64)
-    ort = _Ort(ort_path)
+    ort = _Ort(ort_path, device)
     gen = torch.Generator().manual_seed(seed)
     tokens, actions, noise, *state = step_graph.example_inputs(batch)
     zeros = [torch.zeros_like(s) for s in state]
@@ -147,14 +150,14 @@ def check_step(step_graph: StepGraph, fp32_graph: StepGraph, ort_path: Path, dty
 
 
 @torch.no_grad()
-def check_encode(encode_graph, ort_path: Path, dtype: str, batch: int, seed: int = 0) -> dict:
+def check_encode(encode_graph, ort_path: Path, dtype: str, batch: int, seed: int = 0, device: str = "cpu") -> dict:
     """Random frames and smooth ones (random frames make many near-equidistant codes)."""
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randint(0, 256, (batch, 64, 64, 3), dtype=torch.uint8, generator=gen)
     ramp = torch.linspace(0, 255, 64)
     smooth = (ramp[None, :, None, None] * torch.rand(batch, 1, 1, 3, generator=gen)
               + ramp[None, None, :, None] * torch.rand(batch, 1, 1, 3, generator=gen)).clamp(0, 255).to(torch.uint8)
-    ort, agree, total = _Ort(ort_path), 0, 0
+    ort, agree, total = _Ort(ort_path, device), 0, 0
     for frames in (noise, smooth):
         a, b = encode_graph(frames), ort(frames)[0]
         agree, total = agree + int((a == b).sum()), total + a.numel()
@@ -166,12 +169,12 @@ def check_encode(encode_graph, ort_path: Path, dtype: str, batch: int, seed: int
 
 @torch.no_grad()
 def check_decode(decode_graph, fp32_graph: DecodeGraph, ort_path: Path, dtype: str, batch: int,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, device: str = "cpu") -> dict:
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, fp32_graph.tokenizer.config.codebook_size, (batch, 16, 16), generator=gen)
     view = torch.rand(batch, VIEW, generator=gen) - 0.5              # sub-token shifts, a zoom within ±0.5
     ref = DecodeGraph(fp32_graph.tokenizer, torch.float64)
-    r, e, o = ref(tokens, view.double()), decode_graph(tokens, view), _Ort(ort_path)(tokens, view)[0]
+    r, e, o = ref(tokens, view.double()), decode_graph(tokens, view), _Ort(ort_path, device)(tokens, view)[0]
     e_torch, e_ort = _err(e, r), _err(o, r)
     tol = max(2 * e_torch, 1.0)
     report = {"eager_error": e_torch, "ort_error": e_ort, "tolerance": tol,
@@ -183,14 +186,18 @@ def check_decode(decode_graph, fp32_graph: DecodeGraph, ort_path: Path, dtype: s
 
 
 def check_export(graphs: dict, fp32_graphs: dict, onnx_dir, dtype: str, batch: int,
-                 steps: int = ROLLOUT_STEPS) -> dict:
-    """Every check; report["failures"] lists what failed (empty: passed)."""
+                 steps: int = ROLLOUT_STEPS, device: str = "cpu") -> dict:
+    """Every check, ONNX Runtime on `device` (the torch sides and the reference on the CPU);
+    report["failures"] lists what failed (empty: passed)."""
     onnx_dir = Path(onnx_dir)
     report = {
-        "step": check_step(graphs["step"], fp32_graphs["step"], onnx_dir / "step.onnx", dtype, batch, steps=steps),
-        "encode": check_encode(graphs["encode"], onnx_dir / "encode.onnx", dtype, batch),
-        "decode": check_decode(graphs["decode"], fp32_graphs["decode"], onnx_dir / "decode.onnx", dtype, batch),
+        "step": check_step(graphs["step"], fp32_graphs["step"], onnx_dir / "step.onnx", dtype, batch, steps=steps,
+                           device=device),
+        "encode": check_encode(graphs["encode"], onnx_dir / "encode.onnx", dtype, batch, device=device),
+        "decode": check_decode(graphs["decode"], fp32_graphs["decode"], onnx_dir / "decode.onnx", dtype, batch,
+                               device=device),
     }
     report["failures"] = [f for part in report.values() for f in part["failures"]]
     report["passed"] = not report["failures"]
+    report["device"] = device
     return report

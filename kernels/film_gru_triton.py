@@ -8,8 +8,12 @@ tensors in all; fused, it reads gx, gh, h (7 of them) and writes h' (1). The bac
 recomputes the gates from the inputs instead of saving them: it reads 8 and writes 7.
 One program owns (b, BLOCK_C channels) and walks all P positions, so the FiLM gradients
 (sums over P) are reduced in registers: no atomics, and the same bits on every run.
-σ and tanh are built from exp; the ulp figures below are interpreted (numpy's exp). On CUDA
-tl.exp is the faster ex2.approx: the GPU tests hold the kernel to the same 2x-torch bound.
+σ and tanh are built from exp(−|x|) and a division, both written so that the interpreter and sm_90
+compute them alike: in fp32, tl.exp compiles to ex2.approx of a rounded x·log2(e) (a few ulp at
+|x| ~ 10) and `/` to the approximate div.full, so fp32 uses `_exp_neg` (range reduction by ln 2 and a
+polynomial: plain multiply-adds, IEEE on both) and div_rn (IEEE division). fp64 keeps tl.exp and
+`/`, which are precise there. tests/test_kernels.py checks the sm_90 PTX holds no approximate
+instruction; the ulp figures below are interpreted.
 """
 
 from __future__ import annotations
@@ -29,13 +33,44 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 @triton.jit
-def _sigmoid(x):
+def _exp_neg(x, ACC: tl.constexpr):
+    """exp(x) for x <= 0. fp32: x = n·ln2 + r with |r| <= ln2/2 (Cody-Waite: ln2 split in a 9-bit
+    high part, so n·ln2_hi is exact), exp(r) by Cephes' expf polynomial (peak error 2.3e-7
+    relative), times 2^n built from its exponent bits. Below −87, where 2^n would leave the normal
+    range, it returns exp(−87) = 1.6e-38 instead of a smaller number: nothing here can tell them
+    apart (σ(−87) and its gradient are below every tolerance by 30 orders of magnitude)."""
+    if ACC == tl.float32:
+        x = tl.maximum(x, -87.0)
+        n = tl.floor(x * 1.4426950408889634 + 0.5)                    # round(x / ln 2), in [−125, 0]
+        r = (x - n * 0.693359375) - n * -2.12194440e-4                # x − n·ln2, ln2 = hi + lo
+        p = 1.9875691500e-4 * r + 1.3981999507e-3
+        p = p * r + 8.3334519073e-3
+        p = p * r + 4.1665795894e-2
+        p = p * r + 1.6666665459e-1
+        p = p * r + 5.0000001201e-1
+        scale = ((n.to(tl.int32) + 127) << 23).to(tl.float32, bitcast=True)     # 2^n, exact
+        return (p * r * r + r + 1.0) * scale
+    else:
+        return tl.exp(x)
+
+
+@triton.jit
+def _div(a, b, ACC: tl.constexpr):
+    """a / b rounded to nearest (fp32's `/` is the approximate div.full on CUDA)."""
+    if ACC == tl.float32:
+        return tl.math.div_rn(a, b)
+    else:
+        return a / b
+
+
+@triton.jit
+def _sigmoid(x, ACC: tl.constexpr):
     """σ(x) and 1 − σ(x) = σ(−x), from E = exp(−|x|) in (0, 1]: unlike tl.sigmoid's exp(−x) it
     never overflows, and 1 − σ (for σ' = σ(1 − σ) and d h = g(1 − z)) keeps its relative
     accuracy where the gate saturates instead of cancelling. Over [−12, 12] in fp32: mean
-    error 0.43 ulp (torch 0.44)."""
-    e = tl.exp(-tl.abs(x))
-    q = e / (1 + e)                                                    # σ(−|x|) <= 1/2
+    error 0.37 ulp, max 2.1 (torch 0.44, 1.9); _exp_neg alone: mean 0.27, max 0.94."""
+    e = _exp_neg(-tl.abs(x), ACC)
+    q = _div(e, 1 + e, ACC)                                           # σ(−|x|) <= 1/2
     return tl.where(x >= 0, 1 - q, q), tl.where(x >= 0, q, 1 - q)
 
 
@@ -46,12 +81,12 @@ def _tanh(x, ACC: tl.constexpr):
     1 − 2e/(1 + e) keeps 1 − |tanh| exact in relative terms near saturation, and the derivative
     4e/(1 + e)² needs no 1 − n² (from a rounded n that gave gradients ~3x torch's error).
     Near 0 the subtraction cancels (~1e-7 absolute), so fp32 takes the Taylor series to x¹⁷
-    below 0.55 (truncation < 0.1 ulp; beyond it e <= 1/3). Over [−12, 12]: mean error 0.22 ulp
-    (torch 0.21), where (1 − e)/(1 + e) alone averaged 1.15.
+    below 0.55 (truncation < 0.1 ulp; beyond it e <= 1/3). Over [−12, 12]: mean error 0.20 ulp,
+    max 1.3 (torch 0.20, 0.51), where (1 − e)/(1 + e) alone averaged 1.15.
     """
     a = tl.abs(x)
-    e = tl.exp(-2 * a)
-    t = 1 - 2 * e / (1 + e)
+    e = _exp_neg(-2 * a, ACC)
+    t = 1 - _div(2 * e, 1 + e, ACC)
     if ACC == tl.float32:
         a_s = tl.minimum(a, 0.55)                                      # the series overflows at large |x|
         a2 = a_s * a_s
@@ -63,7 +98,7 @@ def _tanh(x, ACC: tl.constexpr):
         p = 2 / 15 + a2 * p
         p = -1 / 3 + a2 * p
         t = tl.where(a < 0.55, a_s + a_s * a2 * p, t)
-    return tl.where(x < 0, -t, t), 4 * e / ((1 + e) * (1 + e))
+    return tl.where(x < 0, -t, t), _div(4 * e, (1 + e) * (1 + e), ACC)
 
 
 @triton.jit
@@ -91,8 +126,8 @@ def _gates(gx_ptr, gh_ptr, offs, mask, gate_step, sz, sr, sn, bz, br, bn, ACC: t
     ghn = tl.load(gh_ptr + offs + 2 * gate_step, mask=mask, other=0.0).to(ACC)
     s_z = gxz + ghz
     s_r = gxr + ghr
-    z, zc = _sigmoid(s_z * sz + bz)
-    r, rc = _sigmoid(s_r * sr + br)
+    z, zc = _sigmoid(s_z * sz + bz, ACC)
+    r, rc = _sigmoid(s_r * sr + br, ACC)
     s_n = gxn + r * ghn
     n, dn = _tanh(s_n * sn + bn, ACC)
     return z, zc, r, rc, n, dn, s_z, s_r, s_n, ghn

@@ -10,10 +10,16 @@
 // torch.rand((B, h, w), generator=torch.Generator().manual_seed(seed)) that every Python runtime
 // backend draws by (ochre.export.aoti.NOISE), so this loop and the Python `native` backend dream
 // identical frames from the same packages, and the other backends the same up to near-ties.
+//
+// Device: the one the packages were compiled for (`ochre export --format aoti --device cuda` writes
+// a `device cuda` line into shapes.txt; none means the CPU). On a GPU the tokens and state stay
+// there; the noise and actions go over each step and the frames come back, as in the Python loop,
+// and TF32 is off (fp32 means fp32, as the packages' parity check ran).
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/cuda.h>
 
 #include <algorithm>
 #include <chrono>
@@ -90,23 +96,49 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-// shapes.txt: "name n1 n2 ..." lines; `state` once per state tensor (any rank, batch left out).
-std::map<std::string, std::vector<std::vector<int64_t>>> read_shapes(const std::string& dir) {
+// shapes.txt: "name n1 n2 ..." lines; `state` once per state tensor (any rank, batch left out);
+// an optional "device cuda" line: the device the packages were compiled for (default cpu).
+struct Shapes {
+  std::map<std::string, std::vector<std::vector<int64_t>>> dims;
+  std::string device = "cpu";
+};
+
+Shapes read_shapes(const std::string& dir) {
   std::ifstream f(dir + "/shapes.txt");
   if (!f) fail(dir + "/shapes.txt not found: is " + dir + " the output of `ochre export --format aoti`?");
-  std::map<std::string, std::vector<std::vector<int64_t>>> shapes;
+  Shapes shapes;
   for (std::string line; std::getline(f, line);) {
     if (line.empty() || line[0] == '#') continue;
     std::istringstream in(line);
     std::string name;
     in >> name;
+    if (name == "device") {
+      in >> shapes.device;
+      continue;
+    }
     std::vector<int64_t> dims;
     for (int64_t d; in >> d;) dims.push_back(d);
-    shapes[name].push_back(dims);
+    shapes.dims[name].push_back(dims);
   }
   for (const char* need : {"batch", "grid", "frame", "state"})
-    if (!shapes.count(need)) fail(dir + "/shapes.txt has no `" + need + "` line");
+    if (!shapes.dims.count(need)) fail(dir + "/shapes.txt has no `" + need + "` line");
+  if (shapes.device != "cpu" && shapes.device != "cuda")
+    fail(dir + "/shapes.txt: device `" + shapes.device + "`, expected cpu or cuda; re-export");
   return shapes;
+}
+
+// The device the packages run on, refusing CUDA packages where no GPU (or no CUDA libtorch) is.
+at::Device pick_device(const Shapes& shapes, const std::string& dir) {
+  if (shapes.device == "cpu") return at::kCPU;
+  if (!torch::cuda::is_available())
+    fail(dir + " holds packages compiled for CUDA, but " +
+         (torch::cuda::device_count() == 0 ? std::string("no CUDA GPU is visible here")
+                                           : std::string("CUDA is unavailable")) +
+         " (a CPU-only libtorch sees none either): run it on the GPU it was compiled for, or re-export with "
+         "`ochre export ... --format aoti --device cpu`");
+  at::globalContext().setAllowTF32CuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
+  return at::Device(at::kCUDA, 0);
 }
 
 // The action file as float32 (S, 4), by the rules of the Python runtime's ActionGuard: NaN and inf
@@ -197,9 +229,11 @@ double percentile(std::vector<double> v, double q) {
 int main(int argc, char** argv) {
   Args args = parse_args(argc, argv);
   if (args.threads > 0) at::set_num_threads(static_cast<int>(args.threads));
-  auto shapes = read_shapes(args.packages);
-  const int64_t B = shapes["batch"][0][0], g = shapes["grid"][0][0];
-  const auto& frame = shapes["frame"][0];
+  Shapes shapes = read_shapes(args.packages);
+  const at::Device device = pick_device(shapes, args.packages);
+  const bool cuda = device.is_cuda();
+  const int64_t B = shapes.dims["batch"][0][0], g = shapes.dims["grid"][0][0];
+  const auto& frame = shapes.dims["frame"][0];
 
   Loader encode(args.packages + "/encode.pt2"), step(args.packages + "/step.pt2"),
       decode(args.packages + "/decode.pt2");
@@ -209,9 +243,9 @@ int main(int argc, char** argv) {
   at::Tensor ctx = ochre::npy::load(ctx_path);
   at::Tensor tokens;
   if (ctx.scalar_type() == at::kByte && ctx.sizes() == at::IntArrayRef({B, frame[0], frame[1], frame[2]})) {
-    tokens = encode.run({ctx})[0];
+    tokens = encode.run({ctx.to(device)})[0];
   } else if (ctx.scalar_type() == at::kLong && ctx.sizes() == at::IntArrayRef({B, g, g})) {
-    tokens = ctx;
+    tokens = ctx.to(device);
   } else {
     std::ostringstream want;
     want << "uint8 (" << B << ", " << frame[0] << ", " << frame[1] << ", " << frame[2] << ") frames or int64 (" << B
@@ -226,29 +260,32 @@ int main(int argc, char** argv) {
 
   // State and noise at the packages' static shapes; the outputs of each step replace them.
   std::vector<at::Tensor> state;
-  for (const auto& s : shapes["state"]) {  // (B, C, h, w) per layer, then (B, 3): the view the codes owe
+  for (const auto& s : shapes.dims["state"]) {  // (B, C, h, w) per layer, then (B, 3): the view the codes owe
     std::vector<int64_t> dims{B};
     dims.insert(dims.end(), s.begin(), s.end());
-    state.push_back(at::zeros(dims));
+    state.push_back(at::zeros(dims, at::TensorOptions().device(device)));
   }
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(args.seed));
 
   // The decoder renders the codes moved by the view (the state's last tensor): zero at the start.
-  std::vector<at::Tensor> frames = {decode.run({tokens, state.back()})[0]}, token_seq = {tokens};
+  // Frames and tokens come back to the host as they are made (on a GPU, the copy is the step's sync).
+  std::vector<at::Tensor> frames = {decode.run({tokens, state.back()})[0].to(at::kCPU)},
+                          token_seq = {tokens.to(at::kCPU)};
   std::vector<double> step_ms, decode_ms;
   for (int64_t t = 0; t < S; ++t) {
-    at::Tensor a = actions[t % actions.size(0)].expand({B, 4}).contiguous();
+    at::Tensor a = actions[t % actions.size(0)].expand({B, 4}).contiguous().to(device);
     auto t0 = std::chrono::steady_clock::now();
-    at::Tensor noise = at::rand({B, g, g}, gen);
+    at::Tensor noise = at::rand({B, g, g}, gen).to(device);
     std::vector<at::Tensor> inputs = {tokens, a, noise};
     inputs.insert(inputs.end(), state.begin(), state.end());
     std::vector<at::Tensor> out = step.run(inputs);  // next tokens, next state ...
+    if (cuda) torch::cuda::synchronize();           // the step's own time, not its launch's
     auto t1 = std::chrono::steady_clock::now();
     tokens = out[0];
     std::copy(out.begin() + 1, out.end(), state.begin());
-    frames.push_back(decode.run({tokens, state.back()})[0]);
+    frames.push_back(decode.run({tokens, state.back()})[0].to(at::kCPU));
     auto t2 = std::chrono::steady_clock::now();
-    token_seq.push_back(tokens);
+    token_seq.push_back(tokens.to(at::kCPU));
     step_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
     decode_ms.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
   }
@@ -265,9 +302,9 @@ int main(int argc, char** argv) {
   }
   double p50 = percentile(total, 50), p99 = percentile(total, 99);
   std::printf(
-      "ochre-native: %lld steps at batch %lld (%d threads): step+decode p50 %.3f ms, p99 %.3f ms "
+      "ochre-native: %lld steps at batch %lld on %s (%d threads): step+decode p50 %.3f ms, p99 %.3f ms "
       "(step p50 %.3f, decode p50 %.3f); %.1f frames/s\n",
-      static_cast<long long>(S), static_cast<long long>(B), at::get_num_threads(), p50, p99,
+      static_cast<long long>(S), static_cast<long long>(B), cuda ? "cuda" : "cpu", at::get_num_threads(), p50, p99,
       percentile(std::vector<double>(step_ms.begin() + (step_ms.size() - total.size()), step_ms.end()), 50),
       percentile(std::vector<double>(decode_ms.begin() + (decode_ms.size() - total.size()), decode_ms.end()), 50),
       1000.0 * B / p50);

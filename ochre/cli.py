@@ -303,6 +303,10 @@ def _add_export(sub) -> None:
                    help="action guidance baked into the step graph (default: the checkpoint's)")
     p.add_argument("--check-steps", type=int, default=16, help="aoti: parity rollout length; 0 skips the check")
     p.add_argument("--seed", type=int, default=0, help="aoti: parity rollout and context seed")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="aoti: compile for this machine's CPU (C++) or GPU (Triton kernels for its architecture), "
+                   "and check parity there; onnx/tensorrt: also rerun the parity check with onnxruntime on it "
+                   "(default cpu)")
     p.set_defaults(_run="ochre.export.cli:run")
 
 

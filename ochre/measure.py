@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -32,6 +33,14 @@ def device_name(device: str = "cpu") -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
     return f"{platform.processor() or platform.machine()} ({cpu_count()} cores)"
+
+
+def device_tag(device: str = "cpu") -> str:
+    """A device's name in result file names: "cpu", or the GPU's full name as a slug
+    ("NVIDIA H100 80GB HBM3" -> "nvidia-h100-80gb-hbm3"; its last word alone would say "hbm3")."""
+    if not device.startswith("cuda"):
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
 
 
 def versions() -> dict:

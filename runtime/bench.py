@@ -11,13 +11,17 @@ Exported backends run the export folders given (one per batch), else ones made o
 cache (ochre.runtime.exports): ONNX for onnxruntime and tensorrt, AOTInductor for native.
 Row fields: backend, dtype, batch, fps (steps per second: each player's frame rate), step_ms_p50/p99,
 frames_per_s (batch × fps: frames for all players), speedup_vs_torch (over the fp32 eager torch row
-at the same batch), device, runs.
+at the same batch), device and runs_on (where the work ran), runs; onnxruntime rows add the
+session's providers and, on a GPU, the parity check rerun there. A backend that fails while
+prepared, in its first steps (compiles, CUDA-graph capture, the first ONNX Runtime runs) or while
+timed gets a row with `error` and `failed` (when) instead, and the others run on.
 dtype is the precision of the convolutions and linear layers (the rest of a step is fp32): every
 backend runs fp32; on a CPU with bf16 vector instructions (AVX512-BF16, AMX) compiled and native
 also run bf16, which `ochre eval --dtype bf16` measures for quality. The torch row stays fp32: the
 baseline.
-The header adds the model, the thread count, and the load average before and after, because
-these machines are shared and latency tails show it.
+The header adds the model, the thread count, the math settings (on a GPU every fp32 row runs with
+TF32 off) and the load average before and after, because these machines are shared and latency
+tails show it.
 """
 
 from __future__ import annotations
@@ -57,8 +61,7 @@ def available_backends(device: str) -> list[str]:
         out.append("onnxruntime")
     if device == "cuda" and importlib.util.find_spec("tensorrt") is not None:
         out.append("tensorrt")
-    if device == "cpu":
-        out.append("native")                 # the packages are compiled for the CPU (export/aoti.py)
+    out.append("native")                     # AOTInductor packages, compiled for this device (export/aoti.py)
     return out
 
 
@@ -66,9 +69,9 @@ def _ort_device(device: str) -> str:
     """onnxruntime runs on the GPU only with onnxruntime-gpu; otherwise it is the CPU reference."""
     if device != "cuda":
         return "cpu"
-    import onnxruntime as ort
+    from ochre.export import ort
 
-    return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+    return "cuda" if ort.PROVIDERS["cuda"] in ort.load().get_available_providers() else "cpu"
 
 
 def physical_cores() -> int:
@@ -90,29 +93,55 @@ def _row(stepper, samples: np.ndarray, total_s: float) -> dict:
             "step_ms_p99": float(np.percentile(ms, 99)), "frames_per_s": fps * stepper.batch, "runs": len(samples)}
 
 
+def error_row(backend: str, dtype: str, batch: int, when: str, e: BaseException) -> dict:
+    """The row of a backend that failed `when` (preparing, its first steps, timing): the error's type
+    and first line, so one look at the JSON says what broke."""
+    line = (str(e).strip().splitlines() or [""])[0]
+    return {"backend": backend, "dtype": dtype, "batch": batch, "error": f"{type(e).__name__}: {line}"[:500],
+            "failed": when}
+
+
 def time_steppers(steppers: list, contexts: np.ndarray, runs: int, warmup: int, rounds: int = 1,
-                  seed: int = 0) -> list[dict]:
+                  seed: int = 0, log=print) -> list[dict]:
     """Latency of `runs` steps of each stepper (all at one batch) after `warmup` untimed ones, with
-    the same random valid actions; the steppers take turns in `rounds` rounds."""
-    batch = steppers[0].batch
+    the same random valid actions; the steppers take turns in `rounds` rounds. A stepper that raises
+    in its reset, warm-up (where compiles, CUDA-graph capture and first ONNX Runtime runs happen) or
+    a timed step gets an error row and leaves the rotation; the others are timed on."""
+    batch = steppers[0].batch if steppers else 1
     actions = _actions(batch, warmup + runs, seed)
     pick = np.arange(batch) % len(contexts)
-    for stepper in steppers:
-        stepper.reset(contexts[pick])
-        for a in actions[:warmup]:
-            stepper.step(a)
+    rows, live = {}, []
+    for k, stepper in enumerate(steppers):
+        try:
+            stepper.reset(contexts[pick])
+            for a in actions[:warmup]:
+                stepper.step(a)
+            live.append(k)
+        # Any exception: a backend's failure is its row, never the run's (ONNX Runtime's errors are
+        # not RuntimeError, a compiler's may be anything).
+        except Exception as e:
+            log(f"bench: {stepper.backend} at batch {batch} failed in its first steps: {e}")
+            rows[k] = error_row(stepper.backend, stepper.dtype, batch, "first steps", e)
     samples = [np.empty(runs) for _ in steppers]
     totals = [0.0 for _ in steppers]
     bounds = np.linspace(0, runs, rounds + 1).astype(int)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        for k, stepper in enumerate(steppers):
+        for k in list(live):
+            stepper = steppers[k]
             t_all = time.perf_counter()
-            for i in range(lo, hi):
-                t0 = time.perf_counter()
-                stepper.step(actions[warmup + i])
-                samples[k][i] = time.perf_counter() - t0
+            try:
+                for i in range(lo, hi):
+                    t0 = time.perf_counter()
+                    stepper.step(actions[warmup + i])
+                    samples[k][i] = time.perf_counter() - t0
+            except Exception as e:
+                log(f"bench: {stepper.backend} at batch {batch} failed while timed: {e}")
+                rows[k] = error_row(stepper.backend, stepper.dtype, batch, "timing", e)
+                live.remove(k)
             totals[k] += time.perf_counter() - t_all
-    return [_row(s, x, t) for s, x, t in zip(steppers, samples, totals)]
+    for k in live:
+        rows[k] = _row(steppers[k], samples[k], totals[k])
+    return [rows[k] for k in sorted(rows)]
 
 
 def time_stepper(stepper, contexts: np.ndarray, runs: int, warmup: int, seed: int = 0) -> dict:
@@ -140,9 +169,27 @@ def _stepper(backend: str, model, batch: int, device: str, threads: int, folders
     from ochre.runtime.stepper import EXPORTED
 
     where = _ort_device(device) if backend == "onnxruntime" else device
-    folder = folders.get((EXPORTED.get(backend), batch, dtype)) or ensure_for(backend, model, batch, dtype, log=log)
+    folder = folders.get((EXPORTED.get(backend), batch, dtype)) \
+        or ensure_for(backend, model, batch, dtype, device=where, log=log)
     return make_stepper(backend, model, onnx_dir=folder, aoti_dir=folder, batch=batch, device=where,
                         threads=threads, dtype=dtype)
+
+
+def _device_checked(stepper, model, parity_steps: int) -> dict:
+    """What a row records about where it ran: `runs_on` for every backend; for onnxruntime its
+    session's providers, and on a GPU its export's parity check rerun there (raises ParityError)."""
+    device = getattr(stepper, "device", "cpu")                        # a torch.device or a name
+    extra = {"runs_on": getattr(device, "type", device)}
+    if stepper.backend == "onnxruntime":
+        extra["providers"] = list(stepper.providers)
+        if stepper.device != "cpu" and parity_steps:
+            from ochre.export.cli import device_parity
+
+            report = device_parity(model, stepper.folder, stepper.device, parity_steps)
+            extra["parity"] = {"device": report["device"], "steps": report["step"]["steps"], "passed": True,
+                               "logits_error": report["step"]["ort_error"]["logits"],
+                               "token_mismatches": report["step"]["onnxruntime_token_mismatches"]}
+    return extra
 
 
 def add_speedups(rows: list[dict]) -> None:
@@ -156,13 +203,18 @@ def add_speedups(rows: list[dict]) -> None:
 
 def run_bench(model, *, backends=None, batches=(1, 8), device: str = "cpu", runs: int = 200, warmup: int = 20,
               rounds: int = 4, threads: int | None = None, folders: dict | None = None, dtypes=None,
-              log=print) -> dict:
-    """Rows for each (backend, dtype, batch); a backend that cannot run here gets an "error" row
-    instead. dtypes: default_dtypes(device); the non-fp32 ones run on BF16_BACKENDS only.
-    folders: {(export format "onnx" | "aoti", batch, dtype): folder} to run instead of cached exports."""
+              log=print, emit=None, parity_steps: int = 8) -> dict:
+    """Rows for each (backend, dtype, batch); a backend that cannot be prepared or fails in a step
+    gets an "error" row instead, and the others run on. dtypes: default_dtypes(device); the non-fp32
+    ones run on BF16_BACKENDS only. folders: {(export format "onnx" | "aoti", batch, dtype): folder}
+    to run instead of cached exports. emit(row) is called with each row once it is final (a batch's
+    timed rows when its rounds end), so a caller can save rows as they come. parity_steps: the
+    rollout of onnxruntime's parity check on a GPU, before it is timed there (0: none)."""
     from ochre.measure import device_name, git_sha
     from ochre.models.checkpoint import checkpoint_hash
+    from ochre.models.precision import strict_fp32
 
+    math = strict_fp32(device)                # fp32 rows on a GPU are fp32, not TF32
     threads = threads or physical_cores()
     backends = backends or available_backends(device)
     dtypes = list(dtypes or default_dtypes(device))
@@ -170,29 +222,41 @@ def run_bench(model, *, backends=None, batches=(1, 8), device: str = "cpu", runs
     contexts = model.context_frames()
     load_before = os.getloadavg()
     rows = []
+
+    def add(batch_rows: list[dict]) -> None:
+        add_speedups(batch_rows)
+        for row in batch_rows:
+            rows.append(row)
+            if emit:
+                emit(row)
+
     for batch in batches:
-        steppers, order = [], []
+        steppers, order, extras, failed = [], [], [], []
         for backend, dtype in variants:
-            if backend == "onnxruntime" and _ort_device(device) != device and batch > 1:
-                continue                              # the CPU reference row on a GPU machine: batch 1
             name = label({"backend": backend, "dtype": dtype})
-            log(f"bench: preparing {name}, batch {batch}")
             try:
-                steppers.append(_stepper(backend, model, batch, device, threads, folders or {}, log, dtype))
+                if backend == "onnxruntime" and _ort_device(device) != device and batch > 1:
+                    continue                          # the CPU reference row on a GPU machine: batch 1
+                log(f"bench: preparing {name}, batch {batch}")
+                stepper = _stepper(backend, model, batch, device, threads, folders or {}, log, dtype)
+                extras.append(_device_checked(stepper, model, parity_steps))
+                steppers.append(stepper)
                 order.append(name)
-            except (RuntimeError, ValueError, ImportError, FileNotFoundError) as e:
+            except Exception as e:                    # see time_steppers: any failure is the backend's row
                 log(f"bench: {name} at batch {batch} cannot run here: {e}")
-                rows.append({"backend": backend, "dtype": dtype, "batch": batch, "error": str(e).splitlines()[0]})
+                failed.append(error_row(backend, dtype, batch, "preparing", e))
+        add(failed)
         if steppers:
             log(f"bench: timing {', '.join(order)} at batch {batch} ({rounds} rounds of {runs // rounds} steps)")
-            for row in time_steppers(steppers, contexts, runs, warmup, rounds):
-                rows.append({**row, "device": _ort_device(device) if row["backend"] == "onnxruntime" else device})
+            timed = time_steppers(steppers, contexts, runs, warmup, rounds, log=log)
+            where = {(s.backend, s.dtype): x for s, x in zip(steppers, extras)}
+            rows_here = [{**row, **where[row["backend"], row["dtype"]]} for row in timed]
+            add([{**row, "device": row["runs_on"]} for row in rows_here])
         del steppers
-    add_speedups(rows)
     return {"benchmark": "live", "device": device_name(device), "git_sha": git_sha(), "versions": _versions(),
             "date": _dt.date.today().isoformat(), "model": model.origin, "world_hash": checkpoint_hash(model.world),
             "backends": list(backends), "dtypes": dtypes, "batches": list(batches), "threads": threads, "runs": runs,
-            "warmup": warmup, "rounds": rounds,
+            "warmup": warmup, "rounds": rounds, "math": math,
             "what": "stepper.step: world-model step + in-graph sampling + decode, frames on the host",
             "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()), "rows": rows}
 
@@ -250,9 +314,9 @@ def table(result: dict) -> str:
 
 
 def default_out(device: str) -> Path:
-    from ochre.measure import device_name
+    from ochre.measure import device_tag
 
-    tag = "cpu" if device == "cpu" else device_name(device).split()[-1].lower()
+    tag = device_tag(device)
     root = SOURCE_RESULTS if SOURCE_RESULTS.is_dir() else Path.cwd()
     return root / f"live_{tag}_{_dt.date.today().isoformat()}.json"
 

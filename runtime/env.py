@@ -33,7 +33,7 @@ class DreamEnv(gym.Env):
 
             model = resolve(checkpoint)
             folder = aoti_dir if backend == "native" else onnx_dir
-            folder = folder or ensure_for(backend, model, 1)
+            folder = folder or ensure_for(backend, model, 1, device=device)
             stepper = make_stepper(backend, model, onnx_dir=folder, aoti_dir=folder, device=device)
             contexts = model.context_frames() if contexts is None else contexts
             self.metadata = {**self.metadata, "render_fps": model.fps}

@@ -3,7 +3,8 @@ tensorrt, native) and no export folder named.
 
 They live in the cache (ochre.models.lookup.cache_dir()/exports/), one folder per model and
 settings, keyed by the tokenizer's and world model's checkpoint hashes and the batch: ONNX also by
-dtype; AOTInductor packages also by torch version and CPU vector ISA, which they are compiled for.
+dtype (an ONNX export runs on any device); AOTInductor packages also by torch version and what they
+are compiled for: the CPU's vector ISA, or the GPU's architecture.
 Each passes the same parity check as `ochre export`, whose manifest is written last, so a folder
 without one (an interrupted export) is made again.
 """
@@ -23,15 +24,17 @@ def export_dir(model, batch: int, dtype: str = "fp32") -> Path:
     return cache_dir() / "exports" / key
 
 
-def aoti_dir(model, batch: int, dtype: str = "fp32") -> Path:
+def aoti_dir(model, batch: int, dtype: str = "fp32", device: str = "cpu") -> Path:
     import torch
 
-    from ochre.export.aoti import cpu_capability
+    from ochre.export.aoti import compiled_for
     from ochre.models.checkpoint import checkpoint_hash
     from ochre.models.lookup import cache_dir
 
+    target = compiled_for(device)
+    machine = target.get("cuda_arch") or target["cpu_capability"]          # sm_90 | AVX512 | ...
     key = (f"aoti-{checkpoint_hash(model.tokenizer)}-{checkpoint_hash(model.world)}-b{batch}-{dtype}-"
-           f"torch{torch.__version__}-{cpu_capability()}").replace("+", "_")
+           f"torch{torch.__version__}-{device}-{machine}").replace("+", "_")
     return cache_dir() / "exports" / key
 
 
@@ -54,30 +57,31 @@ def ensure_export(model, batch: int = 1, dtype: str = "fp32", out: Path | None =
 
 
 def ensure_aoti(model, batch: int = 1, out: Path | None = None, check_steps: int = 16, dtype: str = "fp32",
-                log=print) -> Path:
-    """An AOTInductor package folder for `model` at `batch` and `dtype`, compiled (and checked against
-    eager torch over `check_steps` steps) if absent or made by another torch or for another CPU.
-    Three compiles: about 35 s on a 2-core CPU."""
+                device: str = "cpu", log=print) -> Path:
+    """An AOTInductor package folder for `model` at `batch` and `dtype` on `device`, compiled (and
+    checked against eager torch there over `check_steps` steps) if absent or made by another torch
+    or for another machine. Three compiles: about 35 s on a 2-core CPU."""
     from ochre.export.aoti import export_aoti, read_manifest
     from ochre.models.checkpoint import checkpoint_hash
 
-    out = Path(out) if out is not None else aoti_dir(model, batch, dtype)
+    out = Path(out) if out is not None else aoti_dir(model, batch, dtype, device)
     try:
         m = read_manifest(out)
-        if m["batch"] == batch and m.get("dtype", "fp32") == dtype \
+        if m["batch"] == batch and m.get("dtype", "fp32") == dtype and m.get("device", "cpu") == device \
                 and m["sources"]["world"]["hash"] == checkpoint_hash(model.world):
             return out
     except (FileNotFoundError, ValueError, KeyError):
         pass
-    log(f"compiling {model.origin} with AOTInductor -> {out} (batch {batch}, {dtype})")
-    export_aoti(model, out, batch=batch, check_steps=check_steps, dtype=dtype, log=log)
+    log(f"compiling {model.origin} with AOTInductor -> {out} (batch {batch}, {dtype}, {device})")
+    export_aoti(model, out, batch=batch, check_steps=check_steps, dtype=dtype, device=device, log=log)
     return out
 
 
-def ensure_for(backend: str, model, batch: int, dtype: str = "fp32", log=print) -> Path | None:
-    """The export folder `backend` runs for `model` at `batch` and `dtype` (None for torch and compiled)."""
+def ensure_for(backend: str, model, batch: int, dtype: str = "fp32", device: str = "cpu", log=print) -> Path | None:
+    """The export folder `backend` runs for `model` at `batch` and `dtype` on `device` (None for torch
+    and compiled)."""
     if EXPORTED.get(backend) == "aoti":
-        return ensure_aoti(model, batch, dtype=dtype, log=log)
+        return ensure_aoti(model, batch, dtype=dtype, device=device, log=log)
     if backend == "tensorrt":
         from ochre.export.tensorrt import build_engines, engine_info
 

@@ -197,7 +197,7 @@ def _model_and_stepper(args):
     else:
         model = resolve(args.checkpoint, args.tokenizer)
         if fmt and folder is None:
-            folder = ensure_for(backend, model, batch=1, dtype=args.dtype or "fp32",
+            folder = ensure_for(backend, model, batch=1, dtype=args.dtype or "fp32", device=args.device,
                                 log=lambda m: print(m, file=sys.stderr))
     stepper = make_stepper(backend, model, onnx_dir=folder, aoti_dir=folder, device=args.device, seed=args.seed,
                            guidance=args.guidance, dtype=args.dtype)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ochre.choices import BACKENDS
-from ochre.models.precision import PRECISIONS, in_dtype
+from ochre.models.precision import PRECISIONS, in_dtype, strict_fp32
 from ochre.models.step import draw_noise, live_step, noise_generator, render
 from ochre.runtime.actions import ActionGuard
 
@@ -182,11 +182,12 @@ class TorchStepper(Stepper):
 
 
 def _ort_session(path: Path, device: str, threads: int | None):
-    import onnxruntime as ort
+    from ochre.export import ort
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    rt = ort.load()
+    so = rt.SessionOptions()
+    so.graph_optimization_level = rt.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = rt.ExecutionMode.ORT_SEQUENTIAL
     # Idle intra-op workers sleep instead of spinning. On these 2-core machines, shared with other
     # work, spinning workers fight the busy process for the cores: tiny, batch 1, 2 threads, load
     # average 4.2: step p50 12.5 -> 4.3 ms and p99 24.7 -> 9.8 ms with spinning off (1 thread: 4.1 ms).
@@ -194,12 +195,7 @@ def _ort_session(path: Path, device: str, threads: int | None):
     if threads:
         so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    providers = ["CPUExecutionProvider"]
-    if device == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise RuntimeError("onnxruntime has no CUDA provider here: pip install 'ochre[gpu]' (onnxruntime-gpu)")
-        providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
-    return ort.InferenceSession(str(path), so, providers=providers)
+    return ort.session(path, device, so)     # refuses a CUDA session that fell back to the CPU
 
 
 class OrtStepper(Stepper):
@@ -214,9 +210,10 @@ class OrtStepper(Stepper):
 
     def __init__(self, onnx_dir, *, device: str = "cpu", threads: int | None = None, seed: int = 0,
                  guidance: float | None = None, report=None):
-        import onnxruntime as ort
-
+        from ochre.export import ort as ort_io
         from ochre.export.onnx import read_manifest
+
+        ort = ort_io.load()
 
         self.manifest = m = read_manifest(onnx_dir)
         self.dtype = m["dtype"]
@@ -226,6 +223,8 @@ class OrtStepper(Stepper):
         super().__init__(m["batch"], m["grid"], seed, report)
         onnx_dir = Path(onnx_dir)
         self.sessions = {g: _ort_session(onnx_dir / f"{g}.onnx", device, threads) for g in ("encode", "step", "decode")}
+        self.device, self.folder = device, onnx_dir
+        self.providers = self.sessions["step"].get_providers()      # checked by _ort_session; bench rows record them
         B, g = self.batch, self.grid
         dev = "cuda" if device == "cuda" else "cpu"
 
@@ -331,6 +330,7 @@ def make_stepper(backend: str, model=None, *, onnx_dir=None, aoti_dir=None, batc
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    strict_fp32(device)            # on a GPU, every backend's fp32 is fp32 (ONNX Runtime's: export/ort.py)
     if backend in ("torch", "compiled"):
         from ochre.models.lookup import load
 
@@ -349,10 +349,7 @@ def make_stepper(backend: str, model=None, *, onnx_dir=None, aoti_dir=None, batc
     if backend == "native":
         from ochre.runtime.native import NativeStepper
 
-        if device != "cpu":
-            raise ValueError("the native backend runs packages compiled for the CPU (`ochre export --format aoti`); "
-                             "use --device cpu")
-        stepper = NativeStepper(folder, threads=threads, seed=seed, guidance=guidance, report=report)
+        stepper = NativeStepper(folder, device=device, threads=threads, seed=seed, guidance=guidance, report=report)
     elif backend == "onnxruntime":
         stepper = OrtStepper(folder, device=device, threads=threads, seed=seed, guidance=guidance, report=report)
     else:

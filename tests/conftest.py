@@ -15,6 +15,64 @@ def _private_cache(tmp_path_factory):
     os.environ["OCHRE_CACHE"] = str(tmp_path_factory.mktemp("ochre-cache"))
 
 
+@pytest.fixture(scope="session")
+def live_world(tmp_path_factory):
+    """A playable random-weight model (tests/live_model.py) shared by the modules that only read it,
+    with its exports below made once per run: each costs tens of seconds on these CPUs."""
+    from live_model import make_model
+
+    return make_model(tmp_path_factory.mktemp("live-model"))
+
+
+@pytest.fixture(scope="session")
+def onnx_b1(live_world, tmp_path_factory):
+    """live_world's fp32 ONNX export at batch 1, with the full 64-step parity check."""
+    from ochre.export.cli import export_model
+    from ochre.models.lookup import from_run
+
+    out = tmp_path_factory.mktemp("onnx-b1")
+    export_model(from_run(live_world), out, dtype="fp32", batch=1, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def aoti_b1(live_world, tmp_path_factory):
+    """live_world's AOTInductor packages at batch 1, as `ochre play`/`ochre bench` make them on demand:
+    three compiles (about 35 s on 2 cores), checked against eager torch over 6 steps."""
+    from ochre.models.lookup import from_run
+    from ochre.runtime.exports import ensure_aoti
+
+    return ensure_aoti(from_run(live_world), batch=1, out=tmp_path_factory.mktemp("aoti") / "b1", check_steps=6,
+                       log=lambda m: None)
+
+
+@pytest.fixture(autouse=True)
+def _exact(request):
+    """Tests marked `exact` compare results bit for bit, and run under the settings that make such a
+    claim checkable: torch.use_deterministic_algorithms(True) (an op without a deterministic
+    implementation raises instead of quietly varying from run to run), TF32 off. They pin their
+    work to the CPU (device="cpu", `--device cpu`) on every machine: what they check (weights, RNG
+    states, data position and optimizer state restored exactly; shards that decode as the model
+    does) does not depend on the device, while on CUDA grid_sample's backward (the motion prior's
+    warp) has no deterministic kernel at all and float index_add_ and the Triton scatter-add sum with
+    atomics in no fixed order, so bitwise equality there would test the GPU's summation order. Their
+    subprocesses run ochre under the same mode (exactness.DETERMINISTIC_OCHRE)."""
+    if request.node.get_closest_marker("exact") is None:
+        yield
+        return
+    import torch
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before[2:]
+
+
 @pytest.fixture
 def make_minerl(tmp_path):
     """make_minerl(name, n, loading) -> folder: index-encoded MineRL v0 trajectory."""

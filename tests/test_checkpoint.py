@@ -55,6 +55,7 @@ def assert_same_state(a: Tokenizer, b: Tokenizer, oa, ob) -> None:
             assert torch.equal(da["state"][i][k], db["state"][i][k]), (i, k)
 
 
+@pytest.mark.exact
 def test_round_trip_is_bit_exact(tmp_path):
     model, opt = fresh()
     train(model, opt, batches(3))
@@ -70,6 +71,7 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert isinstance(opt2.param_groups[0]["betas"], tuple)
 
 
+@pytest.mark.exact
 def test_resume_continues_the_exact_run(tmp_path):
     data = batches(5)
     straight, opt = fresh()

@@ -23,3 +23,26 @@ def test_interpreted_kernels_on_a_cpu_run_warn_once():
     env.pop("TRITON_INTERPRET")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0 and "TRITON_INTERPRET" not in r.stderr, r.stderr
+
+
+@pytest.mark.exact
+def test_exact_tests_run_under_deterministic_algorithms_and_strict_fp32():
+    """What the `exact` marker promises (conftest.py): an op without a deterministic implementation
+    raises there instead of varying, TF32 is off, and the subprocess runner has the same mode."""
+    import torch
+    from exactness import DETERMINISM, DETERMINISTIC_OCHRE
+
+    from ochre.models.precision import math_settings
+
+    assert math_settings() == {"tf32_cudnn": False, "tf32_matmul": False, "deterministic": True}
+    with pytest.raises(RuntimeError, match="deterministic"):
+        torch.zeros(3).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))
+    code = DETERMINISM + "print(torch.are_deterministic_algorithms_enabled())"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "True" and DETERMINISTIC_OCHRE[2].startswith(DETERMINISM), r.stderr
+
+
+def test_other_tests_run_as_ochre_runs():
+    import torch
+
+    assert not torch.are_deterministic_algorithms_enabled()

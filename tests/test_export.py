@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from live_model import make_model
 
 from ochre.export import parity
 from ochre.export.cli import ParityError, export_model
@@ -20,15 +19,13 @@ pytest.importorskip("onnxscript")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return make_model(tmp_path_factory.mktemp("model"))
+def world(live_world):
+    return live_world
 
 
 @pytest.fixture(scope="module")
-def fp32_export(world, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx")
-    export_model(from_run(world), out, dtype="fp32", batch=1, log=lambda m: None)
-    return out
+def fp32_export(onnx_b1):
+    return onnx_b1
 
 
 def test_fp32_export_matches_eager_over_a_64_step_rollout(fp32_export):

@@ -129,6 +129,7 @@ def test_film_gru_shapes_are_checked_with_clear_errors():
 # ---- the ops on the torch path -------------------------------------------------------------
 
 @torch_path
+@pytest.mark.exact
 def test_ops_on_cpu_run_the_reference():
     z = torch.randn(37, 13)
     codebook = torch.randn(71, 13, requires_grad=True)
@@ -298,6 +299,10 @@ def _compile_sm90(kernel, signature: dict, constants: dict, num_warps: int):
                                                                      "enable_fp_fusion": True})
 
 
+# PTX instructions that trade accuracy for speed (fast exp2/log2/reciprocal/sqrt/trig, fast division).
+APPROXIMATE_PTX = r"\b(?:ex2|lg2|rcp|sqrt|rsqrt|sin|cos|tanh)\.approx\S*|\bdiv\.(?:full|approx)\S*"
+
+
 def _cuobjdump() -> Path:
     import triton
 
@@ -365,6 +370,23 @@ def test_lookup_kernels_compile_for_sm90(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_TRITON or INTERPRET, reason="needs triton's compiler (not the interpreter)")
+def test_the_approximate_instruction_check_sees_tl_exp_and_division():
+    """What the FiLM-GRU kernels must not contain, a plain tl.exp and `/` in fp32 do contain."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _plain_sigmoid(x_ptr, y_ptr, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        e = tl.exp(-tl.load(x_ptr + offs))
+        tl.store(y_ptr + offs, 1 / (1 + e))
+
+    ptx = _compile_sm90(_plain_sigmoid, {"x_ptr": "*fp32", "y_ptr": "*fp32"}, {"BLOCK": 128}, 4).asm["ptx"]
+    found = set(re.findall(APPROXIMATE_PTX, ptx))
+    assert {"ex2.approx.f32", "div.full.f32"} <= found or {"ex2.approx.ftz.f32", "div.full.f32"} <= found, found
+
+
+@pytest.mark.skipif(not HAS_TRITON or INTERPRET, reason="needs triton's compiler (not the interpreter)")
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp64"])
 @pytest.mark.parametrize("p", [256, 15])                              # 16x16: 1 channel a tile; 3x5: 16
 def test_film_gru_kernels_compile_for_sm90_without_spills(dtype, p, tmp_path):
@@ -383,6 +405,10 @@ def test_film_gru_kernels_compile_for_sm90_without_spills(dtype, p, tmp_path):
     bwd = _compile_sm90(_film_gru_bwd_kernel, {**dict.fromkeys(ptrs, f"*{dtype}"), **sizes}, const, cfg.num_warps)
     assert not re.search(r"\s(atom|red)\.", bwd.asm["ptx"])  # FiLM sums stay in the program: no atomics
     for k in (fwd, bwd):
+        # IEEE arithmetic only, as in the interpreter the kernel tests run: tl.exp and `/` compile to
+        # ex2.approx and div.full in fp32 (kernels/film_gru_triton.py says what replaces them).
+        approx = sorted(set(re.findall(APPROXIMATE_PTX, k.asm["ptx"])))
+        assert approx == [], f"approximate instructions in the {dtype} PTX: {approx}"
         assert _spilled_bytes(k.asm["cubin"], tmp_path) in (0, None)
 
 

@@ -25,18 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return make_model(tmp_path_factory.mktemp("model"))
+def world(live_world):
+    return live_world
 
 
 @pytest.fixture(scope="module")
-def packages(world, tmp_path_factory):
-    """One AOTInductor export for the module, as `ochre play`/`ochre bench` make it on demand: batch 1,
-    three compiles (about 35 s on 2 cores), checked against eager torch over 6 steps."""
-    from ochre.runtime.exports import ensure_aoti
-
-    return ensure_aoti(from_run(world), batch=1, out=tmp_path_factory.mktemp("aoti") / "b1", check_steps=6,
-                       log=lambda m: None)
+def packages(aoti_b1):
+    return aoti_b1
 
 
 def _play(stepper, context, actions) -> np.ndarray:
@@ -220,3 +215,46 @@ def test_triton_kernels_compile_ahead_of_time_for_sm90(tmp_path):
         r = subprocess.run(["cc", "-fsyntax-only", f"-I{cuda_h[0]}", f"-I{tmp_path}", str(c)],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_cuda_packages_are_named_in_their_folder_and_refused_without_a_gpu(world, packages, tmp_path):
+    """`ochre export --format aoti --device cuda` compiles on the GPU it runs on; its folder says so
+    (manifest `device`, `cuda_arch`; a `device cuda` line in shapes.txt for ochre-native) and is
+    refused in one line on a machine without that GPU. CPU folders keep their old layout."""
+    from ochre.export import aoti
+    from ochre.runtime.bench import available_backends
+    from ochre.runtime.exports import aoti_dir
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: these are the refusals of a machine without one")
+    lines = (packages / "shapes.txt").read_text().splitlines()
+    assert not [ln for ln in lines if ln.startswith("device")] and aoti.read_manifest(packages)["device"] == "cpu"
+    with pytest.raises(ValueError, match="--device cuda, but torch sees no CUDA GPU"):
+        aoti.export_aoti(from_run(world), tmp_path / "cuda", device="cuda")
+    with pytest.raises(ValueError, match="not 'tpu'"):
+        aoti.compiled_for("tpu")
+    with pytest.raises(ValueError, match=r"compiled for cpu, not cuda; `ochre export .* --device cuda`"):
+        make_stepper("native", aoti_dir=packages, device="cuda")
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(packages, relabelled)
+    m = json.loads((relabelled / "manifest.json").read_text())
+    m.update(device="cuda", cuda_arch="sm_90", gpu="NVIDIA H100 80GB HBM3")
+    (relabelled / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match=r"compiled for CUDA \(NVIDIA H100 80GB HBM3, sm_90\).*no CUDA GPU here"):
+        aoti.read_manifest(relabelled)
+    assert "native" in available_backends("cuda")
+    assert "-cpu-" in aoti_dir(from_run(world), 1).name
+
+
+def test_cuda_packages_say_their_device_to_the_cpp_loop(world, tmp_path):
+    from ochre.export.aoti import _write_shapes
+    from ochre.export.graph import StepGraph
+    from ochre.models.checkpoint import load_dynamics
+
+    dynamics, sampling, _ = load_dynamics(from_run(world).world, impl="torch")
+    for device in ("cpu", "cuda"):
+        (tmp_path / device).mkdir()
+        _write_shapes(tmp_path / device, StepGraph(dynamics, sampling), 2, device)
+    said = {d: [ln for ln in (tmp_path / d / "shapes.txt").read_text().splitlines() if ln.startswith("device")]
+            for d in ("cpu", "cuda")}
+    assert said == {"cpu": [], "cuda": ["device cuda"]}

@@ -225,3 +225,51 @@ def test_compiled_backend_matches_eager(world):
     b = _play(make_stepper("compiled", model, seed=2), context, acts)
     diff = np.abs(a.astype(int) - b.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+def test_a_backend_that_raises_is_its_error_row_and_every_other_row_is_written(live_world, onnx_b1, aoti_b1,
+                                                                              monkeypatch):
+    """`ochre bench` with one backend failing while prepared, one in its first steps (where compiles,
+    CUDA-graph capture and the first ONNX Runtime runs happen) and one while timed, each with a plain
+    Exception subclass (ONNX Runtime's errors are not RuntimeError): an error row each, saying when,
+    and the torch row timed; every row reaches `emit` as it is final."""
+    import ochre.runtime.bench as bench
+
+    class NotARuntimeError(Exception):
+        pass
+
+    def breaks_after(n: int, message: str):
+        calls = []
+
+        def step(actions, noise):
+            calls.append(1)
+            if len(calls) > n:
+                raise NotARuntimeError(message)
+        return step
+
+    real = bench._stepper
+
+    def flaky(backend, *args, **kwargs):
+        if backend == "compiled":
+            raise NotARuntimeError("no compiler here")
+        stepper = real(backend, *args, **kwargs)
+        if backend == "onnxruntime":
+            stepper._step = breaks_after(0, "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : first run")
+        if backend == "native":
+            stepper._step = breaks_after(3, "lost the device")      # warm-up (1) and two timed steps
+        return stepper
+    monkeypatch.setattr(bench, "_stepper", flaky)
+    model = from_run(live_world)
+    seen = []
+    result = bench.run_bench(model, backends=["torch", "compiled", "onnxruntime", "native"], batches=[1], runs=6,
+                             warmup=1, rounds=2, folders=bench.export_folders(model, onnx=[onnx_b1], aoti=[aoti_b1]),
+                             log=lambda m: None, emit=seen.append)
+    rows = {r["backend"]: r for r in result["rows"]}
+    assert set(rows) == {"torch", "compiled", "onnxruntime", "native"} and seen == result["rows"]
+    assert rows["torch"]["runs"] == 6 and rows["torch"]["fps"] > 0 and rows["torch"]["runs_on"] == "cpu"
+    assert rows["compiled"]["failed"] == "preparing"
+    assert rows["compiled"]["error"] == "NotARuntimeError: no compiler here"
+    assert rows["onnxruntime"]["failed"] == "first steps"
+    assert rows["onnxruntime"]["error"] == "NotARuntimeError: [ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : first run"
+    assert (rows["native"]["failed"], rows["native"]["error"]) == ("timing", "NotARuntimeError: lost the device")
+    assert "| compiled | 1 | — |" in bench.table(result)

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from exactness import DETERMINISTIC_OCHRE
 
 from ochre.cli import main
 from ochre.models.checkpoint import latest_checkpoint, load_dynamics
@@ -37,11 +38,11 @@ def data(tmp_path_factory):
     return root
 
 
-def _train(tokens, out, steps, resume=False, impl="torch", shift=None, **kw):
+def _train(tokens, out, steps, resume=False, impl="torch", shift=None, device=None, **kw):
     cfg = DynamicsConfig(**SMALL, impl=impl)
     tcfg = WorldTrainConfig(steps=steps, batch=2, window=6, unroll=2, warmup=2, **kw)
     return train(tokens, out, cfg, tcfg, SamplingConfig(), seed=0, resume=resume, ckpt_every=3, log_every=1,
-                 progress=False, shift=shift)
+                 progress=False, shift=shift, device=device)
 
 
 def _weights(run):
@@ -52,8 +53,9 @@ def _losses(run):
     return [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.exact
 def test_resume_continues_the_exact_run(data, tmp_path, monkeypatch):
-    _train(data / "tokens", tmp_path / "straight", steps=8)
+    _train(data / "tokens", tmp_path / "straight", steps=8, device="cpu")
     import ochre.train.world as loop
 
     real = loop.window_batches
@@ -65,9 +67,9 @@ def test_resume_continues_the_exact_run(data, tmp_path, monkeypatch):
             yield batch
     monkeypatch.setattr(loop, "window_batches", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        _train(data / "tokens", tmp_path / "cut", steps=8)
+        _train(data / "tokens", tmp_path / "cut", steps=8, device="cpu")
     monkeypatch.setattr(loop, "window_batches", real)
-    _train(data / "tokens", tmp_path / "cut", steps=8, resume=True)
+    _train(data / "tokens", tmp_path / "cut", steps=8, resume=True, device="cpu")
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "cut")
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -83,12 +85,13 @@ def test_resume_refuses_a_different_run(data, tmp_path):
               SamplingConfig(), resume=True, progress=False)
 
 
+@pytest.mark.exact
 def test_kill_9_then_resume_matches_the_straight_run(data, tmp_path):
     """2N steps straight vs N steps, kill -9 somewhere after, resume to 2N: same weights and losses."""
     def cmd(run, steps):
-        return [sys.executable, "-m", "ochre", "train", str(data / "tokens"), "--out", str(run), "--steps", str(steps),
+        return [*DETERMINISTIC_OCHRE, "train", str(data / "tokens"), "--out", str(run), "--steps", str(steps),
                 "--batch", "2", "--window", "5", "--unroll", "1", "--ckpt-every", "2", "--log-every", "1",
-                "--impl", "torch"]
+                "--impl", "torch", "--device", "cpu"]
     straight = tmp_path / "straight"
     assert subprocess.run(cmd(straight, 8), capture_output=True).returncode == 0
     run = tmp_path / "killed"

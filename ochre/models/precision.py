@@ -91,3 +91,21 @@ def in_dtype(modules, dtype: str, traced: bool = False) -> tuple[nn.Module, ...]
     if dtype == "fp32" and not traced:
         return tuple(modules)
     return tuple(torch_impl_copy(m, PRECISIONS[dtype]) for m in modules)
+
+
+def strict_fp32(device) -> dict:
+    """fp32 on CUDA means fp32: TF32 off for cuDNN convolutions (torch's default is on) and cuBLAS
+    matmuls (off by default), so fp32 rows and parity checks on a GPU are not TF32 (a 10-bit
+    mantissa) in disguise. Process-wide, like the flags themselves; a no-op on the CPU. Returns the
+    settings in force, which benchmarks record beside their rows."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return math_settings()
+
+
+def math_settings() -> dict:
+    """The process-wide numerics that change what "fp32" computes on a GPU, and determinism."""
+    return {"tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+            "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+            "deterministic": torch.are_deterministic_algorithms_enabled()}

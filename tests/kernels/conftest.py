@@ -19,3 +19,12 @@ def device() -> torch.device:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fp32_is_fp32():
+    """The references the kernels are held to are fp32 and fp64: on a GPU, cuDNN's convolutions
+    (the world-model gate test's) would otherwise run TF32, a 10-bit mantissa."""
+    from ochre.models.precision import strict_fp32
+
+    strict_fp32(DEVICE)
