@@ -1,0 +1,140 @@
+"""One recorded episode: place the player, then drive the game in lockstep with its own steps.
+
+The game runs at 20 steps a second (fps_max); each step reads the input, moves the player, logs
+the pose (client-side mod) and draws a frame numbered in its top strip. For every step s:
+  1. the pose line of step s arrives;
+  2. the input for step s + 1 is sent at once (keys down/up and a relative mouse move), well before
+     the game reads input again (~50 ms later);
+  3. the window is read until it shows frame s (the number in the strip), which is then frame t of
+     the recording, with the pose of step s.
+So frame t and pose t are the same step by construction, and the action between frames t and t+1 is
+what step s + 1 did, read from its pose line (ochre.data.luanti.labels). A frame that was never seen
+(the game drew step s + 1 before step s was read) ends the episode there; the summary says so.
+Legend: N steps (transitions), H W picture size.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ochre.data.luanti.behaviour import Hops, Plan
+from ochre.data.luanti.game import Game, GameError
+from ochre.data.luanti.labels import Pose
+from ochre.data.luanti.marker import frame_number, picture, steps_ahead
+
+KEYSYMS = {"forward": "w", "back": "s", "left": "a", "right": "d", "jump": "space"}
+SETTLE_STEPS = 40           # 2 s after arriving: the player lands and the client meshes the new blocks
+PLACE_TIMEOUT_S = 300.0     # generating the map around a new start (~2-12 s on 2 cores)
+FRAME_TIMEOUT_S = 5.0       # one step's frame; a slow step on a busy machine takes ~0.3 s
+POLL_S = 0.002
+
+
+@dataclass
+class Recorded:
+    frames: list[np.ndarray] = field(default_factory=list)        # N + 1 pictures (H, W, 3)
+    poses: list[Pose] = field(default_factory=list)                # N + 1
+    sent_counts: list[tuple[int, int]] = field(default_factory=list)   # N [dy, dx]
+    sent_keys: list[frozenset[str]] = field(default_factory=list)      # N
+    cut: tuple[int, str] | None = None
+    start: dict | None = None          # where the mod placed the player
+
+
+class Input:
+    """Keys and mouse of one game window, with the held keys remembered."""
+
+    def __init__(self, game: Game):
+        self.display = game.display
+        self.codes = {name: self.display.keycode(sym) for name, sym in KEYSYMS.items()}
+        self.held: set[str] = set()
+
+    def send(self, keys: frozenset[str], dy: int, dx: int) -> None:
+        for name in self.held - keys:
+            self.display.key(self.codes[name], False)
+        for name in keys - self.held:
+            self.display.key(self.codes[name], True)
+        self.held = set(keys)
+        if dx or dy:
+            self.display.move_mouse(dx, dy)
+        self.display.flush()
+
+    def release(self) -> None:
+        self.send(frozenset(), 0, 0)
+
+
+def next_pose(game: Game, timeout_s: float = FRAME_TIMEOUT_S) -> Pose:
+    """The next pose line, skipping the server-side mod's lines."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        kind, fields = game.next_line(max(0.1, deadline - time.monotonic()))
+        if kind == "ochre_pose":
+            return Pose.parse(fields)
+
+
+def place(game: Game, tag: str, x: float, z: float, yaw: float, pitch: float) -> tuple[dict, Pose]:
+    """Ask the server-side mod to put the player near (x, z), looking (yaw, pitch); wait until the
+    client stands there and SETTLE_STEPS more steps have passed. Returns (where, the last pose)."""
+    game.write_command(f"{tag} {x:.1f} {z:.1f} {yaw:.4f} {pitch:.4f}")
+    deadline = time.monotonic() + PLACE_TIMEOUT_S
+    while True:
+        kind, fields = game.next_line(max(0.1, deadline - time.monotonic()))
+        if kind == "ochre_unplaced" and fields[:1] == [tag]:
+            raise GameError(f"found no dry land near ({x:.0f}, {z:.0f}) to start an episode")
+        if kind == "ochre_placed" and fields[:1] == [tag]:
+            where = dict(zip(("x", "y", "z"), map(float, fields[1:4])))
+            break
+    while True:                                                        # the client follows a step or two later
+        pose = next_pose(game)
+        if abs(pose.x - where["x"]) < 1.0 and abs(pose.z - where["z"]) < 1.0:
+            break
+    for _ in range(SETTLE_STEPS):
+        pose = next_pose(game)
+    return where, pose
+
+
+def grab_frame(game: Game, step: int) -> np.ndarray | None:
+    """The picture of step `step` once the window shows it; None when the window already shows a later step."""
+    cfg = game.cfg
+    w, h = cfg.window
+    deadline = time.monotonic() + FRAME_TIMEOUT_S
+    while time.monotonic() < deadline:
+        window = game.display.grab(game.window, 0, 0, w, h)
+        ahead = steps_ahead(frame_number(window, cfg.strip, cfg.marker_bits), step, cfg.marker_bits)
+        if ahead == 0:
+            return picture(window, cfg.strip).copy()
+        if ahead > 0:
+            return None
+        time.sleep(POLL_S)
+    game.check_alive()
+    raise GameError(f"the window did not show step {step} within {FRAME_TIMEOUT_S:.0f} s")
+
+
+def drive(game: Game, plan: Plan, hops: Hops, first: Pose) -> Recorded:
+    """Run the plan's N steps from pose `first` (the step just logged); returns N + 1 frames and poses,
+    fewer when a frame was missed (then `cut` says where)."""
+    inputs = Input(game)
+    rec = Recorded()
+    pose, steps = first, len(plan.counts)
+    try:
+        for t in range(steps + 1):
+            if t < steps:
+                keys = plan.walk[t] | ({"jump"} if hops(pose, plan.walk[t]) else frozenset())
+                dy, dx = (int(v) for v in plan.counts[t])
+                inputs.send(frozenset(keys), dy, dx)
+                rec.sent_counts.append((dy, dx))
+                rec.sent_keys.append(frozenset(keys))
+            frame = grab_frame(game, pose.step)
+            if frame is None:
+                rec.cut = (t - 1, f"frame of step {pose.step} not seen: the game drew the next one first")
+                break
+            rec.frames.append(frame)
+            rec.poses.append(pose)
+            if t < steps:
+                pose = next_pose(game)
+    finally:
+        inputs.release()
+    n = len(rec.frames) - 1
+    del rec.sent_counts[n:], rec.sent_keys[n:]
+    return rec

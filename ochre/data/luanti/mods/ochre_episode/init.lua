@@ -1,0 +1,72 @@
+-- ochre_episode (server-side): a plain view, and the player placed where each episode starts.
+--
+-- The recorder writes "<id> <x> <z> <yaw> <pitch>" into ochre_command.txt in the world folder.
+-- This mod finds solid ground near (x, z) (the mapgen's spawn level, trying further points when
+-- that is water or a cliff), generates the map around it, then puts the player there looking at
+-- (yaw, pitch) in degrees, and logs "ochre_placed <id> <x> <y> <z>".
+
+local hud = minetest.settings:get_bool("ochre_hud", false)
+local command_file = minetest.get_worldpath() .. "/ochre_command.txt"
+local done_id, busy = nil, false
+local RADIUS = 32           -- nodes generated around the start before the player arrives
+
+-- No chat over the picture: the join messages and the server status line are not sent.
+minetest.get_server_status = function() return "" end
+minetest.send_join_message = function() end
+
+minetest.register_on_joinplayer(function(player)
+	player:hud_set_flags({hotbar = hud, crosshair = hud, wielditem = hud, healthbar = false,
+		breathbar = false, minimap = false, minimap_radar = false})
+	minetest.set_timeofday(tonumber(minetest.settings:get("ochre_time_of_day")) or 0.5)
+end)
+
+local function ground(x, z)
+	for k = 0, 63 do
+		-- a widening square spiral of 24-node steps around (x, z)
+		local r = math.ceil(math.sqrt(k))
+		local a = k * 2.399963
+		local px, pz = x + math.floor(24 * r * math.cos(a)), z + math.floor(24 * r * math.sin(a))
+		local y = minetest.get_spawn_level(px, pz)
+		if y then
+			return {x = px, y = y, z = pz}
+		end
+	end
+end
+
+local function place(player, id, x, z, yaw, pitch)
+	local pos = ground(x, z)
+	if not pos then
+		minetest.log("action", string.format("ochre_unplaced %s", id))
+		busy = false
+		return
+	end
+	local lo, hi = vector.subtract(pos, RADIUS), vector.add(pos, RADIUS)
+	minetest.emerge_area(lo, hi, function(_, _, remaining)
+		if remaining > 0 then
+			return
+		end
+		player:set_pos(pos)
+		player:set_look_horizontal(math.rad(yaw))
+		player:set_look_vertical(math.rad(pitch))
+		minetest.log("action", string.format("ochre_placed %s %.3f %.3f %.3f", id, pos.x, pos.y, pos.z))
+		busy = false
+	end)
+end
+
+minetest.register_globalstep(function()
+	local player = minetest.get_connected_players()[1]
+	if busy or not player then
+		return
+	end
+	local f = io.open(command_file, "r")
+	if not f then
+		return
+	end
+	local line = f:read("*l")
+	f:close()
+	local id, x, z, yaw, pitch = (line or ""):match("^(%S+) (%S+) (%S+) (%S+) (%S+)$")
+	if id and id ~= done_id then
+		done_id, busy = id, true
+		place(player, id, tonumber(x), tonumber(z), tonumber(yaw), tonumber(pitch))
+	end
+end)
