@@ -24,6 +24,7 @@ from ochre.data.luanti.behaviour import Hops, Plan
 from ochre.data.luanti.game import Game, GameError
 from ochre.data.luanti.labels import Pose
 from ochre.data.luanti.marker import frame_number, picture, steps_ahead
+from ochre.data.luanti.x11 import X11Error
 
 KEYSYMS = {"forward": "w", "back": "s", "left": "a", "right": "d", "jump": "space"}
 SETTLE_STEPS = 40           # 2 s after arriving: the player lands and the client meshes the new blocks
@@ -100,7 +101,11 @@ def grab_frame(game: Game, step: int) -> np.ndarray | None:
     w, h = cfg.window
     deadline = time.monotonic() + FRAME_TIMEOUT_S
     while time.monotonic() < deadline:
-        window = game.display.grab(game.window, 0, 0, w, h)
+        try:
+            window = game.display.grab(game.window, 0, 0, w, h)
+        except X11Error as e:
+            game.check_alive()
+            raise GameError(str(e)) from None
         ahead = steps_ahead(frame_number(window, cfg.strip, cfg.marker_bits), step, cfg.marker_bits)
         if ahead == 0:
             return picture(window, cfg.strip).copy()

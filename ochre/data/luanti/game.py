@@ -167,13 +167,15 @@ class Game:
         threading.Thread(target=self._read_log, args=(self._game.stderr,), daemon=True).start()
         self.display = Display(name)
         self.window = self._find_window()
+        while self.next_line(self.start_timeout_s)[0] != "ochre_pose":     # the player is in the world
+            pass
+        # Keys and mouse reach only the focused window, and no window manager focuses it.
+        if not self.display.place(self.window, MARGIN, MARGIN):
+            raise GameError("the game's window did not take the keyboard focus")
         w, h = self.cfg.window
-        self.display.place(self.window, MARGIN, MARGIN)
         got = self.display.geometry(self.window)[2:]
         if got != (w, h):
             raise GameError(f"the game opened a {got[0]}x{got[1]} window, not {w}x{h}")
-        while self.next_line(self.start_timeout_s)[0] != "ochre_pose":     # the player is in the world
-            pass
 
     def _start_x(self, xvfb: str) -> str:
         """Start Xvfb on a free display number (it picks one and reports it); returns ":N"."""

@@ -85,8 +85,9 @@ def game_version(binary: str) -> str:
 
 # ---- one episode --------------------------------------------------------------------------
 
-def record_episode(game: Game, out: Path, cfg: RecordConfig, index: int) -> dict:
-    """Record and write episode `index`; returns its summary (also written as NAME.episode.json)."""
+def record_episode(game: Game, out: Path, cfg: RecordConfig, index: int, restarts: int = 0) -> dict:
+    """Record and write episode `index`; returns its summary (also written as NAME.episode.json).
+    restarts: games that crashed or stalled in earlier tries of this episode."""
     t0 = time.perf_counter()
     name = episode_name(cfg.seed, index)
     start, plan_rng, hop_rng = episode_start(cfg.seed, index)
@@ -104,7 +105,8 @@ def record_episode(game: Game, out: Path, cfg: RecordConfig, index: int) -> dict
         "cut": None if cut is None else {"step": cut[0], "reason": cut[1]},
         "agreement": agreement(poses, np.array(rec.sent_counts[:n]), rec.sent_keys[:n]),
         "step_ms": {"p50": float(np.median(dtime)), "p99": float(np.percentile(dtime, 99)), "max": float(dtime.max())},
-        "in_water": float(np.mean([p.liquid for p in poses])), "seconds": round(time.perf_counter() - t0, 2),
+        "in_water": float(np.mean([p.liquid for p in poses])), "restarts": restarts,
+        "seconds": round(time.perf_counter() - t0, 2),
     }
     stem = out / name
     write_json_atomic(stem.with_suffix(".episode.json"), summary)
@@ -134,9 +136,7 @@ class Worker:
                 if self.game is None:
                     shutil.rmtree(self.workdir, ignore_errors=True)
                     self.game = Game(self.cfg.game(), self.workdir).__enter__()
-                summary = record_episode(self.game, self.out, self.cfg, index)
-                summary["restarts"] = len(errors)
-                return summary
+                return record_episode(self.game, self.out, self.cfg, index, restarts=len(errors))
             except GameError as e:
                 errors.append(str(e))
                 self.close()
@@ -240,7 +240,7 @@ def summarize(out: Path, cfg: RecordConfig) -> dict:
              for k in ("camera_exact", "camera_within", "keys")} if weights.sum() else {}
     return {"episodes": len(eps), "frames": int(sum(e["steps"] + 1 for e in eps)),
             "cuts": [{"episode": e["episode"], **e["cut"]} for e in eps if e["cut"]],
-            "did_as_sent": share, "restarts": int(sum(e.get("restarts", 0) for e in eps)),
+            "did_as_sent": share, "restarts": int(sum(e["restarts"] for e in eps)),
             "step_ms_p99_max": max(e["step_ms"]["p99"] for e in eps)}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 import numpy as np
 
@@ -38,8 +39,45 @@ def _load(name: str, package: str) -> ctypes.CDLL:
     return ctypes.CDLL(path)
 
 
+class _XErrorEvent(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_int), ("display", ctypes.c_void_p), ("resourceid", ctypes.c_ulong),
+                ("serial", ctypes.c_ulong), ("error_code", ctypes.c_ubyte), ("request_code", ctypes.c_ubyte),
+                ("minor_code", ctypes.c_ubyte)]
+
+
+_last_error: list[str] = []
+_ERROR_HANDLER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(_XErrorEvent))
+_IO_HANDLER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+_IO_EXIT_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+
+
+# Xlib's default handlers end the whole process on an error, such as reading the window of a game
+# that has just crashed, or on a lost connection, such as an X server that died. These record the
+# error instead; the call that failed then returns nothing and the recorder restarts the game.
+@_ERROR_HANDLER
+def _on_error(display, event):
+    e = event.contents
+    _last_error[:] = [f"X error {e.error_code} in request {e.request_code} on resource {e.resourceid:#x}"]
+    return 0
+
+
+@_IO_HANDLER
+def _on_io_error(display):
+    _last_error[:] = ["the connection to the X server was lost"]
+    return 0
+
+
+@_IO_EXIT_HANDLER
+def _on_io_exit(display, data):
+    return None
+
+
+@functools.cache
 def _bind():
     x, xtst = _load("X11", "libx11-6"), _load("Xtst", "libxtst6")
+    x.XSetErrorHandler(_on_error)
+    x.XSetIOErrorHandler(_on_io_error)
+    x.XSetIOErrorExitHandler.argtypes = [ctypes.c_void_p, _IO_EXIT_HANDLER, ctypes.c_void_p]
     x.XOpenDisplay.restype = ctypes.c_void_p
     x.XOpenDisplay.argtypes = [ctypes.c_char_p]
     x.XDefaultRootWindow.restype = ctypes.c_ulong
@@ -53,6 +91,7 @@ def _bind():
         [ctypes.POINTER(ctypes.c_int)] * 2 + [ctypes.POINTER(ctypes.c_uint)] * 4
     x.XMoveWindow.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_int]
     x.XSetInputFocus.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_ulong]
+    x.XGetInputFocus.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_ulong), ctypes.POINTER(ctypes.c_int)]
     x.XStringToKeysym.restype = ctypes.c_ulong
     x.XStringToKeysym.argtypes = [ctypes.c_char_p]
     x.XKeysymToKeycode.restype = ctypes.c_ubyte
@@ -78,6 +117,7 @@ class Display:
         if not self._d:
             raise X11Error(f"cannot open X display {name}")
         self.root = self._x.XDefaultRootWindow(self._d)
+        self._x.XSetIOErrorExitHandler(self._d, _on_io_exit, None)
 
     def __enter__(self) -> Display:
         return self
@@ -116,11 +156,15 @@ class Display:
                              ctypes.byref(w), ctypes.byref(h), ctypes.byref(border), ctypes.byref(depth))
         return x.value, y.value, w.value, h.value
 
-    def place(self, window: int, x: int, y: int) -> None:
-        """Move a window (no window manager runs, so nothing else would) and give it the keyboard."""
+    def place(self, window: int, x: int, y: int) -> bool:
+        """Move a window (no window manager runs, so nothing else would) and give it the keyboard;
+        returns whether it has the keyboard now (not before the window is shown)."""
         self._x.XMoveWindow(self._d, window, x, y)
         self._x.XSetInputFocus(self._d, window, _REVERT_TO_PARENT, _CURRENT_TIME)
         self._x.XSync(self._d, 0)
+        focus, revert = ctypes.c_ulong(), ctypes.c_int()
+        self._x.XGetInputFocus(self._d, ctypes.byref(focus), ctypes.byref(revert))
+        return focus.value == window
 
     def keycode(self, keysym: str) -> int:
         code = self._x.XKeysymToKeycode(self._d, self._x.XStringToKeysym(keysym.encode()))
@@ -141,7 +185,7 @@ class Display:
         """The window's pixels in a rectangle as uint8 (height, width, 3) RGB."""
         image = self._x.XGetImage(self._d, window, x, y, width, height, _ALL_PLANES, _Z_PIXMAP)
         if not image:
-            raise X11Error(f"cannot read the pixels of window {window:#x}")
+            raise X11Error(f"cannot read the pixels of window {window:#x}: {' '.join(_last_error) or 'no reason'}")
         try:
             im = image.contents
             if im.bits_per_pixel != 32:
