@@ -61,8 +61,9 @@ def _speed(bench: dict) -> str:
 
 def render(out: Path, report: dict, command: str) -> str:
     m, bench, timings = report["metrics"], report["bench"], report["timings_s"]
+    source = {"luanti": " The recordings are footage of the real game Luanti (`ochre record luanti`)."}
     parts = [f"# ochre demo report\n\nMade by `{command}` on {bench.get('device', 'this machine')} "
-             f"(git {bench.get('git_sha', '?')}, {bench.get('date', '')}).",
+             f"(git {bench.get('git_sha', '?')}, {bench.get('date', '')}).{source.get(report.get('world'), '')}",
              "## World model\n\nDESIGN §6 on held-out trajectories: each of "
              f"{m.get('rollouts', '?')} rollouts starts from one real frame and runs on the recorded actions, "
              f"sampling at temperature {m.get('temperature')} top-{m.get('top_k')} with the copy prior's "
@@ -71,6 +72,7 @@ def render(out: Path, report: dict, command: str) -> str:
              f"{m.get('train_steps')} steps ({_num(m.get('train_frames_per_s'))} predicted frames/s)."
              + (" The comparison recipe trained on the same tokens, seed and budget." if compared_recipes(m) else ""),
              metrics_table(m),
+             *(f"Not run: {what} ({why})." for what, why in report.get("skipped", {}).items()),
              "![PSNR against rollout step](eval/psnr.png)\n\nThe dreams beside the real frames, the actions drawn "
              "below: [eval/dream.mp4](eval/dream.mp4).",
              "## Tokenizer\n\n| metric | value | what it says |\n|---|---|---|\n"

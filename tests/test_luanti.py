@@ -140,7 +140,9 @@ def test_parse_size():
 def test_episode_starts_are_fixed_by_seed_and_index():
     a, b, c = episode_start(0, 3)[0], episode_start(0, 3)[0], episode_start(0, 4)[0]
     assert a == b and a != c
-    assert -10.0 <= a["pitch"] <= 25.0 and 0.0 <= a["yaw"] < 360.0
+    assert len({(p["x"], p["z"]) for p in a}) == len(a) > 1          # further points where the first is sea
+    assert len({(p["yaw"], p["pitch"]) for p in a}) == 1
+    assert -10.0 <= a[0]["pitch"] <= 25.0 and 0.0 <= a[0]["yaw"] < 360.0
 
 
 def test_plan_is_the_synth_policy_in_whole_counts():

@@ -33,6 +33,10 @@ FRAME_TIMEOUT_S = 5.0       # one step's frame; a slow step on a busy machine ta
 POLL_S = 0.002
 
 
+class NoLand(Exception):
+    """The server-side mod found no dry land near the asked point (an ocean); another point may do."""
+
+
 @dataclass
 class Recorded:
     frames: list[np.ndarray] = field(default_factory=list)        # N + 1 pictures (H, W, 3)
@@ -82,7 +86,7 @@ def place(game: Game, tag: str, x: float, z: float, yaw: float, pitch: float) ->
     while True:
         kind, fields = game.next_line(max(0.1, deadline - time.monotonic()))
         if kind == "ochre_unplaced" and fields[:1] == [tag]:
-            raise GameError(f"found no dry land near ({x:.0f}, {z:.0f}) to start an episode")
+            raise NoLand(f"no dry land within ~200 nodes of ({x:.0f}, {z:.0f})")
         if kind == "ochre_placed" and fields[:1] == [tag]:
             where = dict(zip(("x", "y", "z"), map(float, fields[1:4])))
             break

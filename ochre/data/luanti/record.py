@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ochre.data.luanti.behaviour import Hops, plan
-from ochre.data.luanti.episode import drive, place
+from ochre.data.luanti.episode import NoLand, drive, place
 from ochre.data.luanti.game import Game, GameConfig, GameError, find_binaries
 from ochre.data.luanti.labels import agreement, labels
 from ochre.data.luanti.processes import die_with_parent
@@ -38,6 +38,7 @@ from ochre.io import write_json_atomic
 from ochre.parallel import pool_size, process_map
 
 SPREAD = 1500.0             # nodes: episodes start anywhere in a square this far from the origin
+START_TRIES = 8             # points tried in turn when the sea covers one's surroundings
 RETRIES = 2                 # a game that crashes or stalls is restarted and the episode redone
 WORK = ".work"              # per-worker game folders, removed at the end (and by the next run)
 OUTPUTS = ("luanti-*", "summary.json", "config.json")
@@ -68,14 +69,15 @@ def episode_name(seed: int, index: int) -> str:
     return f"luanti-{seed}-{index:04d}"
 
 
-def episode_start(seed: int, index: int) -> tuple[dict, np.random.Generator, np.random.Generator]:
-    """Where episode `index` starts ({x, z, yaw, pitch}), and its plan's and its hops' generators."""
+def episode_start(seed: int, index: int) -> tuple[list[dict], np.random.Generator, np.random.Generator]:
+    """Where episode `index` may start ({x, z, yaw, pitch}: the first point with dry land near it),
+    and its plan's and its hops' generators."""
     start_rng, plan_rng, hop_rng = (np.random.default_rng(c)
                                     for c in np.random.SeedSequence([seed % 2**64, 2, index]).spawn(3))
-    x, z = start_rng.uniform(-SPREAD, SPREAD, 2)
-    start = {"x": float(x), "z": float(z), "yaw": float(start_rng.uniform(0.0, 360.0)),
-             "pitch": float(start_rng.uniform(-10.0, 25.0))}     # as `ochre synth` starts its players
-    return start, plan_rng, hop_rng
+    yaw, pitch = start_rng.uniform(0.0, 360.0), start_rng.uniform(-10.0, 25.0)   # as `ochre synth` starts its players
+    points = start_rng.uniform(-SPREAD, SPREAD, (START_TRIES, 2))
+    starts = [{"x": float(x), "z": float(z), "yaw": float(yaw), "pitch": float(pitch)} for x, z in points]
+    return starts, plan_rng, hop_rng
 
 
 def game_version(binary: str) -> str:
@@ -90,9 +92,18 @@ def record_episode(game: Game, out: Path, cfg: RecordConfig, index: int, restart
     restarts: games that crashed or stalled in earlier tries of this episode."""
     t0 = time.perf_counter()
     name = episode_name(cfg.seed, index)
-    start, plan_rng, hop_rng = episode_start(cfg.seed, index)
-    where, first = place(game, f"{name}-{time.monotonic_ns()}", **start)
+    starts, plan_rng, hop_rng = episode_start(cfg.seed, index)
+    for start in starts:
+        try:
+            where, first = place(game, f"{name}-{time.monotonic_ns()}", **start)
+            break
+        except NoLand as e:
+            why = str(e)
+    else:
+        raise GameError(f"episode {name}: {why}, nor near {len(starts) - 1} other points (all sea?)")
+    t1 = time.perf_counter()
     rec = drive(game, plan(plan_rng, cfg.steps, first.pitch), Hops(hop_rng), first)
+    t2 = time.perf_counter()
     lab = labels(rec.poses)
     cut = lab.cut if lab.cut is not None and (rec.cut is None or lab.cut[0] < rec.cut[0]) else rec.cut
     n = len(lab.camera)
@@ -106,7 +117,7 @@ def record_episode(game: Game, out: Path, cfg: RecordConfig, index: int, restart
         "agreement": agreement(poses, np.array(rec.sent_counts[:n]), rec.sent_keys[:n]),
         "step_ms": {"p50": float(np.median(dtime)), "p99": float(np.percentile(dtime, 99)), "max": float(dtime.max())},
         "in_water": float(np.mean([p.liquid for p in poses])), "restarts": restarts,
-        "seconds": round(time.perf_counter() - t0, 2),
+        "seconds": {"place": round(t1 - t0, 2), "drive": round(t2 - t1, 2)},
     }
     stem = out / name
     write_json_atomic(stem.with_suffix(".episode.json"), summary)

@@ -1,8 +1,8 @@
 -- ochre_episode (server-side): a plain view, and the player placed where each episode starts.
 --
 -- The recorder writes "<id> <x> <z> <yaw> <pitch>" into ochre_command.txt in the world folder.
--- This mod finds solid ground near (x, z) (the mapgen's spawn level, trying further points when
--- that is water or a cliff), generates the map around it, then puts the player there looking at
+-- This mod finds dry land near (x, z) (trying further points when that is water or a cliff),
+-- generates the map around it, then puts the player there looking at
 -- (yaw, pitch) in degrees, and logs "ochre_placed <id> <x> <y> <z>".
 
 local hud = minetest.settings:get_bool("ochre_hud", false)
@@ -20,14 +20,17 @@ minetest.register_on_joinplayer(function(player)
 	minetest.set_timeofday(tonumber(minetest.settings:get("ochre_time_of_day")) or 0.5)
 end)
 
+-- Dry land: the mapgen's spawn level (nil over water and cliffs) at least two nodes above the sea.
+local lowest = (tonumber(minetest.settings:get("water_level")) or 1) + 2
+
 local function ground(x, z)
 	for k = 0, 63 do
-		-- a widening square spiral of 24-node steps around (x, z)
+		-- points on a widening spiral around (x, z): golden-angle turns, the radius growing by 24 nodes
 		local r = math.ceil(math.sqrt(k))
 		local a = k * 2.399963
 		local px, pz = x + math.floor(24 * r * math.cos(a)), z + math.floor(24 * r * math.sin(a))
 		local y = minetest.get_spawn_level(px, pz)
-		if y then
+		if y and y >= lowest then
 			return {x = px, y = y, z = pz}
 		end
 	end
