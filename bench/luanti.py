@@ -2,6 +2,7 @@
 
     python -m ochre.bench.luanti labels [--episodes 16] [--steps 400] [--work DIR]
     python -m ochre.bench.luanti record [--episodes 4] [--steps 400] [--sizes 64 128] [--workers 1 2]
+    python -m ochre.bench.luanti world LUANTI_DEMO SYNTH_DEMO
 
 labels: records the episodes (or reuses DIR/recordings), then
   - per-frame label accuracy as written: the share of transitions whose camera label, read back by
@@ -15,6 +16,9 @@ record: end-to-end recording rate per worker (episodes include placing the playe
   settle; the game's start, once per worker, is left out), the lockstep rate while driving (20/s
   at most: the game's own clock), the CPU the recorder and everything it starts used per recorded
   second, and disk per hour of footage. Run it alone (`flock -x`): it measures wall time.
+world: the DESIGN §6 metrics of two `ochre demo` runs with the same settings, one on Luanti footage
+  (--world luanti) and one on the synthetic world, side by side, with 95 % bootstrap intervals over
+  rollouts for the PSNR metrics (from each eval's rollouts.npz); copies the Luanti dream video beside.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +38,7 @@ import numpy as np
 from ochre.bench.common import header, result_path
 from ochre.data.luanti.labels import MATCH_DEG, label_accuracy
 from ochre.data.sources import find_recordings, load_recording
-from ochre.io import write_json_atomic
+from ochre.io import atomic_path, write_json_atomic
 
 
 def _ochre(*args: str) -> tuple[int, str, float, float]:
@@ -133,6 +138,45 @@ def bench_record(work: Path, episodes: int, steps: int, sizes: list[int], worker
     return {"benchmark": "luanti-record", **header("cpu"), "steps_per_episode": steps, "rows": rows}
 
 
+ROWS = ("psnr@1", "psnr@8", "psnr@32", "delta_psnr@16", "yaw_response", "code_usage@256", "grad_ratio@256")
+
+
+def _intervals(eval_dir: Path, seed: int = 0, resamples: int = 2000) -> dict:
+    """95 % bootstrap intervals over rollouts for the PSNR metrics, from eval's rollouts.npz."""
+    from ochre.eval import OTHER, psnr
+
+    with np.load(eval_dir / "rollouts.npz") as z:
+        real, dream, other = z["real"], z["dream"], z["dream_other"]
+    per = {f"psnr@{h}": psnr(dream[:, h], real[:, h]) for h in (1, 8, 32)}            # (N,) each
+    per["repeat_frame/psnr@8"] = psnr(real[:, 0], real[:, 8])
+    per["delta_psnr@16"] = psnr(dream[:, OTHER], real[:, OTHER]) - psnr(other[:, OTHER], real[:, OTHER])
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(real), (resamples, len(real)))
+    return {f"{k}/ci": np.percentile(v[picks].mean(axis=1), [2.5, 97.5]).round(3).tolist() for k, v in per.items()}
+
+
+def bench_world(luanti: Path, synth: Path) -> dict:
+    """The same demo recipe on Luanti footage and on the synthetic world, side by side."""
+    out = {}
+    for name, demo in (("luanti", luanti), ("synth", synth)):
+        report = json.loads((demo / "report.json").read_text())
+        out[name] = {"metrics": {**report["metrics"], **_intervals(demo / "eval")},
+                     "timings_s": report["timings_s"], "recordings": json.loads((demo / "clips" / "report.json")
+                                                                               .read_text())["summary"]}
+    lines = ["| metric | luanti | luanti repeat frame | synth | synth repeat frame |", "|---|---|---|---|---|"]
+    for r in ROWS:
+        cells = []
+        for name in ("luanti", "synth"):
+            m = out[name]["metrics"]
+            ci = m.get(f"{r}/ci")
+            cells += [f"{m[r]:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""),
+                      f"{m[f'repeat_frame/{r}']:.3f}" if f"repeat_frame/{r}" in m else "–"]
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    lines.append(f"| real/yaw_response | {out['luanti']['metrics']['real/yaw_response']:.3f} | | "
+                 f"{out['synth']['metrics']['real/yaw_response']:.3f} | |")
+    return {"benchmark": "luanti-world", **header("cpu"), **out, "table_md": "\n".join(lines)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ochre.bench.luanti", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -144,20 +188,30 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--steps", type=int, default=400)
     rec.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     rec.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    world = sub.add_parser("world", help="the same `ochre demo` recipe on Luanti and on the synthetic world")
+    world.add_argument("luanti_demo", help="`ochre demo --world luanti` output folder")
+    world.add_argument("synth_demo", help="`ochre demo` output folder, same settings")
     for p in (lab, rec):
         p.add_argument("--work", default=None, help="working folder (default: a temporary one)")
+    for p in (lab, rec, world):
         p.add_argument("--out", default=None, help="result JSON (default bench/results/luanti_<what>_cpu_<date>.json)")
         p.add_argument("--note", default=None, help="a line kept in the JSON (what else ran on the machine)")
     args = ap.parse_args(argv)
-    work = Path(args.work or tempfile.mkdtemp(prefix="ochre-luanti-bench-"))
+    work = Path(args.work or tempfile.mkdtemp(prefix="ochre-luanti-bench-")) if args.what != "world" else None
     if args.what == "labels":
         result = bench_labels(work, args.episodes, args.steps)
-    else:
+    elif args.what == "record":
         result = bench_record(work, args.episodes, args.steps, args.sizes, args.workers)
+    else:
+        result = bench_world(Path(args.luanti_demo), Path(args.synth_demo))
     if args.note:
         result["note"] = args.note
-    out = Path(args.out) if args.out else result_path(f"luanti_{'labels' if args.what == 'labels' else 'record'}")
+    out = Path(args.out) if args.out else result_path(f"luanti_{args.what}")
     write_json_atomic(out, result)
+    if args.what == "world":                  # the dreams beside the real Luanti frames
+        video = out.with_name(out.name.replace("luanti_world_cpu_", "luanti_dream_")).with_suffix(".mp4")
+        with atomic_path(video) as tmp:
+            shutil.copyfile(Path(args.luanti_demo) / "eval" / "dream.mp4", tmp)
     print(json.dumps({k: v for k, v in result.items() if k not in ("rows", "data_check")}, indent=2))
     print(f"wrote {out}")
     return 0

@@ -11,6 +11,7 @@ Legend: N steps.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,14 @@ def plan(rng: np.random.Generator, steps: int, pitch0: float) -> Plan:
     counts = np.round(actions.camera / VPT_DEG_PER_COUNT).astype(np.int64)
     walk = [frozenset(k for k in WALK_KEYS if actions.keys[k][t]) for t in range(steps)]
     return Plan(counts, walk)
+
+
+def player(plan: Plan, hops: Hops) -> Callable[[int, Pose], tuple[frozenset[str], int, int]]:
+    """The recorded player: the plan's keys and camera at step t, plus jump when `hops` says so."""
+    def decide(t: int, pose: Pose) -> tuple[frozenset[str], int, int]:
+        jump = frozenset({"jump"}) if hops(pose, plan.walk[t]) else frozenset()
+        return plan.walk[t] | jump, int(plan.counts[t, 0]), int(plan.counts[t, 1])
+    return decide
 
 
 class Hops:

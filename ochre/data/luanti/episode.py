@@ -16,11 +16,11 @@ Legend: N steps (transitions), H W picture size.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ochre.data.luanti.behaviour import Hops, Plan
 from ochre.data.luanti.game import Game, GameError
 from ochre.data.luanti.labels import Pose
 from ochre.data.luanti.marker import frame_number, picture, steps_ahead
@@ -79,14 +79,25 @@ def next_pose(game: Game, timeout_s: float = FRAME_TIMEOUT_S) -> Pose:
 
 
 def place(game: Game, tag: str, x: float, z: float, yaw: float, pitch: float) -> tuple[dict, Pose]:
-    """Ask the server-side mod to put the player near (x, z), looking (yaw, pitch); wait until the
-    client stands there and SETTLE_STEPS more steps have passed. Returns (where, the last pose)."""
-    game.write_command(f"{tag} {x:.1f} {z:.1f} {yaw:.4f} {pitch:.4f}")
+    """Ask the server-side mod to put the player on dry land near (x, z), looking (yaw, pitch); wait
+    until the client stands there and SETTLE_STEPS more steps have passed. Returns (where, the last pose)."""
+    return _placed(game, tag, f"{tag} near {x:.1f} {z:.1f} {yaw:.4f} {pitch:.4f}")
+
+
+def put(game: Game, tag: str, pose: dict) -> tuple[dict, Pose]:
+    """Put the player back at a recorded pose ({x, y, z, yaw, pitch}, as in the lines' "pose"), exactly;
+    then as `place`."""
+    p = pose
+    return _placed(game, tag, f"{tag} at {p['x']:.4f} {p['y']:.4f} {p['z']:.4f} {p['yaw']:.5f} {p['pitch']:.5f}")
+
+
+def _placed(game: Game, tag: str, command: str) -> tuple[dict, Pose]:
+    game.write_command(command)
     deadline = time.monotonic() + PLACE_TIMEOUT_S
     while True:
         kind, fields = game.next_line(max(0.1, deadline - time.monotonic()))
         if kind == "ochre_unplaced" and fields[:1] == [tag]:
-            raise NoLand(f"no dry land within ~200 nodes of ({x:.0f}, {z:.0f})")
+            raise NoLand(f"no dry land within ~200 nodes of ({command.split()[2]}, {command.split()[3]})")
         if kind == "ochre_placed" and fields[:1] == [tag]:
             where = dict(zip(("x", "y", "z"), map(float, fields[1:4])))
             break
@@ -120,20 +131,23 @@ def grab_frame(game: Game, step: int) -> np.ndarray | None:
     raise GameError(f"the window did not show step {step} within {FRAME_TIMEOUT_S:.0f} s")
 
 
-def drive(game: Game, plan: Plan, hops: Hops, first: Pose) -> Recorded:
-    """Run the plan's N steps from pose `first` (the step just logged); returns N + 1 frames and poses,
+# What to send for step t, given the pose just logged: (keys held, dy, dx mouse counts).
+Decide = Callable[[int, Pose], tuple[frozenset[str], int, int]]
+
+
+def drive(game: Game, steps: int, decide: Decide, first: Pose) -> Recorded:
+    """Run N = `steps` steps from pose `first` (the step just logged); returns N + 1 frames and poses,
     fewer when a frame was missed (then `cut` says where)."""
     inputs = Input(game)
     rec = Recorded()
-    pose, steps = first, len(plan.counts)
+    pose = first
     try:
         for t in range(steps + 1):
             if t < steps:
-                keys = plan.walk[t] | ({"jump"} if hops(pose, plan.walk[t]) else frozenset())
-                dy, dx = (int(v) for v in plan.counts[t])
-                inputs.send(frozenset(keys), dy, dx)
+                keys, dy, dx = decide(t, pose)
+                inputs.send(keys, dy, dx)
                 rec.sent_counts.append((dy, dx))
-                rec.sent_keys.append(frozenset(keys))
+                rec.sent_keys.append(keys)
             frame = grab_frame(game, pose.step)
             if frame is None:
                 rec.cut = (t - 1, f"frame of step {pose.step} not seen: the game drew the next one first")

@@ -98,7 +98,9 @@ def settings(cfg: GameConfig, port: int) -> dict[str, object]:
         "cinematic": "false", "view_bobbing_amount": 0, "fall_bobbing_amount": 0, "fov": FOV_DEG,
         "autojump": "false", "continuous_forward": "false", "doubletap_jump": "false", "free_move": "false",
         "fast_move": "false", "noclip": "false", "enable_minimap": "false", "show_debug": "false",
-        "node_highlighting": "box" if cfg.hud else "none", "hud_scaling": 0.5,
+        # The smallest HUD the game draws: a hotbar slot is 48 px x density x hud_scaling, each at least
+        # 0.5 (48 dpi / 96), so 12 px; the hotbar still covers the lower fifth of a 64-line frame.
+        "node_highlighting": "box" if cfg.hud else "none", "hud_scaling": 0.5, "screen_dpi": 48,
         "creative_mode": "true", "enable_damage": "false", "time_speed": 0, "world_start_time": 12000,
         "fixed_map_seed": cfg.map_seed, "viewing_range": cfg.viewing_range, "dedicated_server_step": 0.05,
         "ochre_hud": "true" if cfg.hud else "false", "ochre_time_of_day": cfg.time_of_day,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ochre.data.luanti.behaviour import Hops, plan
+from ochre.data.luanti.behaviour import Hops, plan, player
 from ochre.data.luanti.episode import NoLand, drive, place
 from ochre.data.luanti.game import Game, GameConfig, GameError, find_binaries
 from ochre.data.luanti.labels import agreement, labels
@@ -102,7 +102,7 @@ def record_episode(game: Game, out: Path, cfg: RecordConfig, index: int, restart
     else:
         raise GameError(f"episode {name}: {why}, nor near {len(starts) - 1} other points (all sea?)")
     t1 = time.perf_counter()
-    rec = drive(game, plan(plan_rng, cfg.steps, first.pitch), Hops(hop_rng), first)
+    rec = drive(game, cfg.steps, player(plan(plan_rng, cfg.steps, first.pitch), Hops(hop_rng)), first)
     t2 = time.perf_counter()
     lab = labels(rec.poses)
     cut = lab.cut if lab.cut is not None and (rec.cut is None or lab.cut[0] < rec.cut[0]) else rec.cut

@@ -1,14 +1,17 @@
--- ochre_episode (server-side): a plain view, and the player placed where each episode starts.
+-- ochre_episode (server-side): a plain view, and the player placed where the recorder asks.
 --
--- The recorder writes "<id> <x> <z> <yaw> <pitch>" into ochre_command.txt in the world folder.
--- This mod finds dry land near (x, z) (trying further points when that is water or a cliff),
--- generates the map around it, then puts the player there looking at
--- (yaw, pitch) in degrees, and logs "ochre_placed <id> <x> <y> <z>".
+-- The recorder writes one command line into ochre_command.txt in the world folder:
+--   "<id> near <x> <z> <yaw> <pitch>"      an episode's start: dry land near (x, z), trying further
+--                                          points when that is water or a cliff ("ochre_unplaced <id>"
+--                                          when none is found)
+--   "<id> at <x> <y> <z> <yaw> <pitch>"    a recorded pose, exactly (putting the game back at a pose)
+-- This mod generates the map around the spot, then puts the player there looking at (yaw, pitch) in
+-- degrees (pitch positive looking down), and logs "ochre_placed <id> <x> <y> <z>".
 
 local hud = minetest.settings:get_bool("ochre_hud", false)
 local command_file = minetest.get_worldpath() .. "/ochre_command.txt"
 local done_id, busy = nil, false
-local RADIUS = 32           -- nodes generated around the start before the player arrives
+local RADIUS = 32           -- nodes generated around the spot before the player arrives
 
 -- No chat over the picture: the join messages and the server status line are not sent.
 minetest.get_server_status = function() return "" end
@@ -36,13 +39,7 @@ local function ground(x, z)
 	end
 end
 
-local function place(player, id, x, z, yaw, pitch)
-	local pos = ground(x, z)
-	if not pos then
-		minetest.log("action", string.format("ochre_unplaced %s", id))
-		busy = false
-		return
-	end
+local function place(player, id, pos, yaw, pitch)
 	local lo, hi = vector.subtract(pos, RADIUS), vector.add(pos, RADIUS)
 	minetest.emerge_area(lo, hi, function(_, _, remaining)
 		if remaining > 0 then
@@ -51,9 +48,33 @@ local function place(player, id, x, z, yaw, pitch)
 		player:set_pos(pos)
 		player:set_look_horizontal(math.rad(yaw))
 		player:set_look_vertical(math.rad(pitch))
-		minetest.log("action", string.format("ochre_placed %s %.3f %.3f %.3f", id, pos.x, pos.y, pos.z))
+		minetest.log("action", string.format("ochre_placed %s %.4f %.4f %.4f", id, pos.x, pos.y, pos.z))
 		busy = false
 	end)
+end
+
+local function run(player, line)
+	local id, verb, rest = line:match("^(%S+) (%S+) (.*)$")
+	if not id or id == done_id then
+		return
+	end
+	local v = {}
+	for word in rest:gmatch("%S+") do
+		v[#v + 1] = tonumber(word)
+	end
+	done_id, busy = id, true
+	if verb == "near" and #v == 4 then
+		local pos = ground(v[1], v[2])
+		if pos then
+			place(player, id, pos, v[3], v[4])
+			return
+		end
+	elseif verb == "at" and #v == 5 then
+		place(player, id, {x = v[1], y = v[2], z = v[3]}, v[4], v[5])
+		return
+	end
+	minetest.log("action", string.format("ochre_unplaced %s", id))
+	busy = false
 end
 
 minetest.register_globalstep(function()
@@ -67,9 +88,5 @@ minetest.register_globalstep(function()
 	end
 	local line = f:read("*l")
 	f:close()
-	local id, x, z, yaw, pitch = (line or ""):match("^(%S+) (%S+) (%S+) (%S+) (%S+)$")
-	if id and id ~= done_id then
-		done_id, busy = id, true
-		place(player, id, tonumber(x), tonumber(z), tonumber(yaw), tonumber(pitch))
-	end
+	run(player, line or "")
 end)
