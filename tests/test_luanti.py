@@ -13,7 +13,7 @@ import pytest
 from ochre.actions import VPT_DEG_PER_COUNT
 from ochre.data.luanti import game as luanti_game
 from ochre.data.luanti.behaviour import Hops, plan
-from ochre.data.luanti.game import GameConfig, GameError, find_binaries, settings
+from ochre.data.luanti.game import GameConfig, GameError, find_binaries, fingerprint, settings
 from ochre.data.luanti.labels import Pose, agreement, camera_counts, label_accuracy, labels
 from ochre.data.luanti.marker import frame_number, picture, steps_ahead
 from ochre.data.luanti.record import OUTPUTS, RecordConfig, episode_start, parse_size, run_record
@@ -85,13 +85,30 @@ def test_labels_cut_before_a_look_change_that_is_not_whole_counts():
     assert lab.camera.shape == (1, 2) and lab.keys["forward"].shape == (1,)
 
 
+def test_labels_span_lost_frames_when_the_keys_held_and_cut_when_they_changed():
+    poses = [_pose(0, 10.0, 0.0), _pose(3, 9.1, 0.0, "w-----"), _pose(4, 9.1, 0.0, "w-----")]
+    held = [[], [_pose(1, 9.7, 0.0, "w-----"), _pose(2, 9.4, 0.0, "w-----")], []]
+    lab = labels(poses, held)
+    assert lab.cut is None
+    np.testing.assert_allclose(lab.camera[:, 1], [0.9, 0.0], atol=1e-9)   # three steps' turn in one transition
+    assert lab.keys["forward"].tolist() == [1, 1]
+    changed = [[], [_pose(1, 9.7, 0.0, "-a----"), _pose(2, 9.4, 0.0, "w-----")], []]
+    lab = labels(poses, changed)
+    assert lab.cut is not None and lab.cut[0] == 0 and "keys changed" in lab.cut[1]
+    assert lab.camera.shape == (0, 2)
+
+
 def test_agreement_counts_what_the_game_did_as_sent():
     poses = [_pose(0, 10.0, 0.0), _pose(1, 9.7, 0.0, "w-----"), _pose(2, 9.7, 0.0, "w-----")]
+    none = [[], [], []]
     sent = np.array([[0, 2], [0, 2]])                     # the second move arrived late: not done
-    got = agreement(poses, sent, [frozenset({"forward"})] * 2)
-    assert got == {"transitions": 2, "camera_exact": 0.5, "camera_within": 1.0, "keys": 1.0}
+    got = agreement(poses, none, sent, [frozenset({"forward"})] * 2)
+    assert got == {"transitions": 2, "multi_step": 0, "camera_exact": 0.5, "camera_within": 1.0, "keys": 1.0}
     sent_far = np.array([[0, 2], [0, 10]])
-    assert agreement(poses, sent_far, [frozenset()] * 2)["camera_within"] == 0.5
+    assert agreement(poses, none, sent_far, [frozenset()] * 2)["camera_within"] == 0.5
+    lost = [[], [], [_pose(9, 9.7, 0.0)]]                 # the second transition spans two steps: left out
+    got = agreement(poses, lost, sent, [frozenset({"forward"})] * 2)
+    assert got["multi_step"] == 1 and got["camera_exact"] == 1.0
 
 
 def test_label_accuracy_checks_a_file_as_written():
@@ -163,6 +180,12 @@ def test_hops_swim_up_in_water_and_jump_when_walking_stalls():
     moving = Hops(np.random.default_rng(0))
     moving.rng = hops.rng
     assert not any(moving(_pose(t, 0.0, 0.0, x=0.2 * t), walk) for t in range(20))
+
+
+def test_fingerprint_follows_what_the_game_does():
+    assert fingerprint(GameConfig()) == fingerprint(GameConfig())
+    assert fingerprint(GameConfig(hud=True)) != fingerprint(GameConfig())
+    assert fingerprint(GameConfig(map_seed=1)) != fingerprint(GameConfig())
 
 
 def test_a_rerun_with_other_settings_is_refused_and_more_episodes_are_not(tmp_path):

@@ -9,7 +9,8 @@ the pose (client-side mod) and draws a frame numbered in its top strip. For ever
      the recording, with the pose of step s.
 So frame t and pose t are the same step by construction, and the action between frames t and t+1 is
 what step s + 1 did, read from its pose line (ochre.data.luanti.labels). A frame that was never seen
-(the game drew step s + 1 before step s was read) ends the episode there; the summary says so.
+(on a busy machine the game drew step s + 1 before step s was read) is skipped: the next frame's
+transition then spans two steps, labelled from both (ochre.data.luanti.labels.labels).
 Legend: N steps (transitions), H W picture size.
 """
 
@@ -41,10 +42,9 @@ class NoLand(Exception):
 class Recorded:
     frames: list[np.ndarray] = field(default_factory=list)        # N + 1 pictures (H, W, 3)
     poses: list[Pose] = field(default_factory=list)                # N + 1
-    sent_counts: list[tuple[int, int]] = field(default_factory=list)   # N [dy, dx]
+    passed: list[list[Pose]] = field(default_factory=list)         # N + 1: steps without a frame before each
+    sent_counts: list[tuple[int, int]] = field(default_factory=list)   # N [dy, dx], sent after frame t
     sent_keys: list[frozenset[str]] = field(default_factory=list)      # N
-    cut: tuple[int, str] | None = None
-    start: dict | None = None          # where the mod placed the player
 
 
 class Input:
@@ -110,10 +110,15 @@ def _placed(game: Game, tag: str, command: str) -> tuple[dict, Pose]:
     return where, pose
 
 
-def grab_frame(game: Game, step: int) -> np.ndarray | None:
-    """The picture of step `step` once the window shows it; None when the window already shows a later step."""
+def grab_frame(game: Game, pose: Pose) -> tuple[np.ndarray, Pose, list[Pose]]:
+    """The picture of the step of `pose` once the window shows it -> (picture, its pose, []).
+
+    When the window already shows a later step (the recorder was slower than one step, as on a busy
+    machine), that frame is lost: the later step's picture is taken instead, with its pose, and the
+    poses of the steps passed over come third."""
     cfg = game.cfg
     w, h = cfg.window
+    passed: list[Pose] = []
     deadline = time.monotonic() + FRAME_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
@@ -121,14 +126,18 @@ def grab_frame(game: Game, step: int) -> np.ndarray | None:
         except X11Error as e:
             game.check_alive()
             raise GameError(str(e)) from None
-        ahead = steps_ahead(frame_number(window, cfg.strip, cfg.marker_bits), step, cfg.marker_bits)
+        shown = frame_number(window, cfg.strip, cfg.marker_bits)
+        ahead = steps_ahead(shown, pose.step, cfg.marker_bits)
         if ahead == 0:
-            return picture(window, cfg.strip).copy()
-        if ahead > 0:
-            return None
-        time.sleep(POLL_S)
+            return picture(window, cfg.strip).copy(), pose, passed
+        if ahead < 0:                                   # not drawn yet
+            time.sleep(POLL_S)
+            continue
+        for _ in range(ahead):                          # the shown step's pose line is logged already
+            passed.append(pose)
+            pose = next_pose(game)
     game.check_alive()
-    raise GameError(f"the window did not show step {step} within {FRAME_TIMEOUT_S:.0f} s")
+    raise GameError(f"the window did not show step {pose.step} within {FRAME_TIMEOUT_S:.0f} s")
 
 
 # What to send for step t, given the pose just logged: (keys held, dy, dx mouse counts).
@@ -137,7 +146,7 @@ Decide = Callable[[int, Pose], tuple[frozenset[str], int, int]]
 
 def drive(game: Game, steps: int, decide: Decide, first: Pose) -> Recorded:
     """Run N = `steps` steps from pose `first` (the step just logged); returns N + 1 frames and poses,
-    fewer when a frame was missed (then `cut` says where)."""
+    and for each frame the steps passed over before it (usually none)."""
     inputs = Input(game)
     rec = Recorded()
     pose = first
@@ -148,16 +157,12 @@ def drive(game: Game, steps: int, decide: Decide, first: Pose) -> Recorded:
                 inputs.send(keys, dy, dx)
                 rec.sent_counts.append((dy, dx))
                 rec.sent_keys.append(keys)
-            frame = grab_frame(game, pose.step)
-            if frame is None:
-                rec.cut = (t - 1, f"frame of step {pose.step} not seen: the game drew the next one first")
-                break
+            frame, pose, passed = grab_frame(game, pose)
             rec.frames.append(frame)
             rec.poses.append(pose)
+            rec.passed.append(passed)
             if t < steps:
                 pose = next_pose(game)
     finally:
         inputs.release()
-    n = len(rec.frames) - 1
-    del rec.sent_counts[n:], rec.sent_keys[n:]
     return rec

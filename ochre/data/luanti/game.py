@@ -8,6 +8,8 @@ it (ochre.data.luanti.processes). Legend: H W recorded frame size, M marker stri
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import queue
@@ -103,9 +105,22 @@ def settings(cfg: GameConfig, port: int) -> dict[str, object]:
         "node_highlighting": "box" if cfg.hud else "none", "hud_scaling": 0.5, "screen_dpi": 48,
         "creative_mode": "true", "enable_damage": "false", "time_speed": 0, "world_start_time": 12000,
         "fixed_map_seed": cfg.map_seed, "viewing_range": cfg.viewing_range, "dedicated_server_step": 0.05,
+        # Clouds drift even with the clock stopped; without them a frame is a function of the pose, so
+        # the game put back at a recorded pose draws the recorded frame again (ochre.data.luanti.replay).
+        "enable_clouds": "false",
         "ochre_hud": "true" if cfg.hud else "false", "ochre_time_of_day": cfg.time_of_day,
         "ochre_marker_bits": cfg.marker_bits, "ochre_marker_strip_percent": 100.0 * cfg.strip / h,
     }
+
+
+def fingerprint(cfg: GameConfig) -> str:
+    """Short sha256 of everything that decides what the game draws and does: its settings (but the
+    port) and the two mods' files. Recordings made with another fingerprint are not mixed."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in settings(cfg, 0).items() if k != "port"}, sort_keys=True).encode())
+    for f in sorted(MODS.rglob("*")):
+        if f.is_file():
+            h.update(f.relative_to(MODS).as_posix().encode() + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def write_home(cfg: GameConfig, home: Path, world: Path, port: int) -> Path:

@@ -65,35 +65,52 @@ def camera_counts(poses: list[Pose]) -> np.ndarray:
     return np.stack([np.diff(pitch), -turn], axis=1) / VPT_DEG_PER_COUNT
 
 
-def labels(poses: list[Pose]) -> Labels:
-    """The actions between consecutive poses; cut before the first look change that is not whole counts."""
+def labels(poses: list[Pose], passed: list[list[Pose]] | None = None) -> Labels:
+    """The actions between consecutive frames' poses (N + 1); passed[t]: the steps without a frame
+    just before frame t (default none), whose controls the transition into frame t must share.
+
+    The episode is cut before the first transition that cannot be written as one VPT line: a look
+    change that is not whole counts, or keys that changed within a transition spanning several steps.
+    """
+    passed = passed or [[] for _ in poses]
     counts = camera_counts(poses)                                          # (N, 2)
     whole = np.abs(counts - np.round(counts)).max(axis=1, initial=0.0) <= WHOLE_COUNT_TOL
+    steady = np.array([len({p.keys for p in passed[t + 1] + [poses[t + 1]]}) == 1 for t in range(len(counts))],
+                      bool)
     cut = None
     n = len(counts)
-    if not whole.all():
-        n = int(np.argmin(whole))
-        worst = counts[n] - np.round(counts[n])
-        cut = (n, f"look changed by {counts[n].round(3).tolist()} counts, not whole counts "
-                  f"(off by {np.abs(worst).max():.3f}): the game turned the view itself")
+    if not (whole & steady).all():
+        n = int(np.argmin(whole & steady))
+        if not whole[n]:
+            worst = counts[n] - np.round(counts[n])
+            why = (f"look changed by {counts[n].round(3).tolist()} counts, not whole counts "
+                   f"(off by {np.abs(worst).max():.3f}): the game turned the view itself")
+        else:
+            why = (f"the keys changed within the {len(passed[n + 1]) + 1} steps before frame {n + 1}, whose "
+                   "frames were drawn over before they were read")
+        cut = (n, why)
     camera = np.round(counts[:n]) * VPT_DEG_PER_COUNT
     keys = {name: np.array([name in p.keys for p in poses[1:n + 1]], np.uint8) for name in KEY_NAMES}
     return Labels(camera, keys, cut)
 
 
-def agreement(poses: list[Pose], sent_counts: np.ndarray, sent_keys: list[frozenset[str]]) -> dict:
-    """How often the game did what was sent: sent_counts (N, 2) [dy, dx], sent_keys N sets of KEY_NAMES.
+def agreement(poses: list[Pose], passed: list[list[Pose]], sent_counts: np.ndarray,
+              sent_keys: list[frozenset[str]]) -> dict:
+    """How often the game did what was sent, over the N transitions that span one step (sent_counts
+    (N, 2) [dy, dx] and sent_keys: what was sent after each frame; passed as in `labels`).
 
     camera_exact: the look changed by exactly the counts sent; camera_within: within MATCH_DEG on both
-    axes; keys: the controls of the step equal the keys sent.
+    axes; keys: the controls of the step equal the keys sent; multi_step: transitions left out because
+    frames were lost in them (their labels are what the game did over all their steps).
     """
     n = min(len(poses) - 1, len(sent_counts))
-    if n == 0:
-        return {"transitions": 0}
-    done = camera_counts(poses[:n + 1])
-    err = np.abs(done - sent_counts[:n]) * VPT_DEG_PER_COUNT                 # (n, 2) degrees
-    keys = np.mean([poses[t + 1].keys == sent_keys[t] for t in range(n)])
-    return {"transitions": n, "camera_exact": float(np.mean(err.max(axis=1) < 1e-3)),
+    single = [t for t in range(n) if not passed[t + 1] and not (t == 0 and passed[0])]
+    if not single:
+        return {"transitions": n, "multi_step": n - len(single)}
+    done = camera_counts(poses[:n + 1])[single]
+    err = np.abs(done - np.asarray(sent_counts)[single]) * VPT_DEG_PER_COUNT     # (S, 2) degrees
+    keys = np.mean([poses[t + 1].keys == sent_keys[t] for t in single])
+    return {"transitions": n, "multi_step": n - len(single), "camera_exact": float(np.mean(err.max(axis=1) < 1e-3)),
             "camera_within": float(np.mean(err.max(axis=1) <= MATCH_DEG)), "keys": float(keys)}
 
 
