@@ -28,7 +28,9 @@ from ochre.data.luanti.marker import frame_number, picture, steps_ahead
 from ochre.data.luanti.x11 import X11Error
 
 KEYSYMS = {"forward": "w", "back": "s", "left": "a", "right": "d", "jump": "space"}
-SETTLE_STEPS = 40           # 2 s after arriving: the player lands and the client meshes the new blocks
+# 4 s after arriving: the player lands, the client meshes the new blocks, and the sky's brightness,
+# which the game eases toward what the view holds (~5 % a frame), has mostly caught up.
+SETTLE_STEPS = 80
 PLACE_TIMEOUT_S = 300.0     # generating the map around a new start (~2-12 s on 2 cores)
 FRAME_TIMEOUT_S = 5.0       # one step's frame; a slow step on a busy machine takes ~0.3 s
 POLL_S = 0.002

@@ -105,9 +105,10 @@ def settings(cfg: GameConfig, port: int) -> dict[str, object]:
         "node_highlighting": "box" if cfg.hud else "none", "hud_scaling": 0.5, "screen_dpi": 48,
         "creative_mode": "true", "enable_damage": "false", "time_speed": 0, "world_start_time": 12000,
         "fixed_map_seed": cfg.map_seed, "viewing_range": cfg.viewing_range, "dedicated_server_step": 0.05,
-        # Clouds drift even with the clock stopped; without them a frame is a function of the pose, so
-        # the game put back at a recorded pose draws the recorded frame again (ochre.data.luanti.replay).
-        "enable_clouds": "false",
+        # Clouds drift, and the Minetest Game's weather changes them and the sky's tint, even with the
+        # clock stopped; without both a frame is a function of the pose, so the game put back at a
+        # recorded pose draws the recorded frame again (ochre.data.luanti.replay).
+        "enable_clouds": "false", "enable_weather": "false",
         "ochre_hud": "true" if cfg.hud else "false", "ochre_time_of_day": cfg.time_of_day,
         "ochre_marker_bits": cfg.marker_bits, "ochre_marker_strip_percent": 100.0 * cfg.strip / h,
     }
