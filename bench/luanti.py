@@ -9,9 +9,9 @@ labels: records the episodes (or reuses DIR/recordings), then
     `ochre prepare`'s own VPT reader, is within 0.5 degrees of the change between the two frames'
     engine poses (each line's "pose");
   - how often the game did exactly what the recorder sent (the labels are what it did either way);
-  - `ochre data check` on the prepared clips at 8 frames/s (the default) and at 20 frames/s (one
-    game step per frame, where a one-frame error would move the peak), and the same check with every
-    label shifted one frame later, which must fail.
+  - `ochre data check` on the prepared clips at 8 frames/s (the default), 10 and 20 (one game step
+    per frame), and with every label shifted one prepared frame later at 10 and 20 frames/s, which
+    must fail.
 record: end-to-end recording rate per worker (episodes include placing the player and the 2 s
   settle; the game's start, once per worker, is left out), the lockstep rate while driving (20/s
   at most: the game's own clock), the CPU the recorder and everything it starts used per recorded
@@ -69,12 +69,12 @@ def _check(clips: Path) -> dict:
     return {"exit_code": rc, "peak_lag": peaks, "correlation": table}
 
 
-def _shifted_copy(src: Path, dst: Path) -> None:
-    """The recordings with every action line one frame late (the first frame gets a null action)."""
+def _shifted_copy(src: Path, dst: Path, lines_late: int) -> None:
+    """The recordings with every action line moved later (the first frames get null actions)."""
     dst.mkdir(parents=True, exist_ok=True)
     for jsonl in sorted(src.glob("luanti-*.jsonl")):
         lines = jsonl.read_text().splitlines()
-        (dst / jsonl.name).write_text("\n".join(["null"] + lines[:-1]) + "\n")
+        (dst / jsonl.name).write_text("\n".join(["null"] * lines_late + lines[:-lines_late]) + "\n")
         (dst / jsonl.with_suffix(".mp4").name).write_bytes(jsonl.with_suffix(".mp4").read_bytes())
 
 
@@ -87,16 +87,19 @@ def bench_labels(work: Path, episodes: int, steps: int) -> dict:
         traj = load_recording(r, 64)                      # camera exactly as `ochre prepare` reads it
         within.append(label_accuracy(traj.camera, [line["pose"] for line in lines]) * len(traj.camera))
         transitions += len(traj.camera)
+    # The recorded labels at 8 (the default), 10 and 20 frames/s, and shifted one prepared frame late
+    # (2 lines at 10 frames/s, 1 at 20), which must move the peak.
     checks = {}
-    for name, src in (("recorded", rec_dir), ("shifted_one_frame", work / "shifted")):
-        if name == "shifted_one_frame":
-            _shifted_copy(rec_dir, src)
-        for fps in ("8", "20"):
-            clips = work / f"clips-{name}-{fps}"
-            rc, out, _, _ = _ochre("prepare", str(src), str(clips), "--fps", fps)
-            if rc != 0:
-                raise RuntimeError(f"ochre prepare failed: {out[-2000:]}")
-            checks[f"{name}@{fps}fps"] = _check(clips)
+    for name, fps, late in (("recorded", 8, 0), ("recorded", 10, 0), ("recorded", 20, 0),
+                            ("shifted_one_frame", 10, 2), ("shifted_one_frame", 20, 1)):
+        src = work / f"shifted-{late}" if late else rec_dir
+        if late:
+            _shifted_copy(rec_dir, src, late)
+        clips = work / f"clips-{name}-{fps}"
+        rc, out, _, _ = _ochre("prepare", str(src), str(clips), "--fps", str(fps))
+        if rc != 0:
+            raise RuntimeError(f"ochre prepare failed: {out[-2000:]}")
+        checks[f"{name}@{fps}fps"] = _check(clips)
     episodes_json = [json.loads(p.read_text()) for p in sorted(rec_dir.glob("*.episode.json"))]
     frame_ms = np.array([[e["frame_ms"]["p50"], e["frame_ms"]["p99"]] for e in episodes_json])
     return {

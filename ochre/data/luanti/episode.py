@@ -32,7 +32,7 @@ KEYSYMS = {"forward": "w", "back": "s", "left": "a", "right": "d", "jump": "spac
 # which the game eases toward what the view holds (~5 % a frame), has mostly caught up.
 SETTLE_STEPS = 80
 PLACE_TIMEOUT_S = 300.0     # generating the map around a new start (~2-12 s on 2 cores)
-FRAME_TIMEOUT_S = 5.0       # one step's frame; a slow step on a busy machine takes ~0.3 s
+FRAME_TIMEOUT_S = 5.0       # one step's frame; the game cuts a step at 0.5 s, so longer is a hang
 POLL_S = 0.002
 
 
@@ -96,17 +96,19 @@ def put(game: Game, tag: str, pose: dict) -> tuple[dict, Pose]:
 def _placed(game: Game, tag: str, command: str) -> tuple[dict, Pose]:
     game.write_command(command)
     deadline = time.monotonic() + PLACE_TIMEOUT_S
+    where = None
     while True:
+        if time.monotonic() > deadline:
+            raise GameError(f"the game did not place the player within {PLACE_TIMEOUT_S:.0f} s ({command})")
         kind, fields = game.next_line(max(0.1, deadline - time.monotonic()))
         if kind == "ochre_unplaced" and fields[:1] == [tag]:
             raise NoLand(f"no dry land within ~200 nodes of ({command.split()[2]}, {command.split()[3]})")
         if kind == "ochre_placed" and fields[:1] == [tag]:
             where = dict(zip(("x", "y", "z"), map(float, fields[1:4])))
-            break
-    while True:                                                        # the client follows a step or two later
-        pose = next_pose(game)
-        if abs(pose.x - where["x"]) < 1.0 and abs(pose.z - where["z"]) < 1.0:
-            break
+        if where is not None and kind == "ochre_pose":                 # the client follows a step or two later
+            pose = Pose.parse(fields)
+            if abs(pose.x - where["x"]) < 1.0 and abs(pose.z - where["z"]) < 1.0:
+                break
     for _ in range(SETTLE_STEPS):
         pose = next_pose(game)
     return where, pose

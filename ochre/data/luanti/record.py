@@ -87,20 +87,23 @@ def game_version(binary: str) -> str:
 
 # ---- one episode --------------------------------------------------------------------------
 
+def _place_somewhere(game: Game, name: str, starts: list[dict]):
+    """Place the player at the first of `starts` with dry land near it -> (that start, where, the pose)."""
+    for start in starts:
+        try:
+            return (start, *place(game, f"{name}-{time.monotonic_ns()}", **start))
+        except NoLand as e:
+            why = str(e)
+    raise GameError(f"episode {name}: {why}, nor near {len(starts) - 1} other points (all sea?)")
+
+
 def record_episode(game: Game, out: Path, cfg: RecordConfig, index: int, restarts: int = 0) -> dict:
     """Record and write episode `index`; returns its summary (also written as NAME.episode.json).
     restarts: games that crashed or stalled in earlier tries of this episode."""
     t0 = time.perf_counter()
     name = episode_name(cfg.seed, index)
     starts, plan_rng, hop_rng = episode_start(cfg.seed, index)
-    for start in starts:
-        try:
-            where, first = place(game, f"{name}-{time.monotonic_ns()}", **start)
-            break
-        except NoLand as e:
-            why = str(e)
-    else:
-        raise GameError(f"episode {name}: {why}, nor near {len(starts) - 1} other points (all sea?)")
+    start, where, first = _place_somewhere(game, name, starts)
     t1 = time.perf_counter()
     rec = drive(game, cfg.steps, player(plan(plan_rng, cfg.steps, first.pitch), Hops(hop_rng)), first)
     t2 = time.perf_counter()
