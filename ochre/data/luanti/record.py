@@ -42,6 +42,7 @@ START_TRIES = 8             # points tried in turn when the sea covers one's sur
 RETRIES = 2                 # a game that crashes or stalls is restarted and the episode redone
 WORK = ".work"              # per-worker game folders, removed at the end (and by the next run)
 OUTPUTS = ("luanti-*", "summary.json", "config.json")
+SLOW_FRAME_MS = 75.0        # an episode whose median step the game stretched past 1.5 x 50 ms
 MILLI0 = 1_600_000_000_000  # the VPT lines' "milli" of frame 0, as ochre.data.synth.writers starts them
 
 
@@ -260,6 +261,7 @@ def summarize(out: Path, cfg: RecordConfig) -> dict:
             "cuts": [{"episode": e["episode"], **e["cut"]} for e in eps if e["cut"]],
             "did_as_sent": share, "multi_step_transitions": int(sum(a["multi_step"] for a in agree)),
             "restarts": int(sum(e["restarts"] for e in eps)),
+            "slow": [e["episode"] for e in eps if e["frame_ms"]["p50"] > SLOW_FRAME_MS],
             "frame_ms_p99_max": max(e["frame_ms"]["p99"] for e in eps)}
 
 
@@ -288,6 +290,10 @@ def run(args) -> int:
         d = s["did_as_sent"]
         print(f"  the game did what was sent: camera {d['camera_exact']:.1%} exactly, keys {d['keys']:.1%} "
               "(labels are what it did)")
+    if s["slow"]:
+        print(f"  {len(s['slow'])} episodes ran slower than the game's clock (median step over {SLOW_FRAME_MS:.0f} ms: "
+              f"{', '.join(s['slow'][:4])}{', ...' if len(s['slow']) > 4 else ''}): the machine was too busy, so "
+              "each frame moved the player further; give each worker a core of its own")
     if s["multi_step_transitions"]:
         print(f"  {s['multi_step_transitions']} transitions span more than one game step (frames the busy machine "
               "lost; labelled over all their steps)")
