@@ -142,7 +142,8 @@ _LOG = re.compile(r"\b(ochre_\w+) ?(.*)$")
 
 
 class Game:
-    """A game on its own display; use as a context manager. `lines` yields (kind, fields) the mods log."""
+    """A game on its own display: `with Game(cfg, folder) as game` (or start() and close());
+    next_line() hands out what the two mods log, as (kind, fields)."""
 
     def __init__(self, cfg: GameConfig, workdir: Path, *, start_timeout_s: float = 120.0):
         self.cfg = cfg

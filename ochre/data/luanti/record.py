@@ -150,7 +150,8 @@ class Worker:
             try:
                 if self.game is None:
                     shutil.rmtree(self.workdir, ignore_errors=True)
-                    self.game = Game(self.cfg.game(), self.workdir).__enter__()
+                    self.game = Game(self.cfg.game(), self.workdir)
+                    self.game.start()
                 return record_episode(self.game, self.out, self.cfg, index, restarts=len(errors))
             except GameError as e:
                 errors.append(str(e))
