@@ -1,6 +1,7 @@
 """The names the command line offers, each defined once: the modules that own the behaviour take
 their lists from here, and `ochre --help` reads them without importing torch."""
 
+WORLDS = ("synth", "luanti")                 # where `ochre demo` gets its recordings (ochre.demo)
 LAYOUTS = ("minerl", "vpt")                  # recording layouts `ochre synth` writes (ochre.data.synth)
 ENGINES = ("local", "ray")                   # where the data stages' work runs (ochre.parallel, ochre.cluster)
 CROPS = ("center", "squash")                 # how a non-square source becomes square (ochre.data.video)

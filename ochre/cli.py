@@ -45,6 +45,38 @@ def _add_synth(sub) -> None:
     p.set_defaults(_run="ochre.data.synth:run")
 
 
+def _add_record(sub) -> None:
+    p = sub.add_parser(
+        "record",
+        help="record a real voxel game (Luanti) headless, with exact actions, in the VPT layout",
+        description="Record footage of a real game with the actions it performed (docs/recording.md).",
+    )
+    rsub = p.add_subparsers(dest="record_command", required=True, metavar="{luanti}")
+    r = rsub.add_parser(
+        "luanti",
+        help="drive Luanti (Minetest) on private X displays and write NAME.mp4 + NAME.jsonl per episode",
+        description="Run Luanti (Debian: `apt-get install minetest xvfb libxtst6`) on its own X display per "
+        "worker, with a private seeded world (creative, no damage, no sound, noon, server on 127.0.0.1), and "
+        "drive the player with `ochre synth`'s balanced behaviours plus jumps, one game step per recorded frame "
+        "(20 frames/s). Writes the VPT layout `ochre prepare` reads: NAME.mp4 + NAME.jsonl with one action line "
+        "per frame, labelled with what the game did (its own pose log, also in each line's \"pose\"), and "
+        "NAME.episode.json. A rerun keeps finished episodes and redoes a half-written one; a rerun with other "
+        "settings is refused (--overwrite replaces the folder). Nothing the recorder starts outlives it.",
+    )
+    r.add_argument("out", help="output folder (created)")
+    r.add_argument("--episodes", type=_positive_int, default=16, help="episodes (default 16; a rerun may add more)")
+    r.add_argument("--steps", type=_positive_int, default=400, help="steps (frames) per episode at 20 Hz (default 400)")
+    r.add_argument("--seed", type=int, default=0, help="map seed and the episodes' starts and plans (default 0)")
+    r.add_argument("--size", default="64", help="frame size: N for NxN, or WxH (default 64)")
+    r.add_argument("--hud", action=argparse.BooleanOptionalAction, default=False,
+                   help="show the hotbar, crosshair and wielded hand (default: a plain view)")
+    r.add_argument("--workers", type=_positive_int, default=1,
+                   help="games recording at once, each on its own X display (default 1; README: rates per core)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace OUT when it was recorded with other settings (default: refuse)")
+    r.set_defaults(_run="ochre.data.luanti.record:run")
+
+
 def _add_prepare(sub) -> None:
     p = sub.add_parser(
         "prepare",
@@ -257,8 +289,13 @@ def _add_demo(sub) -> None:
     )
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (CI)")
-    p.add_argument("--episodes", type=_positive_int, default=None, help="recordings to render (default 64)")
-    p.add_argument("--steps", type=_positive_int, default=None, help="ticks per episode (default 600)")
+    p.add_argument("--world", choices=choices.WORLDS, default="synth",
+                   help="synth: render the built-in world (default); luanti: record the real game Luanti instead "
+                   "(`ochre record luanti`, needs `apt-get install minetest xvfb libxtst6`; 24 episodes of 400 steps "
+                   "by default, about 15 minutes of recording on 2 cores)")
+    p.add_argument("--episodes", type=_positive_int, default=None,
+                   help="recordings to render or record (default 64; luanti 24)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="ticks per episode (default 600; luanti 400)")
     p.add_argument("--tokenizer-steps", type=_positive_int, default=None,
                    help="tokenizer training steps at batch 32 (default 500)")
     p.add_argument("--world-minutes", type=_positive_float, default=None,
@@ -435,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version="ochre 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_synth, _add_prepare, _add_data, _add_train_tokenizer, _add_tokenize, _add_train,
+    for add in (_add_synth, _add_record, _add_prepare, _add_data, _add_train_tokenizer, _add_tokenize, _add_train,
                 _add_eval, _add_export, _add_play, _add_serve, _add_bench, _add_demo):
         add(sub)
     return parser

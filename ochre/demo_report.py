@@ -117,8 +117,9 @@ def _speed(bench: dict) -> str:
 def render(out: Path, report: dict, command: str) -> str:
     m, bench, timings = report["metrics"], report["bench"], report["timings_s"]
     seeds = m.get("seeds", [])
+    source = {"luanti": " The recordings are footage of the real game Luanti (`ochre record luanti`)."}
     parts = [f"# ochre demo report\n\nMade by `{command}` on {bench.get('device', 'this machine')} "
-             f"(git {bench.get('git_sha', '?')}, {bench.get('date', '')}).",
+             f"(git {bench.get('git_sha', '?')}, {bench.get('date', '')}).{source.get(report.get('world'), '')}",
              f"## World model\n\ndocs/metrics.md on the **{m.get('split', 'test')}** split "
              f"({m.get('trajectories', '?')} held-out trajectories, never trained on): each of "
              f"{m.get('rollouts', '?')} rollouts starts from one real frame and runs on the recorded actions "
@@ -133,6 +134,7 @@ def render(out: Path, report: dict, command: str) -> str:
              metrics_table(m),
              "### A world never trained on\n\nThe same metrics on a second synthetic world (another world seed): a "
              "new map, not a new path through a known one.\n\n" + metrics_table(m, "test_world/"),
+             *(f"Not run: {what} ({why})." for what, why in report.get("skipped", {}).items()),
              "![PSNR against rollout step](eval/psnr.png)\n\nThe dreams beside the real frames, the actions drawn "
              "below: [eval/dream.mp4](eval/dream.mp4).",
              "## Tours against the renderer's truth\n\nScripted segments from test poses, run on the model and on "

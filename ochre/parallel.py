@@ -52,16 +52,17 @@ def pool_size(workers: int | None, jobs: int) -> int:
 
 
 @contextlib.contextmanager
-def process_map(workers: int) -> Iterator[Callable]:
+def process_map(workers: int, initializer: Callable | None = None, initargs: tuple = ()) -> Iterator[Callable]:
     """`map` in this process for one worker, else a process pool's ordered imap (ended on exit).
 
     spawn, not fork: the caller may hold torch's threads (`ochre demo` runs the stages
-    in-process), and a forked copy of a threaded process can deadlock.
+    in-process), and a forked copy of a threaded process can deadlock. `initializer(*initargs)`
+    runs once in each pool process (not for one worker, which is this process).
     """
     if workers == 1:
         yield map
         return
-    pool = multiprocessing.get_context("spawn").Pool(workers)
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer, initargs)
     try:
         yield pool.imap
     finally:

@@ -65,3 +65,16 @@ def test_readme_play_export_native_commands_parse():
             build_parser().parse_args(shlex.split(command)[1:])
         except SystemExit:
             pytest.fail(f"README command does not parse: {command}")
+
+
+def test_readme_luanti_commands_parse():
+    """The "Real game footage (Luanti)" commands exist with the flags shown."""
+    section = re.search(r"^## Real game footage \(Luanti\).*?(?=^## )", README.read_text(), re.S | re.M).group(0)
+    commands = [line.split("#")[0].strip() for block in re.findall(r"```bash\n(.*?)```", section, re.S)
+                for line in block.splitlines() if line.startswith("ochre ")]
+    assert {c.split()[1] for c in commands} >= {"record", "prepare", "data", "demo"}
+    for command in commands:
+        try:
+            build_parser().parse_args(shlex.split(command)[1:])
+        except SystemExit:
+            pytest.fail(f"README command does not parse: {command}")

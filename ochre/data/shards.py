@@ -114,18 +114,19 @@ def sources_digest(sources: dict[str, int]) -> str:
     return hashlib.sha256(json.dumps(sorted(sources.items())).encode()).hexdigest()[:16]
 
 
-def claim_output(out: Path, record: dict, *, overwrite: bool = False, what: str = "shards") -> None:
+def claim_output(out: Path, record: dict, *, overwrite: bool = False, what: str = "shards",
+                 outputs: tuple[str, ...] = OUTPUTS) -> None:
     """Make `out` ready for a run described by `record` ({"kind", "config", "inputs"}).
 
     A fresh folder, or one made by the same record (an interrupted run: it resumes), is fine.
     A folder made by another record raises OutputMismatch naming the differences, unless
-    `overwrite`, which deletes the previous outputs first. The record is then written, so even a
-    run killed before its first shard leaves a folder that later runs can be checked against.
+    `overwrite`, which deletes the previous outputs first (`outputs`: glob patterns in `out`, the
+    record included). The record is then written, so even a run killed before its first shard
+    leaves a folder that later runs can be checked against.
     """
     path = out / RECORD
     if overwrite:
-        for name in OUTPUTS:
-            target = out / name
+        for target in [t for pattern in outputs for t in out.glob(pattern)]:
             if target.is_dir():
                 shutil.rmtree(target)
             else:
@@ -140,7 +141,7 @@ def claim_output(out: Path, record: dict, *, overwrite: bool = False, what: str 
             raise OutputMismatch(f"{out} holds {what} made with another configuration ({'; '.join(differences)}). "
                                  "Rerun with the original settings to finish or reuse it, pass --overwrite to "
                                  "replace it, or write to another folder.")
-    elif any((out / name).exists() for name in OUTPUTS):
+    elif any(any(out.glob(pattern)) for pattern in outputs):
         raise OutputMismatch(f"{out} holds {what} with no {RECORD} saying how they were made (an older ochre?). "
                              "Pass --overwrite to replace them, or write to another folder.")
     if not path.is_file():                  # a resumed run leaves the record (and its mtime) alone

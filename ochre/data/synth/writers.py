@@ -89,8 +89,10 @@ def write_minerl(folder: str | os.PathLike, frames: np.ndarray, camera: np.ndarr
                                   "metadata.json": (json.dumps(metadata, indent=2) + "\n").encode()})
 
 
-def _vpt_lines(counts: np.ndarray, keys: dict[str, np.ndarray], yaw0: float, pitch0: float) -> list[str]:
-    """One VPT contractor JSON line per video frame: N actions, then a null action for the last frame."""
+def _vpt_lines(counts: np.ndarray, keys: dict[str, np.ndarray], yaw0: float, pitch0: float,
+               extra: list[dict] | None = None) -> list[str]:
+    """One VPT contractor JSON line per video frame: N actions, then a null action for the last frame.
+    extra: N + 1 dicts of further fields, one merged into each line."""
     counts = np.concatenate([counts, np.zeros((1, 2))])                       # (N+1, 2) [dy, dx]
     held = {name: np.append(np.asarray(keys[name]), 0) for name in KEY_NAMES}   # (N+1,) each
     angles = np.concatenate([[[0.0, 0.0]], np.cumsum(counts[:-1], 0)]) * VPT_DEG_PER_COUNT   # before each action
@@ -106,19 +108,20 @@ def _vpt_lines(counts: np.ndarray, keys: dict[str, np.ndarray], yaw0: float, pit
         lines.append(json.dumps({
             "mouse": mouse, "keyboard": keyboard, "isGuiOpen": False, "hotbar": 0,
             "yaw": yaw0 + angles[t, 1], "pitch": pitch0 + angles[t, 0],
-            "tick": t, "milli": 1_600_000_000_000 + t * 1000 // TICKS_PER_SECOND}))
+            "tick": t, "milli": 1_600_000_000_000 + t * 1000 // TICKS_PER_SECOND, **(extra[t] if extra else {})}))
         before = set(down)
     return lines
 
 
 def write_vpt(stem: str | os.PathLike, frames: np.ndarray, camera: np.ndarray, keys: dict[str, np.ndarray],
-              *, yaw0: float = 0.0, pitch0: float = 0.0) -> None:
+              *, yaw0: float = 0.0, pitch0: float = 0.0, extra: list[dict] | None = None) -> None:
     """Write a VPT contractor pair STEM.jsonl + STEM.mp4 (20 fps, no loading frames).
 
     frames: uint8 (N + 1, H, W, 3), states 0..N; camera: (N, 2) degrees [pitch, yaw], which must be
     whole mouse counts (multiples of VPT_DEG_PER_COUNT, to 1e-6°) so that [dy, dx] * 0.15 gives it
     back; keys: names from KEY_NAMES -> (N,) in {0, 1} (attack becomes mouse button 0).
-    yaw0/pitch0 only feed the informational per-frame yaw/pitch fields. The jsonl is written first
+    yaw0/pitch0 only feed the informational per-frame yaw/pitch fields; extra: N + 1 dicts of further
+    fields, one per line (`ochre record luanti` adds the engine's pose). The jsonl is written first
     and the mp4 last, each atomically, so an mp4 on disk always has its jsonl.
     """
     camera = np.asarray(camera, np.float64)
@@ -129,6 +132,8 @@ def write_vpt(stem: str | os.PathLike, frames: np.ndarray, camera: np.ndarray, k
     if np.abs(counts * VPT_DEG_PER_COUNT - camera).max(initial=0.0) > 1e-6:
         raise ValueError("camera is not whole VPT mouse counts; quantise it (policy(quantum=VPT_DEG_PER_COUNT))")
     stem = os.fspath(stem)
-    lines = _vpt_lines(counts, full, yaw0, pitch0)
+    if extra is not None and len(extra) != len(frames):
+        raise ValueError(f"want one extra dict per frame ({len(frames)}); got {len(extra)}")
+    lines = _vpt_lines(counts, full, yaw0, pitch0, extra)
     write_bytes_atomic(stem + ".jsonl", ("\n".join(lines) + "\n").encode())
     write_mp4(stem + ".mp4", frames, TICKS_PER_SECOND)
