@@ -16,7 +16,7 @@ record: end-to-end recording rate per worker (episodes include placing the playe
   settle; the game's start, once per worker, is left out), the lockstep rate while driving (20/s
   at most: the game's own clock), the CPU the recorder and everything it starts used per recorded
   second, and disk per hour of footage. Run it alone (`flock -x`): it measures wall time.
-world: the DESIGN §6 metrics of two `ochre demo` runs with the same settings, one on Luanti footage
+world: the docs/metrics.md metrics of two `ochre demo` runs with the same settings, one on Luanti footage
   (--world luanti) and one on the synthetic world, side by side, with 95 % bootstrap intervals over
   rollouts for the PSNR metrics (from each eval's rollouts.npz); copies the Luanti dream video beside.
 """
