@@ -19,8 +19,8 @@ from ochre.data.loader import (
     eval_frames,
     frame_batches,
     read_index,
+    split_sources,
     spread_picks,
-    val_sources,
 )
 from ochre.data.prepare import PrepareConfig, prepare, write_tar
 
@@ -93,16 +93,19 @@ def test_frame_batches_resume_exactly(prepared):
 
 def test_split_is_by_trajectory_and_eval_frames_are_held_out(prepared):
     index = read_index(prepared)
-    val = val_sources(index)
-    assert len(val) == 1                                   # 10 trajectories: 5 % rounds up to one
+    splits = split_sources(index)
+    val = splits["val"]
+    assert len(val) == 1 and len(splits["test"]) == 1      # 10 trajectories: 5 % rounds up to one each
+    assert not val & splits["test"] and splits["train"] | val | splits["test"] == {
+        s["source"] for sh in index["shards"] for s in sh["samples"]}
     val_keys = {w["key"] for w in WindowDataset(prepared, window=2, split="val", shuffle=False)}
     train_keys = {w["key"] for w in WindowDataset(prepared, window=2, split="train", shuffle=False)}
     assert val_keys and train_keys and not val_keys & train_keys
     assert {k.split("/")[0] for k in val_keys} == set(val)
     frames = eval_frames(prepared, 16, split="val")
     assert frames.shape == (16, 3, 64, 64) and frames.dtype == torch.uint8
-    with pytest.raises(ValueError):
-        WindowDataset(prepared, window=2, split="test")
+    with pytest.raises(ValueError, match="split must be one of"):
+        WindowDataset(prepared, window=2, split="held-out")
 
 
 def test_token_shards_yield_token_windows(tmp_path, prepared):
@@ -138,10 +141,10 @@ def test_missing_index_is_a_clear_error(tmp_path):
 
 
 def test_eval_frames_are_spread_over_every_held_out_trajectory(prepared):
-    # One held-out trajectory here (10 sources): its frames must span it from the first kept
+    # One test trajectory here (10 sources): its frames must span it from the first kept
     # frame to the last, evenly, not be the first n of its first clips.
     index = read_index(prepared)
-    (val,) = val_sources(index)
+    (val,) = split_sources(index)["test"]
     kept = sum(s["frames"] for sh in index["shards"] for s in sh["samples"] if s["source"] == val)
     segments = sum(1 for sh in index["shards"] for s in sh["samples"] if s["source"] == val)
     distinct = kept - (segments - 1)
@@ -153,7 +156,7 @@ def test_eval_frames_are_spread_over_every_held_out_trajectory(prepared):
     fake = {"shards": [{"file": f"s{i}", "samples": [
         {"key": f"t{i:02d}/{j}", "source": f"t{i:02d}", "frames": 5} for j in range(3)]} for i in range(40)]}
     picks = spread_picks(fake, 10)
-    val = val_sources(fake)
+    val = split_sources(fake)["test"]
     assert len(val) == 2 and {k.split("/")[0] for k in picks} == set(val)
     for source in val:
         mine = {k: v for k, v in picks.items() if k.startswith(source)}

@@ -25,7 +25,7 @@ from ochre.data.luanti.labels import label_accuracy
 from ochre.data.luanti.replay import recorded_actions, replay
 from ochre.data.sources import find_recordings, load_recording
 from ochre.data.video import read_video
-from ochre.eval import psnr
+from ochre.eval.rollouts import psnr
 
 try:
     find_binaries()
