@@ -15,9 +15,9 @@ inverse-CDF threshold within 2·tol/temperature of a CDF step; see `near_ties`).
 and reported. The rollout runs S = 64 steps closed-loop on each side, all fed the same actions and
 noise; where a side samples a near-tie differently, its tokens are reset to the reference's (its
 state runs on), so all S steps stay comparable.
-Encode: tokens equal to eager torch at the same precision on >= 99.9 % (fp32) / 99 % (fp16) of
-positions (nearest-code near-ties). Decode: uint8 frames within max(2·e_torch, 1) levels of the
-fp64 decode (x·255 rounds at .5: one level is the rounding itself).
+Encode: tokens equal to eager torch at the same precision on >= 99.9 % (fp32) / 99 % (fp16) of the
+positions that are not nearest-code near ties in fp64 (check_encode). Decode: uint8 frames within
+max(2·e_torch, 1) levels of the fp64 decode (x·255 rounds at .5: one level is the rounding itself).
 ONNX Runtime runs on the device asked (`device`): an export is checked on the CPU when it is made,
 and again on the GPU before the GPU's rows are measured (export/cli.py device_parity); the torch
 sides and the fp64 reference stay on the CPU, the same yardstick for both.
@@ -25,6 +25,7 @@ sides and the fp64 reference stay on the CPU, the same yardstick for both.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -149,22 +150,42 @@ def check_step(step_graph: StepGraph, fp32_graph: StepGraph, ort_path: Path, dty
     return {**report, "failures": failures}
 
 
+def _code_distances(tokenizer, frames: torch.Tensor, codes: list[torch.Tensor]) -> tuple[list, list]:
+    """Squared distances from each position's latent to the given codes, in fp64 (the reference) and
+    in the tokenizer's own precision: frames uint8 (B, H, W, 3), codes [(B, h, w)] -> ([d64], [d])."""
+    ref = copy.deepcopy(tokenizer).double()
+    x = frames.permute(0, 3, 1, 2)
+    z64 = ref.encoder(x.double() / 127.5 - 1).permute(0, 2, 3, 1)                     # (B, h, w, D)
+    z = tokenizer.encoder(tokenizer.normalize(x)).permute(0, 2, 3, 1)
+    d64 = [((z64 - ref.codebook[c]) ** 2).sum(-1) for c in codes]
+    d = [((z - tokenizer.codebook[c]) ** 2).sum(-1).double() for c in codes]
+    return d64, d
+
+
 @torch.no_grad()
 def check_encode(encode_graph, ort_path: Path, dtype: str, batch: int, seed: int = 0, device: str = "cpu") -> dict:
-    """Random frames and smooth ones (random frames make many near-equidistant codes)."""
+    """Random frames and smooth ones (random frames make many near-equidistant codes). A position
+    where ONNX Runtime picks another code than eager torch is a near tie when, in fp64, the two
+    codes' distances differ by at most twice eager torch's own error in those distances (either
+    side's rounding may order them either way); near ties are left out of the agreement, as the
+    step's sampled tokens are."""
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randint(0, 256, (batch, 64, 64, 3), dtype=torch.uint8, generator=gen)
     ramp = torch.linspace(0, 255, 64)
     smooth = (ramp[None, :, None, None] * torch.rand(batch, 1, 1, 3, generator=gen)
               + ramp[None, None, :, None] * torch.rand(batch, 1, 1, 3, generator=gen)).clamp(0, 255).to(torch.uint8)
-    ort, agree, total = _Ort(ort_path, device), 0, 0
+    ort, agree, total, ties = _Ort(ort_path, device), 0, 0, 0
     for frames in (noise, smooth):
         a, b = encode_graph(frames), ort(frames)[0]
-        agree, total = agree + int((a == b).sum()), total + a.numel()
-    report = {"agreement": agree / total, "positions": total, "required": ENCODE_AGREEMENT[dtype]}
+        (da64, db64), (da, db) = _code_distances(encode_graph.tokenizer, frames, [a, b])
+        tol = 2 * max(_err(da, da64), _err(db, db64))
+        tie = (a != b) & ((da64 - db64).abs() <= tol)
+        agree, total, ties = agree + int((a == b).sum()), total + a.numel() - int(tie.sum()), ties + int(tie.sum())
+    report = {"agreement": agree / total, "positions": total, "near_ties": ties, "required": ENCODE_AGREEMENT[dtype]}
     ok = report["agreement"] >= ENCODE_AGREEMENT[dtype]
     return {**report, "failures": [] if ok else [f"encode: onnxruntime tokens agree with eager torch on "
-                                                  f"{report['agreement']:.4%} of positions < {report['required']:.1%}"]}
+                                                  f"{report['agreement']:.4%} of positions (near ties left out) "
+                                                  f"< {report['required']:.1%}"]}
 
 
 @torch.no_grad()
