@@ -152,14 +152,19 @@ def test_a_rerun_remakes_exports_this_install_cannot_run(tmp_path):
     manifest check: one of an older format (a demo folder made before a format change) is remade."""
     from ochre.demo import _exported
     from ochre.export import onnx
+    from ochre.export.manifest import write as write_manifest
 
     folder = tmp_path / "onnx-b1"
     folder.mkdir()
     for g in onnx.GRAPHS:
         (folder / f"{g}.onnx").write_bytes(b"")
     manifest = {"format": onnx.FORMAT, "sources": {"world": {"hash": "abc"}}}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(folder, manifest, [f"{g}.onnx" for g in onnx.GRAPHS])
     assert _exported("onnx", folder, "abc") and not _exported("onnx", folder, "another model")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "step.onnx").write_bytes(b"altered")                     # a file that is not the one checked
+    assert not _exported("onnx", folder, "abc")
+    (folder / "step.onnx").write_bytes(b"")
     (folder / "manifest.json").write_text(json.dumps({**manifest, "format": "ochre-onnx/1"}))
     assert not _exported("onnx", folder, "abc")
     assert not _exported("aoti", tmp_path / "missing", "abc")
