@@ -219,9 +219,14 @@ def motion_prior(index: dict, tokens_root, cfg: DynamicsConfig, given=None, move
         try:
             found = shift_per_unit(indexed_folder(tokens_root, "clips", index))
         except FileNotFoundError as e:
-            raise ValueError(f"{tokens_root}: the shift per unit action is not recorded with the token shards and "
-                             f"cannot be measured ({e}); re-run `ochre tokenize --overwrite`, or pass "
-                             "--shift-per-unit YAW_PX PITCH_PX") from None
+            if given is not None:                            # yaw and pitch given; strafe and walk unknown: off
+                warnings.warn(f"{tokens_root}: no shift per unit recorded and no clips to measure one ({e}); "
+                              "strafe and walk priors off, yaw and pitch from --shift-per-unit", stacklevel=2)
+                found = {}
+            else:
+                raise ValueError(f"{tokens_root}: the shift per unit action is not recorded with the token shards "
+                                 f"and cannot be measured ({e}); re-run `ochre tokenize --overwrite`, or pass "
+                                 "--shift-per-unit YAW_PX PITCH_PX") from None
     if given is not None:
         found = {**found, "yaw": float(given[0]), "pitch": float(given[1])}
     missing = [name for name in ("yaw", "pitch") if found.get(name) is None]
