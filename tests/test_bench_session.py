@@ -114,7 +114,6 @@ def test_result_files_are_named_by_the_full_device_name(monkeypatch):
     assert default_out("cuda").name.startswith("live_nvidia-h100-80gb-hbm3_")
 
 
-@pytest.mark.slow
 def test_the_gpu_plan_dry_runs_every_step_on_the_cpu(live_world, onnx_b1, aoti_b1, tmp_path):
     """CI's dry run of `python -m ochre.bench --device cuda`: every step of the plan at toy sizes,
     compiles traced by dynamo only, the live steps on exports made beforehand (as a session can)."""

@@ -24,7 +24,7 @@ def test_quick_demo_runs_every_stage_and_reports(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    assert set(report) == {"metrics", "bench", "timings_s"}
+    assert set(report) == {"world", "metrics", "bench", "timings_s"} and report["world"] == "synth"
     assert set(report["timings_s"]) == {"synth", "prepare", "data_check", "train_tokenizer", "tokenize", "train",
                                         "eval", "export", "play", "bench", "total"}
     m = report["metrics"]
