@@ -150,10 +150,11 @@ def check_step(step_graph: StepGraph, fp32_graph: StepGraph, ort_path: Path, dty
     return {**report, "failures": failures}
 
 
-def _code_distances(tokenizer, frames: torch.Tensor, codes: list[torch.Tensor]) -> tuple[list, list]:
-    """Squared distances from each position's latent to the given codes, in fp64 (the reference) and
-    in the tokenizer's own precision: frames uint8 (B, H, W, 3), codes [(B, h, w)] -> ([d64], [d])."""
-    ref = copy.deepcopy(tokenizer).double()
+def _code_distances(tokenizer, fp32_tokenizer, frames: torch.Tensor, codes: list[torch.Tensor]) -> tuple[list, list]:
+    """Squared distances from each position's latent to the given codes, in fp64 (the reference, made
+    from the fp32 tokenizer) and in `tokenizer`'s own precision: frames uint8 (B, H, W, 3), codes
+    [(B, h, w)] -> ([d64], [d])."""
+    ref = copy.deepcopy(fp32_tokenizer).double()
     x = frames.permute(0, 3, 1, 2)
     z64 = ref.encoder(x.double() / 127.5 - 1).permute(0, 2, 3, 1)                     # (B, h, w, D)
     z = tokenizer.encoder(tokenizer.normalize(x)).permute(0, 2, 3, 1)
@@ -163,12 +164,14 @@ def _code_distances(tokenizer, frames: torch.Tensor, codes: list[torch.Tensor]) 
 
 
 @torch.no_grad()
-def check_encode(encode_graph, ort_path: Path, dtype: str, batch: int, seed: int = 0, device: str = "cpu") -> dict:
+def check_encode(encode_graph, ort_path: Path, dtype: str, batch: int, seed: int = 0, device: str = "cpu",
+                 fp32_graph=None) -> dict:
     """Random frames and smooth ones (random frames make many near-equidistant codes). A position
     where ONNX Runtime picks another code than eager torch is a near tie when, in fp64, the two
     codes' distances differ by at most twice eager torch's own error in those distances (either
     side's rounding may order them either way); near ties are left out of the agreement, as the
-    step's sampled tokens are."""
+    step's sampled tokens are. fp32_graph: the same tokenizer in fp32 (default: encode_graph's)."""
+    fp32_tokenizer = (fp32_graph or encode_graph).tokenizer
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randint(0, 256, (batch, 64, 64, 3), dtype=torch.uint8, generator=gen)
     ramp = torch.linspace(0, 255, 64)
@@ -177,7 +180,7 @@ def check_encode(encode_graph, ort_path: Path, dtype: str, batch: int, seed: int
     ort, agree, total, ties = _Ort(ort_path, device), 0, 0, 0
     for frames in (noise, smooth):
         a, b = encode_graph(frames), ort(frames)[0]
-        (da64, db64), (da, db) = _code_distances(encode_graph.tokenizer, frames, [a, b])
+        (da64, db64), (da, db) = _code_distances(encode_graph.tokenizer, fp32_tokenizer, frames, [a, b])
         tol = 2 * max(_err(da, da64), _err(db, db64))
         tie = (a != b) & ((da64 - db64).abs() <= tol)
         agree, total, ties = agree + int((a == b).sum()), total + a.numel() - int(tie.sum()), ties + int(tie.sum())
@@ -214,7 +217,8 @@ def check_export(graphs: dict, fp32_graphs: dict, onnx_dir, dtype: str, batch: i
     report = {
         "step": check_step(graphs["step"], fp32_graphs["step"], onnx_dir / "step.onnx", dtype, batch, steps=steps,
                            device=device),
-        "encode": check_encode(graphs["encode"], onnx_dir / "encode.onnx", dtype, batch, device=device),
+        "encode": check_encode(graphs["encode"], onnx_dir / "encode.onnx", dtype, batch, device=device,
+                               fp32_graph=fp32_graphs["encode"]),
         "decode": check_decode(graphs["decode"], fp32_graphs["decode"], onnx_dir / "decode.onnx", dtype, batch,
                                device=device),
     }

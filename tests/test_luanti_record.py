@@ -153,7 +153,8 @@ def test_recording_is_read_by_prepare_aligned_at_lag_0_and_a_shift_fails(tmp_pat
 
 def test_nothing_outlives_the_recorder_and_a_rerun_finishes_the_set(tmp_path):
     out = tmp_path / "rec"
-    args = ("record", "luanti", str(out), "--episodes", "2", "--steps", "120", "--seed", "2")
+    # 240 steps (12 s of game time per episode): long enough that each signal lands mid-episode.
+    args = ("record", "luanti", str(out), "--episodes", "2", "--steps", "240", "--seed", "2")
     first, second = out / "luanti-2-0000.mp4", out / "luanti-2-0001.mp4"
 
     # The game crashes mid-episode: the recorder starts another and redoes the episode.
