@@ -111,7 +111,7 @@ def _eval_is_current(eval_dir: Path, world: Path, compare: str | None, cfg: dict
     if not metrics.is_file() or latest is None:
         return False
     m = json.loads(metrics.read_text())
-    return (m.get("step") == int(latest.name.split("_")[1]) and m.get("rollouts") == cfg["rollouts"]
+    return (m.get("step") == int(latest.name.split("_")[1]) and m.get("rollouts_asked") == cfg["rollouts"]
             and m.get("seeds") == list(cfg["seeds"]) and "test_world/psnr@8" in m
             and (compare is None or f"{compare}/psnr@8" in m))
 

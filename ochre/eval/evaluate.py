@@ -232,7 +232,8 @@ def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=N
             found.update({"rollouts": len(data.plan.short), "rollouts@256": len(data.plan.long),
                           "trajectories": len(data.trajs)})
         metrics.update(_prefixed(data.name, found))
-    metrics.update({"split": cfg.split, "seeds": list(cfg.seeds), "long_seeds": cfg.long_seeds, "step": meta["step"],
+    metrics.update({"split": cfg.split, "seeds": list(cfg.seeds), "long_seeds": cfg.long_seeds,
+                    "rollouts_asked": cfg.rollouts, "step": meta["step"],
                     "dtype": dtype, "tokens": index_digest(tokens_root), **asdict(decoding)})
     _write(out, metrics, arrays, worlds[0][0], curves, tour_arrays, cfg)
     return metrics
