@@ -233,8 +233,8 @@ def run(args) -> int:
         if args.quick:
             argv += ["--batch", "4", "--ckpt-every", "10", "--log-every", "5"]
         else:
-            # Compiled: ~2.3x the predicted frames/s of eager on a 2-core CPU once compiled (four graphs,
-            # one per unroll length, ~1-2 min of the budget); --quick's one minute cannot afford that.
+            # Compiled: more predicted frames/s than eager once compiled (one graph for every unroll
+            # length; compiling takes ~1-2 min of the budget); --quick's one minute cannot afford that.
             argv += ["--compile"]
         stages.run(name, argv)
 
