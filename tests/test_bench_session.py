@@ -53,7 +53,7 @@ def test_rows_survive_timeouts_errors_and_crashes_and_a_rerun_continues(tmp_path
     assert ("one/overruns", "before the limit") in rows and ("two/raises", "before the error") in rows
     assert ("two/crashes", "before the crash") in rows
     errors = {r["step"]: r["error"] for r in one["rows"] + two["rows"] if "error" in r}
-    assert errors["one/overruns"].startswith("timeout: still running after") and "limit 4 s" in errors["one/overruns"]
+    assert errors["one/overruns"].startswith("timeout: still running after") and "limit 20 s" in errors["one/overruns"]
     assert errors["two/raises"] == "Boom: the backend broke"
     assert "exit 3" in errors["two/crashes"]
     assert summary["steps"]["two/raises"]["error"] == "Boom: the backend broke"
