@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ochre.bench.common import header, result_path
+from ochre.bench.common import data_record, header, result_path
 from ochre.eval import EvalConfig
 from ochre.eval.evaluate import calibrate
 from ochre.io import write_json_atomic
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
                      tours=args.tours, learned=False)
     table = calibrate(args.tokens, runs, cfg=cfg)
     out = Path(args.out) if args.out else result_path("calibration")
-    write_json_atomic(out, {**header("cpu"), "tokens": str(args.tokens), "split": args.split, "runs": runs,
+    write_json_atomic(out, {**header("cpu"), "tokens": data_record(args.tokens), "split": args.split, "runs": runs,
                             "settings": {"rollouts": args.rollouts, "long_rollouts": args.long_rollouts,
                                          "tours": args.tours, "seeds": [0]},
                             "rows": list(ROWS), "table": table})

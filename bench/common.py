@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ochre.measure import device_name, device_tag, git_sha, header, stats_ms, time_calls, versions
 
-__all__ = ["RESULTS", "device_name", "device_tag", "git_sha", "header", "result_path", "stats_ms", "time_calls",
-           "versions"]
+__all__ = ["RESULTS", "data_record", "device_name", "device_tag", "git_sha", "header", "result_path", "stats_ms",
+           "time_calls", "versions"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -17,3 +17,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def result_path(theme: str, device: str = "cpu", root: Path = RESULTS) -> Path:
     """root/<theme>_<device tag>_<date>.json (device_tag: "cpu", or the GPU's full name)."""
     return Path(root) / f"{theme}_{device_tag(device)}_{_dt.date.today().isoformat()}.json"
+
+
+def data_record(root) -> dict:
+    """The data a result was measured on, without this machine's paths: the folder's name and the
+    digest of its index.json (ochre.data.shards.index_digest)."""
+    from ochre.data.shards import index_digest
+
+    return {"name": Path(root).name, "index_digest": index_digest(root)}

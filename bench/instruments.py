@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ochre.bench.common import header, result_path, stats_ms, time_calls
+from ochre.bench.common import data_record, header, result_path, stats_ms, time_calls
 from ochre.data.check import phase_shift
 from ochre.data.loader import WindowDataset, split_sources
 from ochre.data.shards import read_index
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, help="result file (default bench/results/instruments_<device>_<date>.json)")
     args = p.parse_args(argv)
     clips = args.clips or demo_clips()
-    result = {**header(), "threads": torch.get_num_threads(), "clips": str(clips),
+    result = {**header(), "threads": torch.get_num_threads(), "clips": data_record(clips),
               "tours": bench_tours(clips, args.contexts), "idm": bench_idm(clips), "c2st": bench_c2st(clips)}
     out = args.out or result_path("instruments")
     out.parent.mkdir(parents=True, exist_ok=True)

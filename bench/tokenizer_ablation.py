@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from ochre.bench.common import header, result_path
+from ochre.bench.common import data_record, header, result_path
 from ochre.io import write_json_atomic
 
 VARIANTS = {
@@ -55,7 +55,8 @@ def main(argv=None) -> int:
         print(f"{name}: recon_psnr {metrics['recon_psnr']:.2f} dB, grad ratio {metrics['recon_grad_ratio']:.3f}, "
               f"usage {metrics['codebook_usage']:.2f}, {speed:.0f} frames/s", file=sys.stderr)
     out = Path(args.out) if args.out else result_path("tokenizer_ablation")
-    write_json_atomic(out, {**header("cpu"), "clips": str(args.clips), "split": "test", "batch": 32, "rows": rows})
+    write_json_atomic(out, {**header("cpu"), "clips": data_record(args.clips), "split": "test", "batch": 32,
+                            "rows": rows})
     print(f"wrote {out}")
     return 0
 

@@ -18,7 +18,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ochre.bench.common import header, result_path
+from ochre.bench.common import data_record, header, result_path
 from ochre.io import write_json_atomic
 
 VARIANTS = {"copy": dict(moves=False, memory=False), "moves": dict(moves=True, memory=False),
@@ -55,7 +55,8 @@ def main(argv=None) -> int:
         print(f"{name}: " + ", ".join(f"{k} {m[k]:.3f}" for k in KEEP[:6] if isinstance(m.get(k), float)),
               file=sys.stderr)
     out = Path(args.out) if args.out else result_path("world_ablation")
-    write_json_atomic(out, {**header("cpu"), "tokens": str(args.tokens), "split": "val", "minutes": args.minutes,
+    write_json_atomic(out, {**header("cpu"), "tokens": data_record(args.tokens), "split": "val",
+                            "minutes": args.minutes,
                             "eval": {"rollouts": cfg.rollouts, "long_rollouts": cfg.long_rollouts, "seeds": cfg.seeds,
                                      "tours": cfg.tours}, "rows": rows})
     print(f"wrote {out}")
