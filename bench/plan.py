@@ -190,7 +190,7 @@ def _live(which: int, backends: tuple[str, ...]) -> Callable[[Context], None]:
         result = run_bench(model, backends=here, batches=[ctx.sizes.live_batches[which]], device=ctx.device,
                            runs=runs, warmup=warmup, rounds=rounds, dtypes=["fp32"], folders=ctx.folders(model),
                            log=ctx.log, emit=ctx.emit, parity_steps=ctx.sizes.parity_steps)
-        ctx.note(model=model.origin, world_hash=checkpoint_hash(model.world), math=result["math"],
+        ctx.note(model=model.label, world_hash=checkpoint_hash(model.world), math=result["math"],
                  threads=result["threads"], runs=runs, warmup=warmup, rounds=rounds, what=result["what"])
     return run
 

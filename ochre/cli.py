@@ -282,8 +282,8 @@ def _add_demo(sub) -> None:
         "eval -> export (ONNX, AOTInductor) -> headless play -> bench, on the built-in synthetic world; writes "
         "DIR/report.json (metrics, the `ochre bench` JSON, per-stage timings), DIR/report.md for people (metrics "
         "against repeating the frame, PSNR plot, dream videos, speed table, timings), DIR/eval/ (dream.mp4, "
-        "psnr.png), DIR/play/dream.mp4 and DIR/bench/. About 20 minutes on a 2-core CPU (the world model trains "
-        "for --world-minutes, 12 by default); --quick runs every stage small (torch and onnxruntime at batch 1 "
+        "psnr.png), DIR/play/dream.mp4 and DIR/bench/. About 30 minutes on a 2-core CPU, 45 on a slow one (the world "
+        "model trains for --world-minutes, 12 by default; eval is the next largest stage); --quick runs every stage small (torch and onnxruntime at batch 1 "
         "in the bench) in about 2 minutes. A rerun skips finished stages. Afterwards `ochre play` and "
         "`ochre bench` take this model by default.",
     )
@@ -294,8 +294,8 @@ def _add_demo(sub) -> None:
                    "(`ochre record luanti`, needs `apt-get install minetest xvfb libxtst6`; 24 episodes of 400 steps "
                    "by default, about 15 minutes of recording on 2 cores)")
     p.add_argument("--episodes", type=_positive_int, default=None,
-                   help="recordings to render or record (default 64; luanti 24)")
-    p.add_argument("--steps", type=_positive_int, default=None, help="ticks per episode (default 600; luanti 400)")
+                   help="recordings to render or record (default 200; luanti 24)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="ticks per episode (default 400; luanti 400)")
     p.add_argument("--tokenizer-steps", type=_positive_int, default=None,
                    help="tokenizer training steps at batch 32 (default 500)")
     p.add_argument("--world-minutes", type=_positive_float, default=None,

@@ -101,6 +101,15 @@ def calibration_table(m: dict) -> str:
     return "\n".join(lines)
 
 
+def _bars(m: dict, prefix: str) -> str:
+    from ochre.eval.bars import DEMO, bars_table, judge
+
+    where = "this world" if prefix else f"the {m.get('split', 'test')} split"
+    return (f"#### Bars ({where})\n\nThe default demo's bars (docs/metrics.md#bars): met only when the worse end "
+            "of the 95 % interval clears the bar; `psnr@h/over_repeat` is the dream's PSNR minus the repeated "
+            "frame's on the same rollouts, with a paired interval.\n\n" + bars_table(judge(m, DEMO, prefix)))
+
+
 def _speed(bench: dict) -> str:
     from ochre.runtime.bench import table
 
@@ -132,8 +141,10 @@ def render(out: Path, report: dict, command: str) -> str:
              f"steps ({_num(m.get('train_frames_per_s'))} predicted frames/s)."
              + (" The comparison recipe trained on the same tokens, seed and budget." if compared_recipes(m) else ""),
              metrics_table(m),
+             _bars(m, ""),
              "### A world never trained on\n\nThe same metrics on a second synthetic world (another world seed): a "
              "new map, not a new path through a known one.\n\n" + metrics_table(m, "test_world/"),
+             _bars(m, "test_world/"),
              *(f"Not run: {what} ({why})." for what, why in report.get("skipped", {}).items()),
              "![PSNR against rollout step](eval/psnr.png)\n\nThe dreams beside the real frames, the actions drawn "
              "below: [eval/dream.mp4](eval/dream.mp4).",

@@ -254,7 +254,7 @@ def run_bench(model, *, backends=None, batches=(1, 8), device: str = "cpu", runs
             add([{**row, "device": row["runs_on"]} for row in rows_here])
         del steppers
     return {"benchmark": "live", "device": device_name(device), "git_sha": git_sha(), "versions": _versions(),
-            "date": _dt.date.today().isoformat(), "model": model.origin, "world_hash": checkpoint_hash(model.world),
+            "date": _dt.date.today().isoformat(), "model": model.label, "world_hash": checkpoint_hash(model.world),
             "backends": list(backends), "dtypes": dtypes, "batches": list(batches), "threads": threads, "runs": runs,
             "warmup": warmup, "rounds": rounds, "math": math,
             "what": "stepper.step: world-model step + in-graph sampling + decode, frames on the host",

@@ -230,7 +230,7 @@ def run(args) -> int:
             from ochre.io import write_json_atomic
 
             write_json_atomic(Path(args.stats), {**out, "backend": stepper.backend, "dtype": stepper.dtype,
-                                                 "model": model.origin, "world_hash": _world_hash(model),
+                                                 "model": model.label, "world_hash": _world_hash(model),
                                                  "actions": str(args.actions), "video": args.record})
         return 0
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and sys.platform == "linux" \

@@ -39,8 +39,10 @@ def test_quick_demo_runs_every_stage_and_reports(tmp_path):
                  "tour/turn_sign_acc", "tour/walk_sign_acc", "tour/strafe_sign_acc", "tour/turn_gain",
                  "tour/revisit_psnr", "tour/walk/psnr@16", "idm/real/acc_yaw", "idm/dream/acc_forward",
                  "idm/ratio_yaw", "c2st@1-8", "c2st@9-32", "c2st@129-256", "tokenizer/c2st", "oracle/psnr@8",
-                 "still/tour/turn_sign_acc", "random_codes/c2st@9-32", "recon_grad_ratio"):
+                 "still/tour/turn_sign_acc", "random_codes/c2st@9-32", "recon_grad_ratio", "psnr@8/over_repeat/ci",
+                 "psnr@32/over_repeat", "test_world/psnr@8/over_repeat/ci"):
         assert name in m, name
+    assert abs(m["psnr@8/over_repeat"] - (m["psnr@8"] - m["repeat_frame/psnr@8"])) < 1e-6
     assert m["split"] == "test" and m["seeds"] == [0]
     # "bench" is the `ochre bench` JSON of the demo's exports: torch and onnxruntime at batch 1 in --quick.
     bench = report["bench"]
@@ -58,7 +60,7 @@ def test_quick_demo_runs_every_stage_and_reports(tmp_path):
     md = (out / "report.md").read_text()
     for heading in ("## World model", "### A world never trained on", "## Tours against the renderer's truth",
                     "## Action accuracy", "## Realism", "## Calibration", "## Live play", "## Speed",
-                    "## Stage timings"):
+                    "## Stage timings", "#### Bars (the test split)", "#### Bars (this world)"):
         assert heading in md, heading
     assert "| psnr@8 |" in md and "| onnxruntime | 1 |" in md and "| bench |" in md
     links = _report_links(out)
@@ -119,6 +121,25 @@ def test_report_md_puts_a_comparison_recipe_beside_ochre_and_repeat_frame():
                                             "repeat frame |")
     assert "| psnr@8 | 12.44 [12.10, 12.80] | 11.00 | 11.76 | 13.22 |" in table
     assert "| yaw_response | 0.970 | – | -0.056 | – |" in table and "real frames: 0.916" in table
+
+
+def test_demo_help_states_the_defaults_it_runs():
+    """`ochre demo --help` is parsed without importing torch, so its numbers are written out: they must be
+    the sizes ochre.demo runs."""
+    from ochre.cli import build_parser
+    from ochre.demo import DEFAULTS, LUANTI
+
+    demo = next(a for a in build_parser()._subparsers._group_actions[0].choices.values() if a.prog.endswith("demo"))
+    helps = {a.dest: a.help for a in demo._actions}
+    assert f"default {DEFAULTS['episodes']}; luanti {LUANTI['episodes']})" in helps["episodes"]
+    assert f"default {DEFAULTS['steps']}; luanti {LUANTI['steps']})" in helps["steps"]
+    assert f"default {DEFAULTS['tokenizer_steps']})" in helps["tokenizer_steps"]
+    assert f"default {DEFAULTS['world_minutes']:g})" in helps["world_minutes"]
+    assert f"default {DEFAULTS['rollouts']})" in helps["rollouts"]
+    assert f"default {DEFAULTS['long_rollouts']})" in helps["long_rollouts"]
+    assert f"default {' '.join(map(str, DEFAULTS['seeds']))})" in helps["seeds"]
+    assert f"default {DEFAULTS['tours']})" in helps["tours"]
+    assert f"default {DEFAULTS['idm_steps']})" in helps["idm_steps"]
 
 
 def test_the_headless_tour_is_an_action_file(tmp_path):

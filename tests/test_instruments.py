@@ -298,3 +298,44 @@ def test_c2st_cannot_tell_real_frames_from_real_frames(real_rollouts):
 def test_c2st_refuses_a_single_rollout(real_rollouts):
     with pytest.raises(ValueError, match="2 or more"):
         c2st(real_rollouts[:1], real_rollouts)
+
+
+def test_over_repeat_is_paired_so_shared_difficulty_cancels():
+    """Rollouts differ a lot in difficulty (the same for both dreamers) and the model is 1 dB better on
+    each: the paired interval is tight around 1, narrower than either dreamer's own interval."""
+    from ochre.eval.intervals import mean_interval
+    from ochre.eval.rollouts import over_repeat, public
+
+    rng = np.random.default_rng(0)
+    hard = rng.normal(12, 3, 40)
+    noise = rng.normal(0, 0.1, 40)
+    model = {"psnr@8": 0.0, "per_rollout": {"psnr@8": hard + 1 + noise}, "curve": np.zeros(3)}
+    repeat = {"per_rollout": {"psnr@8": hard}}
+    m = over_repeat(model, repeat)
+    lo, hi = m["psnr@8/over_repeat/ci"]
+    assert abs(m["psnr@8/over_repeat"] - 1) < 0.05 and lo < m["psnr@8/over_repeat"] < hi and hi - lo < 0.1
+    own = mean_interval(hard)[1]
+    assert own[1] - own[0] > 10 * (hi - lo)
+    assert public(model) == {"psnr@8": 0.0}
+
+
+def test_a_bar_is_met_only_when_the_interval_s_worse_end_clears_it():
+    from ochre.eval.bars import DEMO, SHIPPED, Bar, bars_table, judge
+
+    m = {"psnr@8/over_repeat": 1.4, "psnr@8/over_repeat/ci": [0.9, 1.9], "psnr@32/over_repeat": 0.5,
+         "psnr@32/over_repeat/ci": [0.1, 0.9], "tour/turn_sign_acc": 0.99, "tour/walk_sign_acc": 0.6,
+         "c2st@129-256": 0.96, "test_world/psnr@8/over_repeat": 2.0}
+    v = {r["metric"]: r for r in judge(m, DEMO)}
+    assert v["psnr@8/over_repeat"]["verdict"] == "missed" and abs(v["psnr@8/over_repeat"]["gap"] - 0.1) < 1e-9
+    assert v["psnr@32/over_repeat"]["verdict"] == "met" and v["tour/turn_sign_acc"]["verdict"] == "met"
+    assert v["tour/walk_sign_acc"]["verdict"] == "missed" and v["c2st@129-256"]["verdict"] == "missed"
+    w = {r["metric"]: r for r in judge(m, DEMO, "test_world/")}
+    assert w["psnr@8/over_repeat"]["verdict"] == "met" and w["psnr@32/over_repeat"]["verdict"] == "not measured"
+    two = judge({"grad_ratio@256": 1.0, "grad_ratio@256/ci": [0.85, 1.3]}, [Bar("grad_ratio@256", 0.8, 1.2)])[0]
+    assert two["verdict"] == "missed" and abs(two["gap"] - 0.1) < 1e-9 and two["worse_end"] == 1.3
+    rel = {r["metric"]: r for r in judge({"learned/yaw_response": 0.6, "real/yaw_response": 0.9,
+                                           "tour/walk/psnr@16": 12.0, "tour/walk/repeat/psnr@16": 11.5}, SHIPPED)}
+    assert rel["learned/yaw_response"]["verdict"] == "missed"          # 0.6 < 0.7 x 0.9
+    assert rel["tour/walk/psnr@16"]["verdict"] == "missed"             # 12.0 < 11.5 + 1
+    assert rel["recon_psnr"]["verdict"] == "not measured"
+    assert "| psnr@8/over_repeat | ≥ 1 | 1.400 | 0.900 | missed by 0.100 |" in bars_table(judge(m, DEMO))

@@ -273,3 +273,16 @@ def test_a_backend_that_raises_is_its_error_row_and_every_other_row_is_written(l
     assert rows["onnxruntime"]["error"] == "NotARuntimeError: [ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : first run"
     assert (rows["native"]["failed"], rows["native"]["error"]) == ("timing", "NotARuntimeError: lost the device")
     assert "| compiled | 1 | — |" in bench.table(result)
+    assert result["model"] == f"checkpoint {live_world.name}"       # results name no path of this machine
+
+
+def test_a_models_label_names_no_path_of_this_machine(tmp_path):
+    """Results files record `Model.label`: the origin with absolute paths cut to their last folder."""
+    from ochre.models.lookup import Model
+
+    run = tmp_path / "runs" / "world"
+    assert Model(run, run, 8.0, f"checkpoint {run}").label == "checkpoint world"
+    assert Model(run, run, 8.0, f"the newest `ochre demo` model ({tmp_path / 'demo-out'})").label \
+        == "the newest `ochre demo` model (demo-out)"
+    assert Model(run, run, 8.0, "checkpoint runs/world").label == "checkpoint runs/world"
+    assert str(tmp_path) not in Model(run, run, 8.0, f"the export {tmp_path}/onnx").label

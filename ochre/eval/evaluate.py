@@ -166,7 +166,7 @@ def _sources(data: _Data) -> frozenset[str]:
 
 
 def _prefixed(prefix: str, metrics: dict) -> dict:
-    return {(f"{prefix}/{k}" if prefix else k): v for k, v in metrics.items() if k != "curve"}
+    return {(f"{prefix}/{k}" if prefix else k): v for k, v in ro.public(metrics).items()}
 
 
 def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=None, clips=None,
@@ -204,18 +204,19 @@ def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=N
         # The other world is a second opinion, at a third of the cost: the first noise seed.
         seeds = cfg.seeds[:1] if data.name else cfg.seeds
         m, r, ta = dreamer_metrics(dreamer, data, codec, k, cfg, seeds=seeds, tours=True, fps=fps, log=log)
-        found.update(m)
+        found.update(ro.public(m))
         tour_arrays = tour_arrays or ta
         repeat, *_ = dreamer_metrics(RepeatDreamer(plain), data, plain, k, cfg, seeds=(0,), long_seeds=1,
                                      extras=False, other=False)
-        found.update({f"repeat_frame/{n}": v for n, v in repeat.items() if n != "curve"})
+        found.update({f"repeat_frame/{n}": v for n, v in ro.public(repeat).items()})
         found["repeat_frame/delta_psnr@16"] = 0.0
+        found.update(ro.over_repeat(m, repeat))
         if cfg.learned:
             learned = ModelDreamer("learned", low_model, codec, replace(decoding, copy_boost=0.0, fill_boost=0.0),
                                    cfg.batch)
             lm, *_ = dreamer_metrics(learned, data, codec, k, cfg, seeds=cfg.seeds[:1], long_seeds=1, extras=False,
                                      log=log)
-            found.update({f"learned/{n}": v for n, v in lm.items() if n != "curve"})
+            found.update({f"learned/{n}": v for n, v in ro.public(lm).items()})
         if cfg.calibrate and not data.name:
             for name, rm in _references(data, plain, k, cfg, fps, log, skip=("repeat_frame",)).items():
                 found.update({f"{name}/{n}": v for n, v in rm.items()})
@@ -227,7 +228,7 @@ def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=N
                 name = other_meta["extra"].get("recipe", "compare")
                 cm, *_ = dreamer_metrics(ModelDreamer(name, other_model, plain, other_sampling, cfg.batch), data,
                                          plain, k, cfg, tours=True, fps=fps, log=log)
-                found.update({f"{name}/{n}": v for n, v in cm.items() if n != "curve"})
+                found.update({f"{name}/{n}": v for n, v in ro.public(cm).items()})
                 curves[name] = cm["curve"]
             found.update({"rollouts": len(data.plan.short), "rollouts@256": len(data.plan.long),
                           "trajectories": len(data.trajs)})
@@ -306,7 +307,7 @@ def _references(data: _Data, codec: Codec, k: int, cfg: EvalConfig, fps: float, 
             log(f"calibration: {name}")
             m, *_ = dreamer_metrics(dreamer, on, codec, k, cfg, seeds=cfg.seeds[:1], long_seeds=1, tours=True,
                                     fps=fps, other=other, log=log)
-            out[name] = {n: v for n, v in m.items() if n != "curve"}
+            out[name] = ro.public(m)
     return out
 
 
@@ -329,5 +330,5 @@ def calibrate(tokens_root, runs: dict, *, cfg: EvalConfig, device: str | None = 
         model, sampling, _ = load_dynamics(run, device)
         m, *_ = dreamer_metrics(ModelDreamer(name, model, codec, sampling, cfg.batch), data, codec, k, cfg, tours=True,
                                 fps=fps, log=log)
-        table[name] = {**shared, **{n: v for n, v in m.items() if n != "curve"}}
+        table[name] = {**shared, **ro.public(m)}
     return table

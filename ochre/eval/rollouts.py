@@ -27,6 +27,9 @@ SHORT, OTHER, LONG = 32, 16, 256    # rollout lengths in steps
 LONG_FROM = 129                     # the long-horizon metrics read steps LONG_FROM..LONG
 HORIZONS = (1, 8, 32)
 PSNR_CAP = 60.0
+# rollout_metrics' entries that are not metrics: the mean PSNR curve, and per-rollout values (seeds
+# averaged) that paired comparisons of two dreamers on the same rollouts resample together.
+PRIVATE = ("curve", "per_rollout")
 
 
 @dataclass
@@ -211,6 +214,22 @@ def rollout_metrics(r: Rollouts, trajs: list[Trajectory], plan: Plan, real_codes
         g_dream = np.stack([grad_magnitude(f).mean(axis=1) for f in r.long_frames])  # (long seeds, L)
         put(m, "grad_ratio@256", interval(lambda idx: g_dream[:, idx].mean() / g_real[idx].mean(), len(g_real)))
     m["curve"] = per_step.mean(axis=(0, 1))                                        # (S+1,)
+    m["per_rollout"] = {f"psnr@{h}": per_step[:, :, h].mean(axis=0) for h in HORIZONS}   # (N,) each
+    return m
+
+
+def public(metrics: dict) -> dict:
+    """The metrics of rollout_metrics' output, without its PRIVATE entries."""
+    return {k: v for k, v in metrics.items() if k not in PRIVATE}
+
+
+def over_repeat(model: dict, repeat: dict) -> dict:
+    """psnr@h/over_repeat: the dream's PSNR minus the repeated frame's on the same rollouts, with a
+    paired bootstrap interval (both resampled with the same rollouts, so the shared difficulty of a
+    rollout cancels and the interval is the difference's, not the sum of two intervals)."""
+    m: dict = {}
+    for name, ours in model["per_rollout"].items():
+        put(m, f"{name}/over_repeat", mean_interval(ours - repeat["per_rollout"][name]))
     return m
 
 

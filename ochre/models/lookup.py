@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,12 @@ class Model:
     origin: str                      # said to the user: where this model came from
     contexts: Path | None = None     # .npy (N, H, W, 3) or an eval rollouts.npz
     info: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """`origin` with every path cut to its last folder: what results files record, so they name the
+        model without naming the machine they ran on (the world hash beside it says which one)."""
+        return re.sub(r"(?<![\w.-])/[^\s()]*", lambda m: Path(m.group(0)).name or "/", self.origin)
 
     def context_frames(self) -> np.ndarray:
         """Real frames to start dreams from: uint8 (N, 64, 64, 3)."""
