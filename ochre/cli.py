@@ -282,9 +282,10 @@ def _add_demo(sub) -> None:
         "eval -> export (ONNX, AOTInductor) -> headless play -> bench, on the built-in synthetic world; writes "
         "DIR/report.json (metrics, the `ochre bench` JSON, per-stage timings), DIR/report.md for people (metrics "
         "against repeating the frame, PSNR plot, dream videos, speed table, timings), DIR/eval/ (dream.mp4, "
-        "psnr.png), DIR/play/dream.mp4 and DIR/bench/. About 30 minutes on a 2-core CPU, 45 on a slow one (the world "
-        "model trains for --world-minutes, 12 by default; eval is the next largest stage); --quick runs every stage small (torch and onnxruntime at batch 1 "
-        "in the bench) in about 2 minutes. A rerun skips finished stages. Afterwards `ochre play` and "
+        "psnr.png), DIR/play/dream.mp4 and DIR/bench/. About 30 minutes on a 2-core CPU, 45 on a slow one (the "
+        "world model trains for --world-minutes, 12 by default; eval is the next largest stage); --quick runs every "
+        "stage small (torch and onnxruntime at batch 1 in the bench) in 2-5 minutes. A rerun skips finished stages. "
+        "Afterwards `ochre play` and "
         "`ochre bench` take this model by default.",
     )
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
