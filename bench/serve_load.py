@@ -118,7 +118,10 @@ def start_server(backend: str, dtype: str | None, players: int, fps: float, thre
     cmd += ["--dtype", dtype] if dtype else []
     cmd += ["--threads", str(threads)] if threads else []
     cmd += ["--checkpoint", checkpoint] if checkpoint else []
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    # SIGINT as a terminal sends it, even when this bench runs in the background (where a shell starts
+    # commands with SIGINT ignored): stop_server ends the server with it.
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline, lines = time.time() + timeout, []
     while time.time() < deadline:
         line = proc.stderr.readline()

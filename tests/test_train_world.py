@@ -197,6 +197,8 @@ def test_eval_writes_the_section_6_files(data, tmp_path):
         for name in names:
             assert np.isfinite(m[prefix + name]), prefix + name
     assert -1 <= m["yaw_response"] <= 1 and -1 <= m["real/yaw_response"] <= 1 and "seed-v3/yaw_response" in m
+    # A count of distinct codes has no bootstrap interval over rollouts (docs/metrics.md: biased low).
+    assert "code_usage@256/ci" not in m and "psnr@8/ci" in m and "grad_ratio@256/ci" in m
     z = np.load(tmp_path / "eval" / "rollouts.npz")
     n = len(z["keys"])
     assert z["real"].shape == z["dream"].shape == (n, 33, 64, 64, 3) and z["real"].dtype == np.uint8
