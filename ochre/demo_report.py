@@ -142,15 +142,18 @@ def render(out: Path, report: dict, command: str) -> str:
              + (" The comparison recipe trained on the same tokens, seed and budget." if compared_recipes(m) else ""),
              metrics_table(m),
              _bars(m, ""),
-             "### A world never trained on\n\nThe same metrics on a second synthetic world (another world seed): a "
-             "new map, not a new path through a known one.\n\n" + metrics_table(m, "test_world/"),
+             "### A world never trained on\n\nThe same metrics on a second "
+             + ("map of the same game (another map seed)" if report.get("world") == "luanti" else
+                "synthetic world (another world seed)")
+             + ": a new map, not a new path through a known one.\n\n" + metrics_table(m, "test_world/"),
              _bars(m, "test_world/"),
              *(f"Not run: {what} ({why})." for what, why in report.get("skipped", {}).items()),
              "![PSNR against rollout step](eval/psnr.png)\n\nThe dreams beside the real frames, the actions drawn "
              "below: [eval/dream.mp4](eval/dream.mp4).",
-             "## Tours against the renderer's truth\n\nScripted segments from test poses, run on the model and on "
-             f"the synthetic world's own renderer ({_num(m.get('tour/contexts'))} contexts): truth | dream in "
-             "[eval/tour.mp4](eval/tour.mp4).\n\n" + tours_table(m),
+             *(["## Tours against the renderer's truth\n\nScripted segments from test poses, run on the model and "
+                f"on the synthetic world's own renderer ({_num(m.get('tour/contexts'))} contexts): truth | dream in "
+                "[eval/tour.mp4](eval/tour.mp4).\n\n" + tours_table(m)]
+              if "tours" not in report.get("skipped", {}) else []),
              "## Action accuracy\n\nAn inverse-dynamics model trained on train clip pairs reads the actions back "
              "(balanced accuracy: chance is 1/3).\n\n" + idm_table(m),
              "## Realism\n\nA classifier two-sample test: dreamed frames against the tokenizer's reconstructions of "

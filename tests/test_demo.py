@@ -123,6 +123,20 @@ def test_report_md_puts_a_comparison_recipe_beside_ochre_and_repeat_frame():
     assert "| yaw_response | 0.970 | – | -0.056 | – |" in table and "real frames: 0.916" in table
 
 
+def test_a_luanti_report_names_its_second_world_and_says_why_it_has_no_tours(tmp_path):
+    from ochre.demo import TOURS_SKIPPED
+    from ochre.demo_report import render
+
+    report = {"metrics": {"psnr@8": 12.0, "test_world/psnr@8": 11.0}, "timings_s": {"eval": 1.0},
+              "bench": {"device": "cpu", "threads": 2, "rows": []}, "world": "luanti",
+              "skipped": {"tours": TOURS_SKIPPED}}
+    md = render(tmp_path, report, "ochre demo --world luanti")
+    assert "a second map of the same game (another map seed)" in md and "synthetic world (another" not in md
+    assert f"Not run: tours ({TOURS_SKIPPED})." in md and "## Tours against" not in md
+    synth = render(tmp_path, {**report, "world": "synth", "skipped": {}}, "ochre demo")
+    assert "a second synthetic world (another world seed)" in synth and "## Tours against" in synth
+
+
 def test_demo_help_states_the_defaults_it_runs():
     """`ochre demo --help` is parsed without importing torch, so its numbers are written out: they must be
     the sizes ochre.demo runs."""
