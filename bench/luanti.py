@@ -148,7 +148,7 @@ ROWS = ("psnr@1", "psnr@8", "psnr@32", "delta_psnr@16", "yaw_response", "code_us
 
 def _intervals(eval_dir: Path, seed: int = 0, resamples: int = 2000) -> dict:
     """95 % bootstrap intervals over rollouts for the PSNR metrics, from eval's rollouts.npz."""
-    from ochre.eval import OTHER, psnr
+    from ochre.eval.rollouts import OTHER, psnr
 
     with np.load(eval_dir / "rollouts.npz") as z:
         real, dream, other = z["real"], z["dream"], z["dream_other"]
