@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -70,6 +72,14 @@ class _Data:
     tours: tuple | None = None              # the tour contexts and the renderer's truth, once made
 
 
+@contextmanager
+def _timed(log, what: str):
+    """Log how long a part of the eval took (the demo's time budget is spent here)."""
+    t0 = time.perf_counter()
+    yield
+    log(f"eval: {what} took {time.perf_counter() - t0:.0f} s")
+
+
 def _data(tokens_root, clips, split: str, cfg: EvalConfig, name: str = "") -> _Data:
     index = read_index(tokens_root)
     clips = Path(clips) if clips else indexed_folder(tokens_root, "clips", index)
@@ -83,14 +93,19 @@ def dreamer_metrics(dreamer, data: _Data, codec: Codec, k: int, cfg: EvalConfig,
     """Every metric of one dreamer on one data set: rollouts (with intervals), and with `extras`
     action accuracy and realism, with `tours` the scripted tours -> (metrics, rollouts, tour arrays)."""
     seeds = cfg.seeds if seeds is None else seeds
-    r = ro.roll(dreamer, data.trajs, data.plan, seeds, cfg.long_seeds if long_seeds is None else long_seeds, other)
-    real_codes = lambda frames: codec.encode(frames).cpu().numpy()   # noqa: E731
-    m = ro.rollout_metrics(r, data.trajs, data.plan, real_codes, k)
+    name = f"{data.name + ' ' if data.name else ''}{dreamer.name}"
+    with _timed(log, f"{name} rollouts ({len(seeds)} seeds)"):
+        r = ro.roll(dreamer, data.trajs, data.plan, seeds, cfg.long_seeds if long_seeds is None else long_seeds,
+                    other)
+        real_codes = lambda frames: codec.encode(frames).cpu().numpy()   # noqa: E731
+        m = ro.rollout_metrics(r, data.trajs, data.plan, real_codes, k)
     if extras:
-        m.update(_extras(r, data, codec, cfg))
+        with _timed(log, f"{name} action accuracy and realism"):
+            m.update(_extras(r, data, codec, cfg))
     arrays = {}
     if tours and cfg.tours:
-        tm, arrays = _tours(dreamer, data, cfg, fps, log)
+        with _timed(log, f"{name} tours"):
+            tm, arrays = _tours(dreamer, data, cfg, fps, log)
         m.update(tm)
     return m, r, arrays
 
@@ -200,14 +215,16 @@ def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=N
         log(f"eval{' ' + data.name if data.name else ''}: {len(data.trajs)} trajectories, {len(data.plan.short)} "
             f"rollouts x {len(cfg.seeds)} seeds, {len(data.plan.long)} of {ro.LONG} steps")
         # One instrument for every world: the inverse-dynamics model of the main data's train split.
-        found = _prepare_references(data, plain, root, cfg, log, idm_model=worlds[0][0].idm if data.name else None)
+        with _timed(log, f"{data.name or cfg.split} references (reconstructions, action model)"):
+            found = _prepare_references(data, plain, root, cfg, log,
+                                        idm_model=worlds[0][0].idm if data.name else None)
         # The other world is a second opinion, at a third of the cost: the first noise seed.
         seeds = cfg.seeds[:1] if data.name else cfg.seeds
         m, r, ta = dreamer_metrics(dreamer, data, codec, k, cfg, seeds=seeds, tours=True, fps=fps, log=log)
         found.update(ro.public(m))
         tour_arrays = tour_arrays or ta
         repeat, *_ = dreamer_metrics(RepeatDreamer(plain), data, plain, k, cfg, seeds=(0,), long_seeds=1,
-                                     extras=False, other=False)
+                                     extras=False, other=False, log=log)
         found.update({f"repeat_frame/{n}": v for n, v in ro.public(repeat).items()})
         found["repeat_frame/delta_psnr@16"] = 0.0
         found.update(ro.over_repeat(m, repeat))
