@@ -146,26 +146,14 @@ def bench_record(work: Path, episodes: int, steps: int, sizes: list[int], worker
 ROWS = ("psnr@1", "psnr@8", "psnr@32", "delta_psnr@16", "yaw_response", "code_usage@256", "grad_ratio@256")
 
 
-def _intervals(eval_dir: Path, seed: int = 0, resamples: int = 2000) -> dict:
-    """95 % bootstrap intervals over rollouts for the PSNR metrics, from eval's rollouts.npz."""
-    from ochre.eval.rollouts import OTHER, psnr
-
-    with np.load(eval_dir / "rollouts.npz") as z:
-        real, dream, other = z["real"], z["dream"], z["dream_other"]
-    per = {f"psnr@{h}": psnr(dream[:, h], real[:, h]) for h in (1, 8, 32)}            # (N,) each
-    per["repeat_frame/psnr@8"] = psnr(real[:, 0], real[:, 8])
-    per["delta_psnr@16"] = psnr(dream[:, OTHER], real[:, OTHER]) - psnr(other[:, OTHER], real[:, OTHER])
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(real), (resamples, len(real)))
-    return {f"{k}/ci": np.percentile(v[picks].mean(axis=1), [2.5, 97.5]).round(3).tolist() for k, v in per.items()}
-
-
 def bench_world(luanti: Path, synth: Path) -> dict:
     """The same demo recipe on Luanti footage and on the synthetic world, side by side."""
     out = {}
     for name, demo in (("luanti", luanti), ("synth", synth)):
         report = json.loads((demo / "report.json").read_text())
-        out[name] = {"metrics": {**report["metrics"], **_intervals(demo / "eval")},
+        # eval's own metrics.json carries the intervals (over rollouts, every noise seed in the mean)
+        evaluated = json.loads((demo / "eval" / "metrics.json").read_text())
+        out[name] = {"metrics": {**report["metrics"], **{k: v for k, v in evaluated.items() if k.endswith("/ci")}},
                      "timings_s": report["timings_s"], "recordings": json.loads((demo / "clips" / "report.json")
                                                                                .read_text())["summary"]}
     lines = ["| metric | luanti | luanti repeat frame | synth | synth repeat frame |", "|---|---|---|---|---|"]
