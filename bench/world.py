@@ -2,13 +2,14 @@
 predictor, and a seed-v3 run on the same tokens with the same budget), the training curves and
 the dream video, collected into bench/results/.
 
-    python -m ochre.bench.world DEMO_DIR [--seed-v3 RUN] [--eval DIR]
+    python -m ochre.bench.world DEMO_DIR [--seed-v3 RUN] [--eval DIR] [--log DEMO.log]
 
 DEMO_DIR is an `ochre demo` output (DIR/world, DIR/eval); --seed-v3 a `ochre train --recipe
 seed-v3` run on DIR/tokens with the same --minutes; --eval an `ochre eval DIR/world DIR/tokens
---compare RUN` output (default DEMO_DIR/eval). Writes world_<device>_<date>.json (the table, the
-bars of the world-model issue and how far each is), world_curves_<date>.png and
-world_dream_<date>.mp4.
+--compare RUN` output (default DEMO_DIR/eval); --log the demo's log, whose "eval: … took N s" lines
+give the eval's per-part timings. Writes world_<device>_<date>.json (the table, the bars of
+docs/metrics.md#bars judged on the interval's worse end, the timings), world_curves_<date>.png,
+world_dream_<date>.mp4 and world_tour_<date>.mp4.
 """
 
 from __future__ import annotations
@@ -25,23 +26,26 @@ from ochre.io import atomic_path, write_json_atomic
 ROWS = ("psnr@1", "psnr@8", "psnr@32", "delta_psnr@16", "yaw_response", "code_usage@256", "grad_ratio@256")
 
 
-def bars(m: dict) -> list[dict]:
-    """The world-model issue's quality bars, each with its value, its threshold and the gap."""
-    def bar(name, value, threshold, ok):
-        return {"bar": name, "value": value, "threshold": threshold, "met": bool(ok),
-                "gap": 0.0 if ok else abs(value - threshold)}
-    out = [bar("delta_psnr@16 >= 1.5", m["delta_psnr@16"], 1.5, m["delta_psnr@16"] >= 1.5),
-           bar("yaw_response >= 0.8 x real", m["yaw_response"], 0.8 * m["real/yaw_response"],
-               m["yaw_response"] >= 0.8 * m["real/yaw_response"]),
-           bar("psnr@8 >= repeat + 1 dB", m["psnr@8"], m["repeat_frame/psnr@8"] + 1,
-               m["psnr@8"] >= m["repeat_frame/psnr@8"] + 1),
-           bar("code_usage@256 >= 0.6", m["code_usage@256"], 0.6, m["code_usage@256"] >= 0.6),
-           bar("grad_ratio@256 >= 0.75", m["grad_ratio@256"], 0.75, m["grad_ratio@256"] >= 0.75),
-           bar("grad_ratio@256 <= 1.33", m["grad_ratio@256"], 1.33, m["grad_ratio@256"] <= 1.33)]
-    if "seed-v3/delta_psnr@16" in m:
-        out.append(bar("delta_psnr@16 > seed-v3", m["delta_psnr@16"], m["seed-v3/delta_psnr@16"],
-                       m["delta_psnr@16"] > m["seed-v3/delta_psnr@16"]))
+def bars(m: dict) -> dict[str, list[dict]]:
+    """docs/metrics.md#bars judged on the interval's worse end (ochre.eval.bars): the default demo's
+    bars on test and on the second world, and the shipped model's for how far this model is from them."""
+    from ochre.eval.bars import DEMO, SHIPPED, judge
+
+    out = {"demo/test": judge(m, DEMO), "shipped/test": judge(m, SHIPPED)}
+    if any(k.startswith("test_world/") for k in m):
+        out["demo/test_world"] = judge(m, DEMO, prefix="test_world/")
+        out["shipped/test_world"] = judge(m, SHIPPED, prefix="test_world/")
     return out
+
+
+def eval_timings(log: Path) -> dict[str, float]:
+    """The eval's own per-part timings ("eval: <part> took N s" lines) from a demo's log, if kept."""
+    import re
+
+    if not log.is_file():
+        return {}
+    found = re.findall(r"^eval: (.+) took (\d+) s$", log.read_text(errors="replace"), flags=re.M)
+    return {part: float(seconds) for part, seconds in found}
 
 
 def table(m: dict) -> str:
@@ -84,9 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("demo", type=Path)
     ap.add_argument("--seed-v3", type=Path, default=None, help="the seed-v3 training run")
     ap.add_argument("--eval", type=Path, default=None, help="eval output (default DEMO/eval)")
+    ap.add_argument("--note", default=None, help="a line kept in the JSON (what else ran, what a number means)")
+    ap.add_argument("--log", type=Path, default=None, help="the demo's log (stderr), for the eval's per-part timings")
     args = ap.parse_args(argv)
     eval_dir = args.eval or args.demo / "eval"
     m = json.loads((eval_dir / "metrics.json").read_text())
+    tokenizer = args.demo / "tokenizer" / "metrics.json"          # recon_psnr, recon_grad_ratio: the tokenizer's bars
+    if tokenizer.is_file():
+        m = {**json.loads(tokenizer.read_text()), **m}
     report = json.loads((args.demo / "report.json").read_text()) if (args.demo / "report.json").is_file() else {}
     runs = {"ochre": args.demo / "world"}
     if args.seed_v3:
@@ -96,15 +105,21 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "world", **header(), "metrics": m, "bars": bars(m), "table_md": table(m),
               "training": {name: {"steps": t["step"], "minutes": round(t["elapsed_s"] / 60, 2),
                                   "frames_per_s": t["frames_per_s"]} for name, t in trained.items()},
-              "demo_timings_s": report.get("timings_s", {})}
+              "demo_timings_s": report.get("timings_s", {}),
+              "eval_timings_s": eval_timings(args.log) if args.log else {},
+              **({"note": args.note} if args.note else {})}
     out = result_path("world")
     write_json_atomic(out, result)
     curves(runs, RESULTS / f"world_curves_{date}.png")
     shutil.copyfile(eval_dir / "dream.mp4", RESULTS / f"world_dream_{date}.mp4")
     shutil.copyfile(eval_dir / "psnr.png", RESULTS / f"world_psnr_{date}.png")
+    if (eval_dir / "tour.mp4").is_file():        # the scripted tour: truth | dream, segment by segment
+        shutil.copyfile(eval_dir / "tour.mp4", RESULTS / f"world_tour_{date}.mp4")
     print(result["table_md"])
-    for b in result["bars"]:
-        print(f"{'met ' if b['met'] else 'MISS'} {b['bar']}: {b['value']:.3f} (threshold {b['threshold']:.3f})")
+    from ochre.eval.bars import bars_table
+
+    for name, verdicts in result["bars"].items():
+        print(f"\n{name}\n{bars_table(verdicts)}")
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
