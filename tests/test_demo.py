@@ -206,3 +206,19 @@ def test_a_rerun_remakes_exports_this_install_cannot_run(tmp_path):
     (folder / "manifest.json").write_text(json.dumps({**manifest, "format": "ochre-onnx/1"}))
     assert not _exported("onnx", folder, "abc")
     assert not _exported("aoti", tmp_path / "missing", "abc")
+
+
+def test_the_world_record_judges_the_bars_and_keeps_the_evals_timings(tmp_path):
+    from ochre.bench.world import bars, eval_timings
+
+    log = tmp_path / "demo.log"
+    log.write_text("== eval: ochre eval ...\neval: ochre rollouts (3 seeds) took 209 s\nnoise took 3 s\n"
+                   "eval: test_world ochre tours took 96 s\n")
+    assert eval_timings(log) == {"ochre rollouts (3 seeds)": 209.0, "test_world ochre tours": 96.0}
+    m = {"psnr@8/over_repeat": 1.5, "psnr@8/over_repeat/ci": [0.9, 2.0], "test_world/psnr@8/over_repeat": 2.0,
+         "test_world/psnr@8/over_repeat/ci": [1.4, 2.6]}
+    verdicts = bars(m)
+    row = lambda name: next(v for v in verdicts[name] if v["metric"] == "psnr@8/over_repeat")   # noqa: E731
+    assert row("demo/test")["verdict"] == "missed" and row("demo/test")["gap"] == pytest.approx(0.1)
+    assert row("demo/test_world")["verdict"] == "met"
+    assert row("shipped/test_world")["verdict"] == "missed"              # the shipped model's bar is 2 dB
