@@ -48,8 +48,13 @@ def sweep(run, tokens, grid: list[tuple[float, float, float]], *, out_dir: Path,
         raise ValueError("a decoding sweep chooses on the val split only (docs/metrics.md#splits)")
     rows = []
     for copy, fill, walk in grid:
-        m = evaluate(run, tokens, out_dir / f"c{copy:g}-f{fill:g}-w{walk:g}", cfg=cfg,
-                     sampling={"copy_boost": copy, "fill_boost": fill, "walk_boost": walk}, log=lambda _: None)
+        sampling = {"copy_boost": copy, "fill_boost": fill, "walk_boost": walk}
+        folder = out_dir / f"c{copy:g}-f{fill:g}-w{walk:g}"
+        m = _done(folder, run, tokens, cfg, sampling)
+        if m is None:
+            m = evaluate(run, tokens, folder, cfg=cfg, sampling=sampling, log=lambda _: None)
+        else:
+            log(f"copy {copy:g} fill {fill:g} walk {walk:g}: evaluated before ({folder / 'metrics.json'})")
         keep = {k: v for k, v in m.items() if k.split("/")[0] in {"psnr@1", "psnr@8", "psnr@32", "delta_psnr@16",
                                                                   "yaw_response", "code_usage@256", "grad_ratio@256"}}
         row = {"copy_boost": copy, "fill_boost": fill, "walk_boost": walk, "objective": objective(m),
@@ -61,6 +66,21 @@ def sweep(run, tokens, grid: list[tuple[float, float, float]], *, out_dir: Path,
     ok = [r for r in rows if r["admissible"]]
     chosen = max(ok, key=lambda r: r["objective"]) if ok else None
     return {"candidates": rows, "chosen": chosen}
+
+
+def _done(folder: Path, run, tokens, cfg: EvalConfig, sampling: dict) -> dict | None:
+    """A candidate's metrics from an earlier sweep (killed or rerun) if they were made from this run's
+    newest weights, these tokens and these eval settings; else None. A sweep resumes where it stopped."""
+    from ochre.data.shards import index_digest
+    from ochre.models.checkpoint import checkpoint_hash
+
+    try:
+        m = json.loads((folder / "metrics.json").read_text())     # written last: its presence marks a finished eval
+    except (OSError, json.JSONDecodeError):
+        return None
+    want = {"world_hash": checkpoint_hash(run), "tokens": index_digest(tokens), "split": cfg.split,
+            "seeds": list(cfg.seeds), "long_seeds": cfg.long_seeds, "rollouts_asked": cfg.rollouts, **sampling}
+    return m if all(m.get(k) == v for k, v in want.items()) else None
 
 
 def ship(run, chosen: dict) -> Path:

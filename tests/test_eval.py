@@ -126,6 +126,30 @@ def test_the_decoding_sweep_chooses_on_val_and_never_reads_test(data, tmp_path, 
                              cfg=EvalConfig(split="test"), log=lambda m: None)
 
 
+def test_a_decoding_sweep_resumes_with_the_candidates_it_finished(data, tmp_path):
+    """A killed or rerun sweep reuses a candidate's eval made from the same weights, tokens and
+    settings, and evaluates again when any of them differs."""
+    import json
+
+    from ochre.bench import decoding_sweep
+    from ochre.eval import EvalConfig
+
+    cfg = EvalConfig(split="val", rollouts=2, long_rollouts=1, seeds=(0,), learned=False, tours=0, idm=False,
+                     c2st=False)
+    grid = [(6.0, 4.0, 0.5)]
+    first = decoding_sweep.sweep(data / "ochre", data / "tokens", grid, out_dir=tmp_path, cfg=cfg, log=lambda m: None)
+    logs: list[str] = []
+    again = decoding_sweep.sweep(data / "ochre", data / "tokens", grid, out_dir=tmp_path, cfg=cfg, log=logs.append)
+    assert any("evaluated before" in line for line in logs) and again == first
+    metrics = tmp_path / "c6-f4-w0.5" / "metrics.json"
+    m = json.loads(metrics.read_text())
+    metrics.write_text(json.dumps({**m, "world_hash": "another model"}))
+    logs.clear()
+    decoding_sweep.sweep(data / "ochre", data / "tokens", grid, out_dir=tmp_path, cfg=cfg, log=logs.append)
+    assert not any("evaluated before" in line for line in logs)
+    assert json.loads(metrics.read_text())["world_hash"] == m["world_hash"]
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "known miss: the oracle (the tokenizer's reconstruction of the truth) turns the right way in only 0.83 of "

@@ -190,7 +190,7 @@ def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=N
     """Write OUT/metrics.json, rollouts.npz, tours.npz, dream.mp4, tour.mp4 and psnr.png; return the
     metrics. dtype: the precision of the model's (and the decoder's) convolutions and linear layers,
     as a live backend runs them; the baselines stay fp32."""
-    from ochre.models.checkpoint import load_dynamics, load_tokenizer
+    from ochre.models.checkpoint import checkpoint_hash, load_dynamics, load_tokenizer
 
     cfg = cfg or EvalConfig()
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -251,7 +251,7 @@ def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=N
                           "trajectories": len(data.trajs)})
         metrics.update(_prefixed(data.name, found))
     metrics.update({"split": cfg.split, "seeds": list(cfg.seeds), "long_seeds": cfg.long_seeds,
-                    "rollouts_asked": cfg.rollouts, "step": meta["step"],
+                    "rollouts_asked": cfg.rollouts, "step": meta["step"], "world_hash": checkpoint_hash(meta["path"]),
                     "dtype": dtype, "tokens": index_digest(tokens_root), **asdict(decoding)})
     _write(out, metrics, arrays, worlds[0][0], curves, tour_arrays, cfg)
     return metrics
