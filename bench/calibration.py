@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ochre.bench.common import data_record, header, result_path
+from ochre.bench.common import data_record, header, result_path, run_record
 from ochre.eval import EvalConfig
 from ochre.eval.evaluate import calibrate
 from ochre.io import write_json_atomic
@@ -37,15 +37,6 @@ def markdown(table: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def _run_record(run) -> dict:
-    """A scored run without this machine's paths: its folder's name, newest step and weights' hash."""
-    from ochre.models.checkpoint import checkpoint_hash, read_checkpoint_config
-
-    meta = read_checkpoint_config(run)
-    return {"name": Path(run).name, "step": meta.get("step"), "hash": checkpoint_hash(run),
-            "recipe": meta.get("extra", {}).get("recipe")}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("tokens", help="token shards (`ochre tokenize` output) whose split is scored")
@@ -62,7 +53,7 @@ def main(argv=None) -> int:
     table = calibrate(args.tokens, runs, cfg=cfg)
     out = Path(args.out) if args.out else result_path("calibration")
     write_json_atomic(out, {**header("cpu"), "tokens": data_record(args.tokens), "split": args.split,
-                            "runs": {name: _run_record(run) for name, run in runs.items()},
+                            "runs": {name: run_record(run) for name, run in runs.items()},
                             "settings": {"rollouts": args.rollouts, "long_rollouts": args.long_rollouts,
                                          "tours": args.tours, "seeds": [0]},
                             "rows": list(ROWS), "table": table})

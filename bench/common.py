@@ -19,6 +19,16 @@ def result_path(theme: str, device: str = "cpu", root: Path = RESULTS) -> Path:
     return Path(root) / f"{theme}_{device_tag(device)}_{_dt.date.today().isoformat()}.json"
 
 
+def run_record(run) -> dict:
+    """A world-model run a result was measured on, without this machine's paths: its folder's name,
+    newest step, weights' hash and recipe."""
+    from ochre.models.checkpoint import checkpoint_hash, read_checkpoint_config
+
+    meta = read_checkpoint_config(run)
+    return {"name": Path(run).name, "step": meta.get("step"), "hash": checkpoint_hash(run),
+            "recipe": meta.get("extra", {}).get("recipe")}
+
+
 def data_record(root) -> dict:
     """The data a result was measured on, without this machine's paths: the folder's name and the
     digest of its index.json (ochre.data.shards.index_digest)."""

@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from ochre.bench.common import header, result_path
+from ochre.bench.common import data_record, header, result_path, run_record
 from ochre.eval import EvalConfig, evaluate
 from ochre.eval.intervals import worse_end
 from ochre.io import write_json_atomic
@@ -115,7 +115,8 @@ def main(argv=None) -> int:
     grid = list(itertools.product(args.copy, args.fill, args.walk))
     result = sweep(args.run, args.tokens, grid, out_dir=Path(args.work or out.with_suffix("")), cfg=cfg,
                    log=lambda m: print(m, file=sys.stderr))
-    record = {**header("cpu"), "run": str(args.run), "split": "val", "objective": "psnr@8 + psnr@32 + delta_psnr@16",
+    record = {**header("cpu"), "run": run_record(args.run), "tokens": data_record(args.tokens), "split": "val",
+              "objective": "psnr@8 + psnr@32 + delta_psnr@16",
               "guards": {**{k: t for k, (t, _) in GUARDS.items()}, "grad_ratio@256 max": GRAD_MAX},
               "settings": {"rollouts": args.rollouts, "long_rollouts": args.long_rollouts, "seeds": args.seeds},
               **result}
