@@ -148,6 +148,26 @@ def test_a_decoding_sweep_resumes_with_the_candidates_it_finished(data, tmp_path
     decoding_sweep.sweep(data / "ochre", data / "tokens", grid, out_dir=tmp_path, cfg=cfg, log=logs.append)
     assert not any("evaluated before" in line for line in logs)
     assert json.loads(metrics.read_text())["world_hash"] == m["world_hash"]
+    # An eval made without the realism test does not serve a sweep that guards realism.
+    from dataclasses import replace
+    sampling = {"copy_boost": 6.0, "fill_boost": 4.0, "walk_boost": 0.5}
+    assert decoding_sweep._done(metrics.parent, data / "ochre", data / "tokens", cfg, sampling) is not None
+    assert decoding_sweep._done(metrics.parent, data / "ochre", data / "tokens", replace(cfg, c2st=True),
+                                sampling) is None
+
+
+def test_the_decoding_sweep_keeps_only_candidates_whose_late_dreams_pass_the_realism_bar():
+    """docs/metrics.md#bars: c2st@129-256 <= 0.95 for the default demo. A setting that sharpens PSNR
+    but makes late dreams easier to tell from real play is not chosen; --no-c2st turns the guard off."""
+    from ochre.bench.decoding_sweep import admissible
+
+    healthy = {"code_usage@256": 0.9, "grad_ratio@256": 1.0, "grad_ratio@256/ci": [0.9, 1.1]}
+    assert admissible({**healthy, "c2st@129-256": 0.93})
+    assert not admissible({**healthy, "c2st@129-256": 0.951})
+    assert admissible({**healthy, "c2st@129-256": 0.951}, realism=False)
+    assert not admissible({**healthy, "grad_ratio@256/ci": [0.9, 1.3], "c2st@129-256": 0.9})
+    with pytest.raises(KeyError):                 # guarded but never measured: an error, not a pass
+        admissible(healthy)
 
 
 @pytest.mark.slow
