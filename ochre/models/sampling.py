@@ -24,13 +24,14 @@ class SamplingConfig:
     # copied patch is right), and top-k starves the tail that long dreams draw new codes from; the
     # boost restores continuity without the argmax that collapses. A step forward changes most of the
     # view, so only `walk_boost` of the boosts is kept while a movement key is held. The values are
-    # chosen on `val` by bench/decoding_sweep.py (bench/results/decoding_sweep_cpu_2026-12-03.json: the
-    # default demo's model; 9/7, the earlier default, failed its detail guard, and copy 15 is the grid's edge).
+    # chosen on `val` by bench/decoding_sweep.py with its realism guard (bench/results/
+    # decoding_sweep_cpu_2026-12-03_realism.json: the default demo's model; 9/7, the earlier default,
+    # failed the detail guard, and 15/4, chosen before realism was guarded, failed c2st@129-256 on val).
     temperature: float = 1.0    # 0: argmax
     top_k: int = 2048           # codes considered per position (>= K: the whole distribution)
     guidance: float = 1.0       # action guidance w: uncond + w·(cond − uncond); 1 = plain conditional
     copy_boost: float = 15.0    # logits added to the copy prior's proposals (models with copy_bias)
-    fill_boost: float = 4.0     # ... and to its fills of the positions a turn reveals
+    fill_boost: float = 5.5     # ... and to its fills of the positions a turn reveals
     walk_boost: float = 0.5     # share of both boosts kept while a movement key is held
 
     def __post_init__(self):
