@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ochre.bench.common import data_record, header, result_path, run_record
 from ochre.eval import EvalConfig, evaluate
+from ochre.eval.bars import DEMO
 from ochre.eval.intervals import worse_end
 from ochre.io import write_json_atomic
 
@@ -32,9 +33,9 @@ from ochre.io import write_json_atomic
 # guards hold: as many codes as real play uses (>= 0.6) and image detail between blur and noise.
 GUARDS = {"code_usage@256": (0.6, True), "grad_ratio@256": (0.8, True)}
 GRAD_MAX = 1.25
-# Realism: the default demo's bar on c2st@129-256 (docs/metrics.md#bars). Without it a sweep cannot
-# see a setting that sharpens PSNR by making late dreams easier to tell from real play.
-C2ST_MAX = {"c2st@129-256": 0.95}
+# Realism: the default demo's bars on c2st (docs/metrics.md#bars, ochre.eval.bars.DEMO). Without them a
+# sweep cannot see a setting that sharpens PSNR by making late dreams easier to tell from real play.
+C2ST_MAX = {bar.metric: bar.high for bar in DEMO if bar.metric.startswith("c2st@")}
 
 
 def objective(m: dict) -> float:
