@@ -156,6 +156,11 @@ def _add_run_flags(p) -> None:
     """What every training command shares: seed, compile, the run folder's rules, DDP data, checkpoints."""
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the train step")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="the train step's precision: bf16 autocast (convolutions and matrix products in bf16; "
+                   "weights, losses and reductions fp32) or fp32. auto (default): bf16 on a GPU; on a CPU with "
+                   "AMX bf16 units, bf16 for the tokenizer (its step about 2x faster on 2 cores) and fp32 for the "
+                   "world model (its compiled bf16 step gains 1.15x but compiles minutes longer); else fp32")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out exactly (refused, in one line, if its settings or data differ)")
     p.add_argument("--overwrite", action="store_true",
@@ -248,7 +253,12 @@ def _add_eval(sub) -> None:
     p.add_argument("--long-seeds", type=_positive_int, default=1,
                    help="how many of --seeds the 256-step rollouts run (default 1)")
     p.add_argument("--tours", type=int, default=32, help="tour contexts on synthetic worlds (default 32; 0: none)")
+    p.add_argument("--world-tours", type=int, default=None,
+                   help="tour contexts on the --test-world world (default: --tours)")
     p.add_argument("--no-learned", action="store_true", help="skip learned/ (the model without decoding boosts)")
+    p.add_argument("--learned-short", action="store_true",
+                   help="learned/ on the short rollouts only: its 256-step rollouts cost as many model steps as "
+                   "all its short ones, and no bar reads them")
     p.add_argument("--no-idm", action="store_true", help="skip the inverse-dynamics action accuracy")
     p.add_argument("--idm-steps", type=_positive_int, default=None,
                    help="training steps of the inverse-dynamics model when TOKENS/idm holds none for these clips "
@@ -305,8 +315,10 @@ def _add_demo(sub) -> None:
                    help="world-model step cap (default: the minutes decide)")
     p.add_argument("--rollouts", type=_positive_int, default=None, help="eval's 32-step rollouts (default 100)")
     p.add_argument("--long-rollouts", type=int, default=None, help="eval's 256-step rollouts (default 16)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="eval's noise seeds (default 0 1 2)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="eval's noise seeds (default 0 1)")
     p.add_argument("--tours", type=int, default=None, help="eval's tour contexts (default 32)")
+    p.add_argument("--world-tours", type=int, default=None,
+                   help="eval's tour contexts on the second world (default 16)")
     p.add_argument("--idm-steps", type=_positive_int, default=None,
                    help="training steps of eval's inverse-dynamics model (default 1200)")
     p.add_argument("--compare", choices=choices.COMPARE, default=None,

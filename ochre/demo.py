@@ -76,19 +76,20 @@ def decode_bench(ckpt_dir: Path, batches=(1, 16)) -> dict:
 # ~15 s (batch 8), the AOTInductor ones ~35 s each, the bench ~30 s. --quick leaves the AOTInductor
 # compiles out.
 DEFAULTS = dict(episodes=200, steps=400, world2_episodes=16, tokenizer_steps=500, world_minutes=12.0,
-                world_steps=100_000, rollouts=100, long_rollouts=16, seeds=(0, 1, 2), tours=32, idm_steps=1200,
+                world_steps=100_000, rollouts=100, long_rollouts=16, seeds=(0, 1), tours=32, world_tours=16,
+                idm_steps=1200,
                 bench_backends=("torch", "onnxruntime", "native"), bench_batches=(1, 8), bench_runs=100,
                 bench_warmup=10, play_steps=64)
 QUICK = dict(episodes=6, steps=200, world2_episodes=2, tokenizer_steps=30, world_minutes=1.0, world_steps=30,
-             rollouts=8, long_rollouts=2, seeds=(0,), tours=4, idm_steps=60, bench_backends=("torch", "onnxruntime"),
+             rollouts=8, long_rollouts=2, seeds=(0,), tours=4, world_tours=4, idm_steps=60, bench_backends=("torch", "onnxruntime"),
              bench_batches=(1,), bench_runs=20, bench_warmup=5, play_steps=16)
 WORLD2_SEED = 1000           # the second world's seed is the demo's --seed + this: another map
 
 
 # Luanti records in real time (20 frames/s per game at most, ~2-10 s to place the player per episode),
 # so its default set is smaller: 24 x 400 steps is ~9.6k frames, ~15 minutes on 2 cores.
-LUANTI = dict(episodes=24, steps=400, world2_episodes=4, tours=0)
-LUANTI_QUICK = dict(episodes=3, steps=120, world2_episodes=1, tours=0)
+LUANTI = dict(episodes=24, steps=400, world2_episodes=4, tours=0, world_tours=0)
+LUANTI_QUICK = dict(episodes=3, steps=120, world2_episodes=1, tours=0, world_tours=0)
 # Why the Luanti demo has no tours: kept in report.json beside the metrics.
 TOURS_SKIPPED = ("Luanti footage: the tours replay scripted actions through the synthetic world's renderer for the "
                  "true frames; here the truth would have to come from the game itself, run beside the model from "
@@ -247,7 +248,8 @@ def run(args) -> int:
     else:
         stages.run("eval", ["eval", str(world), str(tokens), "--out", str(eval_dir), "--test-world", str(tokens2),
                             "--rollouts", str(cfg["rollouts"]), "--long-rollouts", str(cfg["long_rollouts"]),
-                            "--seeds", *map(str, cfg["seeds"]), "--tours", str(cfg["tours"]), "--calibrate",
+                            "--seeds", *map(str, cfg["seeds"]), "--tours", str(cfg["tours"]), "--world-tours",
+                            str(cfg["world_tours"]), "--learned-short", "--calibrate",
                             "--idm-steps", str(cfg["idm_steps"]),
                             *(["--compare", str(other)] if compare else [])])
     remember_demo(out)                   # `ochre play` and `ochre bench` now default to this model

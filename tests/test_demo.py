@@ -43,6 +43,8 @@ def test_quick_demo_runs_every_stage_and_reports(tmp_path):
                  "psnr@32/over_repeat", "test_world/psnr@8/over_repeat/ci"):
         assert name in m, name
     assert abs(m["psnr@8/over_repeat"] - (m["psnr@8"] - m["repeat_frame/psnr@8"])) < 1e-6
+    # The demo's learned/ twin runs the short rollouts only (--learned-short): no 256-step rows.
+    assert "grad_ratio@256" in m and "learned/grad_ratio@256" not in m and "learned/yaw_response" in m
     assert m["split"] == "test" and m["seeds"] == [0]
     # "bench" is the `ochre bench` JSON of the demo's exports: torch and onnxruntime at batch 1 in --quick.
     bench = report["bench"]

@@ -1,4 +1,4 @@
-"""Device choice: TRITON_INTERPRET=1 left in the environment makes a CPU run say so, once."""
+"""Device choice: TRITON_INTERPRET=1 left in the environment makes a CPU run say so, once; the\ntraining precision that auto picks."""
 
 from __future__ import annotations
 
@@ -46,3 +46,20 @@ def test_other_tests_run_as_ochre_runs():
     import torch
 
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_bf16_units(monkeypatch):
+    import torch
+
+    from ochre.device import train_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert train_precision(cpu) == "fp32" and train_precision(cpu, "bf16") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert train_precision(cpu) == "bf16" and train_precision(cpu, "fp32") == "fp32"
+    assert train_precision(cpu, cpu_bf16=False) == "fp32"            # a trainer where bf16 does not pay on a CPU
+    assert train_precision(torch.device("cuda")) == "bf16"
+    assert train_precision(torch.device("cuda"), cpu_bf16=False) == "bf16"
+    with pytest.raises(ValueError, match="auto, bf16, fp32"):
+        train_precision(cpu, "fp16")

@@ -47,6 +47,18 @@ def test_intervals_cover_the_mean_and_shrink_with_more_rollouts():
     assert worse_end(m, "psnr@8") == 13.5 and worse_end(m, "psnr@8", higher_is_better=False) == 14.4
 
 
+def test_the_second_world_tours_as_many_contexts_as_asked():
+    from ochre.eval.evaluate import EvalConfig, _Data, _tour_count
+
+    main, other = (_Data(name, None, [], None) for name in ("", "test_world"))
+    cfg = EvalConfig(tours=32, world_tours=16)
+    assert (_tour_count(main, cfg), _tour_count(other, cfg)) == (32, 16)
+    cfg = EvalConfig(tours=32)                                     # default: as many as the main split
+    assert (_tour_count(main, cfg), _tour_count(other, cfg)) == (32, 32)
+    with pytest.raises(ValueError, match="world_tours"):
+        EvalConfig(world_tours=-1)
+
+
 def test_splits_are_disjoint_stable_and_hold_out_five_percent_each():
     from ochre.data.loader import split_sources
 

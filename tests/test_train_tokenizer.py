@@ -32,11 +32,12 @@ def clips(tmp_path_factory):
     return root / "clips"
 
 
-def _train(clips, out, steps, resume=False, **kw):
+def _train(clips, out, steps, resume=False, precision="fp32", **kw):
+    # fp32 unless a test asks: the tolerances below are fp32's (auto would pick bf16 on an AMX CPU).
     cfg = TokenizerConfig(**SMALL)
     tcfg = TokenizerTrainConfig(steps=steps, batch=8, lr=2e-3, warmup=2)
     return train(clips, out, cfg, tcfg, seed=0, resume=resume, ckpt_every=3, log_every=1, progress=False,
-                 eval_frames_n=16, **kw)
+                 eval_frames_n=16, precision=precision, **kw)
 
 
 def _state(run):
@@ -155,6 +156,19 @@ def test_compiled_training_runs_and_tracks_eager(clips, tmp_path):
     # Same data, same init; inductor reorders float reductions, so agreement is close, not exact.
     assert a == pytest.approx(b, rel=1e-3)
     assert compiled["recon_psnr"] == pytest.approx(eager["recon_psnr"], abs=0.05)
+
+
+def test_bf16_training_says_so_and_tracks_fp32(clips, tmp_path):
+    """--precision bf16: autocast in the step (convolutions in bf16), the weights and the loss fp32."""
+    _train(clips, tmp_path / "fp32", steps=2)
+    _train(clips, tmp_path / "bf16", steps=2, precision="bf16")
+    a, b = ([json.loads(x) for x in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+            for name in ("fp32", "bf16"))
+    assert {x["precision"] for x in a} == {"fp32"} and {x["precision"] for x in b} == {"bf16"}
+    # Step 1: the same weights and batch, so only the rounding differs. bf16 keeps 8 significant bits
+    # (relative step 2^-8 = 0.4 %) in each of the few convolutions between the frames and the loss.
+    assert b[0]["loss"] == pytest.approx(a[0]["loss"], rel=0.02)
+    assert all(p.dtype == torch.float32 for p in load_tokenizer(tmp_path / "bf16").parameters())
 
 
 def test_tokenize_rerun_with_other_clips_or_tokenizer_is_refused(clips, tmp_path):

@@ -38,11 +38,12 @@ def data(tmp_path_factory):
     return root
 
 
-def _train(tokens, out, steps, resume=False, impl="torch", shift=None, device=None, **kw):
+def _train(tokens, out, steps, resume=False, impl="torch", shift=None, device=None, precision="fp32", **kw):
+    # fp32 unless a test asks: auto would pick bf16 on an AMX CPU.
     cfg = DynamicsConfig(**SMALL, impl=impl)
     tcfg = WorldTrainConfig(steps=steps, batch=2, window=6, unroll=2, warmup=2, **kw)
     return train(tokens, out, cfg, tcfg, SamplingConfig(), seed=0, resume=resume, ckpt_every=3, log_every=1,
-                 progress=False, shift=shift, device=device)
+                 progress=False, shift=shift, device=device, precision=precision)
 
 
 def _weights(run):
@@ -175,6 +176,12 @@ def test_non_finite_losses_skip_steps_then_stop(data, tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="non-finite loss"), pytest.raises(FloatingPointError, match="in a row"):
         _train(data / "tokens", tmp_path / "nan", steps=8)
     assert latest_checkpoint(tmp_path / "nan") is None          # no weights were touched or saved
+
+
+def test_bf16_training_says_so_and_keeps_fp32_weights(data, tmp_path):
+    summary = _train(data / "tokens", tmp_path / "bf16", steps=2, precision="bf16")
+    assert summary["precision"] == "bf16" and np.isfinite(summary["loss"])
+    assert all(p.dtype == torch.float32 for p in load_dynamics(tmp_path / "bf16")[0].parameters())
 
 
 def test_minutes_bound_the_run(data, tmp_path):

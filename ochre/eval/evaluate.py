@@ -40,7 +40,9 @@ class EvalConfig:
     seeds: tuple[int, ...] = (0, 1, 2)   # sampling-noise seeds; every short metric is their mean
     long_seeds: int = 1            # how many of the seeds the long rollouts use (each costs 8 short ones)
     learned: bool = True           # also `learned/`: the model with every decoding boost at 0 (first seed)
+    learned_long: bool = True      # ... and its 256-step rollouts (as many model steps as its short ones)
     tours: int = 32                # tour contexts (synthetic worlds); 0: none
+    world_tours: int | None = None  # tour contexts on the second world (default: tours)
     idm: bool = True               # action accuracy by the inverse-dynamics model
     idm_steps: int | None = None   # its training steps (default: ochre.eval.idm.IDMConfig's)
     c2st: bool = True              # realism by the classifier two-sample test
@@ -54,6 +56,8 @@ class EvalConfig:
             raise ValueError(f"split must be train, val, test or all, got {self.split!r}")
         if not self.seeds or min(self.rollouts, self.batch) < 1 or self.long_rollouts < 0 or self.spacing < 1:
             raise ValueError(f"need seeds, rollouts >= 1, long_rollouts >= 0, spacing >= 1, batch >= 1: {self}")
+        if self.world_tours is not None and self.world_tours < 0:
+            raise ValueError(f"world_tours must be >= 0, got {self.world_tours}")
         if not 1 <= self.long_seeds <= len(self.seeds):
             raise ValueError(f"long_seeds must be between 1 and the number of seeds, got {self.long_seeds}")
 
@@ -103,7 +107,7 @@ def dreamer_metrics(dreamer, data: _Data, codec: Codec, k: int, cfg: EvalConfig,
         with _timed(log, f"{name} action accuracy and realism"):
             m.update(_extras(r, data, codec, cfg))
     arrays = {}
-    if tours and cfg.tours:
+    if tours and _tour_count(data, cfg):
         with _timed(log, f"{name} tours"):
             tm, arrays = _tours(dreamer, data, cfg, fps, log)
         m.update(tm)
@@ -158,13 +162,18 @@ def _prepare_references(data: _Data, codec: Codec, tokens_root, cfg: EvalConfig,
     return m
 
 
+def _tour_count(data: _Data, cfg: EvalConfig) -> int:
+    """Tour contexts on this data: cfg.world_tours on the second world when given, else cfg.tours."""
+    return cfg.world_tours if data.name and cfg.world_tours is not None else cfg.tours
+
+
 def _tours(dreamer, data: _Data, cfg: EvalConfig, fps: float, log) -> tuple[dict, dict]:
     """The tours of one dreamer (first noise seed); the contexts and the renderer's truth are made once
     per data set and shared by every dreamer."""
     from ochre.eval import tours
 
     if data.tours is None:
-        contexts = tours.tour_contexts(data.clips, _sources(data), cfg.tours)
+        contexts = tours.tour_contexts(data.clips, _sources(data), _tour_count(data, cfg))
         if isinstance(contexts, str):
             log(contexts)
         data.tours = (contexts, None if isinstance(contexts, str) else tours.render_truth(contexts, fps))
@@ -231,7 +240,8 @@ def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=N
         if cfg.learned:
             learned = ModelDreamer("learned", low_model, codec, replace(decoding, copy_boost=0.0, fill_boost=0.0),
                                    cfg.batch)
-            lm, *_ = dreamer_metrics(learned, data, codec, k, cfg, seeds=cfg.seeds[:1], long_seeds=1, extras=False,
+            short = data if cfg.learned_long else replace(data, plan=replace(data.plan, long=[]))
+            lm, *_ = dreamer_metrics(learned, short, codec, k, cfg, seeds=cfg.seeds[:1], long_seeds=1, extras=False,
                                      log=log)
             found.update({f"learned/{n}": v for n, v in ro.public(lm).items()})
         if cfg.calibrate and not data.name:
@@ -287,7 +297,8 @@ def run(args) -> int:
         overrides = {f.name: getattr(args, f.name) for f in fields(SamplingConfig) if getattr(args, f.name) is not None}
         cfg = EvalConfig(split=args.split, rollouts=args.rollouts, long_rollouts=args.long_rollouts,
                          seeds=tuple(args.seeds), long_seeds=min(args.long_seeds, len(args.seeds)),
-                         learned=not args.no_learned, tours=args.tours, idm=not args.no_idm,
+                         learned=not args.no_learned, learned_long=not args.learned_short, tours=args.tours,
+                         world_tours=args.world_tours, idm=not args.no_idm,
                          c2st=not args.no_c2st, calibrate=args.calibrate, idm_steps=args.idm_steps)
         metrics = evaluate(args.checkpoint, args.tokens, args.out, cfg=cfg, compare=args.compare, clips=args.clips,
                            test_world=args.test_world, device=args.device, sampling=overrides, dtype=args.dtype)

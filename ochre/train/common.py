@@ -38,5 +38,6 @@ class RunLogger:
             f.write(json.dumps({"step": step, **values}) + "\n")
         if self.tb:
             for k, v in values.items():
-                self.tb.add_scalar(k, v, step)
+                if isinstance(v, int | float):              # scalars; words (e.g. the precision) stay in the JSONL
+                    self.tb.add_scalar(k, v, step)
             self.tb.flush()

@@ -1,6 +1,7 @@
 """`ochre train-tokenizer`: the VQ-VAE on random frames from clip shards.
 
-One step: compute_loss (compiled with --compile; bf16 autocast on CUDA) -> backward -> clip
+One step: compute_loss (compiled with --compile; bf16 autocast where the hardware has bf16 units,
+ochre.device.train_precision) -> backward -> clip
 -> AdamW -> update_codebook (eager: EMA + dead-code restarts, all-reduced under DDP).
 Resuming is exact: the checkpoint holds weights, codebook buffers, optimizer state, the step
 and the data position (epoch, batch in epoch); the frame stream is a pure function of
@@ -24,6 +25,7 @@ import torch
 
 from ochre.data.loader import Split, eval_frames, frame_batches, rank_frame_count
 from ochre.data.shards import index_digest, read_index
+from ochre.device import train_autocast, train_precision
 from ochre.images import grid, save_png
 from ochre.io import write_json_atomic
 from ochre.models.checkpoint import CheckpointError
@@ -74,6 +76,7 @@ class _Run:
     batches: Iterator
     record: dict
     step: int = 0
+    precision: str = "fp32"     # of the train step (ochre.device.train_precision)
 
 
 def start_run(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, info: DistInfo, *, seed: int,
@@ -138,7 +141,7 @@ def train_loop(run: _Run, tcfg: TokenizerTrainConfig, *, seed: int, ckpt_every: 
 
     info = run.info
     logger = RunLogger(run.out, info.is_main)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=info.device.type == "cuda")
+    autocast = train_autocast(info.device, run.precision)
     bar = tqdm(total=tcfg.steps, initial=run.step, desc="tokenizer", unit="step",
                disable=not (progress and info.is_main), file=sys.stderr)
     t_log, frames_seen = time.perf_counter(), 0
@@ -153,6 +156,7 @@ def train_loop(run: _Run, tcfg: TokenizerTrainConfig, *, seed: int, ckpt_every: 
             values = {k: float(v) for k, v in logs.items()}          # sync point: once per log interval
             values["lr"] = cosine_lr(run.step / tcfg.steps, tcfg.lr, tcfg.warmup / tcfg.steps)
             values["frames_per_s"] = frames_seen / (time.perf_counter() - t_log)
+            values["precision"] = run.precision
             t_log, frames_seen = time.perf_counter(), 0
             logger.log(run.step, values)
             bar.set_postfix(loss=f"{values['loss']:.4f}", psnr=f"{values['psnr']:.1f}",
@@ -168,11 +172,13 @@ def train_loop(run: _Run, tcfg: TokenizerTrainConfig, *, seed: int, ckpt_every: 
 def train(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed: int = 0,
           compile: bool = False, resume: bool = False, overwrite: bool = False, workers: int = 0,
           device: str | None = None, ckpt_every: int = 200, log_every: int = 25, keep: int = 3,
-          progress: bool = True, eval_frames_n: int = 512) -> dict:
-    """Train (or resume) a tokenizer run in `out`; returns the held-out metrics (rank 0; {} elsewhere)."""
+          progress: bool = True, eval_frames_n: int = 512, precision: str = "auto") -> dict:
+    """Train (or resume) a tokenizer run in `out`; returns the held-out metrics (rank 0; {} elsewhere).
+    precision: of the train step (ochre.device.train_precision); the held-out metrics are fp32."""
     info = setup(device)
     run = start_run(clips, out, cfg, tcfg, info, seed=seed, compile=compile, resume=resume,
                     overwrite=overwrite, workers=workers)
+    run.precision = train_precision(info.device, precision)
     train_loop(run, tcfg, seed=seed, ckpt_every=ckpt_every, log_every=log_every, keep=keep, progress=progress)
     if info.world > 1:
         check_ranks_agree(run.model)
@@ -230,7 +236,7 @@ def run(args) -> int:
         metrics = train(args.clips, args.out, cfg, tcfg, seed=args.seed, compile=args.compile,
                         resume=args.resume, overwrite=args.overwrite, workers=args.workers,
                         device=args.device, ckpt_every=args.ckpt_every, log_every=args.log_every,
-                        keep=args.keep)
+                        keep=args.keep, precision=args.precision)
     except (FileNotFoundError, ValueError, CheckpointError) as e:     # ValueError: RunMismatch too
         print(f"ochre train-tokenizer: {e}", file=sys.stderr)
         return 2

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from ochre.choices import RECIPES
 from ochre.data.loader import Split, in_split, rank_shards, split_sources, window_batches
 from ochre.data.shards import index_digest, read_index
+from ochre.device import train_autocast, train_precision
 from ochre.io import record_path
 from ochre.models.checkpoint import CheckpointError
 from ochre.models.dynamics import Dynamics, DynamicsConfig
@@ -302,6 +303,7 @@ class _Run:
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
+    precision: str = "fp32"      # of the train step (ochre.device.train_precision)
 
 
 def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sampling: SamplingConfig,
@@ -392,7 +394,7 @@ def train_loop(run: _Run, tcfg: WorldTrainConfig, *, ckpt_every: int, log_every:
     if run.step and (run.step >= tcfg.steps or budget.progress(run.step) >= 1.0) and info.is_main:
         print(f"world model: already complete at step {run.step} ({budget.elapsed:.0f} s of training)", file=sys.stderr)
     logger = RunLogger(run.out, info.is_main)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=info.device.type == "cuda")
+    autocast = train_autocast(info.device, run.precision)
     # The bar counts percent of the run: steps, or wall time when --minutes ends it first.
     bar = tqdm(total=100, initial=round(100 * budget.progress(run.step), 1), desc=f"world model ({label})",
                unit="%", bar_format="{l_bar}{bar}| {n:.0f}/100% [{elapsed}<{remaining}{postfix}]",
@@ -429,7 +431,7 @@ def train_loop(run: _Run, tcfg: WorldTrainConfig, *, ckpt_every: int, log_every:
             logs = mean_across_ranks({"loss": loss.detach(), "grad_norm": grad_norm, **logs})
             last = {k: float(v) for k, v in logs.items()}                     # sync point: log interval
             last.update(lr=lr, unroll=unroll, frames_per_s=frames_seen / (time.perf_counter() - t_log),
-                        elapsed_s=budget.elapsed)
+                        elapsed_s=budget.elapsed, precision=run.precision)
             t_log, frames_seen = time.perf_counter(), 0
             logger.log(run.step, last)
             bar.set_postfix(step=run.step, loss=f"{last['loss']:.3f}", unroll=unroll)
@@ -443,12 +445,15 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
           recipe_name: str = "ochre", preset: str = "tiny", seed: int = 0, compile: bool = False,
           resume: bool = False, overwrite: bool = False, workers: int = 0, device: str | None = None,
           ckpt_every: int = 200, log_every: int = 25, keep: int = 3, progress: bool = True,
-          shift: tuple[float, float] | None = None, moves: bool = True) -> dict:
+          shift: tuple[float, float] | None = None, moves: bool = True, precision: str = "auto") -> dict:
     """Train (or resume) a world-model run in `out`; returns a summary of the last logged step.
-    moves False leaves the motion prior of the movement keys off (an ablation)."""
+    moves False leaves the motion prior of the movement keys off (an ablation); precision: of the
+    train step (ochre.device.train_precision)."""
     info = setup(device)
     run = start_run(tokens_root, out, cfg, tcfg, sampling, info, recipe_name=recipe_name, preset=preset, seed=seed,
                     compile=compile, resume=resume, overwrite=overwrite, workers=workers, shift=shift, moves=moves)
+    # auto: fp32 on a CPU (ochre.device.train_precision: bf16's slower compile costs more steps than it gains)
+    run.precision = train_precision(info.device, precision, cpu_bf16=False)
     last = train_loop(run, tcfg, ckpt_every=ckpt_every, log_every=log_every, keep=keep, progress=progress)
     if info.world > 1:
         check_ranks_agree(run.model)
@@ -479,7 +484,8 @@ def run(args) -> int:
         summary = train(args.tokens, args.out, cfg, tcfg, sampling, recipe_name=args.recipe, preset=args.preset,
                         seed=args.seed, compile=args.compile, resume=args.resume, overwrite=args.overwrite,
                         workers=args.workers, device=args.device, ckpt_every=args.ckpt_every,
-                        log_every=args.log_every, keep=args.keep, shift=args.shift_per_unit)
+                        log_every=args.log_every, keep=args.keep, shift=args.shift_per_unit,
+                        precision=args.precision)
     except (FileNotFoundError, ValueError, CheckpointError) as e:   # RunMismatch is a ValueError
         print(f"ochre train: {e}", file=sys.stderr)
         return 2
