@@ -69,10 +69,12 @@ def decode_bench(ckpt_dir: Path, batches=(1, 16)) -> dict:
     return {**header("cpu"), "rows": rows}
 
 
-# Default and --quick sizes. The default fits 30 minutes on a slow 2-core machine: the world model
-# gets a wall-time budget, so a slower machine trains fewer steps instead of running longer. 200
-# recordings give the test split 10 trajectories (5 %) for 100 rollouts; the second world's 16 are all
-# held out. The live stages are small: on a 2-core CPU the ONNX exports take ~8 s (batch 1) and
+# Default and --quick sizes. The default aims at 30 minutes on 2 cores and misses it (46.6 minutes
+# on 2026-12-03, README): the world model gets a wall-time budget, so a slower machine trains fewer
+# steps instead of running longer, but every other stage scales with the machine. 200 recordings give
+# the test split 10 trajectories (5 %) for 100 rollouts; the second world's 16 are all held out. The
+# eval runs 2 noise seeds, the boost-free learned/ twin on the short rollouts only and 16 tours on the
+# second world (the parts whose cost the bars do not read). The live stages are small: on a 2-core CPU the ONNX exports take ~8 s (batch 1) and
 # ~15 s (batch 8), the AOTInductor ones ~35 s each, the bench ~30 s. --quick leaves the AOTInductor
 # compiles out.
 DEFAULTS = dict(episodes=200, steps=400, world2_episodes=16, tokenizer_steps=500, world_minutes=12.0,
