@@ -155,6 +155,7 @@ def test_demo_help_states_the_defaults_it_runs():
     assert f"default {DEFAULTS['long_rollouts']})" in helps["long_rollouts"]
     assert f"default {' '.join(map(str, DEFAULTS['seeds']))})" in helps["seeds"]
     assert f"default {DEFAULTS['tours']})" in helps["tours"]
+    assert f"default {DEFAULTS['world_tours']})" in helps["world_tours"]
     assert f"default {DEFAULTS['idm_steps']})" in helps["idm_steps"]
 
 
