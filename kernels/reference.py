@@ -20,8 +20,18 @@ def nearest_code_ref(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     as long on 2 shared CPU cores at K=2048, N=4096-16384 (bench/kernels.py row cdist_exact,
     bench/results/kernels_cpu_2026-11-25.json), and this function is what the ops run on CPU
     during training; the two chose the same index on every row there.
+
+    Rows go CHUNK at a time, so that each (CHUNK, K) block of distances is still in the cache when
+    argmin reads it: 2x faster on 2 CPU cores at N = 20736 (a clip of 81 frames), K = 2048, D = 32
+    (0.20 -> 0.10 s), the same index on every row there; `ochre tokenize` of the default demo's clips
+    226 -> 247-261 frames/s, the same token bytes on 12 shards (3,888 frames).
     """
-    return torch.cdist(z.float(), codebook.float()).argmin(dim=1)                   # (N, K) -> (N,)
+    z, codebook = z.float(), codebook.float()
+    return torch.cat([torch.cdist(z[i:i + CHUNK], codebook).argmin(dim=1)           # (CHUNK, K) -> (CHUNK,)
+                      for i in range(0, len(z), CHUNK)]) if len(z) else z.new_zeros(0, dtype=torch.long)
+
+
+CHUNK = 2048         # rows of nearest_code_ref's distance blocks: 2048 x 2048 fp32 = 16 MiB
 
 
 def codebook_lookup_ref(codes: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
