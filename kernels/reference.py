@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+CHUNK = 2048         # rows of nearest_code_ref's distance blocks: 2048 x 2048 fp32 = 16 MiB
+
 
 def nearest_code_ref(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Index of the nearest code (squared L2) for each row of z: (N, D), (K, D) -> (N,) int64.
@@ -30,8 +32,6 @@ def nearest_code_ref(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cdist(z[i:i + CHUNK], codebook).argmin(dim=1)           # (CHUNK, K) -> (CHUNK,)
                       for i in range(0, len(z), CHUNK)]) if len(z) else z.new_zeros(0, dtype=torch.long)
 
-
-CHUNK = 2048         # rows of nearest_code_ref's distance blocks: 2048 x 2048 fp32 = 16 MiB
 
 
 def codebook_lookup_ref(codes: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:

@@ -15,3 +15,4 @@ EXPORT_FORMATS = ("onnx", "tensorrt", "aoti")                           # ochre.
 PRECISIONS = ("fp32", "fp16", "bf16")        # convolution/linear precisions (ochre.models.precision)
 ONNX_PRECISIONS = ("fp32", "fp16")           # what ONNX exports take (TensorRT's fp16 engines)
 CPU_PRECISIONS = ("fp32", "bf16")            # what the CPU backends run: AOTInductor packages, torch, eval
+TRAIN_PRECISIONS = ("auto", "bf16", "fp32")  # what a train step runs in (ochre.device.train_precision)

@@ -156,7 +156,7 @@ def _add_run_flags(p) -> None:
     """What every training command shares: seed, compile, the run folder's rules, DDP data, checkpoints."""
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the train step")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+    p.add_argument("--precision", choices=choices.TRAIN_PRECISIONS, default="auto",
                    help="the train step's precision: bf16 autocast (convolutions and matrix products in bf16; "
                    "weights, losses and reductions fp32) or fp32. auto (default): bf16 on a GPU; on a CPU with "
                    "AMX bf16 units, bf16 for the tokenizer (its step about 2x faster on 2 cores) and fp32 for the "

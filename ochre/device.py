@@ -8,6 +8,8 @@ import sys
 
 import torch
 
+from ochre.choices import TRAIN_PRECISIONS
+
 _warned = False
 
 
@@ -37,8 +39,6 @@ def warn_if_interpreted() -> None:
               "than the torch path. The interpreter exists to test the kernels without a GPU; unset "
               "TRITON_INTERPRET for real runs.", file=sys.stderr)
 
-
-TRAIN_PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def bf16_matmul_hardware(device: torch.device) -> bool:

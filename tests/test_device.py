@@ -1,4 +1,5 @@
-"""Device choice: TRITON_INTERPRET=1 left in the environment makes a CPU run say so, once; the\ntraining precision that auto picks."""
+"""Device choice: TRITON_INTERPRET=1 left in the environment makes a CPU run say so, once; the
+training precision that auto picks."""
 
 from __future__ import annotations
 
