@@ -112,6 +112,24 @@ def data(tmp_path_factory):
     return root
 
 
+def test_the_long_rollouts_truth_is_made_once_for_every_dreamer(data, monkeypatch):
+    """Which codes the real 256-step trajectories use (code_usage@256's denominator, an encode of
+    L x 257 frames) and their gradients are the same for every dreamer on a data set: made once."""
+    from ochre.eval import EvalConfig
+    from ochre.eval import rollouts as ro
+    from ochre.eval.evaluate import calibrate
+
+    made, real = [], ro.long_truth
+    monkeypatch.setattr(ro, "long_truth", lambda *a: made.append(1) or real(*a))
+    cfg = EvalConfig(split="all", rollouts=4, long_rollouts=2, seeds=(0,), tours=0, learned=False, idm=False,
+                     c2st=False)
+    table = calibrate(data / "tokens", {"ochre": data / "ochre"}, cfg=cfg, log=lambda m: None)
+    assert len(made) == 1
+    # The repeated frame's 256 steps are its context: it can use no more codes than the real trajectories.
+    assert 0 < table["repeat_frame"]["code_usage@256"] <= 1 and table["random_codes"]["code_usage@256"] > 1
+    assert table["ochre"]["grad_ratio@256"] > 0
+
+
 def test_the_decoding_sweep_chooses_on_val_and_never_reads_test(data, tmp_path, monkeypatch):
     """Settings are chosen on val: a sweep decodes val trajectories only, never a test one."""
     from ochre.bench import decoding_sweep

@@ -74,6 +74,7 @@ class _Data:
     idm: object = None                      # the inverse-dynamics model (ochre.eval.idm)
     idm_real: dict | None = None            # its accuracy on the real pairs
     tours: tuple | None = None              # the tour contexts and the renderer's truth, once made
+    long_truth: ro.LongTruth | None = None  # what long rollouts are compared with, once made
 
 
 @contextmanager
@@ -101,8 +102,9 @@ def dreamer_metrics(dreamer, data: _Data, codec: Codec, k: int, cfg: EvalConfig,
     with _timed(log, f"{name} rollouts ({len(seeds)} seeds)"):
         r = ro.roll(dreamer, data.trajs, data.plan, seeds, cfg.long_seeds if long_seeds is None else long_seeds,
                     other)
-        real_codes = lambda frames: codec.encode(frames).cpu().numpy()   # noqa: E731
-        m = ro.rollout_metrics(r, data.trajs, data.plan, real_codes, k)
+        if data.long_truth is None and data.plan.long:      # made once per data set, for every dreamer
+            data.long_truth = ro.long_truth(data.trajs, data.plan, lambda f: codec.encode(f).cpu().numpy(), k)
+        m = ro.rollout_metrics(r, data.long_truth, k)
     if extras:
         with _timed(log, f"{name} action accuracy and realism"):
             m.update(_extras(r, data, codec, cfg))

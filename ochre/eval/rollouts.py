@@ -190,10 +190,27 @@ def _presence(codes: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def rollout_metrics(r: Rollouts, trajs: list[Trajectory], plan: Plan, real_codes, codebook: int) -> dict:
+@dataclass
+class LongTruth:
+    """What the long rollouts of every dreamer on a plan are compared with, made once: the codes the
+    real trajectories' first LONG+1 frames use, and those frames' mean gradient magnitude."""
+    presence: np.ndarray                   # (L, K) bool: which codes occur in each
+    grad: np.ndarray                       # (L,)
+
+
+def long_truth(trajs: list[Trajectory], plan: Plan, real_codes, codebook: int) -> LongTruth | None:
+    """The LongTruth of a plan (None without long rollouts). real_codes(frames uint8 (..., H, W, 3)) ->
+    codes: the tokenizer's."""
+    if not plan.long:
+        return None
+    real_long = [trajs[i].frames[:LONG + 1] for i, _ in plan.long]
+    return LongTruth(_presence([real_codes(f) for f in real_long], codebook),
+                     np.array([grad_magnitude(f).mean() for f in real_long]))
+
+
+def rollout_metrics(r: Rollouts, truth: LongTruth | None, codebook: int) -> dict:
     """The rollout metrics of one dreamer, each the mean over its seeds with a bootstrap interval over
-    rollouts (code_usage has none). real_codes(frames uint8 (..., H, W, 3)) -> codes: the tokenizer's,
-    for code_usage."""
+    rollouts (code_usage has none). truth: long_truth() of the plan, when it has long rollouts."""
     m: dict = {}
     per_step = np.stack([psnr(d, r.real) for d in r.dream])                         # (seeds, N, S+1)
     for h in HORIZONS:
@@ -205,13 +222,11 @@ def rollout_metrics(r: Rollouts, trajs: list[Trajectory], plan: Plan, real_codes
     yaw = r.actions[:, :OTHER, 0]
     put(m, "yaw_response", interval(lambda idx: np.nanmean([_corr(yaw[idx], -s[idx]) for s in shifts]), len(yaw)))
     if r.long_codes:
-        real_long = [trajs[i].frames[:LONG + 1] for i, _ in plan.long]
-        truth = _presence([real_codes(f) for f in real_long], codebook)              # (L, K)
         dreamt = [_presence(c[:, 1:], codebook) for c in r.long_codes]
         # No interval: a count of distinct codes over a set of rollouts only shrinks when the rollouts
         # are resampled (a repeated rollout adds no code), so a bootstrap over them is biased low.
-        m["code_usage@256"] = float(np.mean([d.any(0).sum() for d in dreamt]) / max(truth.any(0).sum(), 1))
-        g_real = np.array([grad_magnitude(f).mean() for f in real_long])              # (L,)
+        m["code_usage@256"] = float(np.mean([d.any(0).sum() for d in dreamt]) / max(truth.presence.any(0).sum(), 1))
+        g_real = truth.grad                                                           # (L,)
         g_dream = np.stack([grad_magnitude(f).mean(axis=1) for f in r.long_frames])  # (long seeds, L)
         put(m, "grad_ratio@256", interval(lambda idx: g_dream[:, idx].mean() / g_real[idx].mean(), len(g_real)))
     m["curve"] = per_step.mean(axis=(0, 1))                                        # (S+1,)
