@@ -176,6 +176,16 @@ def test_the_truth_moves_as_its_actions_say(toured):
     assert len(true_zoom) >= 60 and np.mean(true_zoom > 1) >= 0.75
 
 
+def test_the_walk_rule_judges_only_true_zooms_at_least_min_true_zoom_from_1():
+    """A true zoom within 0.02 of 1 is one the tokenizer's reconstruction of the truth reads on the
+    wrong side too often (docs/metrics.md, bench/results/walk_rule_*): those steps are not judged; from
+    MIN_TRUE_ZOOM = 0.03 on they are, on either side of 1."""
+    assert tours.MIN_TRUE_ZOOM == pytest.approx(0.03)
+    true, dream = np.array([1.02, 0.98, 1.03, 0.97, 1.04]), np.array([0.99, 1.01, 1.02, 0.98, 0.99])
+    assert tours.zoom_agreement(true, dream) == pytest.approx(2 / 3)
+    assert tours.zoom_agreement(np.array([1.0, 1.02, 0.98]), np.array([1.05, 1.05, 1.05])) is None
+
+
 def test_zoom_factors_recover_a_known_zoom_of_a_textured_image():
     """A smooth random texture sampled analytically, zoomed about the centre and shifted."""
     rng = np.random.default_rng(0)
