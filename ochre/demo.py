@@ -74,12 +74,12 @@ def decode_bench(ckpt_dir: Path, batches=(1, 16)) -> dict:
 # steps instead of running longer, but every other stage scales with the machine. 200 recordings give
 # the test split 10 trajectories (5 %) for 100 rollouts; the second world's 16 are all held out. The
 # eval runs 2 noise seeds, the boost-free learned/ twin on the short rollouts only and 16 tours on the
-# second world (the parts whose cost the bars do not read). The live stages are small: on a 2-core CPU
-# the ONNX exports take ~8 s (batch 1) and ~15 s (batch 8), the AOTInductor ones ~35 s each, the bench
-# ~30 s. --quick leaves the AOTInductor compiles out.
+# second world (the parts whose cost the bars do not read). The live stages export and bench batch 1,
+# the player's case that the live bars read (batch 8 cost another ~100 s of exports on a 2-core CPU:
+# `ochre bench` measures batches on its own). --quick leaves the AOTInductor compiles out.
 DEFAULTS = dict(episodes=200, steps=400, world2_episodes=16, tokenizer_steps=500, world_minutes=12.0,
                 world_steps=100_000, rollouts=100, long_rollouts=16, seeds=(0, 1), tours=32, world_tours=16,
-                idm_steps=1200, bench_backends=("torch", "onnxruntime", "native"), bench_batches=(1, 8),
+                idm_steps=1200, bench_backends=("torch", "onnxruntime", "native"), bench_batches=(1,),
                 bench_runs=100, bench_warmup=10, play_steps=64)
 QUICK = dict(episodes=6, steps=200, world2_episodes=2, tokenizer_steps=30, world_minutes=1.0, world_steps=30,
              rollouts=8, long_rollouts=2, seeds=(0,), tours=4, world_tours=4, idm_steps=60,

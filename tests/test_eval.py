@@ -32,6 +32,24 @@ def test_eval_dreams_the_frames_the_runtime_plays(world):
     assert np.array_equal(np.stack(played, axis=1), dreamed)
 
 
+def test_a_dream_that_keeps_only_some_steps_decodes_the_same_frames_for_them(world):
+    """The replays of other actions decode only step 16 (delta_psnr@16 reads no other): the same
+    frame as a dream that decodes every step, for the model and for random codes."""
+    from ochre.eval.dreamers import Codec, ModelDreamer, RandomDreamer
+    from ochre.models.lookup import from_run, load
+
+    model = from_run(world)
+    context = model.context_frames()[:3]
+    actions = np.random.default_rng(1).uniform(-1, 1, (3, 16, 4)).astype(np.float32)
+    tokenizer, dynamics, sampling = load(model)
+    for dreamer in (ModelDreamer("ochre", dynamics, Codec(tokenizer), sampling, batch=2),
+                    RandomDreamer(Codec(tokenizer), tokenizer.config.codebook_size)):
+        whole, codes = dreamer.dream(context, actions, seed=3)
+        last, same = dreamer.dream(context, actions, seed=3, keep=slice(16, 17))
+        assert last.shape == (3, 1, 64, 64, 3) and np.array_equal(last, whole[:, 16:17])
+        assert np.array_equal(codes, same)
+
+
 def test_intervals_cover_the_mean_and_shrink_with_more_rollouts():
     rng = np.random.default_rng(0)
     few, many = rng.normal(10, 2, 20), rng.normal(10, 2, 2000)

@@ -94,14 +94,15 @@ def _data(tokens_root, clips, split: str, cfg: EvalConfig, name: str = "") -> _D
 
 def dreamer_metrics(dreamer, data: _Data, codec: Codec, k: int, cfg: EvalConfig, *, seeds=None,
                     long_seeds: int | None = None, extras: bool = True, tours: bool = False, fps: float = 8.0,
-                    other: bool = True, log=print) -> tuple[dict, ro.Rollouts, dict]:
+                    other: bool = True, other_frames: bool = False, log=print) -> tuple[dict, ro.Rollouts, dict]:
     """Every metric of one dreamer on one data set: rollouts (with intervals), and with `extras`
-    action accuracy and realism, with `tours` the scripted tours -> (metrics, rollouts, tour arrays)."""
+    action accuracy and realism, with `tours` the scripted tours -> (metrics, rollouts, tour arrays).
+    other_frames: the first seed's replays of other actions decoded whole (for rollouts.npz)."""
     seeds = cfg.seeds if seeds is None else seeds
     name = f"{data.name + ' ' if data.name else ''}{dreamer.name}"
     with _timed(log, f"{name} rollouts ({len(seeds)} seeds)"):
         r = ro.roll(dreamer, data.trajs, data.plan, seeds, cfg.long_seeds if long_seeds is None else long_seeds,
-                    other)
+                    other, other_frames)
         if data.long_truth is None and data.plan.long:      # made once per data set, for every dreamer
             data.long_truth = ro.long_truth(data.trajs, data.plan, lambda f: codec.encode(f).cpu().numpy(), k)
         m = ro.rollout_metrics(r, data.long_truth, k)
@@ -231,7 +232,8 @@ def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=N
                                         idm_model=worlds[0][0].idm if data.name else None)
         # The other world is a second opinion, at a third of the cost: the first noise seed.
         seeds = cfg.seeds[:1] if data.name else cfg.seeds
-        m, r, ta = dreamer_metrics(dreamer, data, codec, k, cfg, seeds=seeds, tours=True, fps=fps, log=log)
+        m, r, ta = dreamer_metrics(dreamer, data, codec, k, cfg, seeds=seeds, tours=True, fps=fps,
+                                   other_frames=not data.name, log=log)
         found.update(ro.public(m))
         tour_arrays = tour_arrays or ta
         repeat, *_ = dreamer_metrics(RepeatDreamer(plain), data, plain, k, cfg, seeds=(0,), long_seeds=1,

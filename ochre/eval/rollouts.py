@@ -120,7 +120,7 @@ class Rollouts:
     other_actions: np.ndarray              # (N, OTHER, 4)
     dream: list[np.ndarray]                # per seed (N, SHORT+1, H, W, 3)
     codes: list[np.ndarray]                # per seed (N, SHORT+1, h, w)
-    dream_other: list[np.ndarray]          # per seed (N, OTHER+1, H, W, 3)
+    dream_other: list[np.ndarray]          # per seed (N, OTHER+1, H, W, 3), or only step OTHER (N, 1, H, W, 3)
     long_frames: list[np.ndarray]          # per long seed (L, LONG−LONG_FROM+1, H, W, 3)
     long_codes: list[np.ndarray]           # per long seed (L, LONG+1, h, w)
 
@@ -132,16 +132,20 @@ def real_frames(trajs: list[Trajectory], plan: Plan) -> tuple[np.ndarray, np.nda
     return real, actions, actions[plan.other, :OTHER]
 
 
-def roll(dreamer, trajs: list[Trajectory], plan: Plan, seeds, long_seeds: int = 1, other: bool = True) -> Rollouts:
-    """Every rollout of the plan with `dreamer`, for each seed (long ones for the first `long_seeds`)."""
+def roll(dreamer, trajs: list[Trajectory], plan: Plan, seeds, long_seeds: int = 1, other: bool = True,
+         other_frames: bool = False) -> Rollouts:
+    """Every rollout of the plan with `dreamer`, for each seed (long ones for the first `long_seeds`).
+    The replays of other actions decode only their step OTHER, which delta_psnr@16 reads; with
+    `other_frames` the first seed's replays decode every frame (what rollouts.npz keeps)."""
     real, actions, other_actions = real_frames(trajs, plan)
     out = Rollouts(real, actions, other_actions, [], [], [], [], [])
-    for seed in seeds:
+    for i, seed in enumerate(seeds):
         frames, codes = dreamer.dream(real[:, 0], actions, real, seed=seed)
         out.dream.append(frames)
         out.codes.append(codes)
         if other:
-            out.dream_other.append(dreamer.dream(real[:, 0], other_actions, None, seed=seed)[0])
+            keep = None if other_frames and i == 0 else slice(OTHER, OTHER + 1)
+            out.dream_other.append(dreamer.dream(real[:, 0], other_actions, None, seed=seed, keep=keep)[0])
     if plan.long:
         context = np.stack([trajs[i].frames[s] for i, s in plan.long])
         acts = np.stack([long_actions(trajs[i], s) for i, s in plan.long])
@@ -216,7 +220,7 @@ def rollout_metrics(r: Rollouts, truth: LongTruth | None, codebook: int) -> dict
     for h in HORIZONS:
         put(m, f"psnr@{h}", mean_interval(per_step[:, :, h]))
     if r.dream_other:
-        other = np.stack([psnr(d[:, OTHER], r.real[:, OTHER]) for d in r.dream_other])   # (seeds, N)
+        other = np.stack([psnr(d[:, -1], r.real[:, OTHER]) for d in r.dream_other])      # (seeds, N)
         put(m, "delta_psnr@16", mean_interval(per_step[:, :, OTHER] - other))
     shifts = np.stack([dx(d[:, :OTHER + 1]) for d in r.dream])                       # (seeds, N, OTHER)
     yaw = r.actions[:, :OTHER, 0]
