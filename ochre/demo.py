@@ -70,8 +70,8 @@ def decode_bench(ckpt_dir: Path, batches=(1, 16)) -> dict:
 
 
 # Default and --quick sizes. The default aims at 30 minutes on 2 cores and misses it (46.6 minutes
-# on one machine, 36.2 on another, 2026-12-03, README): the world model gets a wall-time budget, so a slower machine trains fewer
-# steps instead of running longer, but every other stage scales with the machine. 200 recordings give
+# on one machine, 36.2 on another, 2026-12-03, README): the world model gets a wall-time budget, so a
+# slower machine trains fewer steps instead of running longer, but every other stage scales with it. 200 recordings give
 # the test split 10 trajectories (5 %) for 100 rollouts; the second world's 16 are all held out. The
 # eval runs 2 noise seeds, the boost-free learned/ twin on the short rollouts only and 16 tours on the
 # second world (the parts whose cost the bars do not read). The live stages export and bench batch 1,
