@@ -186,6 +186,20 @@ def test_the_walk_rule_judges_only_true_zooms_at_least_min_true_zoom_from_1():
     assert tours.zoom_agreement(np.array([1.0, 1.02, 0.98]), np.array([1.05, 1.05, 1.05])) is None
 
 
+def test_the_walk_rule_bench_counts_fewer_steps_for_larger_thresholds(toured):
+    """bench/walk_rule.py's table: per candidate, the walk steps judged (fewer as the threshold grows),
+    the oracle's accuracy (here the truth itself: 1.0) and how often a pure turn reads that zoom."""
+    from ochre.bench.walk_rule import CANDIDATES, rows
+
+    _, _, arrays = toured
+    table = rows({**arrays, **{f"{n}/dream": arrays[f"{n}/truth"] for n in tours.SEGMENTS}})
+    assert [r["min_true_zoom"] for r in table] == list(CANDIDATES)
+    steps = [r["steps"] for r in table]
+    assert steps == sorted(steps, reverse=True) and steps[0] > 0
+    assert all(r["oracle_walk_sign_acc"] == 1.0 for r in table if r["steps"])
+    assert all(0 <= r["turn_reads_zoom"] <= 1 for r in table)
+
+
 def test_zoom_factors_recover_a_known_zoom_of_a_textured_image():
     """A smooth random texture sampled analytically, zoomed about the centre and shifted."""
     rng = np.random.default_rng(0)
