@@ -59,10 +59,9 @@ def rows(arrays: dict[str, np.ndarray]) -> list[dict]:
                             for name in ("turn_right", "turn_left")])
     out = []
     for t in CANDIDATES:
-        keep = np.abs(true - 1.0) > t - 1e-6
-        out.append({"min_true_zoom": t, "steps": int(keep.sum()), "of": len(true),
-                    "oracle_walk_sign_acc": float(np.mean(np.sign(dream[keep] - 1) == np.sign(true[keep] - 1))),
-                    "turn_reads_zoom": float(np.mean(np.abs(turns - 1.0) > t - 1e-6))})
+        out.append({"min_true_zoom": t, "steps": int(tours.judged_zooms(true, t).sum()), "of": len(true),
+                    "oracle_walk_sign_acc": tours.zoom_agreement(true, dream, t),
+                    "turn_reads_zoom": float(np.mean(tours.judged_zooms(turns, t)))})
     return out
 
 

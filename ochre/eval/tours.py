@@ -236,10 +236,15 @@ def sign_agreement(true: np.ndarray, dream: np.ndarray) -> tuple[float | None, f
     return float(np.mean(sign[keep] == np.sign(true[keep]))), float(np.median(dream[keep] / true[keep]))
 
 
-def zoom_agreement(true: np.ndarray, dream: np.ndarray) -> float | None:
-    """Over steps whose true zoom is at least MIN_TRUE_ZOOM from 1: the share whose dreamed zoom is on
-    the same side of 1."""
-    keep = np.abs(true - 1.0) > MIN_TRUE_ZOOM - 1e-6          # the zooms are rounded to 0.01
+def judged_zooms(zooms: np.ndarray, min_zoom: float = MIN_TRUE_ZOOM) -> np.ndarray:
+    """Which zooms are at least min_zoom from 1 (the zooms are rounded to 0.01): bool, same shape."""
+    return np.abs(zooms - 1.0) > min_zoom - 1e-6
+
+
+def zoom_agreement(true: np.ndarray, dream: np.ndarray, min_zoom: float = MIN_TRUE_ZOOM) -> float | None:
+    """Over steps whose true zoom is at least min_zoom from 1: the share whose dreamed zoom is on the
+    same side of 1."""
+    keep = judged_zooms(true, min_zoom)
     return float(np.mean(np.sign(dream[keep] - 1.0) == np.sign(true[keep] - 1.0))) if keep.any() else None
 
 
