@@ -1,9 +1,10 @@
-"""Choose a world model's decoding boosts on `val` (docs/metrics.md#splits: settings are chosen on
-val and reported on test), and record every candidate so the choice can be rerun.
+"""Choose a world model's decoding (temperature and boosts) on `val` (docs/metrics.md#splits: settings
+are chosen on val and reported on test), and record every candidate so the choice can be rerun.
 
-    python -m ochre.bench.decoding_sweep RUN TOKENS [--copy 0 5 9 ...] [--fill ...] [--walk ...] [--ship]
+    python -m ochre.bench.decoding_sweep RUN TOKENS [--temperature 1 0.5 ...] [--copy 0 5 9 ...] [--fill ...]
+        [--walk ...] [--ship]
 
-Every (copy_boost, fill_boost, walk_boost) on the grid is evaluated on the val split's rollouts
+Every (temperature, copy_boost, fill_boost, walk_boost) on the grid is evaluated on the val split's rollouts
 (the same rollouts and noise seeds for every candidate; no tours or action model, to keep a sweep
 affordable). The chosen setting maximises the objective below among the candidates whose worse
 interval ends keep the dream from collapsing or dissolving and whose late dreams a classifier does
@@ -49,27 +50,36 @@ def admissible(m: dict, realism: bool = True) -> bool:
         and (not realism or all(m[k] <= t for k, t in C2ST_MAX.items()))
 
 
-def sweep(run, tokens, grid: list[tuple[float, float, float]], *, out_dir: Path, cfg: EvalConfig,
+KNOBS = ("temperature", "copy_boost", "fill_boost", "walk_boost")     # a candidate, in this order
+
+
+def _label(sampling: dict) -> str:
+    return f"T {sampling['temperature']:g} copy {sampling['copy_boost']:g} fill {sampling['fill_boost']:g} " \
+           f"walk {sampling['walk_boost']:g}"
+
+
+def sweep(run, tokens, grid: list[tuple[float, float, float, float]], *, out_dir: Path, cfg: EvalConfig,
           log=print) -> dict:
-    """Evaluate every candidate on val; -> {"candidates": [...], "chosen": {...} | None}."""
+    """Evaluate every candidate (temperature, copy_boost, fill_boost, walk_boost) on val;
+    -> {"candidates": [...], "chosen": {...} | None}."""
     if cfg.split != "val":
         raise ValueError("a decoding sweep chooses on the val split only (docs/metrics.md#splits)")
     rows = []
-    for copy, fill, walk in grid:
-        sampling = {"copy_boost": copy, "fill_boost": fill, "walk_boost": walk}
-        folder = out_dir / f"c{copy:g}-f{fill:g}-w{walk:g}"
+    for candidate in grid:
+        sampling = dict(zip(KNOBS, map(float, candidate), strict=True))
+        t, copy, fill, walk = candidate
+        folder = out_dir / f"t{t:g}-c{copy:g}-f{fill:g}-w{walk:g}"
         m = _done(folder, run, tokens, cfg, sampling)
         if m is None:
             m = evaluate(run, tokens, folder, cfg=cfg, sampling=sampling, log=lambda _: None)
         else:
-            log(f"copy {copy:g} fill {fill:g} walk {walk:g}: evaluated before ({folder / 'metrics.json'})")
+            log(f"{_label(sampling)}: evaluated before ({folder / 'metrics.json'})")
         keep = {k: v for k, v in m.items() if k.split("/")[0] in {"psnr@1", "psnr@8", "psnr@32", "delta_psnr@16",
                                                                   "yaw_response", "code_usage@256", "grad_ratio@256",
                                                                   "c2st@1-8", "c2st@9-32", "c2st@129-256"}}
-        row = {"copy_boost": copy, "fill_boost": fill, "walk_boost": walk, "objective": objective(m),
-               "admissible": admissible(m, realism=cfg.c2st), "metrics": keep}
+        row = {**sampling, "objective": objective(m), "admissible": admissible(m, realism=cfg.c2st), "metrics": keep}
         rows.append(row)
-        log(f"copy {copy:g} fill {fill:g} walk {walk:g}: objective {row['objective']:.2f} "
+        log(f"{_label(sampling)}: objective {row['objective']:.2f} "
             f"({'admissible' if row['admissible'] else 'guard failed'}); psnr@8 {m['psnr@8']:.2f}, "
             f"code_usage {m['code_usage@256']:.2f}, grad_ratio {m['grad_ratio@256']:.2f}"
             + (f", c2st@129-256 {m['c2st@129-256']:.3f}" if cfg.c2st else ""))
@@ -96,13 +106,13 @@ def _done(folder: Path, run, tokens, cfg: EvalConfig, sampling: dict) -> dict | 
 
 
 def ship(run, chosen: dict) -> Path:
-    """Write the chosen boosts into the run's newest checkpoint's decoding (config.json)."""
+    """Write the chosen temperature and boosts into the run's newest checkpoint's decoding (config.json)."""
     from ochre.models.checkpoint import read_checkpoint_config
 
     meta = read_checkpoint_config(run)
     path = Path(meta["path"]) / "config.json"
     config = json.loads(path.read_text())
-    config["extra"]["sampling"].update({k: chosen[k] for k in ("copy_boost", "fill_boost", "walk_boost")})
+    config["extra"]["sampling"].update({k: chosen[k] for k in KNOBS if k in chosen})
     write_json_atomic(path, config)
     return path
 
@@ -111,6 +121,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="world-model run folder")
     ap.add_argument("tokens", help="its token shards (`ochre tokenize` output)")
+    ap.add_argument("--temperature", type=float, nargs="+", default=[1.0],
+                    help="sampling temperatures (0: argmax; default 1: the whole distribution as trained)")
     ap.add_argument("--copy", type=float, nargs="+", default=[0.0, 3.0, 6.0, 9.0])
     ap.add_argument("--fill", type=float, nargs="+", default=[0.0, 4.0, 7.0])
     ap.add_argument("--walk", type=float, nargs="+", default=[0.5, 1.0])
@@ -121,12 +133,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="result JSON (default bench/results/decoding_sweep_cpu_<date>.json)")
     ap.add_argument("--no-c2st", action="store_true",
                     help="skip the realism test and its guard (faster; the result says the guard was off)")
-    ap.add_argument("--ship", action="store_true", help="write the chosen boosts into the run's newest checkpoint")
+    ap.add_argument("--ship", action="store_true", help="write the chosen decoding into the run's newest checkpoint")
     args = ap.parse_args(argv)
     out = Path(args.out) if args.out else result_path("decoding_sweep")
     cfg = EvalConfig(split="val", rollouts=args.rollouts, long_rollouts=args.long_rollouts, seeds=tuple(args.seeds),
                      learned=False, tours=0, idm=False, c2st=not args.no_c2st)
-    grid = list(itertools.product(args.copy, args.fill, args.walk))
+    grid = list(itertools.product(args.temperature, args.copy, args.fill, args.walk))
     result = sweep(args.run, args.tokens, grid, out_dir=Path(args.work or out.with_suffix("")), cfg=cfg,
                    log=lambda m: print(m, file=sys.stderr))
     record = {**header("cpu"), "run": run_record(args.run), "tokens": data_record(args.tokens), "split": "val",
@@ -140,8 +152,7 @@ def main(argv=None) -> int:
     if chosen is None:
         print(f"no candidate kept the guards; nothing chosen ({out})", file=sys.stderr)
         return 1
-    print(f"chosen on val: copy {chosen['copy_boost']:g}, fill {chosen['fill_boost']:g}, walk {chosen['walk_boost']:g} "
-          f"(objective {chosen['objective']:.2f}) -> {out}")
+    print(f"chosen on val: {_label(chosen)} (objective {chosen['objective']:.2f}) -> {out}")
     if args.ship:
         print(f"shipped into {ship(args.run, chosen)}")
     return 0

@@ -27,6 +27,8 @@ class SamplingConfig:
     # chosen on `val` by bench/decoding_sweep.py with its realism guard (bench/results/
     # decoding_sweep_cpu_2026-12-03_realism.json: the default demo's model; 9/7, the earlier default,
     # failed the detail guard, and 15/4, chosen before realism was guarded, failed c2st@129-256 on val).
+    # A lower temperature with no boost turns as well but blurs long dreams (T 0.3: grad_ratio@256 0.39 on val;
+    # bench/results/decoding_sweep_cpu_2026-12-04_temperature.json).
     temperature: float = 1.0    # 0: argmax
     top_k: int = 2048           # codes considered per position (>= K: the whole distribution)
     guidance: float = 1.0       # action guidance w: uncond + w·(cond − uncond); 1 = plain conditional
