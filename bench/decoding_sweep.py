@@ -67,8 +67,7 @@ def sweep(run, tokens, grid: list[tuple[float, float, float, float]], *, out_dir
     rows = []
     for candidate in grid:
         sampling = dict(zip(KNOBS, map(float, candidate), strict=True))
-        t, copy, fill, walk = candidate
-        folder = out_dir / f"t{t:g}-c{copy:g}-f{fill:g}-w{walk:g}"
+        folder = out_dir / "-".join(f"{knob[0]}{value:g}" for knob, value in sampling.items())     # t1-c15-f5.5-w0.5
         m = _done(folder, run, tokens, cfg, sampling)
         if m is None:
             m = evaluate(run, tokens, folder, cfg=cfg, sampling=sampling, log=lambda _: None)
@@ -112,7 +111,7 @@ def ship(run, chosen: dict) -> Path:
     meta = read_checkpoint_config(run)
     path = Path(meta["path"]) / "config.json"
     config = json.loads(path.read_text())
-    config["extra"]["sampling"].update({k: chosen[k] for k in KNOBS if k in chosen})
+    config["extra"]["sampling"].update({k: chosen[k] for k in KNOBS})
     write_json_atomic(path, config)
     return path
 
