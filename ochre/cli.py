@@ -494,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ochre.device import keep_large_blocks
+
+    keep_large_blocks()                  # every command: large tensors reused, not re-faulted (ochre.device)
     module_name, func_name = args._run.split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     try:

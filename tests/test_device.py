@@ -64,3 +64,49 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_bf16_units(monkeypat
     assert train_precision(torch.device("cuda"), cpu_bf16=False) == "bf16"
     with pytest.raises(ValueError, match="auto, bf16, fp32"):
         train_precision(cpu, "fp16")
+
+
+
+# A batch-32 live step of the ochre model (random weights): its (B, h, w, K) logits and their
+# temporaries are 64 MB each. Prints whether the settings are in force and the page faults per step
+# once warm (the last of 10 steps).
+_FAULTS = """
+import resource, torch
+from ochre.device import keep_large_blocks
+from ochre.models.dynamics import Dynamics, DynamicsConfig
+from ochre.models.sampling import SamplingConfig
+from ochre.models.step import live_step
+kept = keep_large_blocks()
+torch.manual_seed(0)
+model = Dynamics(DynamicsConfig.preset("tiny", memory=True)).eval()
+B = 32
+tokens, state = torch.randint(0, 2048, (B, 16, 16)), model.init_state(B, torch.device("cpu"))
+faults = []
+with torch.no_grad():
+    for _ in range(10):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        tokens, _, state = live_step(model, tokens, torch.zeros(B, 4), torch.rand(B, 16, 16), state, SamplingConfig())
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, min(faults[-3:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator settings are glibc's")
+def test_a_batched_live_step_reuses_its_large_blocks_instead_of_faulting_them_in_again():
+    """ochre.device.keep_large_blocks: under glibc's defaults (OCHRE_MALLOC=system) every batch-32 live
+    step maps its 64 MB logits afresh, a 4 KiB page fault for each of their 16384 pages and more for
+    the temporaries; with the settings every command runs under, a warm step takes its blocks back
+    from the heap and faults (almost) none in."""
+    def faults(**env):
+        r = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, **env})
+        assert r.returncode == 0, r.stderr
+        kept, per_step = r.stdout.split()
+        return kept == "True", int(per_step)
+
+    kept, warm = faults()
+    if not kept:
+        pytest.skip("not glibc: the allocator is left alone")
+    system, cold = faults(OCHRE_MALLOC="system")
+    assert not system and cold >= 16384
+    assert warm < 1000
