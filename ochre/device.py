@@ -97,9 +97,9 @@ def keep_large_blocks() -> bool:
         if os.environ.get("OCHRE_MALLOC", "") != "system" and sys.platform.startswith("linux"):
             try:
                 libc = ctypes.CDLL("libc.so.6")
-                libc.gnu_get_libc_version                              # glibc, not musl
+            except OSError:
+                libc = None
+            if libc is not None and hasattr(libc, "gnu_get_libc_version"):      # glibc, not musl
                 _allocator = bool(libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK)
                                   and libc.mallopt(M_TRIM_THRESHOLD, LARGE_BLOCK))
-            except (OSError, AttributeError):
-                pass
     return _allocator
