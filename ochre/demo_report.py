@@ -41,6 +41,8 @@ TOKENIZER_METRICS = [("recon_psnr", "dB, held-out reconstructions"), ("codebook_
 def _num(value) -> str:
     if not isinstance(value, (int, float)) or value != value:
         return "–"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)                # a count: 32 contexts, not 32.00
     return f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
 
 

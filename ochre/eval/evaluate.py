@@ -319,26 +319,30 @@ REFERENCES = ("oracle", "repeat_frame", "still", "random_codes")
 
 
 def _reference_dreamers(data: _Data, codec: Codec, k: int):
-    """(name, dreamer, data, replays other actions) of the calibration's reference dreamers: the
-    oracle (the tokenizer's reconstruction of the truth: what a perfect world model scores; it has
-    no truth past a trajectory's end, so no long rollouts, nor for other actions), the repeated
-    frame, a still dream (the decoded context, never moving), uniform random codes."""
+    """(name, dreamer, data, replays other actions, moves) of the calibration's reference dreamers:
+    the oracle (the tokenizer's reconstruction of the truth: what a perfect world model scores; it
+    has no truth past a trajectory's end, so no long rollouts, nor for other actions), the repeated
+    frame, a still dream (the decoded context, never moving), uniform random codes. `moves`: whether
+    its tours and action accuracy are run; random codes' read chance by construction, so they are
+    judged by their realism (c2st) and rollouts only."""
     from dataclasses import replace as copy
 
     from ochre.eval.dreamers import OracleDreamer, RandomDreamer, StillDreamer
 
     truthful = copy(data, plan=copy(data.plan, long=[]))
-    return (("oracle", OracleDreamer(codec), truthful, False), ("repeat_frame", RepeatDreamer(codec), data, False),
-            ("still", StillDreamer(codec), data, True), ("random_codes", RandomDreamer(codec, k), data, True))
+    return (("oracle", OracleDreamer(codec), truthful, False, True),
+            ("repeat_frame", RepeatDreamer(codec), data, False, True),
+            ("still", StillDreamer(codec), data, True, True),
+            ("random_codes", RandomDreamer(codec, k), data, True, False))
 
 
 def _references(data: _Data, codec: Codec, k: int, cfg: EvalConfig, fps: float, log, skip=()) -> dict[str, dict]:
     out = {}
-    for name, dreamer, on, other in _reference_dreamers(data, codec, k):
+    for name, dreamer, on, other, moves in _reference_dreamers(data, codec, k):
         if name not in skip:
             log(f"calibration: {name}")
-            m, *_ = dreamer_metrics(dreamer, on, codec, k, cfg, seeds=cfg.seeds[:1], long_seeds=1, tours=True,
-                                    fps=fps, other=other, log=log)
+            m, *_ = dreamer_metrics(dreamer, on, codec, k, cfg if moves else replace(cfg, idm=False),
+                                    seeds=cfg.seeds[:1], long_seeds=1, tours=moves, fps=fps, other=other, log=log)
             out[name] = ro.public(m)
     return out
 
