@@ -69,14 +69,15 @@ def decode_bench(ckpt_dir: Path, batches=(1, 16)) -> dict:
     return {**header("cpu"), "rows": rows}
 
 
-# Default and --quick sizes. The default aims at 30 minutes on 2 cores and misses it (46.6 minutes
-# on one machine, 36.2 on another, 2026-12-03, README): the world model gets a wall-time budget, so a
-# slower machine trains fewer steps instead of running longer, but every other stage scales with it. 200 recordings give
-# the test split 10 trajectories (5 %) for 100 rollouts; the second world's 16 are all held out. The
-# eval runs 2 noise seeds, the boost-free learned/ twin on the short rollouts only and 16 tours on the
-# second world (the parts whose cost the bars do not read). The live stages export and bench batch 1,
-# the player's case that the live bars read (batch 8 cost another ~100 s of exports on a 2-core CPU:
-# `ochre bench` measures batches on its own). --quick leaves the AOTInductor compiles out.
+# Default and --quick sizes. The default aims at 30 minutes on 2 cores: 29.9 on 2026-12-04 under the
+# allocator settings of ochre.device.keep_large_blocks (46.6 and 36.2 minutes on two machines before
+# them, README): the world model gets a wall-time budget, so a slower machine trains fewer steps
+# instead of running longer, but every other stage scales with it. 200 recordings give the test split
+# 10 trajectories (5 %) for 100 rollouts; the second world's 16 are all held out. The eval runs 2 noise
+# seeds, the boost-free learned/ twin on the short rollouts only and 16 tours on the second world (the
+# parts whose cost the bars do not read). The live stages export and bench batch 1, the player's case
+# that the live bars read (batch 8 cost another ~100 s of exports on a 2-core CPU: `ochre bench`
+# measures batches on its own). --quick leaves the AOTInductor compiles out.
 DEFAULTS = dict(episodes=200, steps=400, world2_episodes=16, tokenizer_steps=500, world_minutes=12.0,
                 world_steps=100_000, rollouts=100, long_rollouts=16, seeds=(0, 1), tours=32, world_tours=16,
                 idm_steps=1200, bench_backends=("torch", "onnxruntime", "native"), bench_batches=(1,),
