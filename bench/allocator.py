@@ -20,36 +20,34 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from ochre.bench.common import header, result_path, stats_ms
+from ochre.bench.common import header, result_path, stats_ms, time_calls
 from ochre.io import write_json_atomic
 
 SETTINGS = ("system", "keep")           # OCHRE_MALLOC=system: glibc's defaults; keep: ochre's
 LIVE_BATCHES = (1, 8, 16, 32)
 
 
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _timed(fn, warmup: int, runs: int) -> dict:
-    """ms p50/p99 of `runs` calls after `warmup`, and the minor page faults per timed call."""
+    """ms p50/p99 of `runs` calls after `warmup` (ochre.measure.time_calls), and the minor page faults
+    per timed call."""
     for _ in range(warmup):
         fn()
-    samples, faults = [], 0
-    for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-        faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    return {**stats_ms(samples), "faults_per_call": faults / runs}
+    before = _faults()
+    samples = time_calls(fn, warmup=0, runs=runs)
+    return {**stats_ms(samples), "faults_per_call": (_faults() - before) / runs}
 
 
 def worker(checkpoint: str) -> list[dict]:
     """Every row under this process's allocator setting."""
-    import torch
-
     from ochre.device import keep_large_blocks
     from ochre.eval.dreamers import Codec
     from ochre.models.dynamics import Dynamics
@@ -96,16 +94,16 @@ def worker(checkpoint: str) -> list[dict]:
 
 
 def summary(rows: list[dict]) -> list[dict]:
-    """Per measured thing: each setting's median of its rows' p50, and system / keep."""
+    """Per measured thing: each setting's median of its rows' p50 and page faults, and system / keep."""
     out = []
-    for key in sorted({(r["what"], r["batch"]) for r in rows}, key=lambda k: (k[0], k[1])):
-        med = {s: float(np.median([r["ms_p50"] for r in rows if (r["what"], r["batch"]) == key and r["malloc"] == s]))
-               for s in SETTINGS}
-        faults = {s: float(np.median([r["faults_per_call"] for r in rows
-                                      if (r["what"], r["batch"]) == key and r["malloc"] == s])) for s in SETTINGS}
-        out.append({"what": key[0], "batch": key[1], "ms_p50_system": med["system"], "ms_p50_keep": med["keep"],
-                    "speedup": med["system"] / med["keep"], "faults_per_call_system": faults["system"],
-                    "faults_per_call_keep": faults["keep"]})
+    for what, batch in sorted({(r["what"], r["batch"]) for r in rows}):
+        def median(field, setting, what=what, batch=batch):
+            return float(np.median([r[field] for r in rows
+                                    if (r["what"], r["batch"], r["malloc"]) == (what, batch, setting)]))
+        ms = {s: median("ms_p50", s) for s in SETTINGS}
+        out.append({"what": what, "batch": batch, "ms_p50_system": ms["system"], "ms_p50_keep": ms["keep"],
+                    "speedup": ms["system"] / ms["keep"],
+                    **{f"faults_per_call_{s}": median("faults_per_call", s) for s in SETTINGS}})
     return out
 
 
@@ -134,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {i + 1}/{args.rounds} {setting}: " + ", ".join(
                 f"{row['what']} b{row['batch']} {row['ms_p50']:.1f} ms" for row in got), file=sys.stderr)
     out = Path(args.out) if args.out else result_path("allocator")
-    record = {"benchmark": "allocator", **header("cpu"), "threads": _threads(), "rounds": args.rounds,
+    record = {"benchmark": "allocator", **header("cpu"), "threads": torch.get_num_threads(), "rounds": args.rounds,
               "model": Path(args.checkpoint).name if args.checkpoint else "shipped", "what": __doc__,
               "summary": summary(rows), "rows": rows}
     write_json_atomic(out, record)
@@ -144,12 +142,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['faults_per_call_keep']:.0f})")
     print(f"wrote {out}")
     return 0
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 if __name__ == "__main__":

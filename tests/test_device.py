@@ -66,7 +66,6 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_bf16_units(monkeypat
         train_precision(cpu, "fp16")
 
 
-
 # A batch-32 live step of the ochre model (random weights): its (B, h, w, K) logits and their
 # temporaries are 64 MB each. Prints whether the settings are in force and the page faults per step
 # once warm (the last of 10 steps).
