@@ -159,8 +159,9 @@ def render(out: Path, report: dict, command: str) -> str:
              "## Action accuracy\n\nAn inverse-dynamics model trained on train clip pairs reads the actions back "
              "(balanced accuracy: chance is 1/3).\n\n" + idm_table(m),
              "## Realism\n\nA classifier two-sample test: dreamed frames against the tokenizer's reconstructions of "
-             "real test frames (0.5: indistinguishable, 1: told apart every time).\n\n| range | accuracy |\n|---|---|\n"
-             + "\n".join(f"| {r} | {_num(m.get(r))} |" for r in C2ST),
+             "real test frames (0.5: indistinguishable, 1: told apart every time), with its 95 % interval over the "
+             "scored rollouts.\n\n| range | accuracy [95 % interval] |\n|---|---|\n"
+             + "\n".join(f"| {r} | {_ci(m, r)} |" for r in C2ST),
              "## Calibration\n\nWhat each metric gives the oracle (the tokenizer's reconstruction of the truth: a "
              "perfect world model), the repeated frame, a still dream and uniform random codes, beside the model: "
              "a metric is worth reading only where these differ.\n\n" + calibration_table(m),

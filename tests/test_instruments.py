@@ -17,7 +17,7 @@ from ochre.data.loader import WindowDataset, split_sources
 from ochre.data.prepare import PrepareConfig, prepare
 from ochre.data.shards import read_index
 from ochre.eval import idm, tours
-from ochre.eval.c2st import c2st
+from ochre.eval.c2st import c2st, c2st_interval
 from ochre.eval.rollouts import psnr
 
 SEED, EPISODES, STEPS, FPS = 5, 8, 300, 8.0
@@ -317,6 +317,33 @@ def test_c2st_cannot_tell_real_frames_from_real_frames(real_rollouts):
     score = c2st(a, b, seed=0)
     assert abs(score - 0.5) <= 0.1
     assert c2st(a, b, seed=0) == score                                # deterministic for a seed
+
+
+def test_c2st_has_an_interval_over_held_out_rollouts_that_few_rollouts_widen(real_rollouts):
+    """The interval holds the score (which is c2st's, unchanged), and scoring 4 held-out rollouts a
+    side, as few as a late-horizon test may have, leaves the score far less certain than 30 do."""
+    a, b = real_rollouts[0::2][:60], real_rollouts[1::2][:60]
+    value, (lo, hi) = c2st_interval(a, b, seed=0)
+    assert value == c2st(a, b, seed=0) and lo <= value <= hi
+    few, (few_lo, few_hi) = c2st_interval(a[:8], b[:8], seed=0)
+    assert few_lo <= few <= few_hi
+    assert few_hi - few_lo > 1.5 * (hi - lo), ((lo, hi), (few_lo, few_hi))
+    noise = np.random.default_rng(0).integers(0, 256, (8, 8, 64, 64, 3), dtype=np.uint8)
+    assert c2st_interval(noise, b[:8])[1][0] >= 0.95          # noise is told apart in every resample
+
+
+def test_a_stratified_interval_resamples_each_group_on_its_own():
+    """Group b is constant, so the interval of mean(a) - mean(b) is group a's own bootstrap interval,
+    whatever b's size; resampling both as one pool would mix b's values into a's."""
+    from ochre.eval.intervals import interval, stratified_interval
+
+    a = np.random.default_rng(1).normal(size=40)
+    b = np.full(7, 3.0)
+    value, ci = stratified_interval(lambda ia, ib: a[ia].mean() - b[ib].mean(), (len(a), len(b)), seed=5)
+    assert value == pytest.approx(a.mean() - 3.0)
+    own = interval(lambda idx: a[idx].mean(), len(a), seed=5)[1]
+    width = own[1] - own[0]
+    assert ci[1] - ci[0] == pytest.approx(width, rel=0.15) and ci[0] < value < ci[1]
 
 
 def test_c2st_refuses_a_single_rollout(real_rollouts):

@@ -92,6 +92,17 @@ def c2st(fake: np.ndarray, real: np.ndarray, seed: int = 0, cfg: C2STConfig | No
     """Held-out accuracy of a critic telling fake uint8 (N, T, H, W, 3) from real (M, T2, H, W, 3)
     frames, with as many test frames of each class (the larger side subsampled). Deterministic for
     a seed."""
+    return c2st_interval(fake, real, seed, cfg)[0]
+
+
+def c2st_interval(fake: np.ndarray, real: np.ndarray, seed: int = 0,
+                  cfg: C2STConfig | None = None) -> tuple[float, list[float]]:
+    """c2st and its 95 % bootstrap interval over the held-out rollouts: the scored rollouts of each
+    side are resampled with replacement (each side on its own) and the accuracy recomputed over the
+    frames they hold. The critic is not retrained, so the interval is how far the score would move
+    with other held-out play, not with another critic. -> (value, [lo, hi])."""
+    from ochre.eval.intervals import stratified_interval
+
     cfg = cfg or C2STConfig()
     (fake_train, fake_test), (real_train, real_test) = _halves(fake, "fake"), _halves(real, "real")
     if fake_train.shape[1:] != real_train.shape[1:]:
@@ -99,7 +110,17 @@ def c2st(fake: np.ndarray, real: np.ndarray, seed: int = 0, cfg: C2STConfig | No
     critic = _train(fake_train, real_train, cfg, seed)
     gen = torch.Generator().manual_seed(seed + 1)
     n = min(len(fake_test), len(real_test))
-    fake_test = fake_test[torch.randperm(len(fake_test), generator=gen)[:n]]
-    real_test = real_test[torch.randperm(len(real_test), generator=gen)[:n]]
-    right = _says_fake(critic, fake_test).sum() + (~_says_fake(critic, real_test)).sum()
-    return float(right) / (2 * n)
+    fake_pick = torch.randperm(len(fake_test), generator=gen)[:n]
+    real_pick = torch.randperm(len(real_test), generator=gen)[:n]
+    right = (_says_fake(critic, fake_test[fake_pick]).numpy(), ~_says_fake(critic, real_test[real_pick]).numpy())
+    # Which held-out rollout each scored frame came from (frames are flattened rollout by rollout).
+    owner = (fake_pick.numpy() // fake.shape[1], real_pick.numpy() // real.shape[1])
+    sides = [(np.bincount(o, weights=r, minlength=k), np.bincount(o, minlength=k))       # (rollouts,) each
+             for o, r, k in zip(owner, right, (len(fake) - len(fake) // 2, len(real) - len(real) // 2))]
+
+    def accuracy(idx_fake: np.ndarray, idx_real: np.ndarray) -> float:
+        (fr, fn), (rr, rn) = sides
+        return (fr[idx_fake].sum() + rr[idx_real].sum()) / (fn[idx_fake].sum() + rn[idx_real].sum())
+
+    value, ci = stratified_interval(accuracy, (len(sides[0][0]), len(sides[1][0])), seed=seed)
+    return float(int(right[0].sum() + right[1].sum())) / (2 * n), ci

@@ -129,12 +129,12 @@ def _extras(r: ro.Rollouts, data: _Data, codec: Codec, cfg: EvalConfig) -> dict:
             real = data.idm_real[head]
             m[f"idm/ratio_{head.removeprefix('acc_')}"] = value / real if real > 0 else float("nan")
     if cfg.c2st:
-        from ochre.eval.c2st import c2st
+        from ochre.eval.c2st import c2st_interval
 
-        m["c2st@1-8"] = c2st(r.dream[0][:, 1:9], data.recon[:, 1:9])
-        m["c2st@9-32"] = c2st(r.dream[0][:, 9:33], data.recon[:, 9:33])
+        put(m, "c2st@1-8", c2st_interval(r.dream[0][:, 1:9], data.recon[:, 1:9]))
+        put(m, "c2st@9-32", c2st_interval(r.dream[0][:, 9:33], data.recon[:, 9:33]))
         if r.long_frames:
-            m["c2st@129-256"] = c2st(r.long_frames[0], data.recon_long)
+            put(m, "c2st@129-256", c2st_interval(r.long_frames[0], data.recon_long))
     return m
 
 
@@ -148,12 +148,12 @@ def _prepare_references(data: _Data, codec: Codec, tokens_root, cfg: EvalConfig,
     m: dict = {}
     put(m, "real/yaw_response", ro.real_yaw_response(ro.Rollouts(real, actions, None, [], [], [], [], [])))
     if cfg.c2st:
-        from ochre.eval.c2st import c2st
+        from ochre.eval.c2st import c2st_interval
 
         long_real = np.stack([data.trajs[i].frames[:1 + ro.LONG - ro.LONG_FROM] for i, _ in data.plan.long]) \
             if data.plan.long else None
         data.recon_long = codec.reconstruct(long_real) if long_real is not None else None
-        m["tokenizer/c2st"] = c2st(real[:, 1:], data.recon[:, 1:])
+        put(m, "tokenizer/c2st", c2st_interval(real[:, 1:], data.recon[:, 1:]))
     data.idm = None
     if cfg.idm:
         from ochre.eval import idm

@@ -22,12 +22,28 @@ def interval(stat: Callable[[np.ndarray], float], n: int, *, boots: int = BOOTST
     give a non-finite value (a correlation of a constant) are left out of the interval."""
     value = float(stat(np.arange(n)))
     rng = np.random.default_rng(seed)
-    draws = np.array([stat(idx) for idx in rng.integers(0, n, (boots, n))], np.float64)
+    return _ends(value, [stat(idx) for idx in rng.integers(0, n, (boots, n))])
+
+
+def _ends(value: float, draws) -> tuple[float, list[float]]:
+    """(value, [lo, hi]): the LEVEL interval of the finite bootstrap draws ([value, value] if none)."""
+    draws = np.asarray(draws, np.float64)
     draws = draws[np.isfinite(draws)]
     if not len(draws):
         return value, [value, value]
     lo, hi = np.percentile(draws, [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
     return value, [float(lo), float(hi)]
+
+
+def stratified_interval(stat: Callable[[np.ndarray, np.ndarray], float], sizes: tuple[int, int], *,
+                        boots: int = BOOTSTRAPS, seed: int = 0) -> tuple[float, list[float]]:
+    """interval for a statistic of two independent groups of rollouts (e.g. the fake and the real side
+    of a two-sample test): stat(indices into group a, indices into group b) -> value; each group is
+    resampled on its own, with its own size."""
+    a, b = sizes
+    value = float(stat(np.arange(a), np.arange(b)))
+    rng = np.random.default_rng(seed)
+    return _ends(value, [stat(rng.integers(0, a, a), rng.integers(0, b, b)) for _ in range(boots)])
 
 
 def mean_interval(per_rollout: np.ndarray, **kw) -> tuple[float, list[float]]:
