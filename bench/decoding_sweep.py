@@ -44,10 +44,11 @@ def objective(m: dict) -> float:
 
 
 def admissible(m: dict, realism: bool = True) -> bool:
-    """The guards' worse ends hold; with `realism`, the classifier's score (no interval) too."""
+    """The guards' worse ends hold; with `realism`, the classifier's too (its upper end, as the bars
+    read it; a score recorded without an interval is read as it is)."""
     return all((worse_end(m, k, hi) >= t) for k, (t, hi) in GUARDS.items()) \
         and worse_end(m, "grad_ratio@256", higher_is_better=False) <= GRAD_MAX \
-        and (not realism or all(m[k] <= t for k, t in C2ST_MAX.items()))
+        and (not realism or all(worse_end(m, k, higher_is_better=False) <= t for k, t in C2ST_MAX.items()))
 
 
 KNOBS = ("temperature", "copy_boost", "fill_boost", "walk_boost")     # a candidate, in this order

@@ -214,6 +214,7 @@ def test_the_decoding_sweep_keeps_only_candidates_whose_late_dreams_pass_the_rea
     assert not admissible({**healthy, "c2st@129-256": 0.951})
     assert admissible({**healthy, "c2st@129-256": 0.951}, realism=False)
     assert not admissible({**healthy, "grad_ratio@256/ci": [0.9, 1.3], "c2st@129-256": 0.9})
+    assert not admissible({**healthy, "c2st@129-256": 0.9, "c2st@129-256/ci": [0.85, 0.97]})   # its upper end
     with pytest.raises(KeyError):                 # guarded but never measured: an error, not a pass
         admissible(healthy)
 
