@@ -1,7 +1,7 @@
 """The bars a world model is judged by (docs/metrics.md#bars), and their verdicts on an eval's metrics.
 
 A bar is met only when the worse end of the metric's 95 % interval clears it (the value itself for
-the metrics that have no interval: the tours, action accuracy and realism). A bar relative to a
+the metrics that have no interval: the tours and action accuracy; for realism, c2st's upper end). A bar relative to a
 reference metric (the repeated frame's tour PSNR, the real frames' yaw response) sets its threshold
 from that reference's value. A metric the eval did not produce is "not measured", never met.
 """
