@@ -122,5 +122,4 @@ def c2st_interval(fake: np.ndarray, real: np.ndarray, seed: int = 0,
         (fr, fn), (rr, rn) = sides
         return (fr[idx_fake].sum() + rr[idx_real].sum()) / (fn[idx_fake].sum() + rn[idx_real].sum())
 
-    value, ci = stratified_interval(accuracy, (len(sides[0][0]), len(sides[1][0])), seed=seed)
-    return float(int(right[0].sum() + right[1].sum())) / (2 * n), ci
+    return stratified_interval(accuracy, (len(sides[0][0]), len(sides[1][0])), seed=seed)
