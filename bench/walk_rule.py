@@ -10,6 +10,8 @@ flips. For each candidate threshold this records, on the tours of each split: th
 oracle's sign accuracy, and, as the estimator's floor, how often a pure turn (true zoom 1 by
 construction) reads at least that far from 1. The rule's threshold is the smallest candidate whose
 oracle accuracy on val is at least BAR; test is reported beside it, never read to choose.
+The strafe rule is recorded beside it: the oracle's strafe sign accuracy over every strafing step and
+over the level steps only (the true eye height kept; the rule since 2026-12-04, as for walks).
 Writes bench/results/walk_rule_<device>_<date>.json.
 """
 
@@ -65,6 +67,18 @@ def rows(arrays: dict[str, np.ndarray]) -> list[dict]:
     return out
 
 
+def strafe_rows(arrays: dict[str, np.ndarray]) -> list[dict]:
+    """The oracle's strafe sign accuracy over every strafing step and over the level ones (the rule)."""
+    from ochre.eval import tours
+
+    out = []
+    for level_only in (False, True):
+        true, dream = tours.strafe_shifts(arrays, level_only=level_only)
+        out.append({"level_only": level_only, "steps": int(np.sum(np.abs(true) >= tours.MIN_TRUE_SHIFT)),
+                    "of": len(true), "oracle_strafe_sign_acc": tours.sign_agreement(true, dream)[0]})
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("tokens", help="token shards of a synthetic data set (`ochre tokenize`; the demo's tokens/)")
@@ -72,10 +86,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="result file (default bench/results/walk_rule_<device>_<date>.json)")
     args = ap.parse_args(argv)
     result = {"benchmark": "walk_rule", **header("cpu"), "data": data_record(args.tokens), "bar": BAR,
-              "candidates": list(CANDIDATES), "splits": {}}
+              "candidates": list(CANDIDATES), "splits": {}, "strafe": {}}
     for split in ("val", "test"):
         t0 = time.perf_counter()
-        result["splits"][split] = rows(oracle_tours(args.tokens, split, args.tours))
+        arrays = oracle_tours(args.tokens, split, args.tours)
+        result["splits"][split], result["strafe"][split] = rows(arrays), strafe_rows(arrays)
         print(f"walk_rule: {split} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     passing = [r["min_true_zoom"] for r in result["splits"]["val"] if r["oracle_walk_sign_acc"] >= BAR]
     result["chosen_on_val"] = passing[0] if passing else None
@@ -85,6 +100,9 @@ def main(argv=None) -> int:
         for r in table:
             print(f"{split} >= {r['min_true_zoom']:.2f}: {r['steps']}/{r['of']} steps, oracle "
                   f"{r['oracle_walk_sign_acc']:.3f}, a turn reads it {r['turn_reads_zoom']:.2f}")
+        for r in result["strafe"][split]:
+            print(f"{split} strafe, {'level steps' if r['level_only'] else 'every step'}: {r['steps']}/{r['of']} "
+                  f"steps judged, oracle {r['oracle_strafe_sign_acc']:.3f}")
     print(f"chosen on val: {result['chosen_on_val']}; wrote {out}")
     return 0
 

@@ -186,6 +186,31 @@ def test_the_walk_rule_judges_only_true_zooms_at_least_min_true_zoom_from_1():
     assert tours.zoom_agreement(np.array([1.0, 1.02, 0.98]), np.array([1.05, 1.05, 1.05])) is None
 
 
+def test_the_strafe_rule_leaves_out_steps_whose_eye_height_changes(toured):
+    """A strafing step that climbs onto a block or falls is a vertical move: its horizontal shift is not
+    judged (docs/metrics.md#tours-scripted-play-against-the-renderers-truth), however the dream reads
+    it; every level step still is."""
+    _, _, arrays = toured
+    n = len(arrays["still/truth"])
+    level, climbed, stalled = dict(arrays), dict(arrays), dict(arrays)
+    for name in tours.STRAFES:
+        pose = arrays[f"{name}/pose"].copy()
+        pose[..., 2] = 1.6                                    # every step level
+        level[f"{name}/pose"] = pose
+        up = pose.copy()
+        up[:, 5, 2] += 1.0                                    # steps 4 and 5 jump onto a block and back
+        climbed[f"{name}/pose"] = up
+        dream = arrays[f"{name}/truth"].copy()
+        dream[:, 5] = dream[:, 4]                             # the dream stalls on step 4 (and jumps on 5)
+        stalled[f"{name}/dream"] = climbed[f"{name}/dream"] = dream
+    assert len(tours.strafe_shifts(level)[0]) == 2 * n * 16
+    assert len(tours.strafe_shifts(climbed)[0]) == 2 * n * 14
+    assert len(tours.strafe_shifts(climbed, level_only=False)[0]) == 2 * n * 16
+    assert tours.tour_metrics(stalled | {f"{k}/pose": level[f"{k}/pose"] for k in tours.STRAFES}
+                              )["tour/strafe_sign_acc"] < 1.0                     # the stall judged: a miss
+    assert tours.tour_metrics(climbed)["tour/strafe_sign_acc"] == 1.0             # left out: none
+
+
 def test_the_walk_rule_bench_counts_fewer_steps_for_larger_thresholds(toured):
     """bench/walk_rule.py's table: per candidate, the walk steps judged (fewer as the threshold grows),
     the oracle's accuracy (here the truth itself: 1.0) and how often a pure turn reads that zoom."""

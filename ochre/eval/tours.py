@@ -258,13 +258,34 @@ def psnr_metrics(name: str, truth: np.ndarray, dream: np.ndarray) -> dict[str, f
     return out
 
 
+def level_steps(pose: np.ndarray) -> np.ndarray:
+    """Which steps keep the true eye height, from the true cameras (N, S+1, 5) -> bool (N, S). A step up
+    onto a block or a fall moves the view vertically, which is neither a zoom nor a sideways shift."""
+    return np.abs(np.diff(pose[..., 2], axis=1)) < 1e-6
+
+
 def walk_zooms(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """True and dreamed zooms of the WALKS steps on level ground -> two (n,) arrays. A step whose true
-    eye height changes (a step up onto a block, a fall) is left out: a vertical move, not a zoom,
-    and the zoom read from it has either sign about as often."""
-    level = [np.abs(np.diff(arrays[f"{name}/pose"][..., 2], axis=1)) < 1e-6 for name in WALKS]   # (N, S)
+    eye height changes is left out: the zoom read from it has either sign about as often."""
+    level = [level_steps(arrays[f"{name}/pose"]) for name in WALKS]                              # (N, S)
     return tuple(np.concatenate([rollout_zooms(arrays[f"{name}/{kind}"])[ok] for name, ok in zip(WALKS, level)])
                  for kind in ("truth", "dream"))
+
+
+def strafe_shifts(arrays: dict[str, np.ndarray], pairs: dict | None = None, *,
+                  level_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """True and dreamed horizontal shifts (px) of the STRAFES steps -> two (n,) arrays; with level_only
+    (the rule) the steps whose true eye height changes are left out, as for walks: the vertical move
+    decides the phase correlation's peak, and the reconstruction of the truth reads its horizontal
+    shift on the other side of 0 several times as often as on level steps (bench/walk_rule.py).
+    pairs: rollout_shifts of each segment's truth and dream when already computed."""
+    out = ([], [])
+    for name in STRAFES:
+        truth, dream = pairs[name] if pairs else (rollout_shifts(arrays[f"{name}/{k}"]) for k in ("truth", "dream"))
+        keep = level_steps(arrays[f"{name}/pose"]) if level_only else np.ones(truth.shape[:2], bool)
+        out[0].append(truth[..., 1][keep])
+        out[1].append(dream[..., 1][keep])
+    return np.concatenate(out[0]), np.concatenate(out[1])
 
 
 def tour_metrics(arrays: dict[str, np.ndarray]) -> dict:
@@ -277,8 +298,7 @@ def tour_metrics(arrays: dict[str, np.ndarray]) -> dict:
              for name in (*TURNS, *STRAFES)}                                   # (N, S, 2) each
     turn = [np.concatenate([pairs[name][i][..., axis].ravel() for name, axis in TURNS.items()]) for i in (0, 1)]
     metrics["tour/turn_sign_acc"], metrics["tour/turn_gain"] = sign_agreement(*turn)
-    strafe = [np.concatenate([pairs[name][i][..., 1].ravel() for name in STRAFES]) for i in (0, 1)]
-    metrics["tour/strafe_sign_acc"] = sign_agreement(*strafe)[0]
+    metrics["tour/strafe_sign_acc"] = sign_agreement(*strafe_shifts(arrays, pairs))[0]
     metrics["tour/walk_sign_acc"] = zoom_agreement(*walk_zooms(arrays))
     spin = arrays["spin/dream"]
     metrics["tour/revisit_psnr"] = float(psnr(spin[:, -1], spin[:, 0]).mean())
