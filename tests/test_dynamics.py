@@ -29,6 +29,23 @@ def test_step_has_fixed_shapes_and_a_preallocatable_state():
     assert [s.shape for s in new] == [s.shape for s in state]
 
 
+def test_coords_tell_the_model_where_on_screen_each_token_is():
+    """A convolution cannot tell the screen's middle rows apart; with `coords` the row and column are
+    two more input planes of every layer, so the same code everywhere gets position-dependent logits."""
+    flat = torch.full((1, 16, 16), 7)
+    for coords in (False, True):
+        m = _model(coords=coords, copy_bias=False, warp=False)
+        with torch.no_grad():
+            for cell in m.cells:
+                cell.conv_x.weight.normal_()
+            logits, _ = m.step(flat, torch.zeros(1, 4), m.init_state(1))
+        inner = logits[0, :, 4:12, 4:12]                                     # away from the zero padding
+        spread = (inner - inner[:, :1, :1]).abs().amax().item()
+        assert (spread > 1e-3) == coords, (coords, spread)
+        extra = 2 if coords else 0
+        assert [c.conv_x.in_channels for c in m.cells] == [8 + 5 + extra, 8 + 5 + extra]
+
+
 def _copies(m: Dynamics, tokens: torch.Tensor, actions, steps: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """`steps` steps of a model that always takes its proposal (a dominant copy logit, fills and
     memory too), one action row per step -> the last codes and state."""

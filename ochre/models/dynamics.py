@@ -108,6 +108,7 @@ class DynamicsConfig:
     copy_bias: bool = True                     # learned logit for the warped current code
     fill: bool = True                          # ... and a proposal for the positions the turn reveals
     memory: bool = False                       # ... from a panorama of the codes seen from here (warp only)
+    coords: bool = False                       # the screen position (row, column in [-1, 1]) as input planes
     # The motion prior's geometry, measured on the train clips (ochre.data.check.content_shift, at
     # tokenize time): tokens of picture shift per unit [yaw, pitch] (this default is the synthetic
     # world's at 70°), per unit move_x (strafing), and the log zoom per unit move_z (walking).
@@ -180,7 +181,7 @@ class Dynamics(nn.Module):
         super().__init__()
         self.config = cfg = config
         K, E = cfg.codebook_size, cfg.embed_dim
-        planes = ACTIONS + 1 if cfg.action_planes else 0     # + the "present" flag
+        planes = (ACTIONS + 1 if cfg.action_planes else 0) + (2 if cfg.coords else 0)    # + the "present" flag
         self.embed = nn.Embedding(K, E)
         self.action_mlp = nn.Sequential(nn.Linear(ACTIONS + 1, cfg.action_embed), nn.SiLU(),
                                         nn.Linear(cfg.action_embed, cfg.action_embed), nn.SiLU())
@@ -324,10 +325,15 @@ class Dynamics(nn.Module):
         return self.cells[0].conv_x(self._with_planes(e, act))
 
     def _with_planes(self, x: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        if not self.config.action_planes:
-            return x
+        """x (B, C, h, w) with the action planes (B, 5, h, w) and the screen-position planes (B, 2, h, w)
+        each config asks for, after it."""
         B, _, h, w = x.shape
-        return torch.cat([x, act[:, :, None, None].expand(B, act.shape[1], h, w).to(x.dtype)], dim=1)
+        parts = [x]
+        if self.config.action_planes:
+            parts.append(act[:, :, None, None].expand(B, act.shape[1], h, w).to(x.dtype))
+        if self.config.coords:
+            parts.append(self.base_grid.permute(2, 0, 1)[None].expand(B, 2, h, w).to(x.dtype))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else x
 
     def proposals(self, tokens: torch.Tensor, act: torch.Tensor, view: torch.Tensor,
                   panorama: torch.Tensor | None = None):
