@@ -6,9 +6,11 @@
 `tour/walk_sign_acc` judges a walking step by the sign of its zoom. The oracle (the tokenizer's
 reconstruction of the renderer's truth: a perfect dynamics model behind this tokenizer) should score
 it at its best; where it does not, the rule judges steps whose zoom the reconstruction's blur alone
-flips. For each candidate threshold this records, on the tours of each split: the steps judged, the
-oracle's sign accuracy, and, as the estimator's floor, how often a pure turn (true zoom 1 by
-construction) reads at least that far from 1. The rule's threshold is the smallest candidate whose
+flips. A step forward can only expand the view, so the rule judges the steps whose truth reads an
+expansion of at least the threshold (since 2026-12-04; before, a true zoom that far from 1 on either
+side, recorded as `two_sided`). For each candidate threshold this records, on the tours of each split:
+the steps judged, the oracle's accuracy, and, as the estimator's floor, how often a pure turn (true zoom
+1 by construction) reads at least that far from 1. The rule's threshold is the smallest candidate whose
 oracle accuracy on val is at least BAR; test is reported beside it, never read to choose.
 The strafe rule is recorded beside it: the oracle's strafe sign accuracy over every strafing step and
 over the level steps only (the true eye height kept; the rule since 2026-12-04, as for walks).
@@ -61,10 +63,21 @@ def rows(arrays: dict[str, np.ndarray]) -> list[dict]:
                             for name in ("turn_right", "turn_left")])
     out = []
     for t in CANDIDATES:
-        out.append({"min_true_zoom": t, "steps": int(tours.judged_zooms(true, t).sum()), "of": len(true),
+        out.append({"min_true_zoom": t, "steps": int(tours.expansions(true, t).sum()), "of": len(true),
                     "oracle_walk_sign_acc": tours.zoom_agreement(true, dream, t),
+                    "two_sided": _two_sided(true, dream, t),
                     "turn_reads_zoom": float(np.mean(tours.judged_zooms(turns, t)))})
     return out
+
+
+def _two_sided(true: np.ndarray, dream: np.ndarray, t: float) -> dict:
+    """The walk rule before 2026-12-04, for comparison: every true zoom at least t from 1, on either side,
+    judged by the dream's side of 1."""
+    from ochre.eval import tours
+
+    keep = tours.judged_zooms(true, t)
+    acc = float(np.mean(np.sign(dream[keep] - 1) == np.sign(true[keep] - 1))) if keep.any() else None
+    return {"steps": int(keep.sum()), "oracle_walk_sign_acc": acc}
 
 
 def strafe_rows(arrays: dict[str, np.ndarray]) -> list[dict]:
