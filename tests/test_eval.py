@@ -222,8 +222,11 @@ def test_the_decoding_sweep_keeps_only_candidates_whose_late_dreams_pass_the_rea
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "known miss: the oracle (the tokenizer's reconstruction of the truth) turns the right way in only 0.83 of "
-    "the tours (bar 0.95): the turn estimator misreads slow looks through this small tokenizer; every "
-    "assertion before it held (blind, still, random codes, oracle c2st)"))
+    "the tours (bar 0.95; walks 0.93): the estimators misread slow looks and walks through this small "
+    "tokenizer (120 steps, 256 codes); every assertion before it held (blind, still, random codes, oracle "
+    "c2st). Trained 800 steps and toured from 32 contexts the oracle reads turns 0.994 but walks 0.943, "
+    "still short; at the demo's scale each of its tour signs meets 0.95 on val and test "
+    "(bench/results/walk_rule_cpu_2026-12-04.json)"))
 def test_the_calibration_separates_good_dreams_from_bad(data):
     """docs/metrics.md#calibration: each metric reads what it claims. An action-blind model does not
     follow the actions (delta_psnr@16 interval holds 0, the inverse-dynamics model reads its yaw at
