@@ -1,10 +1,10 @@
-"""Choose a world model's decoding (temperature and boosts) on `val` (docs/metrics.md#splits: settings
+"""Choose a world model's decoding (temperature, boosts and min-p) on `val` (docs/metrics.md#splits: settings
 are chosen on val and reported on test), and record every candidate so the choice can be rerun.
 
     python -m ochre.bench.decoding_sweep RUN TOKENS [--temperature 1 0.5 ...] [--copy 0 5 9 ...] [--fill ...]
-        [--walk ...] [--ship]
+        [--walk ...] [--min-p 0 0.01 ...] [--ship]
 
-Every (temperature, copy_boost, fill_boost, walk_boost) on the grid is evaluated on the val split's rollouts
+Every (temperature, copy_boost, fill_boost, walk_boost, min_p) on the grid is evaluated on the val split's rollouts
 (the same rollouts and noise seeds for every candidate; no tours or action model, to keep a sweep
 affordable). The chosen setting maximises the objective below among the candidates whose worse
 interval ends keep the dream from collapsing or dissolving and whose late dreams a classifier does
@@ -51,24 +51,24 @@ def admissible(m: dict, realism: bool = True) -> bool:
         and (not realism or all(worse_end(m, k, higher_is_better=False) <= t for k, t in C2ST_MAX.items()))
 
 
-KNOBS = ("temperature", "copy_boost", "fill_boost", "walk_boost")     # a candidate, in this order
+KNOBS = ("temperature", "copy_boost", "fill_boost", "walk_boost", "min_p")     # a candidate, in this order
 
 
 def _label(sampling: dict) -> str:
     return f"T {sampling['temperature']:g} copy {sampling['copy_boost']:g} fill {sampling['fill_boost']:g} " \
-           f"walk {sampling['walk_boost']:g}"
+           f"walk {sampling['walk_boost']:g} min-p {sampling['min_p']:g}"
 
 
 def sweep(run, tokens, grid: list[tuple[float, float, float, float]], *, out_dir: Path, cfg: EvalConfig,
           log=print) -> dict:
-    """Evaluate every candidate (temperature, copy_boost, fill_boost, walk_boost) on val;
+    """Evaluate every candidate (temperature, copy_boost, fill_boost, walk_boost, min_p) on val;
     -> {"candidates": [...], "chosen": {...} | None}."""
     if cfg.split != "val":
         raise ValueError("a decoding sweep chooses on the val split only (docs/metrics.md#splits)")
     rows = []
     for candidate in grid:
         sampling = dict(zip(KNOBS, map(float, candidate), strict=True))
-        folder = out_dir / "-".join(f"{knob[0]}{value:g}" for knob, value in sampling.items())     # t1-c15-f5.5-w0.5
+        folder = out_dir / "-".join(f"{knob[0]}{value:g}" for knob, value in sampling.items())     # t1-c15-f5.5-w0.5-m0
         m = _done(folder, run, tokens, cfg, sampling)
         if m is None:
             m = evaluate(run, tokens, folder, cfg=cfg, sampling=sampling, log=lambda _: None)
@@ -106,7 +106,7 @@ def _done(folder: Path, run, tokens, cfg: EvalConfig, sampling: dict) -> dict | 
 
 
 def ship(run, chosen: dict) -> Path:
-    """Write the chosen temperature and boosts into the run's newest checkpoint's decoding (config.json)."""
+    """Write the chosen temperature, boosts and min-p into the run's newest checkpoint's decoding (config.json)."""
     from ochre.models.checkpoint import read_checkpoint_config
 
     meta = read_checkpoint_config(run)
@@ -126,6 +126,8 @@ def main(argv=None) -> int:
     ap.add_argument("--copy", type=float, nargs="+", default=[0.0, 3.0, 6.0, 9.0])
     ap.add_argument("--fill", type=float, nargs="+", default=[0.0, 4.0, 7.0])
     ap.add_argument("--walk", type=float, nargs="+", default=[0.5, 1.0])
+    ap.add_argument("--min-p", type=float, nargs="+", default=[0.0],
+                    help="min-p cuts (0: the whole distribution; default 0)")
     ap.add_argument("--rollouts", type=int, default=100)
     ap.add_argument("--long-rollouts", type=int, default=16)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -138,7 +140,7 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else result_path("decoding_sweep")
     cfg = EvalConfig(split="val", rollouts=args.rollouts, long_rollouts=args.long_rollouts, seeds=tuple(args.seeds),
                      learned=False, tours=0, idm=False, c2st=not args.no_c2st)
-    grid = list(itertools.product(args.temperature, args.copy, args.fill, args.walk))
+    grid = list(itertools.product(args.temperature, args.copy, args.fill, args.walk, args.min_p))
     result = sweep(args.run, args.tokens, grid, out_dir=Path(args.work or out.with_suffix("")), cfg=cfg,
                    log=lambda m: print(m, file=sys.stderr))
     record = {**header("cpu"), "run": run_record(args.run), "tokens": data_record(args.tokens), "split": "val",

@@ -277,6 +277,9 @@ def _add_eval(sub) -> None:
                    help="override the decoding's boost of the fills of revealed positions (logits)")
     p.add_argument("--walk-boost", type=float, default=None,
                    help="override the share of both boosts kept while a movement key is held (0..1)")
+    p.add_argument("--min-p", type=float, default=None,
+                   help="override the decoding's min-p: codes less likely than this share of each position's "
+                   "likeliest are not drawn (0: none)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if present)")
     p.add_argument("--dtype", choices=choices.CPU_PRECISIONS, default="fp32",
                    help="run the model's and the decoder's convolutions and linear layers in this precision, as "

@@ -265,6 +265,25 @@ def test_sampling_follows_the_top_k_softmax_and_is_a_function_of_the_noise():
     assert torch.equal(sample_tokens(logits, u, SamplingConfig.argmax()), torch.zeros(1, 64, 64, dtype=torch.long))
 
 
+def test_min_p_never_draws_a_code_below_its_share_of_the_likeliest():
+    """min-p: a code whose probability is under min_p x the position's likeliest is never drawn, whatever
+    the noise; the rest keep their relative odds; min_p 0 is the whole distribution."""
+    logits = torch.log(torch.tensor([0.50, 0.30, 0.15, 0.04, 0.01]))[None, :, None, None].expand(1, 5, 4, 4)
+    u = torch.linspace(0, 0.999, 2000)
+    draws = {}
+    for min_p in (0.0, 0.1):
+        cfg = SamplingConfig(min_p=min_p, copy_boost=0.0, fill_boost=0.0)
+        codes = torch.cat([sample_tokens(logits.expand(len(u[i:i + 500]), 5, 4, 4), u[i:i + 500, None, None]
+                                         .expand(-1, 4, 4), cfg)[:, 0, 0] for i in range(0, len(u), 500)])
+        draws[min_p] = torch.bincount(codes, minlength=5).float() / len(codes)
+    assert draws[0.0][3] > 0.03 and draws[0.0][4] > 0.005                  # the tail, drawn at its odds
+    assert draws[0.1][3] == 0 and draws[0.1][4] == 0                       # 0.04 and 0.01 < 0.1 x 0.5
+    kept = torch.tensor([0.50, 0.30, 0.15]) / 0.95
+    assert torch.allclose(draws[0.1][:3], kept, atol=2e-3)
+    with pytest.raises(ValueError, match="min_p"):
+        SamplingConfig(min_p=1.0)
+
+
 def test_the_live_step_is_deterministic_given_the_noise():
     m = _model()
     tokens, actions, state = torch.randint(0, 64, (2, 16, 16)), torch.rand(2, 4), m.init_state(2)

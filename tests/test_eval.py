@@ -165,12 +165,12 @@ def test_the_decoding_sweep_chooses_on_val_and_never_reads_test(data, tmp_path, 
     monkeypatch.setattr(loader.ShardStream, "samples", spy)
     cfg = EvalConfig(split="val", rollouts=4, long_rollouts=1, seeds=(0,), learned=False, tours=0, idm=False,
                      c2st=False)
-    result = decoding_sweep.sweep(data / "ochre", data / "tokens", [(1.0, 0.0, 0.0, 1.0), (0.5, 6.0, 4.0, 0.5)],
-                                  out_dir=tmp_path, cfg=cfg, log=lambda m: None)
+    grid = [(1.0, 0.0, 0.0, 1.0, 0.0), (0.5, 6.0, 4.0, 0.5, 0.02)]
+    result = decoding_sweep.sweep(data / "ochre", data / "tokens", grid, out_dir=tmp_path, cfg=cfg, log=lambda m: None)
     assert read and read <= splits["val"] and not read & splits["test"]
     assert len(result["candidates"]) == 2 and all("psnr@8/ci" in c["metrics"] for c in result["candidates"])
     with pytest.raises(ValueError, match="val split only"):
-        decoding_sweep.sweep(data / "ochre", data / "tokens", [(1.0, 0.0, 0.0, 1.0)], out_dir=tmp_path,
+        decoding_sweep.sweep(data / "ochre", data / "tokens", [(1.0, 0.0, 0.0, 1.0, 0.0)], out_dir=tmp_path,
                              cfg=EvalConfig(split="test"), log=lambda m: None)
 
 
@@ -184,12 +184,12 @@ def test_a_decoding_sweep_resumes_with_the_candidates_it_finished(data, tmp_path
 
     cfg = EvalConfig(split="val", rollouts=2, long_rollouts=1, seeds=(0,), learned=False, tours=0, idm=False,
                      c2st=False)
-    grid = [(1.0, 6.0, 4.0, 0.5)]
+    grid = [(1.0, 6.0, 4.0, 0.5, 0.0)]
     first = decoding_sweep.sweep(data / "ochre", data / "tokens", grid, out_dir=tmp_path, cfg=cfg, log=lambda m: None)
     logs: list[str] = []
     again = decoding_sweep.sweep(data / "ochre", data / "tokens", grid, out_dir=tmp_path, cfg=cfg, log=logs.append)
     assert any("evaluated before" in line for line in logs) and again == first
-    metrics = tmp_path / "t1-c6-f4-w0.5" / "metrics.json"
+    metrics = tmp_path / "t1-c6-f4-w0.5-m0" / "metrics.json"
     m = json.loads(metrics.read_text())
     metrics.write_text(json.dumps({**m, "world_hash": "another model"}))
     logs.clear()
@@ -198,7 +198,7 @@ def test_a_decoding_sweep_resumes_with_the_candidates_it_finished(data, tmp_path
     assert json.loads(metrics.read_text())["world_hash"] == m["world_hash"]
     # An eval made without the realism test does not serve a sweep that guards realism.
     from dataclasses import replace
-    sampling = {"temperature": 1.0, "copy_boost": 6.0, "fill_boost": 4.0, "walk_boost": 0.5}
+    sampling = {"temperature": 1.0, "copy_boost": 6.0, "fill_boost": 4.0, "walk_boost": 0.5, "min_p": 0.0}
     assert decoding_sweep._done(metrics.parent, data / "ochre", data / "tokens", cfg, sampling) is not None
     assert decoding_sweep._done(metrics.parent, data / "ochre", data / "tokens", replace(cfg, c2st=True),
                                 sampling) is None

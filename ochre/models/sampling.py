@@ -35,12 +35,13 @@ class SamplingConfig:
     copy_boost: float = 15.0    # logits added to the copy prior's proposals (models with copy_bias)
     fill_boost: float = 5.5     # ... and to its fills of the positions a turn reveals
     walk_boost: float = 0.5     # share of both boosts kept while a movement key is held
+    min_p: float = 0.0          # codes less likely than min_p x the position's likeliest are not drawn (0: none)
 
     def __post_init__(self):
         if self.temperature < 0 or self.top_k < 1 or self.guidance < 0 or self.copy_boost < 0 or self.fill_boost < 0 \
-                or not 0 <= self.walk_boost <= 1:
+                or not 0 <= self.walk_boost <= 1 or not 0 <= self.min_p < 1:
             raise ValueError(f"need temperature >= 0, top_k >= 1, guidance >= 0, boosts >= 0, walk_boost in "
-                             f"[0, 1]; got {self}")
+                             f"[0, 1], min_p in [0, 1); got {self}")
 
     @property
     def boosts(self) -> tuple[float, float, float]:
@@ -77,7 +78,9 @@ def _inverse_cdf(vals: torch.Tensor, u: torch.Tensor, cfg: SamplingConfig) -> to
     exact arithmetic the same draw as one scan over all n; in floating point the two differ only
     where u falls within rounding of a CDF step (a near-tie, export/ties.py)."""
     x = vals.movedim(1, -1) / cfg.temperature                                       # (B, h, w, n)
-    p = torch.exp(x - x.amax(dim=-1, keepdim=True))                                 # unnormalised
+    p = torch.exp(x - x.amax(dim=-1, keepdim=True))                                 # unnormalised, max 1
+    if cfg.min_p > 0:
+        p = torch.where(p >= cfg.min_p, p, torch.zeros_like(p))                    # the tail cut: min-p
     n = p.shape[-1]
     if n % BLOCK or n < 2 * BLOCK:
         cdf = p.cumsum(dim=-1)
@@ -107,7 +110,7 @@ def _two_level(mass: torch.Tensor, weights, u: torch.Tensor) -> torch.Tensor:
 def samples_factors(cfg: SamplingConfig, K: int) -> bool:
     """Whether sample_mixture draws from the mixture's factors for this decoding and K codes (else
     it samples the materialised log-probabilities with sample_tokens)."""
-    return cfg.temperature == 1 and cfg.top_k >= K and K % BLOCK == 0 and K >= 2 * BLOCK
+    return cfg.temperature == 1 and cfg.top_k >= K and cfg.min_p == 0 and K % BLOCK == 0 and K >= 2 * BLOCK
 
 
 def sample_mixture(mixture, u: torch.Tensor, cfg: SamplingConfig,
