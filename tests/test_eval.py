@@ -105,10 +105,10 @@ def test_the_plan_spreads_rollouts_over_every_trajectory():
     assert LONG > SHORT
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """A small synthetic data set with every split, a briefly trained tokenizer, its token shards, and
-    world models of the ochre and action-blind recipes (random-ish: the tests judge the metrics)."""
+def _small_data(root, codebook: int, tokenizer_steps: int):
+    """A small synthetic data set with every split, a briefly trained tokenizer of `codebook` codes, its
+    token shards, and world models of the ochre and action-blind recipes (random-ish: the tests judge the
+    metrics) in root."""
     from ochre.cli import main
     from ochre.models.dynamics import DynamicsConfig
     from ochre.models.sampling import SamplingConfig
@@ -116,18 +116,23 @@ def data(tmp_path_factory):
     from ochre.train.tokenizer import train as train_tokenizer
     from ochre.train.world import WorldTrainConfig, train
 
-    root = tmp_path_factory.mktemp("eval")
     assert main(["synth", str(root / "src"), "--episodes", "40", "--steps", "120", "--seed", "4"]) == 0
     assert main(["prepare", str(root / "src"), str(root / "clips"), "--per-shard", "4"]) == 0
-    train_tokenizer(root / "clips", root / "tok", TokenizerConfig.preset("tiny", codebook_size=256),
-                    TokenizerTrainConfig(steps=120, batch=16, warmup=10), progress=False, eval_frames_n=16)
+    train_tokenizer(root / "clips", root / "tok", TokenizerConfig.preset("tiny", codebook_size=codebook),
+                    TokenizerTrainConfig(steps=tokenizer_steps, batch=16, warmup=10), progress=False, eval_frames_n=16)
     assert main(["tokenize", str(root / "clips"), "--tokenizer", str(root / "tok"), "--out", str(root / "tokens")]) == 0
-    small = dict(codebook_size=256, embed_dim=8, hidden=(16,), head_dim=8, action_embed=8, impl="torch")
+    small = dict(codebook_size=codebook, embed_dim=8, hidden=(16,), head_dim=8, action_embed=8, impl="torch")
     for name, blind in (("ochre", False), ("blind", True)):
         train(root / "tokens", root / name, DynamicsConfig(**small, blind=blind),
               WorldTrainConfig(steps=20, batch=4, window=6, unroll=1, warmup=2), SamplingConfig(), recipe_name=name,
               progress=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """_small_data with a 256-code tokenizer of 120 steps: enough for the eval's mechanics."""
+    return _small_data(tmp_path_factory.mktemp("eval"), codebook=256, tokenizer_steps=120)
 
 
 def test_the_long_rollouts_truth_is_made_once_for_every_dreamer(data, monkeypatch):
@@ -220,23 +225,19 @@ def test_the_decoding_sweep_keeps_only_candidates_whose_late_dreams_pass_the_rea
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "known miss: the oracle (the tokenizer's reconstruction of the truth) turns the right way in only 0.83 of "
-    "the tours (bar 0.95; walks 0.93): the estimators misread slow looks and walks through this small "
-    "tokenizer (120 steps, 256 codes); every assertion before it held (blind, still, random codes, oracle "
-    "c2st). Trained 800 steps and toured from 32 contexts the oracle reads turns 0.994 but walks 0.943, "
-    "still short; at the demo's scale each of its tour signs meets 0.95 on val and test "
-    "(bench/results/walk_rule_cpu_2026-12-04.json)"))
-def test_the_calibration_separates_good_dreams_from_bad(data):
+def test_the_calibration_separates_good_dreams_from_bad(tmp_path_factory):
     """docs/metrics.md#calibration: each metric reads what it claims. An action-blind model does not
     follow the actions (delta_psnr@16 interval holds 0, the inverse-dynamics model reads its yaw at
     chance, its tours turn no particular way); a still dream turns and walks nowhere; uniform random
     codes are told from real frames every time; the tokenizer's reconstruction of the truth (the
-    oracle) is not, and moves the right way."""
+    oracle) is not, and moves the right way. Its own data: the oracle's tour signs read through the
+    tokenizer, and the 120-step, 256-code one of `data` blurs slow looks and walks past what the estimators
+    read (oracle turn sign 0.83, walk 0.93); 800 steps of 2048 codes read 0.997 and 0.971."""
     from ochre.eval import EvalConfig
     from ochre.eval.evaluate import calibrate
 
-    cfg = EvalConfig(split="all", rollouts=48, long_rollouts=4, seeds=(0,), tours=16, learned=False)
+    data = _small_data(tmp_path_factory.mktemp("calibration"), codebook=2048, tokenizer_steps=800)
+    cfg = EvalConfig(split="all", rollouts=48, long_rollouts=4, seeds=(0,), tours=32, learned=False)
     table = calibrate(data / "tokens", {"blind": data / "blind"}, cfg=cfg, log=lambda m: None)
     blind, still, noise, oracle = table["blind"], table["still"], table["random_codes"], table["oracle"]
     lo, hi = blind["delta_psnr@16/ci"]
@@ -246,5 +247,5 @@ def test_the_calibration_separates_good_dreams_from_bad(data):
     assert still["tour/turn_sign_acc"] <= 0.1 and still["tour/walk_sign_acc"] <= 0.1
     assert min(noise["c2st@1-8"], noise["c2st@9-32"], noise["c2st@129-256"]) >= 0.95
     assert abs(oracle["c2st@1-8"] - 0.5) <= 0.1 and abs(oracle["c2st@9-32"] - 0.5) <= 0.1
-    assert oracle["tour/turn_sign_acc"] >= 0.95 and oracle["tour/walk_sign_acc"] >= 0.95
+    assert min(oracle["tour/turn_sign_acc"], oracle["tour/walk_sign_acc"], oracle["tour/strafe_sign_acc"]) >= 0.95
     assert oracle["idm/dream/acc_yaw"] > blind["idm/dream/acc_yaw"] + 0.2
