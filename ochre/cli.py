@@ -219,6 +219,10 @@ def _add_train(sub) -> None:
     p.add_argument("--shift-per-unit", type=float, nargs=2, default=None, metavar=("YAW_PX", "PITCH_PX"),
                    help="pixels the picture moves per unit of yaw and of pitch, for the warp prior (default: "
                    "what `ochre tokenize` measured on the train clips; `ochre data check` prints it)")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="start a new run from this world model's weights (a checkpoint or run folder, e.g. "
+                   "ochre/shipped/world) with a fresh optimizer and schedule: to train a model further on the "
+                   "codes of the tokenizer it was trained on; its model settings must match this run's")
     _add_run_flags(p)
     p.set_defaults(_run="ochre.train.world:run")
 

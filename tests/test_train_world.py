@@ -259,3 +259,26 @@ def test_training_stops_without_the_shift_per_unit(data, tmp_path):
         _train(tokens, tmp_path / "run", steps=1)
     assert not (tmp_path / "run" / "checkpoints").exists()
     _train(tokens, tmp_path / "run", steps=1, shift=(12.0, 12.0))
+
+
+def test_init_starts_a_new_run_from_a_models_weights(data, tmp_path):
+    """--init: step 0 of the new run is the given model (a fresh optimizer trains it on), the run records
+    the weights it started from, and a model of other settings is refused naming what differs."""
+    _train(data / "tokens", tmp_path / "first", steps=3)
+    first = _weights(tmp_path / "first")
+    cfg, tcfg = DynamicsConfig(**SMALL, impl="torch"), WorldTrainConfig(steps=2, batch=2, window=6, unroll=2, warmup=1)
+    train(data / "tokens", tmp_path / "on", cfg, tcfg, SamplingConfig(), seed=5, ckpt_every=1, log_every=1,
+          progress=False, precision="fp32", keep=5, init=tmp_path / "first")     # another seed: other random weights
+    steps = sorted((tmp_path / "on" / "checkpoints").iterdir())
+    after_one = {k: v for k, v in load_dynamics(steps[0])[0].state_dict().items()}
+    moved = [k for k in first if first[k].is_floating_point() and not torch.equal(first[k], after_one[k])]
+    # One AdamW step at warm-up lr moves every trained weight by about lr: near the start, not at random init.
+    assert moved and max((first[k] - after_one[k]).abs().max().item() for k in moved) < 0.05
+    record = json.loads((steps[-1] / "config.json").read_text())["extra"]["run"]
+    assert record["inputs"]["init"] == json.loads((latest_checkpoint(tmp_path / "first") / "config.json")
+                                                  .read_text())["files"]["model.safetensors"]
+    other = DynamicsConfig(**{**SMALL, "hidden": (8, 16)}, impl="torch")
+    with pytest.raises(ValueError, match=r"settings differ.*hidden"):
+        train(data / "tokens", tmp_path / "bad", other, tcfg, SamplingConfig(), progress=False, init=tmp_path / "first")
+    assert main(["train", str(data / "tokens"), "--out", str(tmp_path / "tok"), "--init",
+                 str(data / "tok"), "--steps", "1"]) == 2          # a tokenizer is not a world model

@@ -40,7 +40,7 @@ from ochre.data.loader import Split, in_split, rank_shards, split_sources, windo
 from ochre.data.shards import index_digest, read_index
 from ochre.device import train_autocast, train_precision
 from ochre.io import record_path
-from ochre.models.checkpoint import CheckpointError
+from ochre.models.checkpoint import CheckpointError, load_verified, read_checkpoint_config
 from ochre.models.dynamics import Dynamics, DynamicsConfig
 from ochre.models.sampling import SamplingConfig, sample_tokens
 from ochre.train import checkpoint as ckpt
@@ -267,17 +267,20 @@ RUN_OUTPUTS = ("checkpoints", "log.jsonl", "tb")
 
 
 def run_record(tokens_root, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sampling: SamplingConfig, *,
-               recipe_name: str, seed: int, workers: int, ranks: int, tokenizer: str | None = None) -> dict:
+               recipe_name: str, seed: int, workers: int, ranks: int, tokenizer: str | None = None,
+               init: str | None = None) -> dict:
     """Everything that must match for --resume to continue the exact run (ochre.train.run_folder):
-    model, recipe, training settings, seed, the data stream's shape, the token set and the hash of
-    the tokenizer that made it (the model lookup pairs the run with that tokenizer). `steps` and
-    `minutes` may grow on resume; `impl` and --compile pick kernels, not results."""
+    model, recipe, training settings, seed, the data stream's shape, the token set, the hash of
+    the tokenizer that made it (the model lookup pairs the run with that tokenizer) and the hash of
+    the weights it started from (`init`, None for random ones). `steps` and `minutes` may grow on
+    resume; `impl` and --compile pick kernels, not results."""
     model = {k: v for k, v in asdict(cfg).items() if k != "impl"}
     train = {k: v for k, v in asdict(tcfg).items() if k not in ("steps", "minutes")}
     return {"kind": "world-run",
             "config": {**train, "recipe": recipe_name, "sampling": asdict(sampling), "seed": seed,
                        "workers": workers, "ranks": ranks, "model": model},
-            "inputs": {"tokens": index_digest(tokens_root), "tokenizer": tokenizer}}
+            "inputs": {"tokens": index_digest(tokens_root), "tokenizer": tokenizer,
+                       **({"init": init} if init else {})}}
 
 
 def _windows_here(index: dict, window: int, rank: int, world: int, seed: int, epoch: int) -> int:
@@ -308,8 +311,10 @@ class _Run:
 
 def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sampling: SamplingConfig,
               info: DistInfo, *, recipe_name: str, preset: str, seed: int, compile: bool, resume: bool,
-              overwrite: bool, workers: int, shift: tuple[float, float] | None = None, moves: bool = True) -> _Run:
-    """Check the token set and the run folder, build model, optimizer and data, restore a checkpoint."""
+              overwrite: bool, workers: int, shift: tuple[float, float] | None = None, moves: bool = True,
+              init=None) -> _Run:
+    """Check the token set and the run folder, build model, optimizer and data, restore a checkpoint
+    (or, for a new run, start from the weights of the dynamics checkpoint `init`)."""
     index = read_index(tokens_root)                          # a wrong path fails here, before any work
     if index.get("kind") != "tokens":
         raise ValueError(f"{tokens_root} holds clip shards, not token shards: run `ochre tokenize` first")
@@ -322,8 +327,9 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
                   f"{cfg.shift_per_unit[1]} per unit pitch, {cfg.strafe_per_unit} per unit strafe, and zooms by "
                   f"e^{cfg.zoom_per_unit} per unit of walking forward", file=sys.stderr)
     out = Path(out)
+    start = _init_weights(init, cfg, index) if init is not None else None
     record = run_record(tokens_root, cfg, tcfg, sampling, recipe_name=recipe_name, seed=seed, workers=workers,
-                        ranks=info.world, tokenizer=index.get("tokenizer"))
+                        ranks=info.world, tokenizer=index.get("tokenizer"), init=start and start[0])
     latest = claim_run_folder(out, record, info, resume=resume, overwrite=overwrite, outputs=RUN_OUTPUTS)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed + info.rank)                      # ranks draw different noise/samples
@@ -334,6 +340,8 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
     run = _Run(info, out, model, opt, None, None, _Budget(tcfg, 0.0), extra)
     if latest is not None:
         _restore(run, latest)
+    elif start is not None:
+        model.load_state_dict(start[1])
     here = _windows_here(index, tcfg.window, info.rank, info.world, seed, run.epoch)
     check_every_rank_has_data(tokens_root, here, tcfg.batch, len(index["shards"]))
     loss_fn: nn.Module = WorldLoss(model, tcfg, sampling)
@@ -346,6 +354,25 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
     run.batches = window_batches(tokens_root, tcfg.window, tcfg.batch, seed=seed, split="train", workers=workers,
                                  dist=Split(info.rank, info.world), start_epoch=run.epoch, skip=run.batch_in_epoch)
     return run
+
+
+def _init_weights(init, cfg: DynamicsConfig, index: dict) -> tuple[str, dict]:
+    """The weights (hash, state dict) of the dynamics checkpoint (or run folder) `init`, checked to fit
+    the run: the same model settings (the motion prior included, which the token set decides) and a
+    model of the tokenizer that made these tokens, else a ValueError that names what differs."""
+    meta = read_checkpoint_config(init)
+    if meta.get("kind") != "dynamics":
+        raise ValueError(f"--init {init}: a {meta.get('kind')} checkpoint, not a world model's")
+    mine = {k: v for k, v in asdict(cfg).items() if k != "impl"}
+    theirs = asdict(DynamicsConfig(**{k: v for k, v in meta["config"].items() if k != "impl"}))
+    differ = [f"{k} {theirs.get(k)} (here {v})" for k, v in mine.items() if theirs.get(k) != v]
+    if differ:
+        raise ValueError(f"--init {init}: its model settings differ from this run's: {', '.join(differ)}")
+    made_by = meta.get("extra", {}).get("run", {}).get("inputs", {}).get("tokenizer")
+    if made_by and index.get("tokenizer") and made_by != index["tokenizer"]:
+        raise ValueError(f"--init {init}: trained on the codes of tokenizer {made_by[:16]}, these tokens are "
+                         f"tokenizer {index['tokenizer'][:16]}'s")
+    return meta["files"]["model.safetensors"], load_verified(Path(meta["path"]), "model.safetensors", meta)
 
 
 def _restore(run: _Run, latest: Path) -> None:
@@ -445,13 +472,16 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
           recipe_name: str = "ochre", preset: str = "tiny", seed: int = 0, compile: bool = False,
           resume: bool = False, overwrite: bool = False, workers: int = 0, device: str | None = None,
           ckpt_every: int = 200, log_every: int = 25, keep: int = 3, progress: bool = True,
-          shift: tuple[float, float] | None = None, moves: bool = True, precision: str = "auto") -> dict:
+          shift: tuple[float, float] | None = None, moves: bool = True, precision: str = "auto",
+          init=None) -> dict:
     """Train (or resume) a world-model run in `out`; returns a summary of the last logged step.
     moves False leaves the motion prior of the movement keys off (an ablation); precision: of the
-    train step (ochre.device.train_precision)."""
+    train step (ochre.device.train_precision); init: a dynamics checkpoint whose weights a new run
+    starts from (a fresh optimizer and schedule: training a model on further)."""
     info = setup(device)
     run = start_run(tokens_root, out, cfg, tcfg, sampling, info, recipe_name=recipe_name, preset=preset, seed=seed,
-                    compile=compile, resume=resume, overwrite=overwrite, workers=workers, shift=shift, moves=moves)
+                    compile=compile, resume=resume, overwrite=overwrite, workers=workers, shift=shift, moves=moves,
+                    init=init)
     # auto: fp32 on a CPU (ochre.device.train_precision: bf16's slower compile costs more steps than it gains)
     run.precision = train_precision(info.device, precision, cpu_bf16=False)
     last = train_loop(run, tcfg, ckpt_every=ckpt_every, log_every=log_every, keep=keep, progress=progress)
@@ -485,7 +515,7 @@ def run(args) -> int:
                         seed=args.seed, compile=args.compile, resume=args.resume, overwrite=args.overwrite,
                         workers=args.workers, device=args.device, ckpt_every=args.ckpt_every,
                         log_every=args.log_every, keep=args.keep, shift=args.shift_per_unit,
-                        precision=args.precision)
+                        precision=args.precision, init=args.init)
     except (FileNotFoundError, ValueError, CheckpointError) as e:   # RunMismatch is a ValueError
         print(f"ochre train: {e}", file=sys.stderr)
         return 2
