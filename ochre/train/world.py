@@ -320,14 +320,15 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
         raise ValueError(f"{tokens_root} holds clip shards, not token shards: run `ochre tokenize` first")
     if index.get("codebook_size", cfg.codebook_size) != cfg.codebook_size:
         cfg = replace(cfg, codebook_size=index["codebook_size"])
+    start = _init_weights(init, cfg, index) if init is not None else None
     if cfg.warp:
-        cfg = replace(cfg, **motion_prior(index, tokens_root, cfg, shift, moves))
+        # A model trained on keeps the motion prior it learned with (measured on its own data).
+        cfg = replace(cfg, **(start[2] if start else motion_prior(index, tokens_root, cfg, shift, moves)))
         if info.is_main:
             print(f"motion prior: the picture moves {cfg.shift_per_unit[0]} tokens per unit yaw, "
                   f"{cfg.shift_per_unit[1]} per unit pitch, {cfg.strafe_per_unit} per unit strafe, and zooms by "
                   f"e^{cfg.zoom_per_unit} per unit of walking forward", file=sys.stderr)
     out = Path(out)
-    start = _init_weights(init, cfg, index) if init is not None else None
     record = run_record(tokens_root, cfg, tcfg, sampling, recipe_name=recipe_name, seed=seed, workers=workers,
                         ranks=info.world, tokenizer=index.get("tokenizer"), init=start and start[0])
     latest = claim_run_folder(out, record, info, resume=resume, overwrite=overwrite, outputs=RUN_OUTPUTS)
@@ -356,14 +357,18 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
     return run
 
 
-def _init_weights(init, cfg: DynamicsConfig, index: dict) -> tuple[str, dict]:
-    """The weights (hash, state dict) of the dynamics checkpoint (or run folder) `init`, checked to fit
-    the run: the same model settings (the motion prior included, which the token set decides) and a
-    model of the tokenizer that made these tokens, else a ValueError that names what differs."""
+MOTION_PRIOR = ("shift_per_unit", "strafe_per_unit", "zoom_per_unit")
+
+
+def _init_weights(init, cfg: DynamicsConfig, index: dict) -> tuple[str, dict, dict]:
+    """The weights (hash, state dict) and motion prior of the dynamics checkpoint (or run folder)
+    `init`, checked to fit the run: the same model settings but the motion prior (the model keeps
+    its own: a re-measurement on re-encoded clips moves it in the third decimal) and a model of the
+    tokenizer that made these tokens, else a ValueError that names what differs."""
     meta = read_checkpoint_config(init)
     if meta.get("kind") != "dynamics":
         raise ValueError(f"--init {init}: a {meta.get('kind')} checkpoint, not a world model's")
-    mine = {k: v for k, v in asdict(cfg).items() if k != "impl"}
+    mine = {k: v for k, v in asdict(cfg).items() if k not in ("impl", *MOTION_PRIOR)}
     theirs = asdict(DynamicsConfig(**{k: v for k, v in meta["config"].items() if k != "impl"}))
     differ = [f"{k} {theirs.get(k)} (here {v})" for k, v in mine.items() if theirs.get(k) != v]
     if differ:
@@ -372,7 +377,8 @@ def _init_weights(init, cfg: DynamicsConfig, index: dict) -> tuple[str, dict]:
     if made_by and index.get("tokenizer") and made_by != index["tokenizer"]:
         raise ValueError(f"--init {init}: trained on the codes of tokenizer {made_by[:16]}, these tokens are "
                          f"tokenizer {index['tokenizer'][:16]}'s")
-    return meta["files"]["model.safetensors"], load_verified(Path(meta["path"]), "model.safetensors", meta)
+    return (meta["files"]["model.safetensors"], load_verified(Path(meta["path"]), "model.safetensors", meta),
+            {k: theirs[k] for k in MOTION_PRIOR})
 
 
 def _restore(run: _Run, latest: Path) -> None:
