@@ -282,3 +282,6 @@ def test_init_starts_a_new_run_from_a_models_weights(data, tmp_path):
         train(data / "tokens", tmp_path / "bad", other, tcfg, SamplingConfig(), progress=False, init=tmp_path / "first")
     assert main(["train", str(data / "tokens"), "--out", str(tmp_path / "tok"), "--init",
                  str(data / "tok"), "--steps", "1"]) == 2          # a tokenizer is not a world model
+    with pytest.raises(ValueError, match="motion prior"):
+        train(data / "tokens", tmp_path / "shift", cfg, tcfg, SamplingConfig(), progress=False, shift=(4.0, 4.0),
+              init=tmp_path / "first")

@@ -320,6 +320,8 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
         raise ValueError(f"{tokens_root} holds clip shards, not token shards: run `ochre tokenize` first")
     if index.get("codebook_size", cfg.codebook_size) != cfg.codebook_size:
         cfg = replace(cfg, codebook_size=index["codebook_size"])
+    if init is not None and shift is not None:
+        raise ValueError("--init and --shift-per-unit: a model trained on keeps the motion prior it learned with")
     start = _init_weights(init, cfg, index) if init is not None else None
     if cfg.warp:
         # A model trained on keeps the motion prior it learned with (measured on its own data).
