@@ -40,7 +40,7 @@ from ochre.data.loader import Split, in_split, rank_shards, split_sources, windo
 from ochre.data.shards import index_digest, read_index
 from ochre.device import train_autocast, train_precision
 from ochre.io import record_path
-from ochre.models.checkpoint import CheckpointError, load_verified, read_checkpoint_config
+from ochre.models.checkpoint import CheckpointError, load_weights, read_checkpoint_config
 from ochre.models.dynamics import Dynamics, DynamicsConfig
 from ochre.models.sampling import SamplingConfig, sample_tokens
 from ochre.train import checkpoint as ckpt
@@ -322,10 +322,10 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
         cfg = replace(cfg, codebook_size=index["codebook_size"])
     if init is not None and shift is not None:
         raise ValueError("--init and --shift-per-unit: a model trained on keeps the motion prior it learned with")
-    start = _init_weights(init, cfg, index) if init is not None else None
+    start = _check_init(init, cfg, index) if init is not None else None                # (hash, motion prior)
     if cfg.warp:
         # A model trained on keeps the motion prior it learned with (measured on its own data).
-        cfg = replace(cfg, **(start[2] if start else motion_prior(index, tokens_root, cfg, shift, moves)))
+        cfg = replace(cfg, **(start[1] if start else motion_prior(index, tokens_root, cfg, shift, moves)))
         if info.is_main:
             print(f"motion prior: the picture moves {cfg.shift_per_unit[0]} tokens per unit yaw, "
                   f"{cfg.shift_per_unit[1]} per unit pitch, {cfg.strafe_per_unit} per unit strafe, and zooms by "
@@ -343,8 +343,8 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
     run = _Run(info, out, model, opt, None, None, _Budget(tcfg, 0.0), extra)
     if latest is not None:
         _restore(run, latest)
-    elif start is not None:
-        model.load_state_dict(start[1])
+    elif init is not None:
+        load_weights(init, model)
     here = _windows_here(index, tcfg.window, info.rank, info.world, seed, run.epoch)
     check_every_rank_has_data(tokens_root, here, tcfg.batch, len(index["shards"]))
     loss_fn: nn.Module = WorldLoss(model, tcfg, sampling)
@@ -362,16 +362,19 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
 MOTION_PRIOR = ("shift_per_unit", "strafe_per_unit", "zoom_per_unit")
 
 
-def _init_weights(init, cfg: DynamicsConfig, index: dict) -> tuple[str, dict, dict]:
-    """The weights (hash, state dict) and motion prior of the dynamics checkpoint (or run folder)
-    `init`, checked to fit the run: the same model settings but the motion prior (the model keeps
-    its own: a re-measurement on re-encoded clips moves it in the third decimal) and a model of the
-    tokenizer that made these tokens, else a ValueError that names what differs."""
+def _check_init(init, cfg: DynamicsConfig, index: dict) -> tuple[str, dict]:
+    """The weights' hash and the motion prior of the dynamics checkpoint (or run folder) `init`,
+    checked to fit the run: the same model settings but the motion prior (the model keeps its own: a
+    re-measurement on re-encoded clips moves it in the third decimal) and a model of the tokenizer
+    that made these tokens, else a ValueError that names what differs. (start_run loads the weights.)"""
     meta = read_checkpoint_config(init)
     if meta.get("kind") != "dynamics":
         raise ValueError(f"--init {init}: a {meta.get('kind')} checkpoint, not a world model's")
     mine = {k: v for k, v in asdict(cfg).items() if k not in ("impl", *MOTION_PRIOR)}
-    theirs = asdict(DynamicsConfig(**{k: v for k, v in meta["config"].items() if k != "impl"}))
+    try:
+        theirs = asdict(DynamicsConfig(**{k: v for k, v in meta["config"].items() if k != "impl"}))
+    except TypeError as e:
+        raise ValueError(f"--init {init}: its config does not fit this version's DynamicsConfig ({e})") from e
     differ = [f"{k} {theirs.get(k)} (here {v})" for k, v in mine.items() if theirs.get(k) != v]
     if differ:
         raise ValueError(f"--init {init}: its model settings differ from this run's: {', '.join(differ)}")
@@ -379,8 +382,7 @@ def _init_weights(init, cfg: DynamicsConfig, index: dict) -> tuple[str, dict, di
     if made_by and index.get("tokenizer") and made_by != index["tokenizer"]:
         raise ValueError(f"--init {init}: trained on the codes of tokenizer {made_by[:16]}, these tokens are "
                          f"tokenizer {index['tokenizer'][:16]}'s")
-    return (meta["files"]["model.safetensors"], load_verified(Path(meta["path"]), "model.safetensors", meta),
-            {k: theirs[k] for k in MOTION_PRIOR})
+    return meta["files"]["model.safetensors"], {k: theirs[k] for k in MOTION_PRIOR}
 
 
 def _restore(run: _Run, latest: Path) -> None:
