@@ -155,7 +155,11 @@ async def _players(url: str, n: int, seconds: float, fps: float, warmup: float, 
 
 def run_point(backend: str, dtype: str | None, players: int, seconds: float, fps: float, warmup: float,
               threads: int | None = None, checkpoint: str | None = None) -> dict:
-    """One server, `players` bots for `seconds`: the summary, the memory, and whether every bar was met."""
+    """One server, `players` bots for `seconds`: the summary, the memory, and whether every bar was met.
+    dtype None: what `ochre serve` chooses on this machine (runtime.serve.cli.default_dtype), named."""
+    from ochre.runtime.serve.cli import default_dtype
+
+    dtype = dtype or default_dtype(backend, "cpu")
     proc, url = start_server(backend, dtype, players, fps, threads, checkpoint)
     try:
         bots, mem = asyncio.run(_players(url, players, seconds, fps, warmup, proc.pid))
@@ -163,7 +167,7 @@ def run_point(backend: str, dtype: str | None, players: int, seconds: float, fps
         log = stop_server(proc)
     for b in bots:
         del b["arrivals"]
-    row = {"backend": backend, "dtype": dtype or "fp32", "fps_target": fps, **summary(bots, seconds), **mem,
+    row = {"backend": backend, "dtype": dtype, "fps_target": fps, **summary(bots, seconds), **mem,
            "server_log_tail": log.strip().splitlines()[-3:]}
     row["rss_change"] = row["rss_kib_end"] / row["rss_kib_start"] - 1
     row["bars_met"] = bool(row["fps_min"] >= FPS_BAR * fps / 20 and row["latency_ms_p99"] is not None
@@ -182,6 +186,8 @@ def _say(row: dict) -> None:
 def main(argv=None) -> int:
     from ochre.bench.common import header, result_path
     from ochre.io import write_json_atomic
+    from ochre.runtime.bench import cpu_has_bf16
+    from ochre.runtime.serve.cli import default_dtype
 
     p = argparse.ArgumentParser(prog="python -m ochre.bench.serve_load", description=__doc__.splitlines()[0])
     p.add_argument("--players", type=int, default=16, help="players of the main run (0: only the --sweep)")
@@ -189,7 +195,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=5.0, help="seconds left out of the frame rate (default 5)")
     p.add_argument("--fps", type=float, default=20.0)
     p.add_argument("--backend", default="native")
-    p.add_argument("--dtype", default=None, help="fp32 or bf16 (default: the backend's fp32)")
+    p.add_argument("--dtype", default=None, help="fp32 or bf16 (default: what `ochre serve` runs here: bf16 with "
+                   "compiled or native on a CPU with bf16 units, else fp32)")
     p.add_argument("--threads", type=int, default=None, help="the server's intra-op threads")
     p.add_argument("--checkpoint", default=None, help="world-model run to serve (default: what `ochre serve` takes)")
     p.add_argument("--sweep", nargs="+", default=None, metavar="BACKEND[/DTYPE]:N,N,…",
@@ -201,7 +208,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     load_before = os.getloadavg()
     result = {"benchmark": "serve_load", **header(), "bars": {"fps_min": FPS_BAR, "latency_ms_p99": P99_BAR_MS,
-              "rss_change": RSS_BAR, "dropped": 0}, "what": __doc__.split("\n\n")[2].strip()}
+              "rss_change": RSS_BAR, "dropped": 0}, "what": __doc__.split("\n\n")[2].strip(),
+              "cpu_bf16": cpu_has_bf16()}
     if args.players > 0:
         row = run_point(args.backend, args.dtype, args.players, args.seconds, args.fps, args.warmup, args.threads,
                         args.checkpoint)
@@ -213,16 +221,17 @@ def main(argv=None) -> int:
         for spec in args.sweep:
             name, counts = spec.split(":")
             backend, _, dtype = name.partition("/")
+            dtype = dtype or default_dtype(backend, "cpu")
             best, rows = 0, []
             for n in sorted(int(c) for c in counts.split(",")):
-                row = run_point(backend, dtype or None, n, args.sweep_seconds, args.fps, args.warmup, args.threads,
+                row = run_point(backend, dtype, n, args.sweep_seconds, args.fps, args.warmup, args.threads,
                                 args.checkpoint)
                 _say(row)
                 rows.append(row)
                 if not row["bars_met"]:
                     break
                 best = n
-            result["capacity"].append({"backend": backend, "dtype": dtype or "fp32", "players_at_bars": best,
+            result["capacity"].append({"backend": backend, "dtype": dtype, "players_at_bars": best,
                                        "runs": rows})
     result.update(loadavg_before=list(load_before), loadavg_after=list(os.getloadavg()))
     if args.note:

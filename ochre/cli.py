@@ -465,8 +465,9 @@ def _add_serve(sub) -> None:
                    help="stepper backend (default: native on a CPU, its AOTInductor packages compiled once per "
                    "batch and cached, about 35 s; compiled on CUDA); torch starts at once")
     p.add_argument("--dtype", choices=choices.CPU_PRECISIONS, default=None,
-                   help="precision of the convolutions and linear layers (bf16: torch, compiled and native; "
-                   "about twice as fast on CPUs with AVX512-BF16 or AMX); default fp32")
+                   help="precision of the convolutions and linear layers (bf16: compiled and native, about twice "
+                   "as fast on CPUs with AVX512-BF16 or AMX; torch too); default bf16 with compiled or native on "
+                   "such a CPU, where it serves twice the players, else fp32")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; a wider one is warned about)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free one, printed)")

@@ -322,6 +322,20 @@ def test_serve_help_explains():
     assert r.returncode == 0 and "--max-players" in r.stdout and "1008" in r.stdout and "127.0.0.1" in r.stdout
 
 
+def test_serve_runs_bf16_by_default_only_where_the_cpu_computes_it(monkeypatch):
+    """Without --dtype: bf16 for the backends with a bf16 CPU path on a CPU with bf16 units (twice the
+    players there), fp32 everywhere else (emulated bf16 is slower than fp32)."""
+    import ochre.runtime.bench as rb
+    from ochre.runtime.serve.cli import default_dtype
+
+    for units in (True, False):
+        monkeypatch.setattr(rb, "cpu_has_bf16", lambda units=units: units)
+        got = {b: default_dtype(b, "cpu") for b in ("torch", "compiled", "native", "onnxruntime")}
+        assert got == {"torch": "fp32", "compiled": "bf16" if units else "fp32", "native": "bf16" if units else "fp32",
+                       "onnxruntime": "fp32"}, (units, got)
+        assert default_dtype("compiled", "cuda") == default_dtype("native", "cuda:0") == "fp32"
+
+
 @needs_server
 def test_the_load_bench_runs_and_stops_by_itself(tmp_path):
     """`python -m ochre.bench.serve_load`, short: its own server process, two bots, the JSON it writes."""

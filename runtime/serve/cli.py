@@ -22,6 +22,18 @@ def is_local(host: str) -> bool:
         return host in LOCAL
 
 
+def default_dtype(backend: str, device: str) -> str:
+    """The precision `ochre serve` runs without --dtype: bf16 on a CPU that computes it natively
+    (AVX512-BF16 or AMX) for the backends with a bf16 CPU path, else fp32. Where it is native, the
+    steps of many players fit the tick only in bf16 (native, 16 players, 2 cores with AVX512-BF16,
+    bench/results/serve_load_cpu_2026-12-04_bf16units.json: 20 frames/s each in bf16, 15 in fp32),
+    and its dreams measure as fp32's (README, Play in a browser); elsewhere bf16 is emulated and slower."""
+    from ochre.runtime.bench import BF16_BACKENDS, cpu_has_bf16
+
+    cpu = not device.startswith("cuda")
+    return "bf16" if cpu and backend in BF16_BACKENDS and cpu_has_bf16() else "fp32"
+
+
 def make_game(args):
     """The model (resolved as `ochre play` does), its stepper at batch --max-players, the Game."""
     from ochre.models.lookup import resolve
@@ -72,6 +84,8 @@ def run(args) -> int:
         args.max_players = 64 if args.device.startswith("cuda") else 8
     if args.backend is None:
         args.backend = "compiled" if args.device.startswith("cuda") else "native"
+    if args.dtype is None:
+        args.dtype = default_dtype(args.backend, args.device)
     if args.threads is None and not args.device.startswith("cuda"):
         # One core is left to the connections: an OpenMP team that shares every core with the event loop
         # waits at each barrier for a descheduled member (native bf16, 16 players, 2 cores under load:
