@@ -2,25 +2,45 @@
 tensorrt, native) and no export folder named.
 
 They live in the cache (ochre.models.lookup.cache_dir()/exports/), one folder per model and
-settings, keyed by the tokenizer's and world model's checkpoint hashes and the batch: ONNX also by
-dtype (an ONNX export runs on any device); AOTInductor packages also by torch version and what they
-are compiled for: the CPU's vector ISA, or the GPU's architecture.
+settings, keyed by the tokenizer's and world model's checkpoint hashes, the batch, the dtype and the
+code of the graphs (graph_code: an export made by another version of ochre is made again);
+AOTInductor packages also by torch version and what they are compiled for: the CPU's vector ISA, or
+the GPU's architecture.
 Each passes the same parity check as `ochre export`, whose manifest is written last, so a folder
 without one (an interrupted export) is made again.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.util
 from pathlib import Path
 
 from ochre.runtime.stepper import EXPORTED
+
+# The modules whose code the exported graphs are: the models, their sampling and live step, the
+# precision wrappers, the kernels' torch reference, and the export wrappers.
+GRAPH_SOURCES = ("ochre.models.dynamics", "ochre.models.sampling", "ochre.models.step", "ochre.models.tokenizer",
+                 "ochre.models.precision", "ochre.kernels.reference", "ochre.export.graph", "ochre.export.onnx",
+                 "ochre.export.aoti")
+
+
+@functools.cache
+def graph_code() -> str:
+    """8 hex digits of the source of GRAPH_SOURCES: an export cached by other code (an older ochre)
+    is made again, not run with the graphs it had then."""
+    digest = hashlib.sha256()
+    for name in GRAPH_SOURCES:
+        digest.update(Path(importlib.util.find_spec(name).origin).read_bytes())
+    return digest.hexdigest()[:8]
 
 
 def export_dir(model, batch: int, dtype: str = "fp32") -> Path:
     from ochre.models.checkpoint import checkpoint_hash
     from ochre.models.lookup import cache_dir
 
-    key = f"{checkpoint_hash(model.tokenizer)}-{checkpoint_hash(model.world)}-b{batch}-{dtype}"
+    key = f"{checkpoint_hash(model.tokenizer)}-{checkpoint_hash(model.world)}-b{batch}-{dtype}-code{graph_code()}"
     return cache_dir() / "exports" / key
 
 
@@ -34,7 +54,7 @@ def aoti_dir(model, batch: int, dtype: str = "fp32", device: str = "cpu") -> Pat
     target = compiled_for(device)
     machine = target.get("cuda_arch") or target["cpu_capability"]          # sm_90 | AVX512 | ...
     key = (f"aoti-{checkpoint_hash(model.tokenizer)}-{checkpoint_hash(model.world)}-b{batch}-{dtype}-"
-           f"torch{torch.__version__}-{device}-{machine}").replace("+", "_")
+           f"torch{torch.__version__}-{device}-{machine}-code{graph_code()}").replace("+", "_")
     return cache_dir() / "exports" / key
 
 

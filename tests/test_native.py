@@ -246,6 +246,23 @@ def test_cuda_packages_are_named_in_their_folder_and_refused_without_a_gpu(world
     assert "-cpu-" in aoti_dir(from_run(world), 1).name
 
 
+def test_cached_exports_are_keyed_by_the_code_of_their_graphs(world, tmp_path, monkeypatch):
+    """An export cached by another version of the graphs' code (the sampler, the model) is not reused."""
+    from types import SimpleNamespace
+
+    import ochre.runtime.exports as ex
+    from ochre.models.lookup import from_run
+
+    model, code = from_run(world), ex.graph_code()
+    assert ex.aoti_dir(model, 1).name.endswith(f"-code{code}") and ex.export_dir(model, 1).name.endswith(f"-code{code}")
+    changed = tmp_path / "sampling.py"
+    changed.write_bytes(Path(importlib.util.find_spec("ochre.models.sampling").origin).read_bytes() + b"# changed\n")
+    real = importlib.util.find_spec
+    fake = {"ochre.models.sampling": SimpleNamespace(origin=str(changed))}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: fake.get(name) or real(name))
+    assert ex.graph_code.__wrapped__() != code
+
+
 def test_cuda_packages_say_their_device_to_the_cpp_loop(world, tmp_path):
     from ochre.export.aoti import _write_shapes
     from ochre.export.graph import StepGraph

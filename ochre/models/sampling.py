@@ -136,9 +136,21 @@ def sample_mixture(mixture, u: torch.Tensor, cfg: SamplingConfig,
         return sample_tokens(lp.movedim(-1, 1), u, cfg), lp if logits else None
     m = z.detach().amax(dim=-1, keepdim=True)                                      # (B, h, w, 1)
     zp = z.gather(-1, codes[..., None])                                            # p's head logit
-    # exp(z − m) of every code but p, per block: p's entry zeroed in place (a scatter, not a (B, h, w,
-    # K) comparison and select: the same numbers, and the eager step is spared two passes over them)
-    rest = (z - m).exp_().scatter_(-1, codes[..., None], 0.0).unflatten(-1, (K // BLOCK, BLOCK)).sum(dim=-1)
+    # exp(z − m) of every code but p, per block. Eager: p's entry zeroed in place (a scatter, not a
+    # (B, h, w, K) comparison and select: the same numbers, and the eager step is spared two passes
+    # over them). In a compiled or exported graph the comparison and select instead: they fuse with
+    # the exponential into the block sums, which read each row of z once and store nothing of size
+    # K, where the scatter made the compiler store every exponential (2 MB a player) and read it
+    # again. The shipped model's native step on 2 cores (bench/results/live_cpu_2026-12-04_blocksum_ab.json):
+    # under ochre's allocator settings within 3 % at batch 1 and 8 (bf16 at 8: 8.80 -> 8.56 ms);
+    # under glibc's defaults, as a program that imports ochre runs, fp32 1.92 ms at batch 1 instead of
+    # 3.11 and 13.4 at batch 8 instead of 23.1 (the stored exponentials' pages faulted in every step).
+    ez = (z - m).exp()
+    if torch.compiler.is_compiling():
+        ez = torch.where(torch.arange(K, device=z.device) == codes[..., None], 0.0, ez)
+    else:
+        ez = ez.scatter_(-1, codes[..., None], 0.0)
+    rest = ez.unflatten(-1, (K // BLOCK, BLOCK)).sum(dim=-1)
     own = torch.exp(zp - m)
     shift, top = mixture.proposal(zp, m + torch.log(rest.sum(dim=-1, keepdim=True) + own))
     # The largest log-probability (boosts are >= 0, so p's is at least z_p − shift): every weight
