@@ -187,7 +187,6 @@ def main(argv=None) -> int:
     from ochre.bench.common import header, result_path
     from ochre.io import write_json_atomic
     from ochre.runtime.bench import cpu_has_bf16
-    from ochre.runtime.serve.cli import default_dtype
 
     p = argparse.ArgumentParser(prog="python -m ochre.bench.serve_load", description=__doc__.splitlines()[0])
     p.add_argument("--players", type=int, default=16, help="players of the main run (0: only the --sweep)")
@@ -221,17 +220,16 @@ def main(argv=None) -> int:
         for spec in args.sweep:
             name, counts = spec.split(":")
             backend, _, dtype = name.partition("/")
-            dtype = dtype or default_dtype(backend, "cpu")
             best, rows = 0, []
             for n in sorted(int(c) for c in counts.split(",")):
-                row = run_point(backend, dtype, n, args.sweep_seconds, args.fps, args.warmup, args.threads,
+                row = run_point(backend, dtype or None, n, args.sweep_seconds, args.fps, args.warmup, args.threads,
                                 args.checkpoint)
                 _say(row)
                 rows.append(row)
                 if not row["bars_met"]:
                     break
                 best = n
-            result["capacity"].append({"backend": backend, "dtype": dtype, "players_at_bars": best,
+            result["capacity"].append({"backend": backend, "dtype": rows[0]["dtype"], "players_at_bars": best,
                                        "runs": rows})
     result.update(loadavg_before=list(load_before), loadavg_after=list(os.getloadavg()))
     if args.note:
