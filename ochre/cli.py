@@ -148,6 +148,15 @@ def _add_train_tokenizer(sub) -> None:
     p.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default: preset's)")
     p.add_argument("--batch", type=_positive_int, default=None, help="frames per step (default: preset's)")
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default: preset's)")
+    p.add_argument("--decoder-of", default=None, metavar="TOKENIZER",
+                   help="refine the decoder of this trained tokenizer (checkpoint or run folder) alone: its "
+                   "encoder and codebook are kept, so it makes the same codes and its token shards and world "
+                   "models stay valid; only the frames a player sees change. The model is TOKENIZER's "
+                   "(--preset sets only the training settings: steps, batch, lr, warm-up)")
+    p.add_argument("--decoder-blocks", type=int, nargs=3, default=None, metavar=("N64", "N32", "N16"),
+                   help="with --decoder-of: residual blocks of the refined decoder at 64x64, 32x32 and 16x16, at "
+                   "least TOKENIZER's; the added blocks start as the identity, so training starts from TOKENIZER's "
+                   "frames")
     _add_run_flags(p)
     p.set_defaults(_run="ochre.train.tokenizer:run")
 
@@ -250,6 +259,9 @@ def _add_eval(sub) -> None:
                    "metrics are added under test_world/")
     p.add_argument("--compare", default=None, help="a second dynamics checkpoint (e.g. a seed-v3 run)")
     p.add_argument("--clips", default=None, help="clip shards (default: the ones the tokens were made from)")
+    p.add_argument("--tokenizer", default=None,
+                   help="decode with this tokenizer instead of the one the tokens were made with: a decoder refined "
+                   "by `ochre train-tokenizer --decoder-of` (refused unless it makes the same codes)")
     p.add_argument("--rollouts", type=_positive_int, default=100, help="32-step rollouts (default 100)")
     p.add_argument("--long-rollouts", type=int, default=16, help="256-step rollouts (default 16)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],

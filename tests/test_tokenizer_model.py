@@ -162,3 +162,28 @@ def test_compile_fullgraph_matches_eager():
     torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(logs_c["psnr"], logs_e["psnr"], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(grad_c, grad_e, rtol=1e-3, atol=1e-6)
+
+
+def test_a_grown_decoder_decodes_as_its_source_until_trained():
+    """grow_decoder: more residual blocks at each resolution, the source's weights moved to their
+    layers, the added blocks the identity: the same frames from the same codes, and the same codes."""
+    from ochre.models.tokenizer import grow_decoder
+
+    torch.manual_seed(0)
+    cfg = TokenizerConfig(channels=(8, 16, 16), blocks=(0, 1, 1), code_dim=8, codebook_size=64)
+    source = Tokenizer(cfg).eval()
+    for p in source.decoder.parameters():          # no zero-initialised layer left: every move is seen
+        p.data.normal_(0, 0.1)
+    grown = Tokenizer(TokenizerConfig(**{**vars(cfg), "decoder_blocks": (1, 2, 3)})).eval()
+    assert len(grown.decoder) == len(source.decoder) + 4
+    grow_decoder(grown, source)
+    frames = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    codes = source.encode(frames)
+    assert torch.equal(grown.encode(frames), codes) and grown.codes_digest() == source.codes_digest()
+    torch.testing.assert_close(grown.decode(codes), source.decode(codes), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="fewer blocks"):
+        grow_decoder(source, grown)
+    with pytest.raises(ValueError, match="beyond their decoders"):
+        grow_decoder(Tokenizer(TokenizerConfig(**{**vars(cfg), "code_dim": 4})), source)
+    with pytest.raises(ValueError, match="decoder_blocks must be >= 0"):
+        TokenizerConfig(**{**vars(cfg), "decoder_blocks": (0, -1, 1)})

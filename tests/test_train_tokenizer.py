@@ -257,3 +257,51 @@ def test_a_rank_without_data_stops_every_rank_with_the_same_message(clips, tmp_p
     assert [p.returncode for p in procs] == [2, 2], errs
     lines = [e.strip().splitlines()[-1] for e in errs]
     assert lines[0] == lines[1] and "rank(s) [1] would get fewer than 4 training frames" in lines[0], lines
+
+
+def test_a_refined_decoder_keeps_the_codes_and_stands_in_for_its_tokenizer(clips, tmp_path, capsys):
+    """--decoder-of trains the decoder alone: the encoder and codebook stay bit for bit, so every frame
+    gets the same codes, the token shards stay valid and `ochre eval --tokenizer` may decode with it;
+    a tokenizer with other codes is refused there, and a resume against another source tokenizer too."""
+    from ochre.data.loader import eval_frames
+    from ochre.eval.evaluate import decoding_tokenizer
+    from ochre.models.checkpoint import CheckpointError, checkpoint_hash, read_checkpoint_config
+
+    _train(clips, tmp_path / "tok", steps=4, device="cpu")
+    _train(clips, tmp_path / "other", steps=5, device="cpu")
+    argv = ["train-tokenizer", str(clips), "--out", str(tmp_path / "dec"), "--decoder-of", str(tmp_path / "tok"),
+            "--steps", "6", "--batch", "4", "--lr", "1e-2", "--device", "cpu", "--precision", "fp32",
+            "--decoder-blocks", "0", "1", "2"]             # one 16x16 block more than SMALL's
+    assert main(argv) == 0
+    assert "refining the decoder of" in capsys.readouterr().err
+    base, refined = load_tokenizer(tmp_path / "tok"), load_tokenizer(tmp_path / "dec")
+    assert refined.config.decoder_blocks == (0, 1, 2) and len(refined.decoder) == len(base.decoder) + 1
+    before, after = base.state_dict(), refined.state_dict()
+    for k in before:
+        if not k.startswith("decoder."):
+            assert torch.equal(before[k], after[k]), k
+    frames = eval_frames(clips, 16, split="all")
+    assert torch.equal(base.encode(frames), refined.encode(frames))
+    assert not torch.equal(base.decode(base.encode(frames)), refined.decode(refined.encode(frames)))
+    assert refined.codes_digest() == base.codes_digest() != load_tokenizer(tmp_path / "other").codes_digest()
+    extra = read_checkpoint_config(tmp_path / "dec")["extra"]
+    assert extra["decoder_of"] == {"checkpoint": checkpoint_hash(tmp_path / "tok"), "codes": base.codes_digest()}
+
+    # the refined decoder stands in for its tokenizer in an eval; another tokenizer does not
+    assert main(["tokenize", str(clips), "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "tokens"),
+                 "--device", "cpu"]) == 0
+    index = read_index(tmp_path / "tokens")
+    got = decoding_tokenizer(tmp_path / "tokens", index, tmp_path / "dec", "cpu")
+    assert torch.equal(got.decoder[0].weight, refined.decoder[0].weight)
+    with pytest.raises(CheckpointError, match="encoder or codebook differ"):
+        decoding_tokenizer(tmp_path / "tokens", index, tmp_path / "other", "cpu")
+
+    # resuming the refinement from another tokenizer is refused before any work
+    capsys.readouterr()
+    argv[argv.index(str(tmp_path / "tok"))] = str(tmp_path / "other")
+    assert main(argv[:6] + ["--steps", "8"] + argv[8:] + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot --resume" in err and "decoder_of" in err, err
+    assert latest_checkpoint(tmp_path / "dec").name == "step_00000006"
+    assert main(["train-tokenizer", str(clips), "--out", str(tmp_path / "x"), "--decoder-blocks", "0", "1", "2"]) == 2
+    assert "pass --decoder-of" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -196,20 +196,38 @@ def _prefixed(prefix: str, metrics: dict) -> dict:
     return {(f"{prefix}/{k}" if prefix else k): v for k, v in ro.public(metrics).items()}
 
 
+def decoding_tokenizer(tokens_root, index: dict, tokenizer, device):
+    """The tokenizer that decodes an eval: the token shards' own, or `tokenizer` if it makes the same
+    codes (a decoder refined by `ochre train-tokenizer --decoder-of`; `Tokenizer.codes_digest`)."""
+    from ochre.models.checkpoint import CheckpointError, load_tokenizer
+
+    own = load_tokenizer(indexed_folder(tokens_root, "tokenizer_checkpoint", index), device)
+    if tokenizer is None:
+        return own
+    other = load_tokenizer(tokenizer, device)
+    if other.codes_digest() != own.codes_digest():
+        raise CheckpointError(f"--tokenizer {tokenizer}: its encoder or codebook differ from those of the tokenizer "
+                              f"{tokens_root} was made with (codes {other.codes_digest()} vs "
+                              f"{own.codes_digest()}); only a decoder refined with `ochre train-tokenizer "
+                              "--decoder-of` can stand in for it")
+    return other
+
+
 def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=None, clips=None,
              test_world=None, device: str | None = None, sampling: dict | None = None, dtype: str = "fp32",
-             log=None) -> dict:
+             tokenizer=None, log=None) -> dict:
     """Write OUT/metrics.json, rollouts.npz, tours.npz, dream.mp4, tour.mp4 and psnr.png; return the
     metrics. dtype: the precision of the model's (and the decoder's) convolutions and linear layers,
-    as a live backend runs them; the baselines stay fp32."""
-    from ochre.models.checkpoint import checkpoint_hash, load_dynamics, load_tokenizer
+    as a live backend runs them; the baselines stay fp32. tokenizer: decode with this checkpoint
+    instead of the one the token shards name (`decoding_tokenizer`: it must make the same codes)."""
+    from ochre.models.checkpoint import checkpoint_hash, load_dynamics
 
     cfg = cfg or EvalConfig()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = Path(out)
     index = read_index(tokens_root)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = load_tokenizer(indexed_folder(tokens_root, "tokenizer_checkpoint", index), device)
+    tokenizer = decoding_tokenizer(tokens_root, index, tokenizer, device)
     model, shipped, meta = load_dynamics(ckpt, device)
     decoding = SamplingConfig(**{**asdict(shipped), **(sampling or {})})     # overrides, for sweeps
     low_model, low_decoder = in_dtype((model, tokenizer), dtype)
@@ -305,7 +323,8 @@ def run(args) -> int:
                          world_tours=args.world_tours, idm=not args.no_idm,
                          c2st=not args.no_c2st, calibrate=args.calibrate, idm_steps=args.idm_steps)
         metrics = evaluate(args.checkpoint, args.tokens, args.out, cfg=cfg, compare=args.compare, clips=args.clips,
-                           test_world=args.test_world, device=args.device, sampling=overrides, dtype=args.dtype)
+                           test_world=args.test_world, device=args.device, sampling=overrides, dtype=args.dtype,
+                           tokenizer=args.tokenizer)
     except (FileNotFoundError, ValueError, CheckpointError) as e:
         print(f"ochre eval: {e}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ outputs assigned to each code, held in buffers that checkpoints save with the we
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 from dataclasses import dataclass
@@ -41,12 +42,19 @@ class TokenizerConfig:
     dead_ratio: float = 0.03  # a code is dead below this fraction of the mean EMA usage
     restart_seed: int = 0  # dead-code restart picks are a hash of (seed, update count)
     impl: str = "auto"  # "auto" | "triton" | "torch": which ochre.kernels implementation to call
+    # The decoder's residual blocks at 64², 32², 16² where they differ from the encoder's (`blocks`):
+    # a decoder refined deeper than its tokenizer (`grow_decoder`). None: as `blocks`.
+    decoder_blocks: tuple[int, int, int] | None = None
 
     def __post_init__(self):
         self.channels, self.blocks = tuple(self.channels), tuple(self.blocks)  # lists from JSON
-        if len(self.channels) != 3 or len(self.blocks) != 3:
+        if self.decoder_blocks is not None:
+            self.decoder_blocks = tuple(self.decoder_blocks)
+        if len(self.channels) != 3 or len(self.blocks) != 3 or len(self.decoder_blocks or self.blocks) != 3:
             raise ValueError(f"channels and blocks need 3 entries (64², 32², 16²), got {self.channels}, "
-                             f"{self.blocks}")
+                             f"{self.blocks}, decoder {self.decoder_blocks}")
+        if min(self.decoder_blocks or self.blocks) < 0:
+            raise ValueError(f"decoder_blocks must be >= 0, got {self.decoder_blocks}")
         if min(self.channels) < 1 or min(self.blocks) < 0 or self.code_dim < 1 or self.codebook_size < 2:
             raise ValueError(f"sizes must be positive: {self}")
         if not 0.0 < self.ema_decay < 1.0:
@@ -128,6 +136,7 @@ class Tokenizer(nn.Module):
         self.config = cfg = config
         c0, c1, c2 = cfg.channels
         n0, n1, n2 = cfg.blocks
+        d0, d1, d2 = cfg.decoder_blocks or cfg.blocks
         self.encoder = nn.Sequential(
             nn.Conv2d(3, c0, 3, padding=1), *_stage(c0, n0),
             nn.Conv2d(c0, c1, 4, stride=2, padding=1), *_stage(c1, n1),  # 64² -> 32²
@@ -136,9 +145,9 @@ class Tokenizer(nn.Module):
         )
         # Nearest upsampling + 3×3 conv instead of transposed convs: no checkerboard artefacts.
         self.decoder = nn.Sequential(
-            nn.Conv2d(cfg.code_dim, c2, 3, padding=1), *_stage(c2, n2),
-            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c2, c1, 3, padding=1), *_stage(c1, n1),
-            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c1, c0, 3, padding=1), *_stage(c0, n0),
+            nn.Conv2d(cfg.code_dim, c2, 3, padding=1), *_stage(c2, d2),
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c2, c1, 3, padding=1), *_stage(c1, d1),
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c1, c0, 3, padding=1), *_stage(c0, d0),
             nn.SiLU(), nn.Conv2d(c0, 3, 3, padding=1),
         )
         K, D = cfg.codebook_size, cfg.code_dim
@@ -186,6 +195,23 @@ class Tokenizer(nn.Module):
         zq = zq.permute(0, 3, 1, 2)  # (B, D, h, w)
         x = (self.decoder(zq).float().clamp(-1, 1) + 1) * 0.5  # (B, 3, H, W) in [0, 1]
         return x.mul(255).round().to(torch.uint8) if as_uint8 else x
+
+    def codes_digest(self) -> str:
+        """16 hex digits naming what decides the codes: the encoder's weights and the codebook. Two
+        tokenizers with one digest encode every frame alike, whatever their decoders (a decoder refined
+        by `ochre train-tokenizer --decoder-of` keeps its tokenizer's digest)."""
+        h = hashlib.sha256()
+        parts = [(f"encoder.{k}", v) for k, v in sorted(self.encoder.state_dict().items())]
+        for name, t in parts + [("codebook", self.codebook)]:
+            h.update(name.encode())
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def freeze_codes(self) -> list[nn.Parameter]:
+        """Fix the encoder (the codebook is never a parameter), so training changes only the decoder;
+        returns the decoder's parameters, the ones left to train."""
+        self.encoder.requires_grad_(False)
+        return list(self.decoder.parameters())
 
     def compute_loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """batch: uint8 frames (B, 3, 64, 64) or {"frames": ...}. Returns (loss, logs).
@@ -269,6 +295,35 @@ class Tokenizer(nn.Module):
         out = {k: v for k, v in logs.items() if k not in _STATS}
         out["dead_codes"] = dead.sum()
         return out
+
+
+def _decoder_roles(blocks) -> list[str]:
+    """What each layer of the decoder built with `blocks` (64², 32², 16²) is, in order."""
+    n0, n1, n2 = blocks
+    return (["in", *(f"block16.{i}" for i in range(n2)), "up32", "conv32", *(f"block32.{i}" for i in range(n1)),
+             "up64", "conv64", *(f"block64.{i}" for i in range(n0)), "act", "out"])
+
+
+def grow_decoder(model: Tokenizer, source: Tokenizer) -> None:
+    """Copy `source`'s weights into `model`, whose decoder may hold more residual blocks at each
+    resolution (`decoder_blocks`); the added blocks keep their initialisation, the identity (ResBlock),
+    so `model` decodes exactly as `source` until it is trained. Everything else must match."""
+    old_cfg, new_cfg = source.config, model.config
+    same = {k: v for k, v in vars(new_cfg).items() if k not in ("decoder_blocks", "impl")}
+    if same != {k: v for k, v in vars(old_cfg).items() if k not in ("decoder_blocks", "impl")}:
+        raise ValueError("grow_decoder: the tokenizers differ beyond their decoders' blocks")
+    old = _decoder_roles(old_cfg.decoder_blocks or old_cfg.blocks)
+    new = _decoder_roles(new_cfg.decoder_blocks or new_cfg.blocks)
+    if not set(old) <= set(new):
+        raise ValueError(f"grow_decoder: {new_cfg.decoder_blocks} has fewer blocks than "
+                         f"{old_cfg.decoder_blocks or old_cfg.blocks}")
+    state = model.state_dict()
+    for key, value in source.state_dict().items():
+        if key.startswith("decoder."):
+            _, i, rest = key.split(".", 2)
+            key = f"decoder.{new.index(old[int(i)])}.{rest}"
+        state[key] = value
+    model.load_state_dict(state, strict=True)
 
 
 def _grad_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,12 @@ and the data position (epoch, batch in epoch); the frame stream is a pure functi
 It also holds the run's record (`run_record`), and a resume with another preset, batch, seed,
 worker or rank count or data set is refused before any work (ochre.train.run_folder).
 Pieces: start_run (checks, model, optimizer, checkpoint) -> train_loop (_train_step) -> evaluate.
+
+--decoder-of TOK refines a trained tokenizer's decoder alone: the run starts from TOK's weights and
+codebook, trains only the decoder (the encoder frozen, the codebook never updated), so every frame
+gets TOK's codes (`Tokenizer.codes_digest` is unchanged): TOK's token shards, and the world models
+trained on them, stay valid, and only what a player sees of their codes changes. --decoder-blocks
+gives the decoder more residual blocks than TOK's; they start as the identity (`grow_decoder`).
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from ochre.data.shards import index_digest, read_index
 from ochre.device import train_autocast, train_precision
 from ochre.images import grid, save_png
 from ochre.io import write_json_atomic
-from ochre.models.checkpoint import CheckpointError
-from ochre.models.tokenizer import Tokenizer, TokenizerConfig, TokenizerTrainConfig
+from ochre.models.checkpoint import CheckpointError, checkpoint_hash, load_tokenizer, read_checkpoint_config
+from ochre.models.tokenizer import Tokenizer, TokenizerConfig, TokenizerTrainConfig, grow_decoder
 from ochre.train import checkpoint as ckpt
 from ochre.train.common import RunLogger, cosine_lr
 from ochre.train.distributed import DistInfo, check_ranks_agree, mean_across_ranks, setup, teardown
@@ -53,16 +59,21 @@ RUN_OUTPUTS = ("checkpoints", "log.jsonl", "tb", "metrics.json", "recon.png")
 
 
 def run_record(clips, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed: int, workers: int,
-               ranks: int) -> dict:
+               ranks: int, decoder_of: str | None = None) -> dict:
     """Everything that must match for --resume to continue the exact run: the model, the training
-    settings, the seed, the data stream's shape (loader workers, ranks) and the data set itself.
+    settings, the seed, the data stream's shape (loader workers, ranks) and the data set itself (and,
+    refining a decoder, the hash of the tokenizer it started from).
     `steps` may grow on resume (the cosine schedule then follows the new total); `impl` and
     --compile pick kernels, not results."""
-    model = {k: v for k, v in asdict(cfg).items() if k != "impl"}
+    # decoder_blocks only where set: runs recorded before it existed resume unchanged
+    model = {k: v for k, v in asdict(cfg).items() if k != "impl" and not (k == "decoder_blocks" and v is None)}
     train = {k: v for k, v in asdict(tcfg).items() if k != "steps"}
+    inputs = {"clips": index_digest(clips)}
+    if decoder_of is not None:
+        inputs["decoder_of"] = decoder_of
     return {"kind": "tokenizer-run",
             "config": {**train, "seed": seed, "workers": workers, "ranks": ranks, "model": model},
-            "inputs": {"clips": index_digest(clips)}}
+            "inputs": inputs}
 
 
 @dataclass
@@ -77,22 +88,33 @@ class _Run:
     record: dict
     step: int = 0
     precision: str = "fp32"     # of the train step (ochre.device.train_precision)
+    decoder_of: dict | None = None  # refining a decoder: {"checkpoint": hash, "codes": codes_digest}
 
 
 def start_run(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, info: DistInfo, *, seed: int,
-              compile: bool, resume: bool, overwrite: bool, workers: int) -> _Run:
-    """Check the run folder and the data, build model and optimizer, restore a checkpoint."""
+              compile: bool, resume: bool, overwrite: bool, workers: int, decoder_of=None) -> _Run:
+    """Check the run folder and the data, build model and optimizer, restore a checkpoint.
+    decoder_of: a tokenizer checkpoint (or run) whose decoder alone this run trains (cfg is its config)."""
     out = Path(out)
     index = read_index(clips)                   # a wrong path fails here, before any work
-    record = run_record(clips, cfg, tcfg, seed=seed, workers=workers, ranks=info.world)
+    source = checkpoint_hash(decoder_of) if decoder_of is not None else None
+    record = run_record(clips, cfg, tcfg, seed=seed, workers=workers, ranks=info.world, decoder_of=source)
     latest = claim_run_folder(out, record, info, resume=resume, overwrite=overwrite, outputs=RUN_OUTPUTS)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     # channels_last: 1.3x on a 2-core CPU for the tiny preset (118 vs 92 frames/s at B=32), and the
     # layout cuDNN's bf16 convolutions prefer on GPU.
     model = Tokenizer(cfg).to(info.device, memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.99), weight_decay=tcfg.weight_decay)
+    params, refine = list(model.parameters()), None
+    if decoder_of is not None:
+        grow_decoder(model, load_tokenizer(decoder_of))       # TOK's weights; added decoder blocks: identity
+        refine = {"checkpoint": source, "codes": model.codes_digest()}
+        params = model.freeze_codes()
+    opt = torch.optim.AdamW(params, lr=tcfg.lr, betas=(0.9, 0.99), weight_decay=tcfg.weight_decay)
     step, epoch, skip = _restore(latest, model, opt, info) if latest is not None else (0, 0, 0)
+    if refine is not None and model.codes_digest() != refine["codes"]:
+        raise CheckpointError(f"{latest}: its encoder or codebook differ from those of {decoder_of}, whose "
+                              "decoder this run refines; start afresh with --overwrite")
     here = rank_frame_count(index, rank=info.rank, world=info.world, seed=seed, epoch=epoch)
     check_every_rank_has_data(clips, here, tcfg.batch, len(index["shards"]))
     loss_fn = _LossModule(model)
@@ -103,7 +125,7 @@ def start_run(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, info
         loss_fn = torch.compile(loss_fn)
     batches = frame_batches(clips, tcfg.batch, seed=seed, split="train", workers=workers,
                             dist=Split(info.rank, info.world), start_epoch=epoch, skip=skip)
-    return _Run(info, out, model, opt, loss_fn, batches, record, step)
+    return _Run(info, out, model, opt, loss_fn, batches, record, step, decoder_of=refine)
 
 
 def _restore(latest: Path, model: Tokenizer, opt: torch.optim.Optimizer, info: DistInfo) -> tuple[int, int, int]:
@@ -130,7 +152,10 @@ def _train_step(run: _Run, frames: torch.Tensor, tcfg: TokenizerTrainConfig, aut
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), tcfg.grad_clip)
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
-    logs = run.model.update_codebook(logs)
+    if run.decoder_of is None:
+        logs = run.model.update_codebook(logs)
+    else:                                       # the codebook stays TOK's: drop its statistics
+        logs = {k: v for k, v in logs.items() if not k.startswith("vq/")}
     run.step += 1
     return loss.detach(), grad_norm, logs
 
@@ -165,19 +190,23 @@ def train_loop(run: _Run, tcfg: TokenizerTrainConfig, *, seed: int, ckpt_every: 
             ckpt.save_checkpoint(run.out, run.step, run.model, run.opt, keep=keep,
                                  extra={"epoch": epoch, "batch_in_epoch": n + 1, "seed": seed,
                                         "train": asdict(tcfg), "rng": ckpt.capture_rng_state(),
-                                        "run": run.record})
+                                        "run": run.record, "decoder_of": run.decoder_of})
     bar.close()
 
 
 def train(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed: int = 0,
           compile: bool = False, resume: bool = False, overwrite: bool = False, workers: int = 0,
           device: str | None = None, ckpt_every: int = 200, log_every: int = 25, keep: int = 3,
-          progress: bool = True, eval_frames_n: int = 512, precision: str = "auto") -> dict:
+          progress: bool = True, eval_frames_n: int = 512, precision: str = "auto", decoder_of=None) -> dict:
     """Train (or resume) a tokenizer run in `out`; returns the held-out metrics (rank 0; {} elsewhere).
-    precision: of the train step (ochre.device.train_precision); the held-out metrics are fp32."""
+    precision: of the train step (ochre.device.train_precision); the held-out metrics are fp32.
+    decoder_of: refine that tokenizer's decoder alone (module doc); cfg must be its config."""
     info = setup(device)
     run = start_run(clips, out, cfg, tcfg, info, seed=seed, compile=compile, resume=resume,
-                    overwrite=overwrite, workers=workers)
+                    overwrite=overwrite, workers=workers, decoder_of=decoder_of)
+    if run.decoder_of is not None and info.is_main:
+        print(f"refining the decoder of {decoder_of} (codes {run.decoder_of['codes']}): its encoder and "
+              "codebook stay as they are", file=sys.stderr)
     run.precision = train_precision(info.device, precision)
     train_loop(run, tcfg, seed=seed, ckpt_every=ckpt_every, log_every=log_every, keep=keep, progress=progress)
     if info.world > 1:
@@ -230,13 +259,27 @@ def evaluate(model: Tokenizer, clips, out: Path, n: int = 512, batch: int = 128)
 
 def run(args) -> int:
     overrides = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr)) if v}
-    cfg = TokenizerConfig.preset(args.preset)
-    tcfg = TokenizerTrainConfig.preset(args.preset, **overrides)
+    decoder_of = getattr(args, "decoder_of", None)
+    if getattr(args, "decoder_blocks", None) and decoder_of is None:
+        print("ochre train-tokenizer: --decoder-blocks refines a trained decoder; pass --decoder-of TOKENIZER",
+              file=sys.stderr)
+        return 2
     try:
+        if decoder_of is not None:          # the model is TOK's; --preset picks only the training defaults
+            meta = read_checkpoint_config(decoder_of)
+            if meta.get("kind") != "tokenizer":
+                raise CheckpointError(f"--decoder-of {decoder_of}: holds a {meta.get('kind')!r} checkpoint, "
+                                      "not a tokenizer")
+            blocks = getattr(args, "decoder_blocks", None)
+            cfg = TokenizerConfig(**{**meta["config"], **({"decoder_blocks": blocks} if blocks else {})})
+            tcfg = TokenizerTrainConfig.preset(args.preset, **overrides)
+        else:
+            cfg = TokenizerConfig.preset(args.preset)
+            tcfg = TokenizerTrainConfig.preset(args.preset, **overrides)
         metrics = train(args.clips, args.out, cfg, tcfg, seed=args.seed, compile=args.compile,
                         resume=args.resume, overwrite=args.overwrite, workers=args.workers,
                         device=args.device, ckpt_every=args.ckpt_every, log_every=args.log_every,
-                        keep=args.keep, precision=args.precision)
+                        keep=args.keep, precision=args.precision, decoder_of=decoder_of)
     except (FileNotFoundError, ValueError, CheckpointError) as e:     # ValueError: RunMismatch too
         print(f"ochre train-tokenizer: {e}", file=sys.stderr)
         return 2
