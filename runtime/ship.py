@@ -5,6 +5,12 @@ safetensors, with pickle-free config.json files that `ochre.models.checkpoint` l
 held-out context frames, the eval's metrics.json and the command that made them into
 ochre/shipped/ (package data), so `ochre play` and `ochre bench` work on a fresh install with
 no data. Refuses models over 10 MB. Run it from a source checkout, then commit ochre/shipped/.
+
+`python -m ochre.runtime.ship --decoder TOK --command CMD [--metrics EVAL/metrics.json]` puts a
+decoder refined from the shipped tokenizer (`ochre train-tokenizer --decoder-of`) in its place: refused
+unless it makes the shipped tokenizer's codes (`Tokenizer.codes_digest`), so the shipped world model
+still reads them; MODEL.json records CMD as `tokenizer_made_by`, and the eval's metrics of the model
+decoded through it replace metrics.json.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from ochre.io import write_json_atomic
+from ochre.models.checkpoint import CheckpointError
 from ochre.models.lookup import SHIPPED, from_run
 
 MAX_BYTES = 10 * 2**20
 CONTEXTS = 16
-_KEEP_EXTRA = ("sampling", "recipe", "preset", "identity")
+_KEEP_EXTRA = ("sampling", "recipe", "preset", "identity", "decoder_of")
 
 
 def _copy_checkpoint(src: Path, dst: Path) -> dict:
@@ -73,17 +80,57 @@ def ship(demo_dir, command: str, dest: Path = SHIPPED) -> dict:
     return info
 
 
+def ship_decoder(tokenizer, command: str, dest: Path = SHIPPED, metrics=None) -> dict:
+    """Replace the shipped tokenizer by `tokenizer`, a decoder refined from it (module doc)."""
+    from ochre.models.checkpoint import load_tokenizer, read_checkpoint_config
+
+    dest = Path(dest)
+    info_path = dest / "MODEL.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path}: no shipped model to refine the decoder of")
+    have, new = load_tokenizer(dest / "tokenizer"), load_tokenizer(tokenizer)
+    if have.codes_digest() != new.codes_digest():
+        raise ValueError(f"{tokenizer}: makes other codes than the shipped tokenizer (codes {new.codes_digest()} vs "
+                         f"{have.codes_digest()}); only a decoder refined from it (`ochre train-tokenizer "
+                         f"--decoder-of {dest / 'tokenizer'}`) can replace it")
+    src = Path(read_checkpoint_config(tokenizer)["path"])
+    run = src.parent.parent if src.parent.name == "checkpoints" else src.parent
+    tmp = dest / "tokenizer.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _copy_checkpoint(src, tmp)
+    if (run / "metrics.json").is_file():
+        shutil.copyfile(run / "metrics.json", dest / "tokenizer_metrics.json.tmp")
+        (dest / "tokenizer_metrics.json.tmp").replace(dest / "tokenizer_metrics.json")
+    if metrics is not None:
+        shutil.copyfile(metrics, dest / "metrics.json.tmp")
+        (dest / "metrics.json.tmp").replace(dest / "metrics.json")
+    shutil.rmtree(dest / "tokenizer")
+    tmp.rename(dest / "tokenizer")
+    info = json.loads(info_path.read_text())
+    info.update(tokenizer_made_by=command, bytes=sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()))
+    write_json_atomic(info_path, info)
+    return info
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ochre.runtime.ship", description=__doc__.split("\n")[0])
-    ap.add_argument("demo_dir", help="an `ochre demo --out` folder (tokenizer/, tokens/, world/, eval/)")
+    ap.add_argument("demo_dir", nargs="?", help="an `ochre demo --out` folder (tokenizer/, tokens/, world/, eval/)")
+    ap.add_argument("--decoder", default=None, metavar="TOK",
+                    help="instead of a demo: replace the shipped tokenizer by a decoder refined from it "
+                         "(`ochre train-tokenizer --decoder-of`; refused unless it makes the same codes)")
+    ap.add_argument("--metrics", default=None,
+                    help="with --decoder: the eval metrics.json of the shipped world decoded through it")
     ap.add_argument("--command", required=True,
                     help="the exact command that made DEMO_DIR, recorded with the model "
                          "(e.g. \"ochre demo --quick --out demo-out\")")
     ap.add_argument("--dest", default=str(SHIPPED), help="where to write (default: the package's ochre/shipped)")
     args = ap.parse_args(argv)
+    if (args.demo_dir is None) == (args.decoder is None):
+        ap.error("give a demo folder or --decoder TOK, one of them")
     try:
-        info = ship(args.demo_dir, args.command, Path(args.dest))
-    except (FileNotFoundError, ValueError) as e:
+        info = (ship(args.demo_dir, args.command, Path(args.dest)) if args.decoder is None else
+                ship_decoder(args.decoder, args.command, Path(args.dest), args.metrics))
+    except (FileNotFoundError, ValueError, CheckpointError) as e:
         print(f"ochre ship: {e}", file=sys.stderr)
         return 2
     print(json.dumps(info, indent=2))

@@ -305,3 +305,17 @@ def test_a_refined_decoder_keeps_the_codes_and_stands_in_for_its_tokenizer(clips
     assert latest_checkpoint(tmp_path / "dec").name == "step_00000006"
     assert main(["train-tokenizer", str(clips), "--out", str(tmp_path / "x"), "--decoder-blocks", "0", "1", "2"]) == 2
     assert "pass --decoder-of" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+    # and it can replace a shipped tokenizer, whose world model reads the same codes; another cannot
+    from runtime.ship import ship_decoder
+    shipped = tmp_path / "shipped"
+    shutil.copytree(latest_checkpoint(tmp_path / "tok"), shipped / "tokenizer")
+    (shipped / "MODEL.json").write_text(json.dumps({"made_by": "ochre demo"}))
+    with pytest.raises(ValueError, match="makes other codes"):
+        ship_decoder(tmp_path / "other", "cmd", shipped)
+    info = ship_decoder(tmp_path / "dec", "ochre train-tokenizer … --decoder-of …", shipped)
+    assert info["made_by"] == "ochre demo" and info["tokenizer_made_by"].startswith("ochre train-tokenizer")
+    assert json.loads((shipped / "MODEL.json").read_text()) == info
+    assert read_checkpoint_config(shipped / "tokenizer")["extra"]["decoder_of"] == extra["decoder_of"]
+    assert torch.equal(load_tokenizer(shipped / "tokenizer").decoder[-1].weight, refined.decoder[-1].weight)
+    assert (shipped / "tokenizer_metrics.json").is_file() and not list(shipped.glob("*.tmp"))
