@@ -215,6 +215,27 @@ def test_model_resolution_order(world, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "cache" / "last_demo.json").read_text())["out"] == str(world.parent.resolve())
 
 
+def test_an_explicit_tokenizer_must_make_the_codes_the_run_was_trained_on(world, tmp_path):
+    """--tokenizer for a run: a decoder refined from the run's tokenizer plays; one with other codes is refused,
+    naming both (the world model would read codes it never learned)."""
+    import torch
+
+    from ochre.models.checkpoint import load_tokenizer
+    from ochre.models.lookup import ModelError
+    from ochre.models.tokenizer import Tokenizer, TokenizerConfig, grow_decoder
+    from ochre.train.checkpoint import save_checkpoint
+
+    base = load_tokenizer(from_run(world).tokenizer)
+    refined = Tokenizer(TokenizerConfig(**{**vars(base.config), "decoder_blocks": (1, 1, 2)}))
+    grow_decoder(refined, base)
+    ref = save_checkpoint(tmp_path / "refined", 1, refined)
+    assert from_run(world, ref).tokenizer.resolve() == ref.resolve()
+    torch.manual_seed(5)
+    other = save_checkpoint(tmp_path / "other", 1, Tokenizer(base.config))
+    with pytest.raises(ModelError, match="makes other codes than .* pass that tokenizer or a decoder refined"):
+        from_run(world, other)
+
+
 @pytest.mark.slow
 def test_compiled_backend_matches_eager(world):
     """torch.compile takes about a minute on 2 CPU cores."""

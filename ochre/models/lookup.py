@@ -9,7 +9,8 @@ cannot be played is skipped with a line saying why.
 Where a world-model run's tokenizer comes from: the run records the token shards it trained on
 (`tokens_dir`, relative to the run folder) and the hash of the tokenizer that made them; the token
 shards' index names that tokenizer's checkpoint (relative to the index). Hashes are checked, so a
-retrained tokenizer is never paired with a world model trained on another one's codes. Recorded
+retrained tokenizer is never paired with a world model trained on another one's codes; a tokenizer
+given explicitly must make the found one's codes (a refined decoder, `Tokenizer.codes_digest`). Recorded
 paths resolve from any working directory (ochre.io.recorded_paths).
 """
 
@@ -121,6 +122,8 @@ def from_run(world, tokenizer=None, origin: str | None = None) -> Model:
             tok = tok or found
             break
     if tokenizer is not None:
+        if tok is not None:
+            _same_codes(tok, Path(tokenizer), world)
         tok = Path(tokenizer)
     if tok is None:
         where = "; ".join(searched) or f"no token-shard index recorded by the run or beside {run}"
@@ -133,6 +136,22 @@ def from_run(world, tokenizer=None, origin: str | None = None) -> Model:
     rollouts = run.parent / "eval" / "rollouts.npz"
     return Model(world=ckpt, tokenizer=tok_ckpt, fps=fps, origin=origin or f"checkpoint {world}",
                  contexts=rollouts if rollouts.is_file() else None)
+
+
+def _same_codes(found: Path, given: Path, world: Path) -> None:
+    """A tokenizer given for a run must make the codes of the one its data was made with (itself, or a
+    decoder refined from it by `ochre train-tokenizer --decoder-of`): else the world model reads codes it
+    never learned, and the dream is noise."""
+    from ochre.models.checkpoint import load_tokenizer
+
+    try:
+        want, got = load_tokenizer(found).codes_digest(), load_tokenizer(given).codes_digest()
+    except CheckpointError as e:
+        raise ModelError(str(e)) from None
+    if want != got:
+        raise ModelError(f"--tokenizer {given}: makes other codes than {found}, the tokenizer {world} was trained on "
+                         f"(codes {got} vs {want}); pass that tokenizer or a decoder refined from it "
+                         "(`ochre train-tokenizer --decoder-of`)")
 
 
 def newest_demo() -> Path | None:
