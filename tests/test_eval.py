@@ -249,3 +249,25 @@ def test_the_calibration_separates_good_dreams_from_bad(tmp_path_factory):
     assert abs(oracle["c2st@1-8"] - 0.5) <= 0.1 and abs(oracle["c2st@9-32"] - 0.5) <= 0.1
     assert min(oracle["tour/turn_sign_acc"], oracle["tour/walk_sign_acc"], oracle["tour/strafe_sign_acc"]) >= 0.95
     assert oracle["idm/dream/acc_yaw"] > blind["idm/dream/acc_yaw"] + 0.2
+
+
+def test_code_pairs_counts_the_neighbours_training_never_put_together():
+    """bench/code_pairs: the table holds exactly the adjacent pairs of its grids, each direction on its
+    own, and a grid's unseen share counts its new pairs over all its adjacent pairs."""
+    import numpy as np
+
+    from ochre.bench.code_pairs import pair_table, summary, unseen_share
+
+    k = 5
+    grid = np.array([[0, 1, 2], [3, 4, 0]])                                  # (2, 3)
+    table = pair_table([grid[None]], k)
+    assert sorted(np.flatnonzero(table[0])) == [0 * k + 1, 1 * k + 2, 3 * k + 4, 4 * k + 0]
+    assert sorted(np.flatnonzero(table[1])) == [0 * k + 3, 1 * k + 4, 2 * k + 0]
+    assert unseen_share(grid, table, k) == 0.0
+    other = np.array([[1, 0, 2], [3, 4, 0]])       # new pairs: (1,0) and (0,2) across, (1,3) and (0,4) down
+    assert unseen_share(other, table, k) == pytest.approx(4 / 7)              # 4 of 2*2 + 1*3 adjacent pairs
+    shares = unseen_share(np.stack([[grid, other], [grid, grid]]), table, k)  # (rollouts 2, steps 2)
+    np.testing.assert_allclose(shares, [[0, 4 / 7], [0, 0]])
+    s = summary(shares)
+    assert s["by_step"] == [0.0, round(2 / 7, 5)] and s["@1"] == round(2 / 7, 5)
+    assert s["@1/ci"][0] <= s["@1"] <= s["@1/ci"][1]
