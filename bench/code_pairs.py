@@ -27,15 +27,22 @@ from ochre.io import write_json_atomic
 STEPS = (1, 8, 16, 32)
 
 
-def pair_table(grids, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which (left, right) and (top, bottom) code pairs occur in `grids`, an iterable of (..., h, w)
-    integer arrays -> two bool (k*k,) tables indexed by a*k + b."""
-    seen_h, seen_v = np.zeros(k * k, bool), np.zeros(k * k, bool)
+def pair_counts(grids, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How often each (left, right) and (top, bottom) code pair, and each code, occurs in `grids`, an
+    iterable of (..., h, w) integer arrays -> int64 (k*k,) tables indexed by a*k + b, and (k,) counts."""
+    ch, cv, cu = np.zeros(k * k, np.int64), np.zeros(k * k, np.int64), np.zeros(k, np.int64)
     for g in grids:
         g = np.asarray(g, np.int64)
-        seen_h[(g[..., :, :-1] * k + g[..., :, 1:]).ravel()] = True
-        seen_v[(g[..., :-1, :] * k + g[..., 1:, :]).ravel()] = True
-    return seen_h, seen_v
+        ch += np.bincount((g[..., :, :-1] * k + g[..., :, 1:]).ravel(), minlength=k * k)
+        cv += np.bincount((g[..., :-1, :] * k + g[..., 1:, :]).ravel(), minlength=k * k)
+        cu += np.bincount(g.ravel(), minlength=k)
+    return ch, cv, cu
+
+
+def pair_table(grids, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which (left, right) and (top, bottom) code pairs occur in `grids` -> two bool (k*k,) tables."""
+    ch, cv, _ = pair_counts(grids, k)
+    return ch > 0, cv > 0
 
 
 def unseen_share(codes: np.ndarray, table: tuple[np.ndarray, np.ndarray], k: int) -> np.ndarray:
@@ -64,6 +71,18 @@ def summary(shares: np.ndarray) -> dict:
     return out
 
 
+def train_grids(tokens):
+    """The token grids (T, h, w) of every clip of a token-shard folder's train split, with a progress bar."""
+    from tqdm import tqdm
+
+    from ochre.data.loader import WindowDataset
+    from ochre.data.shards import load_npy
+
+    samples = WindowDataset(tokens, window=2, split="train", shuffle=False).samples()
+    for s in tqdm(samples, desc="train grids", unit="clip", file=sys.stderr):
+        yield load_npy(s["tokens.npy"])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("tokens", help="token shards (`ochre tokenize` output): the table from their train split")
@@ -78,10 +97,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from tqdm import tqdm
 
-    from ochre.data.loader import WindowDataset
-    from ochre.data.shards import indexed_folder, load_npy, read_index
+    from ochre.data.shards import indexed_folder, read_index
     from ochre.device import keep_large_blocks
     from ochre.eval import rollouts as ro
     from ochre.eval.dreamers import Codec, ModelDreamer
@@ -91,9 +108,7 @@ def main(argv=None) -> int:
     runs = dict(item.split("=", 1) for item in args.run)
     index = read_index(args.tokens)
     k = int(index["codebook_size"])
-    samples = WindowDataset(args.tokens, window=2, split="train", shuffle=False).samples()
-    table = pair_table((load_npy(s["tokens.npy"]) for s in tqdm(samples, desc="pair table", unit="clip",
-                                                                  file=sys.stderr)), k)
+    table = pair_table(train_grids(args.tokens), k)
     codec = Codec(load_tokenizer(indexed_folder(args.tokens, "tokenizer_checkpoint", index)))
     trajs = ro.trajectories(indexed_folder(args.tokens, "clips", index), args.split)
     plan = ro.make_plan(trajs, args.rollouts, 0, 8)

@@ -271,3 +271,29 @@ def test_code_pairs_counts_the_neighbours_training_never_put_together():
     s = summary(shares)
     assert s["by_step"] == [0.0, round(2 / 7, 5)] and s["@1"] == round(2 / 7, 5)
     assert s["@1/ci"][0] <= s["@1"] <= s["@1/ci"][1]
+
+
+def test_pair_decoding_scores_each_code_against_its_drawn_neighbours():
+    """bench/pair_decoding: neighbour_scores sums the pair scores a code would make with the four drawn
+    neighbours (none past the border); a strong term makes the refined grid's pairs seen ones."""
+    import numpy as np
+    import torch
+
+    from ochre.bench.code_pairs import pair_counts
+    from ochre.bench.pair_decoding import neighbour_scores, pair_scores, refine
+
+    k = 3
+    train = np.array([[[0, 0, 1], [0, 0, 1]]])                       # seen: (0,0), (0,1) across; (0,0), (1,1) down
+    sh, sv = pair_scores(pair_counts([train], k), k, pmi=False)
+    assert sh[0, 0] == sh[0, 1] == 0 and sh[1, 0] == -1 and sv[0, 0] == sv[1, 1] == 0 and sv[0, 1] == -1
+    codes = torch.tensor([[[2, 0], [1, 2]]])                          # (1, 2, 2)
+    s = neighbour_scores(codes, (sh, sv))                             # (1, 2, 2, 3)
+    # position (0, 1): left neighbour 2, bottom neighbour 2; code c scores sh[2, c] + sv[c, 2]
+    assert torch.equal(s[0, 0, 1], sh[2] + sv[:, 2])
+    # position (1, 0): right neighbour 2, top neighbour 2: sh[c, 2] + sv[2, c]
+    assert torch.equal(s[0, 1, 0], sh[:, 2] + sv[2])
+    flat = torch.zeros(1, 2, 2, k)                                     # no preference of its own
+    out = refine(codes, flat, (sh, sv), beta=50.0, rounds=3, gen=torch.Generator().manual_seed(0))
+    assert float(neighbour_scores(out, (sh, sv)).gather(-1, out[..., None]).sum()) == 0.0    # every pair seen
+    pmi = pair_scores(pair_counts([train], k), k, pmi=True)
+    assert pmi[0][0, 1] > pmi[0][1, 0] and float(pmi[0].abs().max()) <= 5

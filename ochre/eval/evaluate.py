@@ -215,11 +215,13 @@ def decoding_tokenizer(tokens_root, index: dict, tokenizer, device):
 
 def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=None, clips=None,
              test_world=None, device: str | None = None, sampling: dict | None = None, dtype: str = "fp32",
-             tokenizer=None, log=None) -> dict:
+             tokenizer=None, dreamer_class=None, log=None) -> dict:
     """Write OUT/metrics.json, rollouts.npz, tours.npz, dream.mp4, tour.mp4 and psnr.png; return the
     metrics. dtype: the precision of the model's (and the decoder's) convolutions and linear layers,
     as a live backend runs them; the baselines stay fp32. tokenizer: decode with this checkpoint
-    instead of the one the token shards name (`decoding_tokenizer`: it must make the same codes)."""
+    instead of the one the token shards name (`decoding_tokenizer`: it must make the same codes).
+    dreamer_class: a ModelDreamer subclass that draws the model's dreams (probes of other decodings,
+    e.g. bench/pair_decoding.py); the learned/ twin and the baselines stay as they are."""
     from ochre.models.checkpoint import checkpoint_hash, load_dynamics
 
     cfg = cfg or EvalConfig()
@@ -233,7 +235,8 @@ def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=N
     low_model, low_decoder = in_dtype((model, tokenizer), dtype)
     codec, plain = Codec(tokenizer, low_decoder), Codec(tokenizer)
     k = model.config.codebook_size
-    dreamer = ModelDreamer(meta["extra"].get("recipe", "model"), low_model, codec, decoding, cfg.batch)
+    dreamer = (dreamer_class or ModelDreamer)(meta["extra"].get("recipe", "model"), low_model, codec, decoding,
+                                              cfg.batch)
     fps = float(index.get("fps", 8.0))
 
     worlds = [(_data(tokens_root, clips, cfg.split, cfg), tokens_root)]
