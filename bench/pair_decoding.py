@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from ochre.bench.code_pairs import pair_counts, train_grids
-from ochre.eval.dreamers import ModelDreamer, _steps
-from ochre.models.step import draw_noise, live_step, noise_generator
+from ochre.eval.dreamers import ModelDreamer
+from ochre.models.step import live_step
 
 
 def pair_scores(counts: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, pmi: bool) -> tuple[torch.Tensor, ...]:
@@ -65,22 +65,13 @@ def pair_dreamer(scores, beta: float, rounds: int):
     """A ModelDreamer class whose every step's draw is refined by `refine` (CPU)."""
 
     class PairDreamer(ModelDreamer):
-        @torch.no_grad()
         def _batch(self, context, actions, seed, keep):
-            wanted = set(_steps(keep, actions.shape[1] + 1))
-            gen, gibbs = noise_generator(seed), torch.Generator().manual_seed(1000 + seed)
-            tokens = self.codec.encode(context)                                      # (B, h, w)
-            acts = torch.from_numpy(np.ascontiguousarray(actions, np.float32)).to(self.device)
-            state = self.model.init_state(len(tokens), self.device)
-            codes, frames = [tokens], [self.codec.render(tokens, state[-1])] if 0 in wanted else []
-            for t in range(acts.shape[1]):
-                u = draw_noise(gen, len(tokens), tokens.shape[-1]).to(self.device)
-                tokens, lp, state = live_step(self.model, tokens, acts[:, t], u, state, self.sampling, logits=True)
-                tokens = refine(tokens, lp.float(), scores, beta, rounds, gibbs)
-                codes.append(tokens)
-                if t + 1 in wanted:
-                    frames.append(self.codec.render(tokens, state[-1]))
-            return np.stack(frames, axis=1), torch.stack(codes, dim=1).cpu().numpy()
+            self.gibbs = torch.Generator().manual_seed(1000 + seed)             # per rollout batch, like the noise
+            return super()._batch(context, actions, seed, keep)
+
+        def draw(self, tokens, actions, noise, state):
+            tokens, lp, state = live_step(self.model, tokens, actions, noise, state, self.sampling, logits=True)
+            return refine(tokens, lp.float(), scores, beta, rounds, self.gibbs), state
 
     return PairDreamer
 

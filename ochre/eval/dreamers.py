@@ -85,11 +85,17 @@ class ModelDreamer:
         codes, frames = [tokens], [self.codec.render(tokens, state[-1])] if 0 in wanted else []
         for t in range(acts.shape[1]):
             u = draw_noise(gen, len(tokens), tokens.shape[-1]).to(self.device)
-            tokens, _, state = live_step(self.model, tokens, acts[:, t], u, state, self.sampling)
+            tokens, state = self.draw(tokens, acts[:, t], u, state)
             codes.append(tokens)
             if t + 1 in wanted:
                 frames.append(self.codec.render(tokens, state[-1]))
         return np.stack(frames, axis=1), torch.stack(codes, dim=1).cpu().numpy()     # (B, K, H, W, 3), (B, S+1, h, w)
+
+    def draw(self, tokens, actions, noise, state):
+        """One step: the live step's codes (B, h, w) and next state. A probe of another decoding
+        overrides it (bench/pair_decoding.py)."""
+        tokens, _, state = live_step(self.model, tokens, actions, noise, state, self.sampling)
+        return tokens, state
 
 
 class RepeatDreamer:
