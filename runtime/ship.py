@@ -82,17 +82,15 @@ def ship(demo_dir, command: str, dest: Path = SHIPPED) -> dict:
 
 def ship_decoder(tokenizer, command: str, dest: Path = SHIPPED, metrics=None) -> dict:
     """Replace the shipped tokenizer by `tokenizer`, a decoder refined from it (module doc)."""
-    from ochre.models.checkpoint import load_tokenizer, read_checkpoint_config
+    from ochre.models.checkpoint import codes_mismatch, read_checkpoint_config
 
     dest = Path(dest)
     info_path = dest / "MODEL.json"
     if not info_path.is_file():
         raise FileNotFoundError(f"{info_path}: no shipped model to refine the decoder of")
-    have, new = load_tokenizer(dest / "tokenizer"), load_tokenizer(tokenizer)
-    if have.codes_digest() != new.codes_digest():
-        raise ValueError(f"{tokenizer}: makes other codes than the shipped tokenizer (codes {new.codes_digest()} vs "
-                         f"{have.codes_digest()}); only a decoder refined from it (`ochre train-tokenizer "
-                         f"--decoder-of {dest / 'tokenizer'}`) can replace it")
+    why = codes_mismatch(dest / "tokenizer", tokenizer)
+    if why:
+        raise ValueError(f"{why}: it cannot replace the shipped tokenizer")
     src = Path(read_checkpoint_config(tokenizer)["path"])
     run = src.parent.parent if src.parent.name == "checkpoints" else src.parent
     tmp = dest / "tokenizer.tmp"

@@ -199,18 +199,15 @@ def _prefixed(prefix: str, metrics: dict) -> dict:
 def decoding_tokenizer(tokens_root, index: dict, tokenizer, device):
     """The tokenizer that decodes an eval: the token shards' own, or `tokenizer` if it makes the same
     codes (a decoder refined by `ochre train-tokenizer --decoder-of`; `Tokenizer.codes_digest`)."""
-    from ochre.models.checkpoint import CheckpointError, load_tokenizer
+    from ochre.models.checkpoint import CheckpointError, codes_mismatch, load_tokenizer
 
-    own = load_tokenizer(indexed_folder(tokens_root, "tokenizer_checkpoint", index), device)
+    own = indexed_folder(tokens_root, "tokenizer_checkpoint", index)
     if tokenizer is None:
-        return own
-    other = load_tokenizer(tokenizer, device)
-    if other.codes_digest() != own.codes_digest():
-        raise CheckpointError(f"--tokenizer {tokenizer}: its encoder or codebook differ from those of the tokenizer "
-                              f"{tokens_root} was made with (codes {other.codes_digest()} vs "
-                              f"{own.codes_digest()}); only a decoder refined with `ochre train-tokenizer "
-                              "--decoder-of` can stand in for it")
-    return other
+        return load_tokenizer(own, device)
+    why = codes_mismatch(own, tokenizer)
+    if why:
+        raise CheckpointError(f"--tokenizer {why}; {tokens_root} was made with the former")
+    return load_tokenizer(tokenizer, device)
 
 
 def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=None, clips=None,

@@ -134,6 +134,17 @@ def load_tokenizer(path_or_run_dir, device: str | torch.device = "cpu", impl: st
     return model.to(device).eval()
 
 
+def codes_mismatch(reference, candidate) -> str | None:
+    """Why the tokenizer checkpoint `candidate` cannot stand in for `reference`, or None when it can:
+    it must make the same codes (`Tokenizer.codes_digest`), as `reference` itself or a decoder refined
+    from it by `ochre train-tokenizer --decoder-of` does."""
+    want, got = load_tokenizer(reference).codes_digest(), load_tokenizer(candidate).codes_digest()
+    if want == got:
+        return None
+    return (f"{candidate} makes other codes than {reference} (its encoder or codebook differ: codes {got} vs "
+            f"{want}); pass that tokenizer or a decoder refined from it (`ochre train-tokenizer --decoder-of`)")
+
+
 def load_dynamics(path_or_run_dir, device: str | torch.device = "cpu", impl: str = "auto"):
     """The dynamics model of a checkpoint (or a run's newest), loaded, eval mode -> (model, the
     SamplingConfig the run ships, config.json). `impl` picks the step kernel for this machine."""

@@ -142,16 +142,14 @@ def _same_codes(found: Path, given: Path, world: Path) -> None:
     """A tokenizer given for a run must make the codes of the one its data was made with (itself, or a
     decoder refined from it by `ochre train-tokenizer --decoder-of`): else the world model reads codes it
     never learned, and the dream is noise."""
-    from ochre.models.checkpoint import load_tokenizer
+    from ochre.models.checkpoint import codes_mismatch
 
     try:
-        want, got = load_tokenizer(found).codes_digest(), load_tokenizer(given).codes_digest()
+        why = codes_mismatch(found, given)
     except CheckpointError as e:
         raise ModelError(str(e)) from None
-    if want != got:
-        raise ModelError(f"--tokenizer {given}: makes other codes than {found}, the tokenizer {world} was trained on "
-                         f"(codes {got} vs {want}); pass that tokenizer or a decoder refined from it "
-                         "(`ochre train-tokenizer --decoder-of`)")
+    if why:
+        raise ModelError(f"--tokenizer {why}; {world} was trained on the former's codes")
 
 
 def newest_demo() -> Path | None:

@@ -259,23 +259,22 @@ def evaluate(model: Tokenizer, clips, out: Path, n: int = 512, batch: int = 128)
 
 def run(args) -> int:
     overrides = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr)) if v}
-    decoder_of = getattr(args, "decoder_of", None)
-    if getattr(args, "decoder_blocks", None) and decoder_of is None:
+    decoder_of = args.decoder_of
+    if args.decoder_blocks and decoder_of is None:
         print("ochre train-tokenizer: --decoder-blocks refines a trained decoder; pass --decoder-of TOKENIZER",
               file=sys.stderr)
         return 2
     try:
+        tcfg = TokenizerTrainConfig.preset(args.preset, **overrides)
         if decoder_of is not None:          # the model is TOK's; --preset picks only the training defaults
             meta = read_checkpoint_config(decoder_of)
             if meta.get("kind") != "tokenizer":
                 raise CheckpointError(f"--decoder-of {decoder_of}: holds a {meta.get('kind')!r} checkpoint, "
                                       "not a tokenizer")
-            blocks = getattr(args, "decoder_blocks", None)
+            blocks = args.decoder_blocks
             cfg = TokenizerConfig(**{**meta["config"], **({"decoder_blocks": blocks} if blocks else {})})
-            tcfg = TokenizerTrainConfig.preset(args.preset, **overrides)
         else:
             cfg = TokenizerConfig.preset(args.preset)
-            tcfg = TokenizerTrainConfig.preset(args.preset, **overrides)
         metrics = train(args.clips, args.out, cfg, tcfg, seed=args.seed, compile=args.compile,
                         resume=args.resume, overwrite=args.overwrite, workers=args.workers,
                         device=args.device, ckpt_every=args.ckpt_every, log_every=args.log_every,
