@@ -297,3 +297,53 @@ def test_pair_decoding_scores_each_code_against_its_drawn_neighbours():
     assert float(neighbour_scores(out, (sh, sv)).gather(-1, out[..., None]).sum()) == 0.0    # every pair seen
     pmi = pair_scores(pair_counts([train], k), k, pmi=True)
     assert pmi[0][0, 1] > pmi[0][1, 0] and float(pmi[0].abs().max()) <= 5
+
+
+def test_mask_rounds_start_as_the_models_own_draw_and_learn_from_revealed_neighbours(world):
+    """bench/mask_rounds: an untrained refiner drawing in one round gives the live step's codes; the
+    refined mixture keeps the model's proposals (a gate pushed to one draws them in any number of
+    rounds, in either order); the schedule fixes every position by the last round; the loss starts at
+    the model's own and falls below it once the refiner learns that a grid's codes follow its revealed ones."""
+    import torch
+
+    from ochre.bench.mask_rounds import Refiner, RefinerConfig, draw_rounds, fixed_after, refiner_loss
+    from ochre.models.checkpoint import load_dynamics
+    from ochre.models.step import live_step
+
+    model, sampling, _ = load_dynamics(world)
+    model.requires_grad_(False)
+    K, C = model.config.codebook_size, model.config.hidden[-1]
+    torch.manual_seed(0)
+    refiner = Refiner(RefinerConfig(K, C, width=16))
+    tokens = torch.randint(0, K, (2, 16, 16))
+    actions = torch.tensor([[1.0, 0, 0, 0], [0, 0.3, 0, 1]])
+    noise = torch.rand(2, 16, 16)
+    with torch.no_grad():
+        want, _, _ = live_step(model, tokens, actions, noise, model.init_state(2), sampling)
+        mixture, state = model.step(tokens, actions, model.init_state(2), boost=sampling.boosts, parts=True)
+        x = state[len(model.config.hidden) - 1]
+        assert torch.equal(draw_rounds(model, refiner, x, mixture, noise, sampling, 1), want)
+        four = draw_rounds(model, refiner, x, mixture, noise, sampling, 4)
+        assert four.shape == want.shape and 0 <= int(four.min()) and int(four.max()) < K
+        refiner.convs[-1].bias[-1] = 60.0                                   # the gate at one: the proposals
+        for order in (None, torch.rand(2, 16, 16)):
+            assert torch.equal(draw_rounds(model, refiner, x, mixture, noise, sampling, 3, order), mixture.codes)
+    assert [fixed_after(r, 4, 256) for r in (1, 2, 3, 4)] == [19, 75, 158, 256]
+    assert fixed_after(1, 50, 256) == 1                                     # at least one more a round
+
+    # Grids of one code each, a random state: only the revealed codes tell the hidden ones.
+    refiner = Refiner(RefinerConfig(K, C, width=16))
+    n = 6
+    xs = torch.randn(n, C, 16, 16)
+    target = torch.randint(0, K, (n, 1, 1)).expand(n, 16, 16).contiguous()
+    codes, gates = torch.randint(0, K, (n, 16, 16)), torch.full((n, 16, 16), -4.0)
+    gen = torch.Generator().manual_seed(1)
+    loss, base = refiner_loss(model, refiner, xs, codes, gates, target, gen=gen)
+    assert float(loss) == pytest.approx(float(base), rel=1e-6)
+    opt = torch.optim.Adam(refiner.parameters(), lr=3e-3)
+    for _ in range(40):
+        loss, base = refiner_loss(model, refiner, xs, codes, gates, target, gen=gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < float(base) - 1.0, (float(loss), float(base))

@@ -1,0 +1,307 @@
+"""A probe of a draw whose neighbouring codes condition on each other: MaskGIT-style rounds, trained for it.
+
+    python -m ochre.bench.mask_rounds train RUN TOKENS --out DIR [--minutes M] [--batch B]
+    python -m ochre.bench.mask_rounds eval RUN TOKENS DIR --out EVAL [--rounds R] [--order confidence|random]
+
+The world model RUN stays frozen. A small refiner learns, from the model's last-layer state x (B, C, h, w),
+the copy prior's proposals and a partly revealed next grid (the true next codes at a random share of
+positions, a mask code at the rest), a correction dx to the state and dg to the copy gate: the step's
+distribution at a hidden position becomes the model's own mixture (ochre.models.dynamics.Mixture) of
+head(x + dx) and gate + dg, so the copy prior, the proposals and the decoding's boosts stay as they are.
+Its last convolution starts at zero: untrained, every round is the model's own draw. Trained on
+teacher-forced windows of the train split (inputs with the world model's own token noise), NLL at the
+hidden positions, the hidden share cos(pi/2 * U(0, 1)) per grid (MaskGIT's schedule).
+
+A dream step then draws in R rounds: each round draws every position not yet fixed from the refined
+mixture given the ones fixed so far, and fixes the most confident of them (the drawn code's
+log-probability; `--order random`: a random order) until 1 − cos(pi/2 * r / R) of the grid is fixed
+after round r; the last round fixes the rest. Round r's noise is frac(u + r * 0.618...) of the step's
+one noise draw u, so the noise rule is the live step's. The state follows the world model alone (the
+refiner changes the codes drawn, not the recurrence). Eval only: the live step does not do this.
+
+`eval` writes the §6 metrics of `ochre eval` (100 rollouts x 2 seeds, 48 of 256 steps; no tours, learned
+twin or action model) to EVAL/metrics.json and the share of adjacent code pairs never seen in training
+(bench/code_pairs) to EVAL/code_pairs.json. bench/results/mask_rounds_probe_cpu_2026-12-05.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ochre.eval.dreamers import ModelDreamer
+from ochre.models.dynamics import Mixture, _mix
+from ochre.models.sampling import sample_mixture
+
+GOLDEN = 0.6180339887498949      # round r's noise: frac(u + r · GOLDEN), uniform whenever u is
+
+
+@dataclass
+class RefinerConfig:
+    codebook_size: int            # K; code K is "hidden"
+    channels: int                 # C of the world model's last layer
+    embed_dim: int = 32
+    width: int = 64
+    layers: int = 3               # 3x3 convolutions: a 7x7 neighbourhood at 3
+
+
+class Refiner(nn.Module):
+    """(x (B, C, h, w), revealed codes (B, h, w) with K where hidden, the copy prior's proposals (B, h, w))
+    -> dx (B, C, h, w), dg (B, h, w). One embedding table for both codes (K: hidden)."""
+
+    kind = "refiner"
+
+    def __init__(self, cfg: RefinerConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed = nn.Embedding(cfg.codebook_size + 1, cfg.embed_dim)
+        c_in = [cfg.channels + 2 * cfg.embed_dim] + [cfg.width] * (cfg.layers - 1)
+        c_out = [cfg.width] * (cfg.layers - 1) + [cfg.channels + 1]
+        self.convs = nn.ModuleList(nn.Conv2d(i, o, 3, padding=1) for i, o in zip(c_in, c_out))
+        nn.init.zeros_(self.convs[-1].weight)       # untrained: the world model's own distribution
+        nn.init.zeros_(self.convs[-1].bias)
+
+    def forward(self, x: torch.Tensor, revealed: torch.Tensor, proposals: torch.Tensor):
+        codes = self.embed(torch.cat([revealed, proposals], dim=-1))                   # (B, h, 2w, E)
+        y = torch.cat([x, *(c.permute(0, 3, 1, 2).to(x.dtype) for c in codes.chunk(2, dim=2))], dim=1)
+        for conv in self.convs[:-1]:
+            y = F.silu(conv(y))
+        y = self.convs[-1](y)
+        return y[:, :-1], y[:, -1]
+
+
+def refined(model, refiner: Refiner, x: torch.Tensor, mixture: Mixture, revealed: torch.Tensor) -> Mixture:
+    """The step's mixture given the revealed codes: head(x + dx), gate + dg, the same proposals and boosts."""
+    dx, dg = refiner(x, revealed, mixture.codes)
+    return Mixture(model.head_logits(x + dx), mixture.codes, mixture.gate + dg.float(), mixture.extra)
+
+
+def hidden_share(n: int, gen: torch.Generator | None = None) -> torch.Tensor:
+    """MaskGIT's schedule: per grid a hidden share cos(pi/2 · U(0, 1)) (n,)."""
+    return torch.cos(math.pi / 2 * torch.rand(n, generator=gen))
+
+
+def fixed_after(r: int, rounds: int, n: int) -> int:
+    """Positions of n fixed after round r (1-based) of `rounds`: round(n · (1 − cos(pi/2 · r / rounds))), at
+    least one more each round, all after the last."""
+    if r >= rounds:
+        return n
+    return min(n, max(r, round(n * (1 - math.cos(math.pi / 2 * r / rounds)))))
+
+
+def draw_rounds(model, refiner: Refiner, x: torch.Tensor, mixture: Mixture, u: torch.Tensor, sampling,
+                rounds: int, order: torch.Tensor | None = None) -> torch.Tensor:
+    """One step's codes (B, h, w) in `rounds` rounds (module docstring). x: the last layer's new state,
+    mixture: the step's (with its boosts), u (B, h, w) the step's noise, order (B, h, w) a random
+    priority (None: confidence)."""
+    B, h, w = u.shape
+    K = refiner.config.codebook_size
+    revealed = torch.full((B, h, w), K, dtype=torch.long, device=u.device)
+    fixed = torch.zeros(B, h * w, dtype=torch.bool, device=u.device)
+    for r in range(rounds):
+        mix = refined(model, refiner, x, mixture, revealed)
+        drawn, lp = sample_mixture(mix, torch.remainder(u + r * GOLDEN, 1.0), sampling, logits=True)
+        if r == rounds - 1:
+            return torch.where(fixed.view(B, h, w), revealed, drawn)
+        score = (lp.gather(-1, drawn[..., None])[..., 0] if order is None else order).reshape(B, -1).float()
+        score = torch.where(fixed, torch.inf, score)                  # the fixed stay fixed
+        keep = torch.zeros_like(fixed).scatter(1, score.topk(fixed_after(r + 1, rounds, h * w), dim=1).indices, True)
+        revealed = torch.where((keep & ~fixed).view(B, h, w), drawn, revealed)
+        fixed = keep
+    return revealed
+
+
+def rounds_dreamer(refiner: Refiner, rounds: int, order: str):
+    """A ModelDreamer class whose every step is drawn in rounds (CPU)."""
+
+    class RoundsDreamer(ModelDreamer):
+        def _batch(self, context, actions, seed, keep):
+            self.order_gen = torch.Generator().manual_seed(2000 + seed)     # per rollout batch, like the noise
+            return super()._batch(context, actions, seed, keep)
+
+        def draw(self, tokens, actions, noise, state):
+            mixture, state = self.model.step(tokens, actions, state, boost=self.sampling.boosts, parts=True)
+            x = state[len(self.model.config.hidden) - 1]
+            prio = torch.rand(noise.shape, generator=self.order_gen) if order == "random" else None
+            return draw_rounds(self.model, refiner, x, mixture, noise, self.sampling, rounds, prio), state
+
+    return RoundsDreamer
+
+
+def teacher_forced(model, tokens: torch.Tensor, actions: torch.Tensor, token_noise: float):
+    """The frozen world model over windows: tokens (B, T, h, w), actions (B, T−1, 4) -> x (N, C, h, w),
+    the mixtures' proposals and gates (N, h, w) and the targets (N, h, w), N = B·(T−1)."""
+    B, T = tokens.shape[:2]
+    inputs = tokens[:, :-1]
+    if token_noise:
+        rate = torch.rand(B, 1, 1, 1) * token_noise
+        inputs = torch.where(torch.rand(inputs.shape) < rate, torch.randint_like(inputs, model.config.codebook_size),
+                             inputs)
+    act = model.with_flag(actions)
+    state = model.init_state(B)
+    xs, codes, gates = [], [], []
+    with torch.no_grad():
+        for t in range(T - 1):
+            mixture, state = model.core(model.input_gates(inputs[:, t], act[:, t]), inputs[:, t], act[:, t],
+                                        model.realign(state), parts=True)
+            xs.append(state[len(model.config.hidden) - 1])
+            codes.append(mixture.codes)
+            gates.append(mixture.gate)
+    flat = lambda v: torch.stack(v, dim=1).flatten(0, 1)                              # noqa: E731
+    return flat(xs), flat(codes), flat(gates), tokens[:, 1:].flatten(0, 1)
+
+
+def refiner_loss(model, refiner: Refiner, x, codes, gates, target, gen=None):
+    """NLL at the hidden positions of a random share of each grid (MaskGIT's schedule) -> (loss, at-0 loss):
+    the second the same positions under the untrained refiner (the world model's own mixture)."""
+    N = len(target)
+    hide = torch.rand(target.shape, generator=gen) < hidden_share(N, gen)[:, None, None]      # (N, h, w)
+    revealed = torch.where(hide, refiner.config.codebook_size, target)
+    mix = refined(model, refiner, x, Mixture(None, codes, gates, None), revealed)
+    lp = _mix(mix.z, codes, mix.gate, None)                                         # (N, h, w, K)
+    nll = -lp.gather(-1, target[..., None])[..., 0]
+    with torch.no_grad():
+        base = -_mix(model.head_logits(x), codes, gates, None).gather(-1, target[..., None])[..., 0]
+    n = hide.sum().clamp(min=1)
+    return (nll * hide).sum() / n, (base * hide).sum() / n
+
+
+def train(run, tokens, out, minutes: float, batch: int, lr: float, seed: int = 0, log_every: int = 20) -> dict:
+    """Train a refiner for the frozen world model `run` on `tokens`' train split for `minutes` (resumable)."""
+    from tqdm import tqdm
+
+    from ochre.data.loader import window_batches
+    from ochre.models.checkpoint import latest_checkpoint, load_dynamics
+    from ochre.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+    from ochre.train.common import RunLogger, cosine_lr
+
+    model, _, meta = load_dynamics(run)
+    model.requires_grad_(False).eval()
+    refiner = Refiner(RefinerConfig(model.config.codebook_size, model.config.hidden[-1]))
+    opt = torch.optim.AdamW(refiner.parameters(), lr=lr, weight_decay=0.01)
+    torch.manual_seed(seed)
+    step, elapsed, epoch, skip = 0, 0.0, 0, 0
+    latest = latest_checkpoint(out)
+    if latest is not None:
+        done = load_checkpoint(latest, refiner, opt)["extra"]
+        step, elapsed, epoch, skip = done["step"], done["elapsed_s"], done["epoch"], done["batch_in_epoch"]
+        restore_rng_state(done["rng"])
+    window = 12
+    batches = window_batches(tokens, window, batch, seed=seed, start_epoch=epoch, skip=skip)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    logger = RunLogger(Path(out), True)
+    budget = minutes * 60
+    bar = tqdm(total=100, initial=round(100 * min(elapsed / budget, 1), 1), desc="refiner", unit="%",
+               bar_format="{l_bar}{bar}| {n:.0f}/100% [{elapsed}<{remaining}{postfix}]", file=sys.stderr)
+    last, t0 = {}, time.perf_counter() - elapsed
+    while elapsed < budget:
+        epoch, n, b = next(batches)
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(elapsed / budget, lr, 0.02)
+        x, codes, gates, target = teacher_forced(model, b["tokens"], b["actions"], 0.1)
+        loss, base = refiner_loss(model, refiner, x, codes, gates, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(refiner.parameters(), 1.0)
+        opt.step()
+        step += 1
+        elapsed = time.perf_counter() - t0
+        bar.update(round(100 * min(elapsed / budget, 1), 1) - bar.n)
+        done = elapsed >= budget
+        if step % log_every == 0 or done:
+            last = {"loss": float(loss.detach()), "loss_untrained": float(base), "elapsed_s": elapsed}
+            logger.log(step, last)
+            bar.set_postfix(step=step, loss=f"{last['loss']:.3f}", untrained=f"{last['loss_untrained']:.3f}")
+        if step % 200 == 0 or done:
+            save_checkpoint(out, step, refiner, opt, extra={
+                "step": step, "elapsed_s": elapsed, "epoch": epoch, "batch_in_epoch": n + 1,
+                "rng": capture_rng_state(), "world": meta["path"], "minutes": minutes, "batch": batch, "lr": lr})
+    bar.close()
+    return last
+
+
+def load_refiner(path) -> Refiner:
+    from ochre.models.checkpoint import read_checkpoint_config
+    from ochre.train.checkpoint import load_checkpoint
+
+    refiner = Refiner(RefinerConfig(**read_checkpoint_config(path)["config"]))
+    load_checkpoint(path, refiner)
+    return refiner.eval()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a refiner for a frozen world model")
+    t.add_argument("run", help="world-model run or checkpoint folder (frozen)")
+    t.add_argument("tokens", help="its token shards (train split)")
+    t.add_argument("--out", required=True, help="refiner run folder (resumes if it holds a checkpoint)")
+    t.add_argument("--minutes", type=float, default=30.0, help="training wall time (default 30)")
+    t.add_argument("--batch", type=int, default=8, help="windows of 12 frames a step (default 8)")
+    t.add_argument("--lr", type=float, default=1e-3)
+    e = sub.add_parser("eval", help="§6 metrics of the world model's dreams drawn in rounds")
+    e.add_argument("run", help="world-model run or checkpoint folder")
+    e.add_argument("tokens", help="its token shards")
+    e.add_argument("refiner", help="refiner run or checkpoint folder (`train`), or `none`: untrained, so with "
+                                   "--rounds 1 the world model's own draw (the baseline on the same rollouts)")
+    e.add_argument("--out", required=True, help="eval output folder")
+    e.add_argument("--rounds", type=int, default=4, help="rounds a step (default 4)")
+    e.add_argument("--order", choices=("confidence", "random"), default="confidence")
+    e.add_argument("--split", default="val")
+    args = ap.parse_args(argv)
+
+    from ochre.device import keep_large_blocks
+
+    keep_large_blocks()
+    if args.command == "train":
+        print(train(args.run, args.tokens, args.out, args.minutes, args.batch, args.lr))
+        return 0
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    from ochre.bench.code_pairs import pair_table, summary, train_grids, unseen_share
+    from ochre.data.shards import read_index
+    from ochre.eval import EvalConfig
+    from ochre.eval.evaluate import evaluate
+    from ochre.io import write_json_atomic
+
+    if args.refiner == "none":              # the baseline: the world model's own draw, on the same rollouts
+        from ochre.models.checkpoint import load_dynamics
+
+        model = load_dynamics(args.run)[0]
+        refiner = Refiner(RefinerConfig(model.config.codebook_size, model.config.hidden[-1])).eval()
+    else:
+        refiner = load_refiner(args.refiner)
+    cls = rounds_dreamer(refiner, args.rounds, args.order)
+    codes = []
+
+    class Recording(cls):                   # keeps the short rollouts' codes for the pair count
+        def dream(self, context, actions, truth=None, seed=0, keep=None):
+            frames, c = super().dream(context, actions, truth, seed, keep)
+            if c.shape[1] <= 33:
+                codes.append(c)
+            return frames, c
+
+    cfg = EvalConfig(split=args.split, rollouts=100, long_rollouts=48, seeds=(0, 1), learned=False, tours=0, idm=False)
+    m = evaluate(args.run, args.tokens, args.out, cfg=cfg, device="cpu", dreamer_class=Recording)
+    k = int(read_index(args.tokens)["codebook_size"])
+    table = pair_table(train_grids(args.tokens), k)
+    shares = np.concatenate([unseen_share(c, table, k) for c in codes]) if codes else np.zeros((0, 1))
+    write_json_atomic(Path(args.out) / "code_pairs.json", {"rounds": args.rounds, "order": args.order,
+                                                           "rollouts": len(shares), **summary(shares)})
+    for key in ("psnr@8/over_repeat", "psnr@32/over_repeat", "c2st@9-32", "c2st@129-256", "grad_ratio@256"):
+        print(key, round(m[key], 3), [round(v, 3) for v in m.get(key + "/ci", [])])
+    print("unseen pairs", {t: summary(shares).get(f"@{t}") for t in (1, 8, 16, 32)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
