@@ -83,6 +83,24 @@ def train_grids(tokens):
         yield load_npy(s["tokens.npy"])
 
 
+def short_rollouts(tokens, split: str, rollouts: int) -> tuple[np.ndarray, np.ndarray]:
+    """The real frames (N, S+1, H, W, 3) and actions (N, S, 4) of a split's short rollouts: the ones `ochre eval`
+    rolls out for `rollouts` (its plan, every 8 frames)."""
+    from ochre.data.shards import indexed_folder, read_index
+    from ochre.eval import rollouts as ro
+
+    trajs = ro.trajectories(indexed_folder(tokens, "clips", read_index(tokens)), split)
+    real, actions, _ = ro.real_frames(trajs, ro.make_plan(trajs, rollouts, 0, 8))
+    return real, actions
+
+
+def dream_shares(dreamer, real: np.ndarray, actions: np.ndarray, seeds, table, k: int) -> np.ndarray:
+    """The unseen-pair share (N, S+1) of a dreamer's codes from each rollout's first real frame, mean over the
+    seeds (the eval's noise seeds: the codes `ochre eval` scores); only frame 0 is decoded."""
+    return np.mean([unseen_share(dreamer.dream(real[:, 0], actions, real, seed=s, keep=slice(0, 1))[1], table, k)
+                    for s in seeds], axis=0)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("tokens", help="token shards (`ochre tokenize` output): the table from their train split")
@@ -100,7 +118,6 @@ def main(argv=None) -> int:
 
     from ochre.data.shards import indexed_folder, read_index
     from ochre.device import keep_large_blocks
-    from ochre.eval import rollouts as ro
     from ochre.eval.dreamers import Codec, ModelDreamer
     from ochre.models.checkpoint import load_dynamics, load_tokenizer
 
@@ -110,9 +127,7 @@ def main(argv=None) -> int:
     k = int(index["codebook_size"])
     table = pair_table(train_grids(args.tokens), k)
     codec = Codec(load_tokenizer(indexed_folder(args.tokens, "tokenizer_checkpoint", index)))
-    trajs = ro.trajectories(indexed_folder(args.tokens, "clips", index), args.split)
-    plan = ro.make_plan(trajs, args.rollouts, 0, 8)
-    real, actions, _ = ro.real_frames(trajs, plan)
+    real, actions = short_rollouts(args.tokens, args.split, args.rollouts)
     with torch.no_grad():
         truth = np.stack([codec.encode(r).cpu().numpy() for r in real])              # (B, S+1, h, w)
     rows = {"real": summary(unseen_share(truth, table, k))}
@@ -122,10 +137,8 @@ def main(argv=None) -> int:
         if args.learned:
             decodings[f"{name}/learned"] = replace(sampling, copy_boost=0.0, fill_boost=0.0)
         for row, decoding in decodings.items():
-            dreamer = ModelDreamer(row, model, codec, decoding)
-            shares = [unseen_share(dreamer.dream(real[:, 0], actions, real, seed=s, keep=slice(0, 1))[1], table, k)
-                      for s in args.seeds]
-            rows[row] = summary(np.mean(shares, axis=0))                            # mean over seeds per rollout
+            rows[row] = summary(dream_shares(ModelDreamer(row, model, codec, decoding), real, actions, args.seeds,
+                                             table, k))
     out = Path(args.out) if args.out else result_path("code_pairs")
     write_json_atomic(out, {**header("cpu"), "tokens": data_record(args.tokens), "split": args.split,
                             "runs": {name: run_record(run) for name, run in runs.items()},

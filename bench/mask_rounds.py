@@ -1,7 +1,8 @@
 """A probe of a draw whose neighbouring codes condition on each other: MaskGIT-style rounds, trained for it.
 
     python -m ochre.bench.mask_rounds train RUN TOKENS --out DIR [--minutes M] [--batch B]
-    python -m ochre.bench.mask_rounds eval RUN TOKENS DIR --out EVAL [--rounds R] [--order confidence|random]
+    python -m ochre.bench.mask_rounds eval RUN TOKENS DIR|none --out EVAL [--rounds R]
+                                           [--order confidence|random|copies] [--pairs-only]
 
 The world model RUN stays frozen. A small refiner learns, from the model's last-layer state x (B, C, h, w),
 the copy prior's proposals and a partly revealed next grid (the true next codes at a random share of
@@ -9,15 +10,18 @@ positions, a mask code at the rest), a correction dx to the state and dg to the 
 distribution at a hidden position becomes the model's own mixture (ochre.models.dynamics.Mixture) of
 head(x + dx) and gate + dg, so the copy prior, the proposals and the decoding's boosts stay as they are.
 Its last convolution starts at zero: untrained, every round is the model's own draw. Trained on
-teacher-forced windows of the train split (inputs with the world model's own token noise), NLL at the
-hidden positions, the hidden share cos(pi/2 * U(0, 1)) per grid (MaskGIT's schedule).
+teacher-forced windows of the train split (inputs with the world model's own token noise; `--unroll U`:
+the last U inputs of a window are the model's own codes drawn in rounds), NLL at the hidden positions,
+the hidden share cos(pi/2 * U(0, 1)) per grid (MaskGIT's schedule).
 
 A dream step then draws in R rounds: each round draws every position not yet fixed from the refined
 mixture given the ones fixed so far, and fixes the most confident of them (the drawn code's
 log-probability; `--order random`: a random order) until 1 − cos(pi/2 * r / R) of the grid is fixed
-after round r; the last round fixes the rest. Round r's noise is frac(u + r * 0.618...) of the step's
-one noise draw u, so the noise rule is the live step's. The state follows the world model alone (the
-refiner changes the codes drawn, not the recurrence). Eval only: the live step does not do this.
+after round r; the last round fixes the rest. `--order copies`: the first round fixes the positions that
+drew the copy prior's proposal, the later rounds draw the rest in a random order given them. Round r's
+noise is frac(u + r * 0.618...) of the step's one noise draw u, so the noise rule is the live step's.
+The state follows the world model alone (the refiner changes the codes drawn, not the recurrence).
+Eval only: the live step does not do this.
 
 `eval` writes the §6 metrics of `ochre eval` (100 rollouts x 2 seeds, 48 of 256 steps; no tours, learned
 twin or action model) to EVAL/metrics.json and the share of adjacent code pairs never seen in training
@@ -33,7 +37,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -99,10 +102,14 @@ def fixed_after(r: int, rounds: int, n: int) -> int:
 
 
 def draw_rounds(model, refiner: Refiner, x: torch.Tensor, mixture: Mixture, u: torch.Tensor, sampling,
-                rounds: int, order: torch.Tensor | None = None) -> torch.Tensor:
+                rounds: int, order: torch.Tensor | None = None, copies_first: bool = False) -> torch.Tensor:
     """One step's codes (B, h, w) in `rounds` rounds (module docstring). x: the last layer's new state,
     mixture: the step's (with its boosts), u (B, h, w) the step's noise, order (B, h, w) a random
-    priority (None: confidence)."""
+    priority in [0, 1) (None: confidence). copies_first (needs order): the first round fixes the
+    positions that drew the copy prior's proposal, and the later rounds the rest in the random order
+    (round r of the R − 1 after the first: those with priority below 1 − cos(pi/2 · r / (R − 1)))."""
+    if copies_first and order is None:
+        raise ValueError("copies_first draws the rest in a random order: pass `order`")
     B, h, w = u.shape
     K = refiner.config.codebook_size
     revealed = torch.full((B, h, w), K, dtype=torch.long, device=u.device)
@@ -112,9 +119,13 @@ def draw_rounds(model, refiner: Refiner, x: torch.Tensor, mixture: Mixture, u: t
         drawn, lp = sample_mixture(mix, torch.remainder(u + r * GOLDEN, 1.0), sampling, logits=True)
         if r == rounds - 1:
             return torch.where(fixed.view(B, h, w), revealed, drawn)
-        score = (lp.gather(-1, drawn[..., None])[..., 0] if order is None else order).reshape(B, -1).float()
-        score = torch.where(fixed, torch.inf, score)                  # the fixed stay fixed
-        keep = torch.zeros_like(fixed).scatter(1, score.topk(fixed_after(r + 1, rounds, h * w), dim=1).indices, True)
+        if copies_first:
+            share = 1 - math.cos(math.pi / 2 * r / (rounds - 1))
+            keep = fixed | ((drawn == mixture.codes) if r == 0 else (order < share)).reshape(B, -1)
+        else:
+            score = (lp.gather(-1, drawn[..., None])[..., 0] if order is None else order).reshape(B, -1).float()
+            score = torch.where(fixed, torch.inf, score)              # the fixed stay fixed
+            keep = torch.zeros_like(fixed).scatter(1, score.topk(fixed_after(r + 1, rounds, h * w), 1).indices, True)
         revealed = torch.where((keep & ~fixed).view(B, h, w), drawn, revealed)
         fixed = keep
     return revealed
@@ -131,15 +142,20 @@ def rounds_dreamer(refiner: Refiner, rounds: int, order: str):
         def draw(self, tokens, actions, noise, state):
             mixture, state = self.model.step(tokens, actions, state, boost=self.sampling.boosts, parts=True)
             x = state[len(self.model.config.hidden) - 1]
-            prio = torch.rand(noise.shape, generator=self.order_gen) if order == "random" else None
-            return draw_rounds(self.model, refiner, x, mixture, noise, self.sampling, rounds, prio), state
+            prio = torch.rand(noise.shape, generator=self.order_gen) if order != "confidence" else None
+            return draw_rounds(self.model, refiner, x, mixture, noise, self.sampling, rounds, prio,
+                               copies_first=order == "copies"), state
 
     return RoundsDreamer
 
 
-def teacher_forced(model, tokens: torch.Tensor, actions: torch.Tensor, token_noise: float):
+def world_steps(model, tokens: torch.Tensor, actions: torch.Tensor, token_noise: float, unroll: int = 0,
+                refiner: Refiner | None = None, sampling=None, rounds: int = 4):
     """The frozen world model over windows: tokens (B, T, h, w), actions (B, T−1, 4) -> x (N, C, h, w),
-    the mixtures' proposals and gates (N, h, w) and the targets (N, h, w), N = B·(T−1)."""
+    the mixtures' proposals and gates (N, h, w) and the targets (N, h, w), N = B·(T−1). The last `unroll`
+    steps take the model's own codes as input, drawn in `rounds` rounds in a random order with the
+    refiner as it is and the decoding `sampling` (its boosts): the states and proposals a dream shows
+    the refiner, not only those of recorded play; the targets stay the recorded codes."""
     B, T = tokens.shape[:2]
     inputs = tokens[:, :-1]
     if token_noise:
@@ -148,14 +164,22 @@ def teacher_forced(model, tokens: torch.Tensor, actions: torch.Tensor, token_noi
                              inputs)
     act = model.with_flag(actions)
     state = model.init_state(B)
-    xs, codes, gates = [], [], []
+    xs, codes, gates, current = [], [], [], None
+    first_own = T - 1 - unroll
     with torch.no_grad():
         for t in range(T - 1):
-            mixture, state = model.core(model.input_gates(inputs[:, t], act[:, t]), inputs[:, t], act[:, t],
-                                        model.realign(state), parts=True)
-            xs.append(state[len(model.config.hidden) - 1])
+            own = t >= first_own
+            x_in = current if own else inputs[:, t]
+            mixture, state = model.core(model.input_gates(x_in, act[:, t]), x_in, act[:, t],
+                                        state if own else model.realign(state),
+                                        boost=sampling.boosts if sampling is not None else (0.0, 0.0), parts=True)
+            x = state[len(model.config.hidden) - 1]
+            xs.append(x)
             codes.append(mixture.codes)
             gates.append(mixture.gate)
+            if t + 1 >= first_own and t + 1 < T - 1:
+                current = draw_rounds(model, refiner, x, mixture, torch.rand(x_in.shape), sampling, rounds,
+                                      torch.rand(x_in.shape))
     flat = lambda v: torch.stack(v, dim=1).flatten(0, 1)                              # noqa: E731
     return flat(xs), flat(codes), flat(gates), tokens[:, 1:].flatten(0, 1)
 
@@ -175,8 +199,11 @@ def refiner_loss(model, refiner: Refiner, x, codes, gates, target, gen=None):
     return (nll * hide).sum() / n, (base * hide).sum() / n
 
 
-def train(run, tokens, out, minutes: float, batch: int, lr: float, seed: int = 0, log_every: int = 20) -> dict:
-    """Train a refiner for the frozen world model `run` on `tokens`' train split for `minutes` (resumable)."""
+def train(run, tokens, out, minutes: float, batch: int, lr: float, seed: int = 0, log_every: int = 20,
+          window: int = 12, unroll: int = 0, init=None) -> dict:
+    """Train a refiner for the frozen world model `run` on `tokens`' train split for `minutes` (resumable):
+    windows of `window` frames whose last `unroll` inputs are the model's own draws (world_steps), from
+    the weights of the refiner `init` if given."""
     from tqdm import tqdm
 
     from ochre.data.loader import window_batches
@@ -184,18 +211,19 @@ def train(run, tokens, out, minutes: float, batch: int, lr: float, seed: int = 0
     from ochre.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
     from ochre.train.common import RunLogger, cosine_lr
 
-    model, _, meta = load_dynamics(run)
+    model, sampling, _ = load_dynamics(run)
     model.requires_grad_(False).eval()
     refiner = Refiner(RefinerConfig(model.config.codebook_size, model.config.hidden[-1]))
     opt = torch.optim.AdamW(refiner.parameters(), lr=lr, weight_decay=0.01)
     torch.manual_seed(seed)
     step, elapsed, epoch, skip = 0, 0.0, 0, 0
     latest = latest_checkpoint(out)
+    if latest is None and init is not None:
+        refiner.load_state_dict(load_refiner(init).state_dict())
     if latest is not None:
         done = load_checkpoint(latest, refiner, opt)["extra"]
         step, elapsed, epoch, skip = done["step"], done["elapsed_s"], done["epoch"], done["batch_in_epoch"]
         restore_rng_state(done["rng"])
-    window = 12
     batches = window_batches(tokens, window, batch, seed=seed, start_epoch=epoch, skip=skip)
     Path(out).mkdir(parents=True, exist_ok=True)
     logger = RunLogger(Path(out), True)
@@ -207,7 +235,7 @@ def train(run, tokens, out, minutes: float, batch: int, lr: float, seed: int = 0
         epoch, n, b = next(batches)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(elapsed / budget, lr, 0.02)
-        x, codes, gates, target = teacher_forced(model, b["tokens"], b["actions"], 0.1)
+        x, codes, gates, target = world_steps(model, b["tokens"], b["actions"], 0.1, unroll, refiner, sampling)
         loss, base = refiner_loss(model, refiner, x, codes, gates, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -224,7 +252,8 @@ def train(run, tokens, out, minutes: float, batch: int, lr: float, seed: int = 0
         if step % 200 == 0 or done:
             save_checkpoint(out, step, refiner, opt, extra={
                 "step": step, "elapsed_s": elapsed, "epoch": epoch, "batch_in_epoch": n + 1,
-                "rng": capture_rng_state(), "world": meta["path"], "minutes": minutes, "batch": batch, "lr": lr})
+                "rng": capture_rng_state(), "world": Path(run).name, "minutes": minutes, "batch": batch,
+                "lr": lr, "window": window, "unroll": unroll, "init": None if init is None else Path(init).name})
     bar.close()
     return last
 
@@ -246,8 +275,12 @@ def main(argv=None) -> int:
     t.add_argument("tokens", help="its token shards (train split)")
     t.add_argument("--out", required=True, help="refiner run folder (resumes if it holds a checkpoint)")
     t.add_argument("--minutes", type=float, default=30.0, help="training wall time (default 30)")
-    t.add_argument("--batch", type=int, default=8, help="windows of 12 frames a step (default 8)")
+    t.add_argument("--batch", type=int, default=8, help="windows a step (default 8)")
     t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--window", type=int, default=12, help="frames a window (default 12)")
+    t.add_argument("--unroll", type=int, default=0,
+                   help="last inputs of a window that are the model's own draws in rounds (default 0: recorded play)")
+    t.add_argument("--init", default=None, help="start from this refiner's weights (a new run only)")
     e = sub.add_parser("eval", help="§6 metrics of the world model's dreams drawn in rounds")
     e.add_argument("run", help="world-model run or checkpoint folder")
     e.add_argument("tokens", help="its token shards")
@@ -255,51 +288,56 @@ def main(argv=None) -> int:
                                    "--rounds 1 the world model's own draw (the baseline on the same rollouts)")
     e.add_argument("--out", required=True, help="eval output folder")
     e.add_argument("--rounds", type=int, default=4, help="rounds a step (default 4)")
-    e.add_argument("--order", choices=("confidence", "random"), default="confidence")
+    e.add_argument("--order", choices=("confidence", "random", "copies"), default="confidence",
+                   help="which drawn codes a round fixes: the most confident, a random share, or (copies) the "
+                        "copied ones after the first round and the rest in a random order")
     e.add_argument("--split", default="val")
+    e.add_argument("--pairs-only", action="store_true", help="only the unseen-pair share (no §6 metrics)")
     args = ap.parse_args(argv)
 
     from ochre.device import keep_large_blocks
 
     keep_large_blocks()
     if args.command == "train":
-        print(train(args.run, args.tokens, args.out, args.minutes, args.batch, args.lr))
+        if not 0 <= args.unroll <= args.window - 2:
+            ap.error("--unroll must be between 0 and --window - 2")
+        print(train(args.run, args.tokens, args.out, args.minutes, args.batch, args.lr, window=args.window,
+                    unroll=args.unroll, init=args.init))
         return 0
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
-    from ochre.bench.code_pairs import pair_table, summary, train_grids, unseen_share
-    from ochre.data.shards import read_index
+    from ochre.bench.code_pairs import dream_shares, pair_table, short_rollouts, summary, train_grids
+    from ochre.data.shards import indexed_folder, read_index
     from ochre.eval import EvalConfig
+    from ochre.eval.dreamers import Codec
     from ochre.eval.evaluate import evaluate
     from ochre.io import write_json_atomic
+    from ochre.models.checkpoint import load_dynamics, load_tokenizer
 
+    model, sampling, _ = load_dynamics(args.run)
     if args.refiner == "none":              # the baseline: the world model's own draw, on the same rollouts
-        from ochre.models.checkpoint import load_dynamics
-
-        model = load_dynamics(args.run)[0]
         refiner = Refiner(RefinerConfig(model.config.codebook_size, model.config.hidden[-1])).eval()
     else:
         refiner = load_refiner(args.refiner)
     cls = rounds_dreamer(refiner, args.rounds, args.order)
-    codes = []
-
-    class Recording(cls):                   # keeps the short rollouts' codes for the pair count
-        def dream(self, context, actions, truth=None, seed=0, keep=None):
-            frames, c = super().dream(context, actions, truth, seed, keep)
-            if c.shape[1] <= 33:
-                codes.append(c)
-            return frames, c
-
-    cfg = EvalConfig(split=args.split, rollouts=100, long_rollouts=48, seeds=(0, 1), learned=False, tours=0, idm=False)
-    m = evaluate(args.run, args.tokens, args.out, cfg=cfg, device="cpu", dreamer_class=Recording)
-    k = int(read_index(args.tokens)["codebook_size"])
+    seeds = (0, 1)
+    if not args.pairs_only:
+        cfg = EvalConfig(split=args.split, rollouts=100, long_rollouts=48, seeds=seeds, learned=False, tours=0,
+                         idm=False)
+        m = evaluate(args.run, args.tokens, args.out, cfg=cfg, device="cpu", dreamer_class=cls)
+        for key in ("psnr@8/over_repeat", "psnr@32/over_repeat", "c2st@9-32", "c2st@129-256", "grad_ratio@256"):
+            print(key, round(m[key], 3), [round(v, 3) for v in m.get(key + "/ci", [])])
+    # The unseen-pair share of the same short rollouts and noise (bench/code_pairs).
+    index = read_index(args.tokens)
+    k = int(index["codebook_size"])
     table = pair_table(train_grids(args.tokens), k)
-    shares = np.concatenate([unseen_share(c, table, k) for c in codes]) if codes else np.zeros((0, 1))
+    real, actions = short_rollouts(args.tokens, args.split, 100)
+    codec = Codec(load_tokenizer(indexed_folder(args.tokens, "tokenizer_checkpoint", index)))
+    shares = summary(dream_shares(cls("rounds", model, codec, sampling), real, actions, seeds, table, k))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(args.out) / "code_pairs.json", {"rounds": args.rounds, "order": args.order,
-                                                           "rollouts": len(shares), **summary(shares)})
-    for key in ("psnr@8/over_repeat", "psnr@32/over_repeat", "c2st@9-32", "c2st@129-256", "grad_ratio@256"):
-        print(key, round(m[key], 3), [round(v, 3) for v in m.get(key + "/ci", [])])
-    print("unseen pairs", {t: summary(shares).get(f"@{t}") for t in (1, 8, 16, 32)})
+                                                           "rollouts": len(real), "seeds": list(seeds), **shares})
+    print("unseen pairs", {t: shares.get(f"@{t}") for t in (1, 8, 16, 32)})
     return 0
 
 

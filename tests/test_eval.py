@@ -302,11 +302,12 @@ def test_pair_decoding_scores_each_code_against_its_drawn_neighbours():
 def test_mask_rounds_start_as_the_models_own_draw_and_learn_from_revealed_neighbours(world):
     """bench/mask_rounds: an untrained refiner drawing in one round gives the live step's codes; the
     refined mixture keeps the model's proposals (a gate pushed to one draws them in any number of
-    rounds, in either order); the schedule fixes every position by the last round; the loss starts at
+    rounds, in any order); an unrolled window's last steps read the model's own draws; the schedule fixes
+    every position by the last round; the loss starts at
     the model's own and falls below it once the refiner learns that a grid's codes follow its revealed ones."""
     import torch
 
-    from ochre.bench.mask_rounds import Refiner, RefinerConfig, draw_rounds, fixed_after, refiner_loss
+    from ochre.bench.mask_rounds import Refiner, RefinerConfig, draw_rounds, fixed_after, refiner_loss, world_steps
     from ochre.models.checkpoint import load_dynamics
     from ochre.models.step import live_step
 
@@ -326,8 +327,19 @@ def test_mask_rounds_start_as_the_models_own_draw_and_learn_from_revealed_neighb
         four = draw_rounds(model, refiner, x, mixture, noise, sampling, 4)
         assert four.shape == want.shape and 0 <= int(four.min()) and int(four.max()) < K
         refiner.convs[-1].bias[-1] = 60.0                                   # the gate at one: the proposals
-        for order in (None, torch.rand(2, 16, 16)):
-            assert torch.equal(draw_rounds(model, refiner, x, mixture, noise, sampling, 3, order), mixture.codes)
+        prio = torch.rand(2, 16, 16)
+        for order, copies_first in ((None, False), (prio, False), (prio, True)):
+            assert torch.equal(draw_rounds(model, refiner, x, mixture, noise, sampling, 3, order, copies_first),
+                               mixture.codes)
+        with pytest.raises(ValueError, match="random order"):
+            draw_rounds(model, refiner, x, mixture, noise, sampling, 3, None, copies_first=True)
+    # Windows: the steps before the unroll read recorded play, the unrolled ones the model's own draws.
+    window, acts = torch.randint(0, K, (2, 5, 16, 16)), torch.rand(2, 4, 4) * 2 - 1
+    xs, _, _, target = world_steps(model, window, acts, 0.0, unroll=2, refiner=refiner, sampling=sampling)
+    recorded, *_ = world_steps(model, window, acts, 0.0)
+    assert xs.shape == (8, C, 16, 16) and torch.equal(target, window[:, 1:].flatten(0, 1))
+    xs, recorded = xs.unflatten(0, (2, 4)), recorded.unflatten(0, (2, 4))
+    assert torch.equal(xs[:, :2], recorded[:, :2]) and not torch.allclose(xs[:, 2:], recorded[:, 2:])
     assert [fixed_after(r, 4, 256) for r in (1, 2, 3, 4)] == [19, 75, 158, 256]
     assert fixed_after(1, 50, 256) == 1                                     # at least one more a round
 
