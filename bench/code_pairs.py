@@ -94,11 +94,22 @@ def short_rollouts(tokens, split: str, rollouts: int) -> tuple[np.ndarray, np.nd
     return real, actions
 
 
+def dream_codes(dreamer, real: np.ndarray, actions: np.ndarray, seeds) -> list[np.ndarray]:
+    """A dreamer's codes (N, S+1, h, w) from each rollout's first real frame, one array per seed (the eval's
+    noise seeds: the codes `ochre eval` scores); only frame 0 is decoded."""
+    return [dreamer.dream(real[:, 0], actions, real, seed=s, keep=slice(0, 1))[1] for s in seeds]
+
+
 def dream_shares(dreamer, real: np.ndarray, actions: np.ndarray, seeds, table, k: int) -> np.ndarray:
-    """The unseen-pair share (N, S+1) of a dreamer's codes from each rollout's first real frame, mean over the
-    seeds (the eval's noise seeds: the codes `ochre eval` scores); only frame 0 is decoded."""
-    return np.mean([unseen_share(dreamer.dream(real[:, 0], actions, real, seed=s, keep=slice(0, 1))[1], table, k)
-                    for s in seeds], axis=0)
+    """The unseen-pair share (N, S+1) of a dreamer's codes (dream_codes), mean over the seeds."""
+    return np.mean([unseen_share(c, table, k) for c in dream_codes(dreamer, real, actions, seeds)], axis=0)
+
+
+def same_share(codes: np.ndarray) -> np.ndarray:
+    """The share of a grid's adjacent pairs that are one code twice (flat regions): (..., h, w) -> (...)."""
+    c = np.asarray(codes)
+    h, v = c[..., :, :-1] == c[..., :, 1:], c[..., :-1, :] == c[..., 1:, :]
+    return (h.sum(axis=(-2, -1)) + v.sum(axis=(-2, -1))) / (h.shape[-2] * h.shape[-1] + v.shape[-2] * v.shape[-1])
 
 
 def main(argv=None) -> int:

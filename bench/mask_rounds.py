@@ -24,8 +24,9 @@ The state follows the world model alone (the refiner changes the codes drawn, no
 Eval only: the live step does not do this.
 
 `eval` writes the §6 metrics of `ochre eval` (100 rollouts x 2 seeds, 48 of 256 steps; no tours, learned
-twin or action model) to EVAL/metrics.json and the share of adjacent code pairs never seen in training
-(bench/code_pairs) to EVAL/code_pairs.json. bench/results/mask_rounds_probe_cpu_2026-12-05.json.
+twin or action model) to EVAL/metrics.json, and to EVAL/code_pairs.json the share of adjacent code pairs
+never seen in training (bench/code_pairs) and the share that are one code twice (flat regions), on the
+same short rollouts. bench/results/mask_rounds_probe_cpu_2026-12-05.json.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -306,7 +308,7 @@ def main(argv=None) -> int:
         return 0
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
-    from ochre.bench.code_pairs import dream_shares, pair_table, short_rollouts, summary, train_grids
+    from ochre.bench import code_pairs as cp
     from ochre.data.shards import indexed_folder, read_index
     from ochre.eval import EvalConfig
     from ochre.eval.dreamers import Codec
@@ -327,17 +329,24 @@ def main(argv=None) -> int:
         m = evaluate(args.run, args.tokens, args.out, cfg=cfg, device="cpu", dreamer_class=cls)
         for key in ("psnr@8/over_repeat", "psnr@32/over_repeat", "c2st@9-32", "c2st@129-256", "grad_ratio@256"):
             print(key, round(m[key], 3), [round(v, 3) for v in m.get(key + "/ci", [])])
-    # The unseen-pair share of the same short rollouts and noise (bench/code_pairs).
+    # The unseen-pair share of the same short rollouts and noise (bench/code_pairs), and the share of adjacent
+    # pairs that are one code twice (flat regions), with the real codes' for reference.
     index = read_index(args.tokens)
     k = int(index["codebook_size"])
-    table = pair_table(train_grids(args.tokens), k)
-    real, actions = short_rollouts(args.tokens, args.split, 100)
+    table = cp.pair_table(cp.train_grids(args.tokens), k)
+    real, actions = cp.short_rollouts(args.tokens, args.split, 100)
     codec = Codec(load_tokenizer(indexed_folder(args.tokens, "tokenizer_checkpoint", index)))
-    shares = summary(dream_shares(cls("rounds", model, codec, sampling), real, actions, seeds, table, k))
+    dreamt = cp.dream_codes(cls("rounds", model, codec, sampling), real, actions, seeds)
+    with torch.no_grad():
+        truth = np.stack([codec.encode(r).cpu().numpy() for r in real])              # (N, S+1, h, w)
+    found = {"unseen_pairs": cp.summary(np.mean([cp.unseen_share(c, table, k) for c in dreamt], axis=0)),
+             "same_pairs": cp.summary(np.mean([cp.same_share(c) for c in dreamt], axis=0)),
+             "real_same_pairs": cp.summary(cp.same_share(truth))}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(args.out) / "code_pairs.json", {"rounds": args.rounds, "order": args.order,
-                                                           "rollouts": len(real), "seeds": list(seeds), **shares})
-    print("unseen pairs", {t: shares.get(f"@{t}") for t in (1, 8, 16, 32)})
+                                                           "rollouts": len(real), "seeds": list(seeds), **found})
+    for name, row in found.items():
+        print(name, {t: row.get(f"@{t}") for t in (1, 8, 16, 32)})
     return 0
 
 

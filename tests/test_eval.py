@@ -256,7 +256,7 @@ def test_code_pairs_counts_the_neighbours_training_never_put_together():
     own, and a grid's unseen share counts its new pairs over all its adjacent pairs."""
     import numpy as np
 
-    from ochre.bench.code_pairs import pair_table, summary, unseen_share
+    from ochre.bench.code_pairs import pair_table, same_share, summary, unseen_share
 
     k = 5
     grid = np.array([[0, 1, 2], [3, 4, 0]])                                  # (2, 3)
@@ -270,6 +270,8 @@ def test_code_pairs_counts_the_neighbours_training_never_put_together():
     np.testing.assert_allclose(shares, [[0, 4 / 7], [0, 0]])
     s = summary(shares)
     assert s["by_step"] == [0.0, round(2 / 7, 5)] and s["@1"] == round(2 / 7, 5)
+    flat = np.array([[1, 1, 2], [1, 4, 2]])                   # one code twice: (1,1) across; (1,1), (2,2) down
+    np.testing.assert_allclose(same_share(np.stack([grid, flat])), [0, 3 / 7])
     assert s["@1/ci"][0] <= s["@1"] <= s["@1/ci"][1]
 
 
