@@ -2,7 +2,7 @@
 
     python -m ochre.bench.mask_rounds train RUN TOKENS --out DIR [--minutes M] [--batch B]
     python -m ochre.bench.mask_rounds eval RUN TOKENS DIR|none --out EVAL [--rounds R]
-                                           [--order confidence|random|copies] [--pairs-only]
+                                           [--order confidence|random|copies|unseen] [--pairs-only]
 
 The world model RUN stays frozen. A small refiner learns, from the model's last-layer state x (B, C, h, w),
 the copy prior's proposals and a partly revealed next grid (the true next codes at a random share of
@@ -18,7 +18,8 @@ A dream step then draws in R rounds: each round draws every position not yet fix
 mixture given the ones fixed so far, and fixes the most confident of them (the drawn code's
 log-probability; `--order random`: a random order) until 1 − cos(pi/2 * r / R) of the grid is fixed
 after round r; the last round fixes the rest. `--order copies`: the first round fixes the positions that
-drew the copy prior's proposal, the later rounds draw the rest in a random order given them. Round r's
+drew the copy prior's proposal (`--order unseen`: those in no adjacent pair the train split's grids never
+show), the later rounds draw the rest in a random order given them. Round r's
 noise is frac(u + r * 0.618...) of the step's one noise draw u, so the noise rule is the live step's.
 The state follows the world model alone (the refiner changes the codes drawn, not the recurrence).
 Eval only: the live step does not do this.
@@ -104,14 +105,14 @@ def fixed_after(r: int, rounds: int, n: int) -> int:
 
 
 def draw_rounds(model, refiner: Refiner, x: torch.Tensor, mixture: Mixture, u: torch.Tensor, sampling,
-                rounds: int, order: torch.Tensor | None = None, copies_first: bool = False) -> torch.Tensor:
+                rounds: int, order: torch.Tensor | None = None, first=None) -> torch.Tensor:
     """One step's codes (B, h, w) in `rounds` rounds (module docstring). x: the last layer's new state,
     mixture: the step's (with its boosts), u (B, h, w) the step's noise, order (B, h, w) a random
-    priority in [0, 1) (None: confidence). copies_first (needs order): the first round fixes the
-    positions that drew the copy prior's proposal, and the later rounds the rest in the random order
-    (round r of the R − 1 after the first: those with priority below 1 − cos(pi/2 · r / (R − 1)))."""
-    if copies_first and order is None:
-        raise ValueError("copies_first draws the rest in a random order: pass `order`")
+    priority in [0, 1) (None: confidence). first (needs order): which of the first round's draws
+    (B, h, w) to fix, as a bool (B, h, w); the later rounds draw the rest in the random order (round r
+    of the R − 1 after the first fixes those with priority below 1 − cos(pi/2 · r / (R − 1)))."""
+    if first is not None and order is None:
+        raise ValueError("after the first round the rest are drawn in a random order: pass `order`")
     B, h, w = u.shape
     K = refiner.config.codebook_size
     revealed = torch.full((B, h, w), K, dtype=torch.long, device=u.device)
@@ -121,9 +122,9 @@ def draw_rounds(model, refiner: Refiner, x: torch.Tensor, mixture: Mixture, u: t
         drawn, lp = sample_mixture(mix, torch.remainder(u + r * GOLDEN, 1.0), sampling, logits=True)
         if r == rounds - 1:
             return torch.where(fixed.view(B, h, w), revealed, drawn)
-        if copies_first:
+        if first is not None:
             share = 1 - math.cos(math.pi / 2 * r / (rounds - 1))
-            keep = fixed | ((drawn == mixture.codes) if r == 0 else (order < share)).reshape(B, -1)
+            keep = fixed | (first(drawn) if r == 0 else (order < share)).reshape(B, -1)
         else:
             score = (lp.gather(-1, drawn[..., None])[..., 0] if order is None else order).reshape(B, -1).float()
             score = torch.where(fixed, torch.inf, score)              # the fixed stay fixed
@@ -133,8 +134,27 @@ def draw_rounds(model, refiner: Refiner, x: torch.Tensor, mixture: Mixture, u: t
     return revealed
 
 
-def rounds_dreamer(refiner: Refiner, rounds: int, order: str):
-    """A ModelDreamer class whose every step is drawn in rounds (CPU)."""
+def touches_unseen(codes: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor], k: int) -> torch.Tensor:
+    """Whether each position (B, h, w) of codes (B, h, w) is in an adjacent pair the table (bench/code_pairs'
+    (k*k,) bool tables, left-right and top-bottom) never saw."""
+    seen_h, seen_v = table
+    bad_h = ~seen_h[codes[:, :, :-1] * k + codes[:, :, 1:]]                            # (B, h, w-1)
+    bad_v = ~seen_v[codes[:, :-1, :] * k + codes[:, 1:, :]]                            # (B, h-1, w)
+    out = torch.zeros_like(codes, dtype=torch.bool)
+    out[:, :, :-1] |= bad_h
+    out[:, :, 1:] |= bad_h
+    out[:, :-1, :] |= bad_v
+    out[:, 1:, :] |= bad_v
+    return out
+
+
+def rounds_dreamer(refiner: Refiner, rounds: int, order: str, table=None):
+    """A ModelDreamer class whose every step is drawn in rounds (CPU). order "unseen" needs the pair
+    table (bench/code_pairs.pair_table)."""
+    if order == "unseen":
+        if table is None:
+            raise ValueError("--order unseen needs the train split's pair table")
+        table = tuple(torch.from_numpy(t) for t in table)
 
     class RoundsDreamer(ModelDreamer):
         def _batch(self, context, actions, seed, keep):
@@ -145,8 +165,9 @@ def rounds_dreamer(refiner: Refiner, rounds: int, order: str):
             mixture, state = self.model.step(tokens, actions, state, boost=self.sampling.boosts, parts=True)
             x = state[len(self.model.config.hidden) - 1]
             prio = torch.rand(noise.shape, generator=self.order_gen) if order != "confidence" else None
-            return draw_rounds(self.model, refiner, x, mixture, noise, self.sampling, rounds, prio,
-                               copies_first=order == "copies"), state
+            first = {"copies": lambda d: d == mixture.codes,
+                     "unseen": lambda d: ~touches_unseen(d, table, refiner.config.codebook_size)}.get(order)
+            return draw_rounds(self.model, refiner, x, mixture, noise, self.sampling, rounds, prio, first), state
 
     return RoundsDreamer
 
@@ -290,9 +311,10 @@ def main(argv=None) -> int:
                                    "--rounds 1 the world model's own draw (the baseline on the same rollouts)")
     e.add_argument("--out", required=True, help="eval output folder")
     e.add_argument("--rounds", type=int, default=4, help="rounds a step (default 4)")
-    e.add_argument("--order", choices=("confidence", "random", "copies"), default="confidence",
-                   help="which drawn codes a round fixes: the most confident, a random share, or (copies) the "
-                        "copied ones after the first round and the rest in a random order")
+    e.add_argument("--order", choices=("confidence", "random", "copies", "unseen"), default="confidence",
+                   help="which drawn codes a round fixes: the most confident, a random share; or after the first "
+                        "round the copied ones (copies) or those in no pair training never saw (unseen), and the "
+                        "rest in a random order")
     e.add_argument("--split", default="val")
     e.add_argument("--pairs-only", action="store_true", help="only the unseen-pair share (no §6 metrics)")
     args = ap.parse_args(argv)
@@ -321,7 +343,10 @@ def main(argv=None) -> int:
         refiner = Refiner(RefinerConfig(model.config.codebook_size, model.config.hidden[-1])).eval()
     else:
         refiner = load_refiner(args.refiner)
-    cls = rounds_dreamer(refiner, args.rounds, args.order)
+    index = read_index(args.tokens)
+    k = int(index["codebook_size"])
+    table = cp.pair_table(cp.train_grids(args.tokens), k)
+    cls = rounds_dreamer(refiner, args.rounds, args.order, table)
     seeds = (0, 1)
     if not args.pairs_only:
         cfg = EvalConfig(split=args.split, rollouts=100, long_rollouts=48, seeds=seeds, learned=False, tours=0,
@@ -331,9 +356,6 @@ def main(argv=None) -> int:
             print(key, round(m[key], 3), [round(v, 3) for v in m.get(key + "/ci", [])])
     # The unseen-pair share of the same short rollouts and noise (bench/code_pairs), and the share of adjacent
     # pairs that are one code twice (flat regions), with the real codes' for reference.
-    index = read_index(args.tokens)
-    k = int(index["codebook_size"])
-    table = cp.pair_table(cp.train_grids(args.tokens), k)
     real, actions = cp.short_rollouts(args.tokens, args.split, 100)
     codec = Codec(load_tokenizer(indexed_folder(args.tokens, "tokenizer_checkpoint", index)))
     dreamt = cp.dream_codes(cls("rounds", model, codec, sampling), real, actions, seeds)

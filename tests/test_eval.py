@@ -309,7 +309,15 @@ def test_mask_rounds_start_as_the_models_own_draw_and_learn_from_revealed_neighb
     the model's own and falls below it once the refiner learns that a grid's codes follow its revealed ones."""
     import torch
 
-    from ochre.bench.mask_rounds import Refiner, RefinerConfig, draw_rounds, fixed_after, refiner_loss, world_steps
+    from ochre.bench.mask_rounds import (
+        Refiner,
+        RefinerConfig,
+        draw_rounds,
+        fixed_after,
+        refiner_loss,
+        touches_unseen,
+        world_steps,
+    )
     from ochre.models.checkpoint import load_dynamics
     from ochre.models.step import live_step
 
@@ -330,11 +338,16 @@ def test_mask_rounds_start_as_the_models_own_draw_and_learn_from_revealed_neighb
         assert four.shape == want.shape and 0 <= int(four.min()) and int(four.max()) < K
         refiner.convs[-1].bias[-1] = 60.0                                   # the gate at one: the proposals
         prio = torch.rand(2, 16, 16)
-        for order, copies_first in ((None, False), (prio, False), (prio, True)):
-            assert torch.equal(draw_rounds(model, refiner, x, mixture, noise, sampling, 3, order, copies_first),
+        for order, first in ((None, None), (prio, None), (prio, lambda d: d == mixture.codes)):
+            assert torch.equal(draw_rounds(model, refiner, x, mixture, noise, sampling, 3, order, first),
                                mixture.codes)
         with pytest.raises(ValueError, match="random order"):
-            draw_rounds(model, refiner, x, mixture, noise, sampling, 3, None, copies_first=True)
+            draw_rounds(model, refiner, x, mixture, noise, sampling, 3, None, first=lambda d: d == mixture.codes)
+    # Positions in a pair the table never saw: (0, 1) seen across, (0, 0) seen down, nothing else.
+    seen_h, seen_v = torch.zeros(9, dtype=torch.bool), torch.zeros(9, dtype=torch.bool)
+    seen_h[0 * 3 + 1], seen_v[0 * 3 + 0] = True, True
+    grid = torch.tensor([[[0, 1, 2], [0, 1, 1]]])              # (0,1) ok, (1,2) not; (0,1) ok, (1,1) not; down (0,0) ok
+    assert touches_unseen(grid, (seen_h, seen_v), 3).tolist() == [[[False, True, True], [False, True, True]]]
     # Windows: the steps before the unroll read recorded play, the unrolled ones the model's own draws.
     window, acts = torch.randint(0, K, (2, 5, 16, 16)), torch.rand(2, 4, 4) * 2 - 1
     xs, _, _, target = world_steps(model, window, acts, 0.0, unroll=2, refiner=refiner, sampling=sampling)
