@@ -94,6 +94,14 @@ def short_rollouts(tokens, split: str, rollouts: int) -> tuple[np.ndarray, np.nd
     return real, actions
 
 
+def real_codes(codec, real: np.ndarray) -> np.ndarray:
+    """The tokenizer's codes (N, S+1, h, w) of real rollout frames (N, S+1, H, W, 3)."""
+    import torch
+
+    with torch.no_grad():
+        return np.stack([codec.encode(r).cpu().numpy() for r in real])
+
+
 def dream_codes(dreamer, real: np.ndarray, actions: np.ndarray, seeds) -> list[np.ndarray]:
     """A dreamer's codes (N, S+1, h, w) from each rollout's first real frame, one array per seed (the eval's
     noise seeds: the codes `ochre eval` scores); only frame 0 is decoded."""
@@ -125,7 +133,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="result JSON (default bench/results/code_pairs_cpu_<date>.json)")
     args = ap.parse_args(argv)
 
-    import torch
 
     from ochre.data.shards import indexed_folder, read_index
     from ochre.device import keep_large_blocks
@@ -139,9 +146,7 @@ def main(argv=None) -> int:
     table = pair_table(train_grids(args.tokens), k)
     codec = Codec(load_tokenizer(indexed_folder(args.tokens, "tokenizer_checkpoint", index)))
     real, actions = short_rollouts(args.tokens, args.split, args.rollouts)
-    with torch.no_grad():
-        truth = np.stack([codec.encode(r).cpu().numpy() for r in real])              # (B, S+1, h, w)
-    rows = {"real": summary(unseen_share(truth, table, k))}
+    rows = {"real": summary(unseen_share(real_codes(codec, real), table, k))}
     for name, run in runs.items():
         model, sampling, _ = load_dynamics(run)
         decodings = {name: sampling}

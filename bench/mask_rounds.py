@@ -119,7 +119,8 @@ def draw_rounds(model, refiner: Refiner, x: torch.Tensor, mixture: Mixture, u: t
     fixed = torch.zeros(B, h * w, dtype=torch.bool, device=u.device)
     for r in range(rounds):
         mix = refined(model, refiner, x, mixture, revealed)
-        drawn, lp = sample_mixture(mix, torch.remainder(u + r * GOLDEN, 1.0), sampling, logits=True)
+        confidence = order is None and r < rounds - 1          # the log-probabilities only where they rank
+        drawn, lp = sample_mixture(mix, torch.remainder(u + r * GOLDEN, 1.0), sampling, logits=confidence)
         if r == rounds - 1:
             return torch.where(fixed.view(B, h, w), revealed, drawn)
         if first is not None:
@@ -207,18 +208,21 @@ def world_steps(model, tokens: torch.Tensor, actions: torch.Tensor, token_noise:
     return flat(xs), flat(codes), flat(gates), tokens[:, 1:].flatten(0, 1)
 
 
-def refiner_loss(model, refiner: Refiner, x, codes, gates, target, gen=None):
+def refiner_loss(model, refiner: Refiner, x, codes, gates, target, gen=None, untrained: bool = True):
     """NLL at the hidden positions of a random share of each grid (MaskGIT's schedule) -> (loss, at-0 loss):
-    the second the same positions under the untrained refiner (the world model's own mixture)."""
+    the second the same positions under the untrained refiner (the world model's own mixture), or None
+    without `untrained` (a second pass through the K-way head, for the log only)."""
     N = len(target)
     hide = torch.rand(target.shape, generator=gen) < hidden_share(N, gen)[:, None, None]      # (N, h, w)
     revealed = torch.where(hide, refiner.config.codebook_size, target)
     mix = refined(model, refiner, x, Mixture(None, codes, gates, None), revealed)
     lp = _mix(mix.z, codes, mix.gate, None)                                         # (N, h, w, K)
     nll = -lp.gather(-1, target[..., None])[..., 0]
+    n = hide.sum().clamp(min=1)
+    if not untrained:
+        return (nll * hide).sum() / n, None
     with torch.no_grad():
         base = -_mix(model.head_logits(x), codes, gates, None).gather(-1, target[..., None])[..., 0]
-    n = hide.sum().clamp(min=1)
     return (nll * hide).sum() / n, (base * hide).sum() / n
 
 
@@ -259,7 +263,8 @@ def train(run, tokens, out, minutes: float, batch: int, lr: float, seed: int = 0
         for group in opt.param_groups:
             group["lr"] = cosine_lr(elapsed / budget, lr, 0.02)
         x, codes, gates, target = world_steps(model, b["tokens"], b["actions"], 0.1, unroll, refiner, sampling)
-        loss, base = refiner_loss(model, refiner, x, codes, gates, target)
+        logs = (step + 1) % log_every == 0
+        loss, base = refiner_loss(model, refiner, x, codes, gates, target, untrained=logs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(refiner.parameters(), 1.0)
@@ -268,10 +273,12 @@ def train(run, tokens, out, minutes: float, batch: int, lr: float, seed: int = 0
         elapsed = time.perf_counter() - t0
         bar.update(round(100 * min(elapsed / budget, 1), 1) - bar.n)
         done = elapsed >= budget
-        if step % log_every == 0 or done:
-            last = {"loss": float(loss.detach()), "loss_untrained": float(base), "elapsed_s": elapsed}
+        if logs or done:
+            last = {"loss": float(loss.detach()), "elapsed_s": elapsed}
+            if base is not None:
+                last["loss_untrained"] = float(base)
             logger.log(step, last)
-            bar.set_postfix(step=step, loss=f"{last['loss']:.3f}", untrained=f"{last['loss_untrained']:.3f}")
+            bar.set_postfix(step=step, loss=f"{last['loss']:.3f}")
         if step % 200 == 0 or done:
             save_checkpoint(out, step, refiner, opt, extra={
                 "step": step, "elapsed_s": elapsed, "epoch": epoch, "batch_in_epoch": n + 1,
@@ -359,8 +366,7 @@ def main(argv=None) -> int:
     real, actions = cp.short_rollouts(args.tokens, args.split, 100)
     codec = Codec(load_tokenizer(indexed_folder(args.tokens, "tokenizer_checkpoint", index)))
     dreamt = cp.dream_codes(cls("rounds", model, codec, sampling), real, actions, seeds)
-    with torch.no_grad():
-        truth = np.stack([codec.encode(r).cpu().numpy() for r in real])              # (N, S+1, h, w)
+    truth = cp.real_codes(codec, real)
     found = {"unseen_pairs": cp.summary(np.mean([cp.unseen_share(c, table, k) for c in dreamt], axis=0)),
              "same_pairs": cp.summary(np.mean([cp.same_share(c) for c in dreamt], axis=0)),
              "real_same_pairs": cp.summary(cp.same_share(truth))}
