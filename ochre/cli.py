@@ -157,6 +157,12 @@ def _add_train_tokenizer(sub) -> None:
                    help="with --decoder-of: residual blocks of the refined decoder at 64x64, 32x32 and 16x16, at "
                    "least TOKENIZER's; the added blocks start as the identity, so training starts from TOKENIZER's "
                    "frames")
+    p.add_argument("--adversarial", type=_positive_float, default=None, metavar="W",
+                   help="with --decoder-of: add a patch discriminator's hinge loss (no pretrained network), weighted "
+                   "W times the weight at which it pulls the decoder's last layer as hard as the reconstruction "
+                   "loss does (VQGAN's adaptive weight): sharper frames for some PSNR. Default: off")
+    p.add_argument("--disc-warmup", type=int, default=None, metavar="N",
+                   help="with --adversarial: steps the discriminator trains alone first (default 500)")
     _add_run_flags(p)
     p.set_defaults(_run="ochre.train.tokenizer:run")
 

@@ -319,3 +319,66 @@ def test_a_refined_decoder_keeps_the_codes_and_stands_in_for_its_tokenizer(clips
     assert read_checkpoint_config(shipped / "tokenizer")["extra"]["decoder_of"] == extra["decoder_of"]
     assert torch.equal(load_tokenizer(shipped / "tokenizer").decoder[-1].weight, refined.decoder[-1].weight)
     assert (shipped / "tokenizer_metrics.json").is_file() and not list(shipped.glob("*.tmp"))
+
+
+@pytest.mark.exact
+def test_an_adversarial_refinement_keeps_the_codes_and_resumes_exactly(clips, tmp_path, monkeypatch):
+    """--adversarial: the discriminator trains alone for --disc-warmup steps (the decoder's loss is the
+    reconstruction's until then), then both; the codes stay TOK's; the discriminator and its optimizer
+    ride in every checkpoint, so a run cut after its checkpoint and resumed ends bit for bit where the
+    uncut run ends; without --decoder-of the flag is refused before any work."""
+    import ochre.train.tokenizer as loop
+    from ochre.data.loader import eval_frames
+
+    _train(clips, tmp_path / "tok", steps=4, device="cpu")
+    cfg = TokenizerConfig(**SMALL)
+    tcfg = TokenizerTrainConfig(steps=7, batch=8, lr=2e-3, warmup=2, adversarial=0.5, disc_warmup=3)
+
+    def refine(out, resume=False):
+        return train(clips, out, cfg, tcfg, seed=0, resume=resume, ckpt_every=4, log_every=1, progress=False,
+                     eval_frames_n=16, precision="fp32", device="cpu", decoder_of=tmp_path / "tok")
+
+    refine(tmp_path / "straight")
+    logs = [json.loads(x) for x in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert ["adv/weight" in r for r in logs] == [False] * 3 + [True] * 4          # the warm-up: D alone
+    assert all(r["adv/weight"] > 0 for r in logs[3:]) and all(0 <= r["grad_ratio"] for r in logs)
+    assert all(set(r) >= {"adv/d_loss", "adv/real_acc", "adv/fake_acc"} for r in logs)
+    ckpt_dir = latest_checkpoint(tmp_path / "straight")
+    assert (ckpt_dir / "companions.safetensors").is_file()
+
+    real = loop.frame_batches
+
+    def interrupted(*args, **kwargs):
+        for i, batch in enumerate(real(*args, **kwargs)):
+            if i == 5:                                   # after the checkpoint at step 4
+                raise KeyboardInterrupt
+            yield batch
+    monkeypatch.setattr(loop, "frame_batches", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        refine(tmp_path / "cut")
+    monkeypatch.setattr(loop, "frame_batches", real)
+    refine(tmp_path / "cut", resume=True)
+    a, b = _state(tmp_path / "straight"), _state(tmp_path / "cut")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    d_a = load_checkpoint_companion(tmp_path / "straight")
+    d_b = load_checkpoint_companion(tmp_path / "cut")
+    for k in d_a:
+        assert torch.equal(d_a[k], d_b[k]), k
+
+    base, refined = load_tokenizer(tmp_path / "tok"), load_tokenizer(tmp_path / "straight")
+    frames = eval_frames(clips, 16, split="all")
+    assert torch.equal(base.encode(frames), refined.encode(frames))
+    assert refined.codes_digest() == base.codes_digest()
+    assert not torch.equal(base.decoder[-1].weight, refined.decoder[-1].weight)
+
+    with pytest.raises(ValueError, match="pass --decoder-of"):
+        train(clips, tmp_path / "x", cfg, tcfg, seed=0, progress=False, device="cpu")
+    assert not (tmp_path / "x").exists()
+    assert main(["train-tokenizer", str(clips), "--out", str(tmp_path / "y"), "--adversarial", "0.1"]) == 2
+    assert not (tmp_path / "y").exists()
+
+
+def load_checkpoint_companion(run):
+    from safetensors.torch import load_file
+    return load_file(latest_checkpoint(run) / "companions.safetensors")

@@ -92,6 +92,17 @@ class TokenizerTrainConfig:
     warmup: int = 100
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    # Refining a decoder only (--decoder-of): weight of a patch discriminator's hinge loss, relative to
+    # the reconstruction term's pull on the decoder's last layer (ochre.models.discriminator); 0: off.
+    # For its first disc_warmup steps the discriminator trains alone, so the decoder's first adversarial
+    # gradients come from one that already tells its frames from real ones.
+    adversarial: float = 0.0
+    disc_warmup: int = 500
+    disc_lr: float = 2e-4
+
+    def __post_init__(self):
+        if self.adversarial < 0 or self.disc_warmup < 0 or self.disc_lr <= 0:
+            raise ValueError(f"need adversarial >= 0, disc_warmup >= 0 and disc_lr > 0: {self}")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> TokenizerTrainConfig:
@@ -213,8 +224,9 @@ class Tokenizer(nn.Module):
         self.encoder.requires_grad_(False)
         return list(self.decoder.parameters())
 
-    def compute_loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """batch: uint8 frames (B, 3, 64, 64) or {"frames": ...}. Returns (loss, logs).
+    def compute_loss(self, batch, with_recon: bool = False) -> tuple:
+        """batch: uint8 frames (B, 3, 64, 64) or {"frames": ...}. Returns (loss, logs), and with_recon the
+        reconstruction (B, 3, H, W) in [-1, 1] space, in the graph (for an adversarial term) as a third.
 
         Pure (no buffer mutation), so it compiles with fullgraph=True. logs holds detached scalars
         (`recon_loss`, `commit_loss`, `psnr`, `codebook_usage`, `perplexity`) and, for
@@ -251,7 +263,7 @@ class Tokenizer(nn.Module):
             "codebook_usage": (counts > 0).float().mean(), "perplexity": perplexity,
             "vq/counts": counts, "vq/sums": sums, "vq/z": flat_z,
         }
-        return loss, logs
+        return (loss, logs, out.recon) if with_recon else (loss, logs)
 
     @torch.compiler.disable
     @torch.no_grad()

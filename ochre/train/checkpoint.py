@@ -139,11 +139,14 @@ def _remove(path: Path) -> None:
 
 
 def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    extra: dict | None = None, keep: int = 3) -> Path:
+                    extra: dict | None = None, keep: int = 3, companions: dict | None = None) -> Path:
     """Write RUN/checkpoints/step_{step:08d}/ atomically, then keep only the newest `keep`.
 
     `model` needs a dataclass `.config` (DDP / torch.compile wrappers are unwrapped). `extra` must
-    be JSON-serialisable (see `capture_rng_state`). Call it on one rank only. Returns the folder.
+    be JSON-serialisable (see `capture_rng_state`). `companions` {name: (module, optimizer)}: modules
+    that train beside the model but are not part of it (a discriminator), saved with their optimizers
+    in companions.safetensors so a resume is exact; loading the model never reads them.
+    Call it on one rank only. Returns the folder.
     """
     if step < 0 or keep < 1:
         raise ValueError(f"need step >= 0 and keep >= 1, got step={step}, keep={keep}")
@@ -178,6 +181,15 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer: torch
         tensors, meta["optim"] = _flatten_optimizer(optimizer)
         save_file(tensors, tmp / "optim.safetensors")
         files.append("optim.safetensors")
+    if companions:
+        tensors, meta["companions"] = {}, {}
+        for name, (module, opt) in companions.items():
+            tensors.update({f"{name}.model.{k}": v.detach().cpu().contiguous()
+                            for k, v in unwrap(module).state_dict().items()})
+            flat, meta["companions"][name] = _flatten_optimizer(opt)
+            tensors.update({f"{name}.optim.{k}": v for k, v in flat.items()})
+        save_file(tensors, tmp / "companions.safetensors")
+        files.append("companions.safetensors")
     for name in files:
         _fsync(tmp / name)
     meta["files"] = {name: sha256(tmp / name) for name in files}
@@ -194,15 +206,31 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer: torch
 
 # -- resume -------------------------------------------------------------------------------------
 
-def load_checkpoint(path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
+def load_checkpoint(path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    companions: dict | None = None) -> dict:
     """Load weights, buffers (and optimizer state) into `model` in place; returns config.json.
 
     `path` is a checkpoint folder or a run folder (its newest checkpoint). Every file is checked
     against the sha256 in config.json first. Parameters keep their device; strict on keys/shapes.
+    companions: {name: (module, optimizer)} saved beside the model (`save_checkpoint`), loaded too.
     """
     meta = load_weights(path, model)
     if optimizer is not None:
         if meta["optim"] is None:
             raise CheckpointError(f"{meta['path']}: saved without optimizer state; cannot resume the optimizer")
         _unflatten_optimizer(optimizer, load_verified(Path(meta["path"]), "optim.safetensors", meta), meta["optim"])
+    if companions:
+        saved = meta.get("companions") or {}
+        missing = sorted(set(companions) - set(saved))
+        if missing:
+            raise CheckpointError(f"{meta['path']}: saved without {', '.join(missing)}; cannot resume them")
+        tensors = load_verified(Path(meta["path"]), "companions.safetensors", meta)
+        for name, (module, opt) in companions.items():
+            state = {k[len(name) + 7:]: v for k, v in tensors.items() if k.startswith(f"{name}.model.")}
+            try:
+                unwrap(module).load_state_dict(state, strict=True)
+            except RuntimeError as e:
+                raise CheckpointError(f"{meta['path']}: the saved {name} does not fit this one: {e}") from e
+            _unflatten_optimizer(opt, {k[len(name) + 7:]: v for k, v in tensors.items()
+                                       if k.startswith(f"{name}.optim.")}, saved[name])
     return meta

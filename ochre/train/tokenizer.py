@@ -15,6 +15,11 @@ codebook, trains only the decoder (the encoder frozen, the codebook never update
 gets TOK's codes (`Tokenizer.codes_digest` is unchanged): TOK's token shards, and the world models
 trained on them, stay valid, and only what a player sees of their codes changes. --decoder-blocks
 gives the decoder more residual blocks than TOK's; they start as the identity (`grow_decoder`).
+--adversarial W adds a patch discriminator's hinge loss to the refinement (ochre.models.discriminator):
+after --disc-warmup steps of the discriminator training alone, each step updates the decoder on its
+reconstruction loss + W · (adaptive weight) · adversarial loss, then the discriminator on real frames
+against the step's reconstructions. The discriminator and its optimizer are saved in every
+checkpoint (`companions`), so the resume is exact; shipping the decoder leaves them behind.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from ochre.device import train_autocast, train_precision
 from ochre.images import grid, save_png
 from ochre.io import write_json_atomic
 from ochre.models.checkpoint import CheckpointError, checkpoint_hash, load_tokenizer, read_checkpoint_config
+from ochre.models.discriminator import PatchDiscriminator, adaptive_weight, hinge_d_loss, hinge_g_loss
 from ochre.models.tokenizer import Tokenizer, TokenizerConfig, TokenizerTrainConfig, grow_decoder
 from ochre.train import checkpoint as ckpt
 from ochre.train.common import RunLogger, cosine_lr
@@ -49,8 +55,8 @@ class _LossModule(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, frames):
-        return self.model.compute_loss(frames)
+    def forward(self, frames, with_recon: bool = False):
+        return self.model.compute_loss(frames, with_recon=with_recon)
 
 
 # ---- what a run is, and where it starts -----------------------------------------------------
@@ -68,6 +74,8 @@ def run_record(clips, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed:
     # decoder_blocks only where set: runs recorded before it existed resume unchanged
     model = {k: v for k, v in asdict(cfg).items() if k != "impl" and not (k == "decoder_blocks" and v is None)}
     train = {k: v for k, v in asdict(tcfg).items() if k != "steps"}
+    if not tcfg.adversarial:            # runs recorded before the adversarial term existed resume unchanged
+        train = {k: v for k, v in train.items() if k not in ("adversarial", "disc_warmup", "disc_lr")}
     inputs = {"clips": index_digest(clips)}
     if decoder_of is not None:
         inputs["decoder_of"] = decoder_of
@@ -89,6 +97,11 @@ class _Run:
     step: int = 0
     precision: str = "fp32"     # of the train step (ochre.device.train_precision)
     decoder_of: dict | None = None  # refining a decoder: {"checkpoint": hash, "codes": codes_digest}
+    disc: PatchDiscriminator | None = None          # with --adversarial
+    disc_opt: torch.optim.Optimizer | None = None
+
+    def companions(self) -> dict:
+        return {"discriminator": (self.disc, self.disc_opt)} if self.disc is not None else {}
 
 
 def start_run(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, info: DistInfo, *, seed: int,
@@ -96,6 +109,8 @@ def start_run(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, info
     """Check the run folder and the data, build model and optimizer, restore a checkpoint.
     decoder_of: a tokenizer checkpoint (or run) whose decoder alone this run trains (cfg is its config)."""
     out = Path(out)
+    if tcfg.adversarial and decoder_of is None:
+        raise ValueError("--adversarial refines a trained decoder; pass --decoder-of TOKENIZER")
     index = read_index(clips)                   # a wrong path fails here, before any work
     source = checkpoint_hash(decoder_of) if decoder_of is not None else None
     record = run_record(clips, cfg, tcfg, seed=seed, workers=workers, ranks=info.world, decoder_of=source)
@@ -111,7 +126,12 @@ def start_run(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, info
         refine = {"checkpoint": source, "codes": model.codes_digest()}
         params = model.freeze_codes()
     opt = torch.optim.AdamW(params, lr=tcfg.lr, betas=(0.9, 0.99), weight_decay=tcfg.weight_decay)
-    step, epoch, skip = _restore(latest, model, opt, info) if latest is not None else (0, 0, 0)
+    disc = disc_opt = None
+    if tcfg.adversarial:
+        disc = PatchDiscriminator().to(info.device, memory_format=torch.channels_last)
+        disc_opt = torch.optim.Adam(disc.parameters(), lr=tcfg.disc_lr, betas=(0.5, 0.9))
+    companions = {"discriminator": (disc, disc_opt)} if disc is not None else None
+    step, epoch, skip = _restore(latest, model, opt, info, companions) if latest is not None else (0, 0, 0)
     if refine is not None and model.codes_digest() != refine["codes"]:
         raise CheckpointError(f"{latest}: its encoder or codebook differ from those of {decoder_of}, whose "
                               "decoder this run refines; start afresh with --overwrite")
@@ -125,12 +145,15 @@ def start_run(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, info
         loss_fn = torch.compile(loss_fn)
     batches = frame_batches(clips, tcfg.batch, seed=seed, split="train", workers=workers,
                             dist=Split(info.rank, info.world), start_epoch=epoch, skip=skip)
-    return _Run(info, out, model, opt, loss_fn, batches, record, step, decoder_of=refine)
+    return _Run(info, out, model, opt, loss_fn, batches, record, step, decoder_of=refine, disc=disc,
+                disc_opt=disc_opt)
 
 
-def _restore(latest: Path, model: Tokenizer, opt: torch.optim.Optimizer, info: DistInfo) -> tuple[int, int, int]:
-    """Load a checkpoint into model and optimizer, restore the RNGs; returns (step, epoch, batch in epoch)."""
-    meta = ckpt.load_checkpoint(latest, model, opt)
+def _restore(latest: Path, model: Tokenizer, opt: torch.optim.Optimizer, info: DistInfo,
+             companions: dict | None = None) -> tuple[int, int, int]:
+    """Load a checkpoint into model and optimizer (and companions), restore the RNGs; returns (step, epoch,
+    batch in epoch)."""
+    meta = ckpt.load_checkpoint(latest, model, opt, companions=companions)
     extra = meta["extra"]
     ckpt.restore_rng_state(extra["rng"])
     if info.is_main:
@@ -146,17 +169,55 @@ def _train_step(run: _Run, frames: torch.Tensor, tcfg: TokenizerTrainConfig, aut
     frames = frames.to(run.info.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     for group in run.opt.param_groups:
         group["lr"] = cosine_lr((run.step + 1) / tcfg.steps, tcfg.lr, tcfg.warmup / tcfg.steps)
-    with autocast:
-        loss, logs = run.loss_fn(frames)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), tcfg.grad_clip)
-    run.opt.step()
-    run.opt.zero_grad(set_to_none=True)
+    if run.disc is not None:
+        loss, grad_norm, logs = _adversarial_step(run, frames, tcfg, autocast)
+    else:
+        with autocast:
+            loss, logs = run.loss_fn(frames)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), tcfg.grad_clip)
+        run.opt.step()
+        run.opt.zero_grad(set_to_none=True)
     if run.decoder_of is None:
         logs = run.model.update_codebook(logs)
     else:                                       # the codebook stays TOK's: drop its statistics
         logs = {k: v for k, v in logs.items() if not k.startswith("vq/")}
     run.step += 1
+    return loss.detach(), grad_norm, logs
+
+
+def _adversarial_step(run: _Run, frames: torch.Tensor, tcfg: TokenizerTrainConfig, autocast) -> tuple:
+    """The decoder's step on reconstruction (+ adversarial, after the warm-up) loss, then the
+    discriminator's on real frames against this step's reconstructions (module doc)."""
+    disc, adversarial = run.disc, run.step >= tcfg.disc_warmup
+    disc.requires_grad_(False)
+    with autocast:
+        loss, logs, recon = run.loss_fn(frames, with_recon=True)
+        if adversarial:
+            g_loss = hinge_g_loss(disc(recon))
+            weight = tcfg.adversarial * adaptive_weight(loss, g_loss, run.model.decoder[-1].weight)
+            logs.update({"adv/g_loss": g_loss.detach(), "adv/weight": weight})
+            loss = loss + weight * g_loss
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), tcfg.grad_clip)
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+
+    disc.requires_grad_(True)
+    real = run.model.normalize(frames)
+    with autocast:
+        real_logits, fake_logits = disc(real), disc(recon.detach())
+        d_loss = hinge_d_loss(real_logits, fake_logits)
+    d_loss.backward()
+    if run.info.world > 1:                       # the discriminator is not DDP-wrapped: average by hand
+        for p in disc.parameters():
+            torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
+    run.disc_opt.step()
+    run.disc_opt.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        logs.update({"adv/d_loss": d_loss.detach(), "adv/real_acc": (real_logits > 0).float().mean(),
+                     "adv/fake_acc": (fake_logits < 0).float().mean(),
+                     "grad_ratio": _edges(recon.detach().clamp(-1, 1)).sum() / _edges(real).sum()})
     return loss.detach(), grad_norm, logs
 
 
@@ -187,7 +248,7 @@ def train_loop(run: _Run, tcfg: TokenizerTrainConfig, *, seed: int, ckpt_every: 
             bar.set_postfix(loss=f"{values['loss']:.4f}", psnr=f"{values['psnr']:.1f}",
                             usage=f"{values['codebook_usage']:.2f}")
         if (run.step % ckpt_every == 0 or run.step == tcfg.steps) and info.is_main:
-            ckpt.save_checkpoint(run.out, run.step, run.model, run.opt, keep=keep,
+            ckpt.save_checkpoint(run.out, run.step, run.model, run.opt, keep=keep, companions=run.companions(),
                                  extra={"epoch": epoch, "batch_in_epoch": n + 1, "seed": seed,
                                         "train": asdict(tcfg), "rng": ckpt.capture_rng_state(),
                                         "run": run.record, "decoder_of": run.decoder_of})
@@ -216,35 +277,52 @@ def train(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed:
     return metrics
 
 
-def _grad(frames: torch.Tensor) -> float:
-    """Mean |∂x| + |∂y| of the grey image of uint8 (N, 3, H, W) frames (as ochre.eval's grad_ratio)."""
+def _edges(frames: torch.Tensor) -> torch.Tensor:
+    """Per frame, mean |∂x| + |∂y| of the grey image of (N, 3, H, W) frames (as ochre.eval's grad_ratio;
+    any one scale: only ratios are read) -> (N,) float64."""
     g = frames.double().mean(dim=1)
-    return float(g.diff(dim=-1).abs().mean() + g.diff(dim=-2).abs().mean())
+    return g.diff(dim=-1).abs().mean(dim=(1, 2)) + g.diff(dim=-2).abs().mean(dim=(1, 2))
 
 
 @torch.no_grad()
-def evaluate(model: Tokenizer, clips, out: Path, n: int = 512, batch: int = 128) -> dict:
-    """Held-out reconstruction: recon_psnr, recon_grad_ratio (the reconstructions' image gradient ÷ the
-    real frames': blur < 1), codebook usage and perplexity -> metrics.json,
-    and originals over reconstructions -> recon.png. The frames are spread evenly over every
-    held-out trajectory (ochre.data.loader.eval_frames)."""
+def reconstruct(model: Tokenizer, frames: torch.Tensor, batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 frames (n, 3, H, W) -> their codes (n, h, w) and reconstructions, uint8 (n, 3, H, W), on the CPU."""
     model.eval()
-    frames = eval_frames(clips, n, split="test")                              # (n, 3, H, W) uint8
     device = next(model.parameters()).device
     codes, recon = [], []
     for i in range(0, len(frames), batch):
         c = model.encode(frames[i:i + batch].to(device))                    # (b, h, w)
         codes.append(c.cpu())
         recon.append(model.decode(c, as_uint8=True).cpu())                  # (b, 3, H, W)
-    codes, recon = torch.cat(codes), torch.cat(recon)
+    return torch.cat(codes), torch.cat(recon)
+
+
+def recon_scores(frames: torch.Tensor, recon: torch.Tensor) -> dict:
+    """recon_psnr (mean over frames) and recon_grad_ratio (the reconstructions' image gradient ÷ the real
+    frames': blur < 1), each with a 95 % bootstrap interval over frames (ochre.eval.intervals)."""
+    from ochre.eval.intervals import interval, mean_interval, put
+
     err = (recon.float() - frames.float()).div(255).square().mean(dim=(1, 2, 3))
-    psnr = (-10 * torch.log10(err.clamp_min(1e-10))).mean().item()
+    psnr = (-10 * torch.log10(err.clamp_min(1e-10))).double().numpy()
+    fake, real = _edges(recon).numpy(), _edges(frames).numpy()
+    out: dict = {}
+    put(out, "recon_psnr", mean_interval(psnr))
+    put(out, "recon_grad_ratio", interval(lambda idx: fake[idx].sum() / real[idx].sum(), len(frames)))
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: Tokenizer, clips, out: Path, n: int = 512, batch: int = 128, split: str = "test") -> dict:
+    """Held-out reconstruction: recon_psnr, recon_grad_ratio (`recon_scores`), codebook usage and
+    perplexity -> metrics.json, and originals over reconstructions -> recon.png. The frames are spread
+    evenly over every trajectory of the split (ochre.data.loader.eval_frames)."""
+    frames = eval_frames(clips, n, split=split)                              # (n, 3, H, W) uint8
+    codes, recon = reconstruct(model, frames, batch)
     K = model.config.codebook_size
     counts = torch.bincount(codes.flatten(), minlength=K).double()
     p = counts / counts.sum()
     metrics = {
-        "recon_psnr": psnr,
-        "recon_grad_ratio": _grad(recon) / _grad(frames),
+        **recon_scores(frames, recon),
         "codebook_perplexity": float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum())),
         "codebook_usage": float((counts > 0).double().mean()),
         "codes_used": int((counts > 0).sum()),
@@ -258,12 +336,15 @@ def evaluate(model: Tokenizer, clips, out: Path, n: int = 512, batch: int = 128)
 
 
 def run(args) -> int:
-    overrides = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr)) if v}
+    overrides = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr),
+                                   ("adversarial", args.adversarial), ("disc_warmup", args.disc_warmup))
+                 if v is not None}
     decoder_of = args.decoder_of
-    if args.decoder_blocks and decoder_of is None:
-        print("ochre train-tokenizer: --decoder-blocks refines a trained decoder; pass --decoder-of TOKENIZER",
-              file=sys.stderr)
-        return 2
+    for flag, given in (("--decoder-blocks", args.decoder_blocks), ("--adversarial", args.adversarial)):
+        if given and decoder_of is None:
+            print(f"ochre train-tokenizer: {flag} refines a trained decoder; pass --decoder-of TOKENIZER",
+                  file=sys.stderr)
+            return 2
     try:
         tcfg = TokenizerTrainConfig.preset(args.preset, **overrides)
         if decoder_of is not None:          # the model is TOK's; --preset picks only the training defaults
@@ -288,4 +369,5 @@ def run(args) -> int:
     return 0
 
 
-__all__ = ["train", "start_run", "train_loop", "evaluate", "run", "run_record", "RunMismatch"]
+__all__ = ["train", "start_run", "train_loop", "evaluate", "reconstruct", "recon_scores", "run", "run_record",
+           "RunMismatch"]
