@@ -163,6 +163,10 @@ def _add_train_tokenizer(sub) -> None:
                    "loss does (VQGAN's adaptive weight): sharper frames for some PSNR. Default: off")
     p.add_argument("--disc-warmup", type=int, default=None, metavar="N",
                    help="with --adversarial: steps the discriminator trains alone first (default 500)")
+    p.add_argument("--dream-codes", default=None, metavar="BANK",
+                   help="with --adversarial: the discriminator judges the decoder's pictures of these dreamed code "
+                   "grids (an .npz from `python -m ochre.bench.dream_decoder bank`) against real frames, instead of "
+                   "its reconstructions: a decoder taught to paint the codes a world model draws")
     _add_run_flags(p)
     p.set_defaults(_run="ochre.train.tokenizer:run")
 

@@ -374,3 +374,44 @@ def test_mask_rounds_start_as_the_models_own_draw_and_learn_from_revealed_neighb
         loss.backward()
         opt.step()
     assert float(loss) < float(base) - 1.0, (float(loss), float(base))
+
+
+def test_a_dream_bank_holds_the_models_own_grids_and_trains_a_decoder_on_them(data, tmp_path, capsys):
+    """bench/dream_decoder: a bank keeps every dreamed grid of train-split rollouts (the eval's dreamer:
+    its first grids are the live step's from the rollout's first frame); `train-tokenizer --dream-codes`
+    has the discriminator judge the decoder's pictures of them (logged as dream_grad_ratio), records the
+    bank in the run, and refuses a bank with codes the tokenizer lacks, naming the file."""
+    import json
+
+    import numpy as np
+
+    from ochre.bench.dream_decoder import bank, save_bank
+    from ochre.cli import main
+
+    arrays = bank(data / "ochre", data / "tokens", steps=6, split="train", seed=3, batch=4)
+    codes, step = arrays["codes"], arrays["step"]
+    assert codes.dtype == np.uint16 and codes.shape[1:] == (16, 16) and len(codes) % 6 == 0
+    assert step.tolist()[:12] == [1, 2, 3, 4, 5, 6] * 2 and int(codes.max()) < 256
+    assert len(np.unique(codes[step == 6].reshape(len(codes) // 6, -1), axis=0)) > 1
+    save_bank(tmp_path / "bank.npz", arrays)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    argv = ["train-tokenizer", str(data / "clips"), "--out", str(tmp_path / "dec"), "--decoder-of", str(data / "tok"),
+            "--adversarial", "0.5", "--disc-warmup", "1", "--steps", "3", "--batch", "4", "--device", "cpu",
+            "--precision", "fp32", "--dream-codes", str(tmp_path / "bank.npz")]
+    assert main(argv) == 0
+    logs = [json.loads(x) for x in (tmp_path / "dec" / "log.jsonl").read_text().splitlines()]
+    assert all("dream_grad_ratio" in r for r in logs) and "adv/weight" in logs[-1]
+    from ochre.models.checkpoint import read_checkpoint_config
+    assert "dream_codes" in read_checkpoint_config(tmp_path / "dec")["extra"]["run"]["inputs"]
+
+    save_bank(tmp_path / "wide.npz", {**arrays, "codes": arrays["codes"] + 256})
+    capsys.readouterr()
+    argv[argv.index("--out") + 1] = str(tmp_path / "dec2")
+    argv[-1] = str(tmp_path / "wide.npz")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "wide.npz" in err and "outside this tokenizer's 256 codes" in err and not (tmp_path / "dec2").exists()
+    assert main(["train-tokenizer", str(data / "clips"), "--out", str(tmp_path / "x"), "--decoder-of",
+                 str(data / "tok"), "--dream-codes", str(tmp_path / "bank.npz")]) == 2
+    assert "pass --adversarial" in capsys.readouterr().err

@@ -20,6 +20,11 @@ after --disc-warmup steps of the discriminator training alone, each step updates
 reconstruction loss + W · (adaptive weight) · adversarial loss, then the discriminator on real frames
 against the step's reconstructions. The discriminator and its optimizer are saved in every
 checkpoint (`companions`), so the resume is exact; shipping the decoder leaves them behind.
+--dream-codes BANK (with --adversarial): the fakes the discriminator judges, and the decoder's adversarial
+term, are the decoder's pictures of code grids a world model dreamed (bench/dream_decoder.py makes the
+bank from train-split rollouts) instead of its reconstructions: a decoder taught to paint the codes
+the dynamics actually draws, while the reconstruction loss keeps it faithful to real codes. Each step
+draws its grids from the bank by a generator seeded with (seed, rank, step), so a resume draws the same.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ RUN_OUTPUTS = ("checkpoints", "log.jsonl", "tb", "metrics.json", "recon.png")
 
 
 def run_record(clips, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed: int, workers: int,
-               ranks: int, decoder_of: str | None = None) -> dict:
+               ranks: int, decoder_of: str | None = None, dream_codes: str | None = None) -> dict:
     """Everything that must match for --resume to continue the exact run: the model, the training
     settings, the seed, the data stream's shape (loader workers, ranks) and the data set itself (and,
     refining a decoder, the hash of the tokenizer it started from).
@@ -79,6 +84,8 @@ def run_record(clips, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed:
     inputs = {"clips": index_digest(clips)}
     if decoder_of is not None:
         inputs["decoder_of"] = decoder_of
+    if dream_codes is not None:
+        inputs["dream_codes"] = dream_codes
     return {"kind": "tokenizer-run",
             "config": {**train, "seed": seed, "workers": workers, "ranks": ranks, "model": model},
             "inputs": inputs}
@@ -99,21 +106,28 @@ class _Run:
     decoder_of: dict | None = None  # refining a decoder: {"checkpoint": hash, "codes": codes_digest}
     disc: PatchDiscriminator | None = None          # with --adversarial
     disc_opt: torch.optim.Optimizer | None = None
+    dreams: torch.Tensor | None = None              # with --dream-codes: (N, h, w) int16 code grids
+    seed: int = 0
 
     def companions(self) -> dict:
         return {"discriminator": (self.disc, self.disc_opt)} if self.disc is not None else {}
 
 
 def start_run(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, info: DistInfo, *, seed: int,
-              compile: bool, resume: bool, overwrite: bool, workers: int, decoder_of=None) -> _Run:
+              compile: bool, resume: bool, overwrite: bool, workers: int, decoder_of=None, dream_codes=None) -> _Run:
     """Check the run folder and the data, build model and optimizer, restore a checkpoint.
-    decoder_of: a tokenizer checkpoint (or run) whose decoder alone this run trains (cfg is its config)."""
+    decoder_of: a tokenizer checkpoint (or run) whose decoder alone this run trains (cfg is its config).
+    dream_codes: a bank of dreamed code grids (.npz) whose pictures the discriminator judges (module doc)."""
     out = Path(out)
     if tcfg.adversarial and decoder_of is None:
         raise ValueError("--adversarial refines a trained decoder; pass --decoder-of TOKENIZER")
+    if dream_codes is not None and not tcfg.adversarial:
+        raise ValueError("--dream-codes are judged by the discriminator; pass --adversarial W")
     index = read_index(clips)                   # a wrong path fails here, before any work
+    dreams = _read_dreams(dream_codes, cfg) if dream_codes is not None else None
     source = checkpoint_hash(decoder_of) if decoder_of is not None else None
-    record = run_record(clips, cfg, tcfg, seed=seed, workers=workers, ranks=info.world, decoder_of=source)
+    record = run_record(clips, cfg, tcfg, seed=seed, workers=workers, ranks=info.world, decoder_of=source,
+                        dream_codes=None if dreams is None else _file_hash(dream_codes))
     latest = claim_run_folder(out, record, info, resume=resume, overwrite=overwrite, outputs=RUN_OUTPUTS)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -146,7 +160,26 @@ def start_run(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, info
     batches = frame_batches(clips, tcfg.batch, seed=seed, split="train", workers=workers,
                             dist=Split(info.rank, info.world), start_epoch=epoch, skip=skip)
     return _Run(info, out, model, opt, loss_fn, batches, record, step, decoder_of=refine, disc=disc,
-                disc_opt=disc_opt)
+                disc_opt=disc_opt, dreams=dreams, seed=seed)
+
+
+def _read_dreams(path, cfg: TokenizerConfig) -> torch.Tensor:
+    """The code grids (N, h, w) of a dream bank (bench/dream_decoder.py), checked against the tokenizer."""
+    try:
+        with np.load(path) as bank:
+            codes = bank["codes"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: not a dream bank (an .npz with `codes`): {e}") from e
+    if codes.ndim != 3 or not len(codes):
+        raise ValueError(f"{path}: `codes` must be a non-empty (N, h, w) array, got shape {codes.shape}")
+    if int(codes.max()) >= cfg.codebook_size:
+        raise ValueError(f"{path}: holds code {int(codes.max())}, outside this tokenizer's {cfg.codebook_size} codes")
+    return torch.from_numpy(codes.astype(np.int16))
+
+
+def _file_hash(path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def _restore(latest: Path, model: Tokenizer, opt: torch.optim.Optimizer, info: DistInfo,
@@ -193,8 +226,9 @@ def _adversarial_step(run: _Run, frames: torch.Tensor, tcfg: TokenizerTrainConfi
     disc.requires_grad_(False)
     with autocast:
         loss, logs, recon = run.loss_fn(frames, with_recon=True)
+        fake = recon if run.dreams is None else _paint(run, _dream_batch(run, len(frames)))
         if adversarial:
-            g_loss = hinge_g_loss(disc(recon))
+            g_loss = hinge_g_loss(disc(fake))
             weight = tcfg.adversarial * adaptive_weight(loss, g_loss, run.model.decoder[-1].weight)
             logs.update({"adv/g_loss": g_loss.detach(), "adv/weight": weight})
             loss = loss + weight * g_loss
@@ -206,7 +240,7 @@ def _adversarial_step(run: _Run, frames: torch.Tensor, tcfg: TokenizerTrainConfi
     disc.requires_grad_(True)
     real = run.model.normalize(frames)
     with autocast:
-        real_logits, fake_logits = disc(real), disc(recon.detach())
+        real_logits, fake_logits = disc(real), disc(fake.detach())
         d_loss = hinge_d_loss(real_logits, fake_logits)
     d_loss.backward()
     if run.info.world > 1:                       # the discriminator is not DDP-wrapped: average by hand
@@ -218,7 +252,21 @@ def _adversarial_step(run: _Run, frames: torch.Tensor, tcfg: TokenizerTrainConfi
         logs.update({"adv/d_loss": d_loss.detach(), "adv/real_acc": (real_logits > 0).float().mean(),
                      "adv/fake_acc": (fake_logits < 0).float().mean(),
                      "grad_ratio": _edges(recon.detach().clamp(-1, 1)).sum() / _edges(real).sum()})
+        if run.dreams is not None:
+            logs["dream_grad_ratio"] = _edges(fake.detach().clamp(-1, 1)).sum() / _edges(real).sum()
     return loss.detach(), grad_norm, logs
+
+
+def _dream_batch(run: _Run, n: int) -> torch.Tensor:
+    """n grids of the dream bank, drawn by a generator seeded with (seed, rank, step): a resume draws the same."""
+    gen = torch.Generator().manual_seed(hash((run.seed, run.info.rank, run.step)) & 0x7FFF_FFFF_FFFF_FFFF)
+    return run.dreams[torch.randint(len(run.dreams), (n,), generator=gen)].long().to(run.info.device)
+
+
+def _paint(run: _Run, codes: torch.Tensor) -> torch.Tensor:
+    """The decoder's pictures of code grids (B, h, w), in the graph: (B, 3, H, W) in [-1, 1] space."""
+    zq = run.model.codebook[codes].permute(0, 3, 1, 2)                               # (B, D, h, w)
+    return run.model.decoder(zq.contiguous(memory_format=torch.channels_last))
 
 
 def train_loop(run: _Run, tcfg: TokenizerTrainConfig, *, seed: int, ckpt_every: int, log_every: int,
@@ -258,13 +306,14 @@ def train_loop(run: _Run, tcfg: TokenizerTrainConfig, *, seed: int, ckpt_every: 
 def train(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, *, seed: int = 0,
           compile: bool = False, resume: bool = False, overwrite: bool = False, workers: int = 0,
           device: str | None = None, ckpt_every: int = 200, log_every: int = 25, keep: int = 3,
-          progress: bool = True, eval_frames_n: int = 512, precision: str = "auto", decoder_of=None) -> dict:
+          progress: bool = True, eval_frames_n: int = 512, precision: str = "auto", decoder_of=None,
+          dream_codes=None) -> dict:
     """Train (or resume) a tokenizer run in `out`; returns the held-out metrics (rank 0; {} elsewhere).
     precision: of the train step (ochre.device.train_precision); the held-out metrics are fp32.
     decoder_of: refine that tokenizer's decoder alone (module doc); cfg must be its config."""
     info = setup(device)
     run = start_run(clips, out, cfg, tcfg, info, seed=seed, compile=compile, resume=resume,
-                    overwrite=overwrite, workers=workers, decoder_of=decoder_of)
+                    overwrite=overwrite, workers=workers, decoder_of=decoder_of, dream_codes=dream_codes)
     if run.decoder_of is not None and info.is_main:
         print(f"refining the decoder of {decoder_of} (codes {run.decoder_of['codes']}): its encoder and "
               "codebook stay as they are", file=sys.stderr)
@@ -340,6 +389,10 @@ def run(args) -> int:
                                    ("adversarial", args.adversarial), ("disc_warmup", args.disc_warmup))
                  if v is not None}
     decoder_of = args.decoder_of
+    if args.dream_codes and not args.adversarial:
+        print("ochre train-tokenizer: --dream-codes are judged by the discriminator; pass --adversarial W",
+              file=sys.stderr)
+        return 2
     for flag, given in (("--decoder-blocks", args.decoder_blocks), ("--adversarial", args.adversarial)):
         if given and decoder_of is None:
             print(f"ochre train-tokenizer: {flag} refines a trained decoder; pass --decoder-of TOKENIZER",
@@ -359,7 +412,8 @@ def run(args) -> int:
         metrics = train(args.clips, args.out, cfg, tcfg, seed=args.seed, compile=args.compile,
                         resume=args.resume, overwrite=args.overwrite, workers=args.workers,
                         device=args.device, ckpt_every=args.ckpt_every, log_every=args.log_every,
-                        keep=args.keep, precision=args.precision, decoder_of=decoder_of)
+                        keep=args.keep, precision=args.precision, decoder_of=decoder_of,
+                        dream_codes=args.dream_codes)
     except (FileNotFoundError, ValueError, CheckpointError) as e:     # ValueError: RunMismatch too
         print(f"ochre train-tokenizer: {e}", file=sys.stderr)
         return 2
