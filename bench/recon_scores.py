@@ -4,7 +4,7 @@
 
 For each tokenizer (a run or checkpoint folder) every frame of the split's spread sample
 (ochre.data.loader.eval_frames: the same frames for every tokenizer) is encoded and decoded;
-recon_psnr and recon_grad_ratio (ochre.train.tokenizer.recon_scores) come with 95 % bootstrap
+recon_psnr and recon_grad_ratio (ochre.train.tokenizer.frame_scores) come with 95 % bootstrap
 intervals over frames, and whether each tokenizer makes the same codes as the first. Choosing a
 decoder reads --split val; test is read once, after the choice.
 """
@@ -24,16 +24,20 @@ def score(clips, tokenizers: list, split: str = "val", frames_n: int = 512) -> d
     import torch
 
     from ochre.data.loader import eval_frames
+    from ochre.eval.intervals import interval, mean_interval, put
     from ochre.models.checkpoint import load_tokenizer
-    from ochre.train.tokenizer import recon_scores, reconstruct
+    from ochre.train.tokenizer import frame_scores, reconstruct
 
     frames = eval_frames(clips, frames_n, split=split)
     out, first = {}, None
     for tok in tokenizers:
         codes, recon = reconstruct(load_tokenizer(tok), frames)
         first = codes if first is None else first
-        out[Path(tok).name] = {**recon_scores(frames, recon), "frames": len(frames),
-                               "same_codes_as_first": bool(torch.equal(codes, first))}
+        psnr, fake, real = frame_scores(frames, recon)
+        row: dict = {}
+        put(row, "recon_psnr", mean_interval(psnr))
+        put(row, "recon_grad_ratio", interval(lambda idx, f=fake, r=real: f[idx].sum() / r[idx].sum(), len(frames)))
+        out[Path(tok).name] = {**row, "frames": len(frames), "same_codes_as_first": bool(torch.equal(codes, first))}
     return out
 
 

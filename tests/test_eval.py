@@ -415,3 +415,25 @@ def test_a_dream_bank_holds_the_models_own_grids_and_trains_a_decoder_on_them(da
     assert main(["train-tokenizer", str(data / "clips"), "--out", str(tmp_path / "x"), "--decoder-of",
                  str(data / "tok"), "--dream-codes", str(tmp_path / "bank.npz")]) == 2
     assert "pass --adversarial" in capsys.readouterr().err
+
+
+def test_recon_scores_read_every_decoder_on_the_same_frames(data, tmp_path):
+    """bench/recon_scores: one tokenizer under two names scores alike, makes the same codes and reads what
+    the tokenizer's own held-out eval reads on those frames; each value sits inside its interval."""
+    import shutil
+
+    import pytest as _pytest
+
+    from ochre.bench.recon_scores import score
+    from ochre.models.checkpoint import load_tokenizer
+    from ochre.train.tokenizer import evaluate
+
+    shutil.copytree(data / "tok", tmp_path / "twin")
+    got = score(data / "clips", [data / "tok", tmp_path / "twin"], split="test", frames_n=16)
+    a, b = got["tok"], got["twin"]
+    assert a == b and a["same_codes_as_first"] and a["frames"] == 16
+    for name in ("recon_psnr", "recon_grad_ratio"):
+        assert a[f"{name}/ci"][0] <= a[name] <= a[f"{name}/ci"][1]
+    own = evaluate(load_tokenizer(data / "tok"), data / "clips", tmp_path, n=16, split="test")
+    assert own["recon_psnr"] == _pytest.approx(a["recon_psnr"]) and own["recon_grad_ratio"] == _pytest.approx(
+        a["recon_grad_ratio"])

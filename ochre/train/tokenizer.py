@@ -346,23 +346,18 @@ def reconstruct(model: Tokenizer, frames: torch.Tensor, batch: int = 128) -> tup
     return torch.cat(codes), torch.cat(recon)
 
 
-def recon_scores(frames: torch.Tensor, recon: torch.Tensor) -> dict:
-    """recon_psnr (mean over frames) and recon_grad_ratio (the reconstructions' image gradient ÷ the real
-    frames': blur < 1), each with a 95 % bootstrap interval over frames (ochre.eval.intervals)."""
-    from ochre.eval.intervals import interval, mean_interval, put
-
+def frame_scores(frames: torch.Tensor, recon: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame of uint8 (N, 3, H, W) frames and their reconstructions: PSNR, and the image gradient
+    (`_edges`) of the reconstruction and of the frame -> three (N,) float64 arrays. recon_psnr is the
+    mean of the first, recon_grad_ratio (blur < 1) the ratio of the others' sums."""
     err = (recon.float() - frames.float()).div(255).square().mean(dim=(1, 2, 3))
     psnr = (-10 * torch.log10(err.clamp_min(1e-10))).double().numpy()
-    fake, real = _edges(recon).numpy(), _edges(frames).numpy()
-    out: dict = {}
-    put(out, "recon_psnr", mean_interval(psnr))
-    put(out, "recon_grad_ratio", interval(lambda idx: fake[idx].sum() / real[idx].sum(), len(frames)))
-    return out
+    return psnr, _edges(recon).numpy(), _edges(frames).numpy()
 
 
 @torch.no_grad()
 def evaluate(model: Tokenizer, clips, out: Path, n: int = 512, batch: int = 128, split: str = "test") -> dict:
-    """Held-out reconstruction: recon_psnr, recon_grad_ratio (`recon_scores`), codebook usage and
+    """Held-out reconstruction: recon_psnr, recon_grad_ratio (`frame_scores`), codebook usage and
     perplexity -> metrics.json, and originals over reconstructions -> recon.png. The frames are spread
     evenly over every trajectory of the split (ochre.data.loader.eval_frames)."""
     frames = eval_frames(clips, n, split=split)                              # (n, 3, H, W) uint8
@@ -370,8 +365,10 @@ def evaluate(model: Tokenizer, clips, out: Path, n: int = 512, batch: int = 128,
     K = model.config.codebook_size
     counts = torch.bincount(codes.flatten(), minlength=K).double()
     p = counts / counts.sum()
+    psnr, fake, real = frame_scores(frames, recon)
     metrics = {
-        **recon_scores(frames, recon),
+        "recon_psnr": float(psnr.mean()),
+        "recon_grad_ratio": float(fake.sum() / real.sum()),
         "codebook_perplexity": float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum())),
         "codebook_usage": float((counts > 0).double().mean()),
         "codes_used": int((counts > 0).sum()),
@@ -423,5 +420,5 @@ def run(args) -> int:
     return 0
 
 
-__all__ = ["train", "start_run", "train_loop", "evaluate", "reconstruct", "recon_scores", "run", "run_record",
+__all__ = ["train", "start_run", "train_loop", "evaluate", "reconstruct", "frame_scores", "run", "run_record",
            "RunMismatch"]
