@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -58,11 +57,10 @@ def bank(world, tokens, steps: int = 128, split: str = "train", per_trajectory: 
 
 def save_bank(out, arrays: dict) -> None:
     """np.savez, atomically (a killed write leaves no half bank)."""
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "wb") as f:
+    from ochre.io import atomic_path
+
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    tmp.replace(out)
 
 
 def main(argv=None) -> int:
