@@ -273,3 +273,20 @@ def test_rerun_with_other_settings_is_refused_before_any_work(tmp_path, make_min
     assert index["fps"] == 10.0 and index["config"]["fps"] == 10.0
     ticks = [t for *_, t, _ in _samples(out).values()]
     assert all(np.array_equal(t, kept_ticks(41, 10)) for t in ticks)  # the shards are 10 fps too
+
+
+def test_a_rerun_removes_the_shard_a_killed_run_was_writing(tmp_path, make_minerl):
+    """A kill inside a shard's atomic write leaves its temporary file (the shard itself is absent, so the rerun
+    writes it again); the rerun deletes the temporary and the output matches a clean run's."""
+    for i in range(2):
+        make_minerl(f"t{i}", n=40, seed=i)
+    prepare(tmp_path / "src", tmp_path / "out", PrepareConfig(per_shard=1), workers=1, progress=False)
+    shards = tmp_path / "out" / "shards"
+    (shards / "clips-000001.tar").unlink()
+    (shards / "clips-000001.json").unlink()
+    (shards / ".clips-000001.tar.k1ll3d.tmp").write_bytes(b"half a tar")
+    prepare(tmp_path / "src", tmp_path / "out", PrepareConfig(per_shard=1), workers=1, progress=False)
+    assert not list(shards.glob(".*.tmp")) and (shards / "clips-000001.tar").is_file()
+    prepare(tmp_path / "src", tmp_path / "clean", PrepareConfig(per_shard=1), workers=1, progress=False)
+    for tar in sorted((tmp_path / "clean" / "shards").glob("*.tar")):
+        assert (shards / tar.name).read_bytes() == tar.read_bytes()

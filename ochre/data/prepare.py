@@ -5,7 +5,8 @@ so shard j always holds the same recordings. Before any work the run's record (c
 source set, name -> bytes) is checked against OUT/config.json (ochre.data.shards.claim_output):
 a different configuration stops with what differs. Each shard is written atomically (temporary
 name, then rename) followed by its manifest `clips-%06d.json`; a rerun skips every shard
-whose manifest matches the plan, so an interrupted run finishes the rest and loses nothing.
+whose manifest matches the plan, so an interrupted run finishes the rest and loses nothing (and deletes the
+temporary file of a shard the killed run was writing).
 index.json and report.json are rebuilt from the manifests at the end.
 The work per recording runs on an engine (ochre.parallel: this machine's processes, or Ray tasks
 with `--engine ray`); results come back in plan order and this process alone writes, so the
@@ -157,6 +158,8 @@ def prepare(src: str | Path, out: str | Path, cfg: PrepareConfig, workers: int |
     claim_output(out, record, overwrite=overwrite, what="clip shards")
     shard_dir = out / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
+    for stale in shard_dir.glob(".*.tmp"):      # a shard a killed run was writing (atomic_path's names); one writer
+        stale.unlink(missing_ok=True)           # per output, as with checkpoints
     plan = [recordings[i:i + cfg.per_shard] for i in range(0, len(recordings), cfg.per_shard)]
     todo = [j for j, recs in enumerate(plan)
             if not _shard_done(shard_dir / f"{SHARD_PATTERN % j}.json", [r.name for r in recs])]
