@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,17 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def remove_temporaries(folder: str | os.PathLike, pattern: str = ".*.tmp") -> None:
+    """Delete what writes into `folder` that a kill interrupted left behind: the hidden `.….tmp` files of
+    `atomic_path` and `.….tmp` folders written whole before a rename (checkpoints). Call it before writing
+    there again; it assumes one writer per folder."""
+    for stale in Path(folder).glob(pattern):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -36,7 +36,7 @@ from ochre.data.shards import (
 )
 from ochre.data.sources import BadRecording, Recording, find_recordings, load_recording, source_bytes
 from ochre.data.video import CROPS, encode_mp4
-from ochre.io import write_json_atomic
+from ochre.io import remove_temporaries, write_json_atomic
 from ochre.parallel import Engine, EngineError, ordered_map
 
 SHARD_PATTERN = "clips-%06d"
@@ -158,8 +158,7 @@ def prepare(src: str | Path, out: str | Path, cfg: PrepareConfig, workers: int |
     claim_output(out, record, overwrite=overwrite, what="clip shards")
     shard_dir = out / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
-    for stale in shard_dir.glob(".*.tmp"):      # a shard a killed run was writing (atomic_path's names); one writer
-        stale.unlink(missing_ok=True)           # per output, as with checkpoints
+    remove_temporaries(shard_dir)               # a shard a killed run was writing
     plan = [recordings[i:i + cfg.per_shard] for i in range(0, len(recordings), cfg.per_shard)]
     todo = [j for j, recs in enumerate(plan)
             if not _shard_done(shard_dir / f"{SHARD_PATTERN % j}.json", [r.name for r in recs])]

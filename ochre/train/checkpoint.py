@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ochre.io import _fsync_dir, write_json_atomic
+from ochre.io import _fsync_dir, remove_temporaries, write_json_atomic
 from ochre.models.checkpoint import FORMAT, CheckpointError, checkpoints, load_verified, load_weights, sha256, unwrap
 
 # -- optimizer state <-> (tensors, json) --------------------------------------------------------
@@ -160,8 +160,7 @@ def save_checkpoint(run_dir, step: int, model: torch.nn.Module, optimizer: torch
         raise TypeError(f"{type(model).__name__} has no dataclass .config to record in config.json")
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".*.tmp"):  # left by a killed save; only one writer per run
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_temporaries(root)           # left by a killed save; only one writer per run
     final = root / f"step_{step:08d}"
     tmp = root / f".{final.name}.tmp"
     tmp.mkdir()
@@ -225,12 +224,13 @@ def load_checkpoint(path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
         if missing:
             raise CheckpointError(f"{meta['path']}: saved without {', '.join(missing)}; cannot resume them")
         tensors = load_verified(Path(meta["path"]), "companions.safetensors", meta)
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         for name, (module, opt) in companions.items():
-            state = {k[len(name) + 7:]: v for k, v in tensors.items() if k.startswith(f"{name}.model.")}
             try:
-                unwrap(module).load_state_dict(state, strict=True)
+                unwrap(module).load_state_dict(part(f"{name}.model."), strict=True)
             except RuntimeError as e:
                 raise CheckpointError(f"{meta['path']}: the saved {name} does not fit this one: {e}") from e
-            _unflatten_optimizer(opt, {k[len(name) + 7:]: v for k, v in tensors.items()
-                                       if k.startswith(f"{name}.optim.")}, saved[name])
+            _unflatten_optimizer(opt, part(f"{name}.optim."), saved[name])
     return meta

@@ -110,7 +110,7 @@ class _Run:
     seed: int = 0
 
     def companions(self) -> dict:
-        return {"discriminator": (self.disc, self.disc_opt)} if self.disc is not None else {}
+        return _companions(self.disc, self.disc_opt)
 
 
 def start_run(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, info: DistInfo, *, seed: int,
@@ -144,8 +144,8 @@ def start_run(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, info
     if tcfg.adversarial:
         disc = PatchDiscriminator().to(info.device, memory_format=torch.channels_last)
         disc_opt = torch.optim.Adam(disc.parameters(), lr=tcfg.disc_lr, betas=(0.5, 0.9))
-    companions = {"discriminator": (disc, disc_opt)} if disc is not None else None
-    step, epoch, skip = _restore(latest, model, opt, info, companions) if latest is not None else (0, 0, 0)
+    step, epoch, skip = (_restore(latest, model, opt, info, _companions(disc, disc_opt)) if latest is not None
+                         else (0, 0, 0))
     if refine is not None and model.codes_digest() != refine["codes"]:
         raise CheckpointError(f"{latest}: its encoder or codebook differ from those of {decoder_of}, whose "
                               "decoder this run refines; start afresh with --overwrite")
@@ -161,6 +161,11 @@ def start_run(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, info
                             dist=Split(info.rank, info.world), start_epoch=epoch, skip=skip)
     return _Run(info, out, model, opt, loss_fn, batches, record, step, decoder_of=refine, disc=disc,
                 disc_opt=disc_opt, dreams=dreams, seed=seed)
+
+
+def _companions(disc, disc_opt) -> dict:
+    """What a checkpoint saves beside the model: the discriminator and its optimizer, when there is one."""
+    return {"discriminator": (disc, disc_opt)} if disc is not None else {}
 
 
 def _read_dreams(path, cfg: TokenizerConfig) -> torch.Tensor:

@@ -34,7 +34,7 @@ from ochre.data.luanti.labels import agreement, labels
 from ochre.data.luanti.processes import die_with_parent
 from ochre.data.shards import OutputMismatch, claim_output
 from ochre.data.synth.writers import write_vpt
-from ochre.io import write_json_atomic
+from ochre.io import remove_temporaries, write_json_atomic
 from ochre.parallel import pool_size, process_map
 
 SPREAD = 1500.0             # nodes: episodes start anywhere in a square this far from the origin
@@ -220,8 +220,7 @@ def record(out: str | os.PathLike, cfg: RecordConfig, *, overwrite: bool = False
         claim_output(out, run_record(cfg, game_version(game_binary)), overwrite=overwrite,
                      what="Luanti recordings", outputs=OUTPUTS)
         shutil.rmtree(out / WORK, ignore_errors=True)               # left by a recorder that was killed
-        for stale in out.glob(".luanti-*.tmp"):
-            stale.unlink()
+        remove_temporaries(out, ".luanti-*.tmp")
         todo = [i for i in range(cfg.episodes) if not _done(out, cfg, i)]
         workers = pool_size(cfg.workers, len(todo))
         previous = {s: signal.signal(s, _terminate) for s in (signal.SIGTERM, signal.SIGHUP)}

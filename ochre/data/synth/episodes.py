@@ -7,7 +7,6 @@ Legend: L loading frames, N actions, S image size.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from ochre.data.synth.policy import Actions, action_mix, policy
 from ochre.data.synth.renderer import horizon_in_view, render
 from ochre.data.synth.world import FOREST, GRASS, SAND, Poses, World, make_world, walk
 from ochre.data.synth.writers import write_minerl, write_vpt
+from ochre.io import remove_temporaries
 from ochre.parallel import pool_size, process_map
 
 
@@ -146,12 +146,7 @@ def _write_episode(job: tuple[Path, SynthConfig, int]) -> int:
 
 def _remove_stale(out: Path, cfg: SynthConfig) -> None:
     """Delete temporaries an interrupted run left behind (hidden `.<episode name>...tmp` entries)."""
-    prefix = episode_name(cfg.seed, 0, cfg.layout)[:-4]
-    for path in out.glob(f".{prefix}*.tmp"):
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    remove_temporaries(out, f".{episode_name(cfg.seed, 0, cfg.layout)[:-4]}*.tmp")
 
 
 def synthesize(out: str | os.PathLike, cfg: SynthConfig, *, progress: bool = True) -> dict:
