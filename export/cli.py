@@ -94,7 +94,9 @@ def _aoti_summary(m: dict) -> str:
     p = m["parity"]
     check = "" if p is None else (
         f"parity vs eager over {p['steps']} steps: {p['step']['differ']} of {p['step']['tokens']} tokens differ, "
-        f"all near-ties; state within {p['max_abs_err']['state']:.1e}, frames within {p['max_abs_err']['frames']}\n")
+        f"all near-ties; state within {p['max_abs_err']['state']:.1e}; frames within {p['max_abs_err']['frames']} "
+        f"levels of the fp64 decode (bound {p['tolerance']['frames']}: twice eager torch's "
+        f"{p['max_abs_err']['frames_torch']})\n")
     return check + (f"wrote {', '.join(m['packages'].values())} (batch {m['batch']}, {m['dtype']}, "
                     f"{m.get('device', 'cpu')}; compile s {m['compile_s']})")
 

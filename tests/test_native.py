@@ -111,9 +111,11 @@ def test_one_native_players_reset_leaves_the_others_dreams_alone(world, tmp_path
 
 def test_native_rollout_replays_in_eager_torch(world, packages):
     """Teacher-forced on the packages' own tokens with the same noise, eager torch samples the same
-    tokens except counted near-ties and decodes frames within 1 level."""
-    from ochre.export.aoti import replay_eager
+    tokens except counted near-ties, and the frames lie within 1 level of the fp64 decode; frames
+    moved by 3 levels are refused (eager fp32 lies within 1 of fp64, so the bound is at most 2)."""
+    from ochre.export.aoti import exact_decode, replay_eager
     from ochre.export.graph import DecodeGraph, StepGraph
+    from ochre.export.parity import ParityError
     from ochre.models.checkpoint import load_dynamics, load_tokenizer
 
     model = from_run(world)
@@ -123,9 +125,16 @@ def test_native_rollout_replays_in_eager_torch(world, packages):
     dynamics, sampling, _ = load_dynamics(model.world, impl="torch")
     gen = torch.Generator().manual_seed(3)
     noise = torch.stack([torch.rand(1, 16, 16, generator=gen) for _ in actions])
-    report = replay_eager(StepGraph(dynamics, sampling), DecodeGraph(load_tokenizer(model.tokenizer)),
+    tok = load_tokenizer(model.tokenizer)
+    report = replay_eager(StepGraph(dynamics, sampling), DecodeGraph(tok), exact_decode(tok),
                           tokens, frames, torch.from_numpy(actions)[:, None], noise)
     assert report["step"]["bad"] == 0 and report["max_abs_err"]["frames"] <= 1
+    assert report["max_abs_err"]["frames_torch"] <= 1 and report["tolerance"]["frames"] <= 2
+    off = frames.copy()
+    off[4, 0, 10, 20] = np.where(off[4, 0, 10, 20] > 127, off[4, 0, 10, 20] - 3, off[4, 0, 10, 20] + 3)
+    with pytest.raises(ParityError, match="fp64 decode"):
+        replay_eager(StepGraph(dynamics, sampling), DecodeGraph(tok), exact_decode(tok), tokens, off,
+                     torch.from_numpy(actions)[:, None], noise)
 
 
 def test_bench_and_play_run_native(world, packages, tmp_path):
@@ -158,7 +167,7 @@ def test_bf16_packages_pass_their_parity_and_bench_beside_fp32(world, packages, 
     """`--dtype bf16`: the step's and decoder's convolutions in bf16 (the encoder stays fp32), checked
     against eager torch at the same precision within the bf16 bounds; a stepper asked for another
     precision than the folder's is refused; `ochre bench --dtypes fp32 bf16` times both, labelled."""
-    from ochre.export.aoti import TOLERANCE, read_manifest
+    from ochre.export.aoti import TOLERANCE, frames_bound, read_manifest
     from ochre.models.precision import LowPrecision
     from ochre.runtime.bench import export_folders, label, run_bench, table
     from ochre.runtime.exports import ensure_aoti
@@ -167,7 +176,9 @@ def test_bf16_packages_pass_their_parity_and_bench_beside_fp32(world, packages, 
     low = ensure_aoti(model, batch=1, out=tmp_path_factory.mktemp("aoti") / "b1-bf16", check_steps=6, dtype="bf16",
                       log=lambda m: None)
     m = read_manifest(low)
-    assert m["dtype"] == "bf16" and m["parity"]["tolerance"] == TOLERANCE["bf16"] and m["parity"]["step"]["bad"] == 0
+    p = m["parity"]
+    assert m["dtype"] == "bf16" and p["step"]["bad"] == 0 and p["tolerance"]["state"] == TOLERANCE["bf16"]["state"]
+    assert p["max_abs_err"]["frames"] <= p["tolerance"]["frames"] == frames_bound(p["max_abs_err"]["frames_torch"])
     assert m["parity"]["max_abs_err"]["state"] <= TOLERANCE["bf16"]["state"]
     assert make_stepper("native", aoti_dir=low).dtype == "bf16"
     with pytest.raises(ValueError, match="exported in bf16, not fp32"):
