@@ -437,3 +437,32 @@ def test_recon_scores_read_every_decoder_on_the_same_frames(data, tmp_path):
     own = evaluate(load_tokenizer(data / "tok"), data / "clips", tmp_path, n=16, split="test")
     assert own["recon_psnr"] == _pytest.approx(a["recon_psnr"]) and own["recon_grad_ratio"] == _pytest.approx(
         a["recon_grad_ratio"])
+
+
+def test_decoder_precision_reads_each_precision_against_fp64(data, tmp_path, capsys):
+    """bench/decoder_precision: fp32 frames lie within the rounding level of the fp64 decode, bf16's
+    further; one tokenizer under two names reads alike; a bank with codes the tokenizer lacks is
+    refused naming the file."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from ochre.bench.decoder_precision import main, measure
+    from ochre.bench.dream_decoder import save_bank
+
+    grids = np.random.default_rng(0).integers(0, 256, (8, 16, 16))
+    got = measure(data / "tok", grids, batch=4)
+    assert set(got) == {"fp32", "bf16"} and got["fp32"]["max"] <= 1 and got["fp32"]["psnr"] > 60
+    assert got["bf16"]["mean"] > got["fp32"]["mean"] and got["bf16"]["psnr"] < got["fp32"]["psnr"]
+    save_bank(tmp_path / "bank.npz", {"codes": grids.astype(np.uint16), "step": np.ones(8, np.int16)})
+    shutil.copytree(data / "tok", tmp_path / "twin")
+    out = tmp_path / "p.json"
+    assert main([str(data / "tok"), str(tmp_path / "twin"), "--bank", str(tmp_path / "bank.npz"), "--grids", "8",
+                 "--batch", "4", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["levels_from_fp64"]
+    assert rows["tok"] == rows["twin"]
+    save_bank(tmp_path / "wide.npz", {"codes": grids.astype(np.uint16) + 256, "step": np.ones(8, np.int16)})
+    capsys.readouterr()
+    assert main([str(data / "tok"), "--bank", str(tmp_path / "wide.npz"), "--grids", "8", "--batch", "4"]) == 2
+    assert "wide.npz" in capsys.readouterr().err

@@ -124,7 +124,7 @@ def start_run(clips, out, cfg: TokenizerConfig, tcfg: TokenizerTrainConfig, info
     if dream_codes is not None and not tcfg.adversarial:
         raise ValueError("--dream-codes are judged by the discriminator; pass --adversarial W")
     index = read_index(clips)                   # a wrong path fails here, before any work
-    dreams = _read_dreams(dream_codes, cfg) if dream_codes is not None else None
+    dreams = read_dream_bank(dream_codes, cfg) if dream_codes is not None else None
     source = checkpoint_hash(decoder_of) if decoder_of is not None else None
     record = run_record(clips, cfg, tcfg, seed=seed, workers=workers, ranks=info.world, decoder_of=source,
                         dream_codes=None if dreams is None else _file_hash(dream_codes))
@@ -168,7 +168,7 @@ def _companions(disc, disc_opt) -> dict:
     return {"discriminator": (disc, disc_opt)} if disc is not None else {}
 
 
-def _read_dreams(path, cfg: TokenizerConfig) -> torch.Tensor:
+def read_dream_bank(path, cfg: TokenizerConfig) -> torch.Tensor:
     """The code grids (N, h, w) of a dream bank (bench/dream_decoder.py), checked against the tokenizer."""
     try:
         with np.load(path) as bank:
