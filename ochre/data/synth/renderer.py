@@ -45,6 +45,8 @@ def _lens(size: int) -> _Lens:
     tan_x = (centres - size / 2) / focal
     # Rays are (1, tan_x) in camera axes, so per unit depth they move at most |(1, tan_x)| cells.
     crossings = int(math.ceil(VIEW_BLOCKS * math.hypot(1.0, np.abs(tan_x).max()))) + 1
+    for array in (tan_x, centres):              # shared through the cache: read-only
+        array.setflags(write=False)
     return _Lens(size, focal, tan_x, centres, crossings)
 
 

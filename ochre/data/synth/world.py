@@ -45,6 +45,10 @@ class World:
     levels: np.ndarray      # (M*R, M*R) float32 in [-1, 1], texel pattern (walls reuse it)
     clouds: np.ndarray      # (M/CLOUD_CELL,)*2 bool
 
+    def __post_init__(self):
+        for array in vars(self).values():       # shared by every caller of make_world's cache: read-only
+            array.setflags(write=False)
+
     @property
     def size(self) -> int:
         return self.height.shape[0]
