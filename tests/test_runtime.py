@@ -236,6 +236,27 @@ def test_an_explicit_tokenizer_must_make_the_codes_the_run_was_trained_on(world,
         from_run(world, other)
 
 
+def test_a_shipped_models_world_folder_names_its_own_tokenizer(tmp_path):
+    """A shipped model's folder (or a copy) holds no token shards: naming its world/ takes its tokenizer/,
+    frame rate and context frames, as the shipped model does; without MODEL.json it is a run like any other,
+    and the error says to pass --tokenizer."""
+    import shutil
+
+    from ochre.models import lookup as m
+    from ochre.models.lookup import ModelError
+
+    if not (m.SHIPPED / "MODEL.json").is_file():
+        pytest.skip("this install has no shipped model")
+    copy = tmp_path / "shipped"
+    shutil.copytree(m.SHIPPED, copy)
+    got, ref = from_run(copy / "world"), m.shipped(copy)
+    assert got.tokenizer == ref.tokenizer == copy / "tokenizer" and got.fps == ref.fps
+    assert got.contexts == copy / "contexts.npy" and got.info == ref.info and got.info["fps"] == got.fps
+    (copy / "MODEL.json").unlink()
+    with pytest.raises(ModelError, match="cannot find the tokenizer .*Pass --tokenizer"):
+        from_run(copy / "world")
+
+
 @pytest.mark.slow
 def test_compiled_backend_matches_eager(world):
     """torch.compile takes about a minute on 2 CPU cores."""

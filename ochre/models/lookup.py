@@ -11,7 +11,9 @@ Where a world-model run's tokenizer comes from: the run records the token shards
 shards' index names that tokenizer's checkpoint (relative to the index). Hashes are checked, so a
 retrained tokenizer is never paired with a world model trained on another one's codes; a tokenizer
 given explicitly must make the found one's codes (a refined decoder, `Tokenizer.codes_digest`). Recorded
-paths resolve from any working directory (ochre.io.recorded_paths).
+paths resolve from any working directory (ochre.io.recorded_paths). A shipped model's folder (MODEL.json,
+tokenizer/, world/: `ochre/shipped`, or a copy of it) holds no token shards: naming its world/ takes its
+tokenizer/, frame rate and context frames, as `shipped()` does.
 """
 
 from __future__ import annotations
@@ -121,6 +123,9 @@ def from_run(world, tokenizer=None, origin: str | None = None) -> Model:
         if found is not None:
             tok = tok or found
             break
+    packaged = _packaged(ckpt) if tok is None else None
+    if packaged is not None:
+        fps, tok = packaged.fps, packaged.tokenizer
     if tokenizer is not None:
         if tok is not None:
             _same_codes(tok, Path(tokenizer), world)
@@ -134,8 +139,17 @@ def from_run(world, tokenizer=None, origin: str | None = None) -> Model:
     except CheckpointError as e:
         raise ModelError(str(e)) from None
     rollouts = run.parent / "eval" / "rollouts.npz"
-    return Model(world=ckpt, tokenizer=tok_ckpt, fps=fps, origin=origin or f"checkpoint {world}",
-                 contexts=rollouts if rollouts.is_file() else None)
+    contexts = packaged.contexts if packaged is not None else rollouts if rollouts.is_file() else None
+    return Model(world=ckpt, tokenizer=tok_ckpt, fps=fps, origin=origin or f"checkpoint {world}", contexts=contexts,
+                 info=packaged.info if packaged is not None else {})
+
+
+def _packaged(ckpt: Path) -> Model | None:
+    """The model of a shipped model's folder whose world/ is the checkpoint `ckpt` (module doc), else None."""
+    folder = ckpt.parent
+    if ckpt.name != "world" or not (folder / "MODEL.json").is_file() or not (folder / "tokenizer").is_dir():
+        return None
+    return shipped(folder)
 
 
 def _same_codes(found: Path, given: Path, world: Path) -> None:
@@ -168,15 +182,19 @@ def newest_demo() -> Path | None:
     return None
 
 
-def shipped() -> Model:
-    """The tiny model shipped inside the package (see ochre.runtime.ship)."""
-    info_path = SHIPPED / "MODEL.json"
+def shipped(folder: Path = SHIPPED) -> Model:
+    """The tiny model shipped inside the package (see ochre.runtime.ship), or the one in a copy of its folder."""
+    info_path = folder / "MODEL.json"
     if not info_path.is_file():
         raise ModelError("this install has no shipped model; pass --checkpoint DIR or run `ochre demo`")
-    info = json.loads(info_path.read_text())
-    return Model(world=SHIPPED / "world", tokenizer=SHIPPED / "tokenizer", fps=float(info["fps"]),
+    try:
+        info = json.loads(info_path.read_text())
+        fps = float(info["fps"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"{info_path}: unreadable or without `fps` ({e})") from None
+    return Model(world=folder / "world", tokenizer=folder / "tokenizer", fps=fps,
                  origin=f"the shipped model ({info.get('made_by', 'ochre demo')})",
-                 contexts=SHIPPED / "contexts.npy", info=info)
+                 contexts=folder / "contexts.npy", info=info)
 
 
 def resolve(checkpoint=None, tokenizer=None, log=None) -> Model:
