@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ochre.measure import device_name, device_tag, git_sha, header, stats_ms, time_calls, versions
 
-__all__ = ["RESULTS", "data_record", "device_name", "device_tag", "git_sha", "header", "result_path", "stats_ms",
-           "time_calls", "versions"]
+__all__ = ["RESULTS", "data_record", "device_name", "device_tag", "distinct_names", "git_sha", "header", "result_path",
+           "stats_ms", "time_calls", "versions", "write_or_print"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -35,3 +35,25 @@ def data_record(root) -> dict:
     from ochre.data.shards import index_digest
 
     return {"name": Path(root).name, "index_digest": index_digest(root)}
+
+
+def distinct_names(tool: str, folders) -> bool:
+    """Whether the folders' names differ (they key a tool's results); if not, says so on stderr."""
+    import sys
+
+    if len({Path(f).name for f in folders}) == len(folders):
+        return True
+    print(f"{tool}: the folders compared need different names (they key the results)", file=sys.stderr)
+    return False
+
+
+def write_or_print(result: dict, out) -> None:
+    """The result to `out` as JSON (atomically), or to stdout when no file is named."""
+    import json
+
+    from ochre.io import write_json_atomic
+
+    if out:
+        write_json_atomic(Path(out), result)
+    else:
+        print(json.dumps(result, indent=1))

@@ -17,14 +17,13 @@ package against eager torch's own distance, measured on the spot.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ochre.io import write_json_atomic
+from ochre.bench.common import distinct_names, write_or_print
 
 
 def _distances(frames, ref) -> dict:
@@ -85,8 +84,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the results here as JSON (default: print only)")
     args = ap.parse_args(argv)
-    if len({Path(t).name for t in args.tokenizers}) != len(args.tokenizers):
-        print("decoder_precision: tokenizer folders need different names (they key the results)", file=sys.stderr)
+    if not distinct_names("decoder_precision", args.tokenizers):
         return 2
     try:
         grids = draw(args.bank, args.grids, args.tokenizers[0], args.seed)
@@ -98,10 +96,7 @@ def main(argv=None) -> int:
     for name, rows in result["levels_from_fp64"].items():
         print(name + ": " + "; ".join(f"{p} max {r['max']} mean {r['mean']:.3f} psnr {r['psnr']:.1f}"
                                       for p, r in rows.items()))
-    if args.out:
-        write_json_atomic(Path(args.out), result)
-    else:
-        print(json.dumps(result, indent=1))
+    write_or_print(result, args.out)
     return 0
 
 

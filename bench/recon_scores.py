@@ -12,11 +12,9 @@ decoder reads --split val; test is read once, after the choice.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-from ochre.io import write_json_atomic
+from ochre.bench.common import distinct_names, write_or_print
 
 
 def score(clips, tokenizers: list, split: str = "val", frames_n: int = 512) -> dict:
@@ -49,8 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=512, help="frames spread over the split (default 512)")
     ap.add_argument("--out", default=None, help="write the scores here as JSON (default: print only)")
     args = ap.parse_args(argv)
-    if len({Path(t).name for t in args.tokenizers}) != len(args.tokenizers):
-        print("recon_scores: tokenizer folders need different names (they key the results)", file=sys.stderr)
+    if not distinct_names("recon_scores", args.tokenizers):
         return 2
     result = {"split": args.split, "scores": score(args.clips, args.tokenizers, args.split, args.frames)}
     for name, s in result["scores"].items():
@@ -58,10 +55,7 @@ def main(argv=None) -> int:
               f"{s['recon_psnr/ci'][1]:.2f}]  grad_ratio {s['recon_grad_ratio']:.3f} "
               f"[{s['recon_grad_ratio/ci'][0]:.3f}, {s['recon_grad_ratio/ci'][1]:.3f}]"
               f"{'' if s['same_codes_as_first'] else '  (other codes)'}")
-    if args.out:
-        write_json_atomic(Path(args.out), result)
-    else:
-        print(json.dumps(result, indent=1))
+    write_or_print(result, args.out)
     return 0
 
 
