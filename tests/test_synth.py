@@ -204,7 +204,23 @@ def test_workers_do_not_change_the_output(tmp_path):
             diff = np.abs(fa - fb) if fa.shape == fb.shape else None
             pytest.fail(f"{name}.mp4: {len(a)} vs {len(b)} bytes; decoded frames "
                         + (f"differ by up to {diff.max()} levels at {(diff > 0).sum()} values"
-                           if diff is not None else f"of shapes {fa.shape} vs {fb.shape}"))
+                           if diff is not None else f"of shapes {fa.shape} vs {fb.shape}")
+                        + f"; {_render_here_and_fresh(tmp_path, i)}")
+
+
+def _render_here_and_fresh(tmp_path, index: int) -> str:
+    """Where episode `index`'s frames rendered in this process differ from a fresh process's (the
+    failure above has been seen only in long pytest processes, with 1 worker, i.e. in-process)."""
+    code = ("import sys, numpy as np; from ochre.data.synth.episodes import render_episode; "
+            f"np.save(sys.argv[1], render_episode(5, {index}, 10, 32, mouse_counts=True).frames)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "fresh.npy")], check=True, timeout=120)
+    fresh = np.load(tmp_path / "fresh.npy").astype(int)
+    here = synth.render_episode(5, index, 10, 32, mouse_counts=True).frames.astype(int)
+    d = np.abs(here - fresh)
+    if not d.any():
+        return "rendered alike here and in a fresh process"
+    return (f"rendered here vs a fresh process: {(d > 0).sum()} values differ, up to {d.max()} levels, "
+            f"first at (frame, row, col, channel) {tuple(int(x) for x in np.argwhere(d)[0])}")
 
 
 def test_cli_runs_end_to_end(tmp_path):
