@@ -39,7 +39,7 @@ def measure(tokenizer, grids: np.ndarray, batch: int = 8, package: bool = False)
     """grids int (N, h, w) with N a multiple of batch -> {precision: distances to the fp64 decode}."""
     import torch
 
-    from ochre.export.aoti import _compile, exact_decode
+    from ochre.export.aoti import compile_package, exact_decode
     from ochre.export.graph import DecodeGraph
     from ochre.models.checkpoint import load_tokenizer
 
@@ -53,7 +53,7 @@ def measure(tokenizer, grids: np.ndarray, batch: int = 8, package: bool = False)
     with torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
         if package:
             path = Path(tmp) / "decode.pt2"
-            _compile(graphs["bf16"], (codes[:batch], view), path)
+            compile_package(graphs["bf16"], (codes[:batch], view), path)
             graphs["package_bf16"] = torch._inductor.aoti_load_package(str(path))
         frames = {name: torch.cat([g(codes[i:i + batch], view) for i in range(0, len(codes), batch)]).int()
                   for name, g in graphs.items()}

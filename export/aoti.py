@@ -132,7 +132,7 @@ def read_manifest(folder) -> dict:
     return m
 
 
-def _compile(graph: torch.nn.Module, inputs: tuple, path: Path) -> float:
+def compile_package(graph: torch.nn.Module, inputs: tuple, path: Path) -> float:
     """torch.export + AOTInductor with freezing: the weights become constants, folded and (CPU)
     prepacked for oneDNN's convolutions. On a 2-core x86 CPU that took the tiny step from 17 ms to
     3.9 ms (eager: 13.6 ms; best of 60 at batch 1), since unfrozen the convolutions re-layout their
@@ -302,7 +302,7 @@ def export_aoti(model, out, *, batch: int = 1, check_steps: int = 16, seed: int 
     for name, graph, inputs in (("encode", encode, (torch.from_numpy(frames).to(device),)), ("step", live, example),
                                 ("decode", decode, (example[0], example[-1]))):
         log(f"compiling {name}.pt2 (batch {batch}, {device}) ...")
-        seconds[name] = round(_compile(graph, inputs, out / f"{name}.pt2"), 1)
+        seconds[name] = round(compile_package(graph, inputs, out / f"{name}.pt2"), 1)
     _write_shapes(out, step, batch, device)
     parity = check_parity(out, step, encode, decode, exact_decode(tok, device), check_steps, seed, dtype,
                           device) if check_steps else None
