@@ -143,6 +143,30 @@ def test_a_still_dream_fails_the_motion_metrics(toured):
     assert abs(m["tour/turn_gain"]) < 0.05
 
 
+def test_the_walk_ceiling_probe_ranks_its_priors(toured):
+    """bench/walk_ceiling on the fixture's walks, with an exact codec standing in for the tokenizer:
+    no zoom is the repeat row, each context's best zoom is at least the best single zoom, and walking
+    forward is best met by expanding the view."""
+    from ochre.bench import walk_ceiling as wc
+
+    contexts, _, arrays = toured
+    frames = np.stack([c.frame for c in contexts])
+    np.testing.assert_array_equal(wc.zoom_frames(frames, 1.0), frames)
+    codes = np.arange(16 * 16).reshape(1, 16, 16)
+    np.testing.assert_array_equal(wc.zoom_codes(codes, 1.0), codes)
+    assert (wc.zoom_codes(codes, 2.0)[0, 7:9, 7:9] == codes[0, 7:9, 7:9].repeat(2, 0).repeat(2, 1)[1:3, 1:3]).all()
+
+    exact = (lambda f: f.copy(), lambda f: f.copy())
+    rows = wc.ceiling(frames, arrays["walk/truth"], 0.0, *exact)
+    for h in wc.HORIZONS:
+        assert rows[f"repeat@{h}"]["over_repeat"] == 0 and rows[f"commanded_zoom@{h}"]["over_repeat"] == 0
+        assert rows[f"still_recon@{h}"]["over_repeat"] == 0                    # an exact codec changes nothing
+        assert rows[f"best_zoom_each@{h}"]["psnr"] >= rows[f"best_one_zoom@{h}"]["psnr"] - 1e-9
+        lo, hi = rows[f"best_zoom_each@{h}"]["interval"]
+        assert lo <= rows[f"best_zoom_each@{h}"]["over_repeat"] <= hi
+    assert rows["best_one_zoom_factor@16"] > 1.0
+
+
 def test_a_dream_moving_the_other_way_fails_the_sign_metrics(toured):
     """Each segment dreamed as its opposite: turns and strafes mirrored, walks played backwards."""
     _, _, arrays = toured

@@ -1,0 +1,149 @@
+"""How far a known-motion prior can carry the tours' walks: the context frame zoomed, against the truth.
+
+    python -m ochre.bench.walk_ceiling TOKENS [--split val] [--tours 64] [--out FILE]
+
+`tour/walk/psnr@16` asks a dream of 16 steps forward to beat holding the context frame by 1 dB
+(docs/metrics.md#bars). The world model's motion prior for walking is a zoom (`zoom_per_unit`,
+measured on the training clips): this asks what that prior can reach at best, with no network at
+all. From each tour context it scores, at steps 4 and 16 of the `walk` segment:
+- `repeat`: the clip's context frame held (the bar's baseline, on the clip frame the dreams start from);
+- `still_recon`: the tokenizer's reconstruction of it held (what a frozen dream shows);
+- `commanded_zoom`: the context frame zoomed by e^(zoom_per_unit · steps) about the centre (bilinear);
+- `commanded_zoom_recon`: the same through the tokenizer (encode, decode): a prior that re-encodes a
+  zoomed picture;
+- `commanded_code_zoom`: the context's codes zoomed by that factor (nearest code), decoded: a prior
+  that moves whole codes, as the model's copy prior does;
+- `best_one_zoom`: the one zoom factor of a grid that scores best over all contexts, in hindsight;
+- `best_zoom_each`: each context's best factor, in hindsight: the ceiling of any uniform zoom;
+- `oracle_recon`: the tokenizer's reconstruction of the truth: the ceiling of any dynamics model.
+Each with its difference to `repeat` and a 95 % bootstrap interval over contexts. A probe: it
+chooses nothing, so it may read any split. Writes bench/results/walk_ceiling_<device>_<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from ochre.bench.common import data_record, header, result_path
+from ochre.io import write_json_atomic
+
+HORIZONS = (4, 16)
+ZOOM_GRID = np.exp(np.linspace(-0.1, 0.6, 36))     # factors 0.90 .. 1.82 for the hindsight rows
+SEGMENT = "walk"
+
+
+def zoom_frames(frames: np.ndarray, factors) -> np.ndarray:
+    """uint8 (N, H, W, 3) scaled by factors (N,) or one factor about the image centre (bilinear, the
+    border repeated where a factor below 1 shows beyond the frame) -> uint8 (N, H, W, 3)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    n, _, h, w = x.shape
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    z = torch.as_tensor(np.broadcast_to(np.asarray(factors, np.float32), (n,)).copy())
+    grid = torch.stack([xs, ys], -1)[None] / z[:, None, None, None]                 # (N, H, W, 2)
+    y = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return y.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def zoom_codes(codes: np.ndarray, factor: float) -> np.ndarray:
+    """(N, h, w, ...) codes zoomed by factor about the grid's centre, each position taking the nearest code."""
+    def nearest(n: int) -> np.ndarray:
+        return np.clip(np.round((np.arange(n) + 0.5 - n / 2) / factor + n / 2 - 0.5), 0, n - 1).astype(int)
+    return codes[:, nearest(codes.shape[1])][:, :, nearest(codes.shape[2])]
+
+
+def ceiling(context: np.ndarray, truth: np.ndarray, zoom_per_unit: float, encode=None, decode=None,
+            seed: int = 0) -> dict:
+    """context uint8 (N, H, W, 3), the segment's truth uint8 (N, S+1, H, W, 3), the prior's log zoom per
+    step; encode (uint8 frames -> codes) and decode (codes -> uint8 frames) for the tokenizer's rows,
+    left out without them -> {"<row>@<h>": {"psnr", "over_repeat", "interval"}, ...}."""
+    from ochre.eval.rollouts import psnr
+
+    rng = np.random.default_rng(seed)
+    boots = rng.integers(0, len(context), (1000, len(context)))
+
+    def row(scores: np.ndarray, base: np.ndarray) -> dict:
+        diff = scores - base
+        lo, hi = np.percentile(diff[boots].mean(1), [2.5, 97.5])
+        return {"psnr": float(scores.mean()), "over_repeat": float(diff.mean()), "interval": [float(lo), float(hi)]}
+
+    roundtrip = (lambda f: decode(encode(f))) if encode is not None else None
+    out: dict = {}
+    for h in HORIZONS:
+        target = truth[:, h]
+        base = psnr(context, target)
+        factor = float(np.exp(zoom_per_unit * h))
+        grid = np.stack([psnr(zoom_frames(context, z), target) for z in ZOOM_GRID])    # (Z, N)
+        rows = {"repeat": base, "commanded_zoom": psnr(zoom_frames(context, factor), target),
+                "best_one_zoom": grid[grid.mean(1).argmax()], "best_zoom_each": grid.max(0)}
+        if roundtrip is not None:
+            rows.update(still_recon=psnr(roundtrip(context), target),
+                        commanded_zoom_recon=psnr(roundtrip(zoom_frames(context, factor)), target),
+                        commanded_code_zoom=psnr(decode(zoom_codes(encode(context), factor)), target),
+                        oracle_recon=psnr(roundtrip(target), target))
+        out.update({f"{name}@{h}": row(scores, base) for name, scores in rows.items()})
+        out[f"commanded_factor@{h}"] = factor
+        out[f"best_one_zoom_factor@{h}"] = float(ZOOM_GRID[grid.mean(1).argmax()])
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("tokens", help="token shards of a synthetic data set (`ochre tokenize`; the demo's tokens/)")
+    ap.add_argument("--split", default="val", choices=("val", "test"), help="whose tour contexts (default val)")
+    ap.add_argument("--tours", type=int, default=64, help="tour contexts (default 64)")
+    ap.add_argument("--out", default=None, help="result file (default bench/results/walk_ceiling_<device>_<date>.json)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from ochre.data.shards import indexed_folder, read_index
+    from ochre.eval import rollouts as ro
+    from ochre.eval import tours
+    from ochre.models.checkpoint import load_tokenizer
+
+    t0 = time.time()
+    index = read_index(args.tokens)
+    zoom = (index.get("shift_per_unit") or {}).get("zoom")
+    if not zoom:
+        raise SystemExit(f"walk_ceiling: {args.tokens} records no measured zoom per unit of walking "
+                         "(shift_per_unit.zoom, written by `ochre tokenize`)")
+    clips = indexed_folder(args.tokens, "clips", index)
+    contexts = tours.tour_contexts(clips, frozenset(t.source for t in ro.trajectories(clips, args.split)), args.tours)
+    if isinstance(contexts, str):
+        raise SystemExit(f"walk_ceiling: {contexts}")
+    truth = tours.render_truth(contexts, float(index.get("fps", 8.0)))[f"{SEGMENT}/truth"]
+    tok = load_tokenizer(indexed_folder(args.tokens, "tokenizer_checkpoint", index), torch.device("cpu")).eval()
+
+    @torch.no_grad()
+    def encode(frames: np.ndarray) -> np.ndarray:
+        return tok.encode(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()).numpy()
+
+    @torch.no_grad()
+    def decode(codes: np.ndarray) -> np.ndarray:
+        return tok.decode(torch.from_numpy(codes), as_uint8=True).permute(0, 2, 3, 1).numpy()
+
+    rows = ceiling(np.stack([c.frame for c in contexts]), truth, float(zoom), encode, decode)
+    result = {"benchmark": "walk_ceiling", **header("cpu"), "data": data_record(args.tokens), "split": args.split,
+              "segment": SEGMENT, "contexts": len(contexts), "zoom_per_unit": float(zoom), "rows": rows,
+              "seconds": round(time.time() - t0, 1)}
+    out = args.out or result_path("walk_ceiling")
+    write_json_atomic(out, result)
+    for h in HORIZONS:
+        for name in ("repeat", "still_recon", "commanded_code_zoom", "commanded_zoom_recon", "commanded_zoom",
+                     "best_one_zoom", "best_zoom_each", "oracle_recon"):
+            r = rows[f"{name}@{h}"]
+            print(f"{SEGMENT} step {h:>2} {name:<22} {r['psnr']:6.2f} dB  {r['over_repeat']:+.2f} "
+                  f"[{r['interval'][0]:+.2f}, {r['interval'][1]:+.2f}] over repeat")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
