@@ -233,6 +233,11 @@ def _add_train(sub) -> None:
     p.add_argument("--window", type=_positive_int, default=None, help="frames per window (default: preset's)")
     p.add_argument("--unroll", type=int, default=None, help="max autoregressive steps (default: preset's)")
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default: preset's)")
+    p.add_argument("--soft-targets", type=float, default=None, metavar="SHARE",
+                   help="give this share of each target code's probability to its look-alikes, its nearest "
+                   "codes in the tokenizer's codebook (default 0: exact targets)")
+    p.add_argument("--soft-neighbours", type=_positive_int, default=None, metavar="N",
+                   help="how many look-alikes share it (default 16)")
     p.add_argument("--impl", choices=choices.IMPLS, default="auto",
                    help="fused step kernel: Triton on CUDA (auto), or the torch reference")
     p.add_argument("--shift-per-unit", type=float, nargs=2, default=None, metavar=("YAW_PX", "PITCH_PX"),

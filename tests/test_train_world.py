@@ -285,3 +285,55 @@ def test_init_starts_a_new_run_from_a_models_weights(data, tmp_path):
     with pytest.raises(ValueError, match="motion prior"):
         train(data / "tokens", tmp_path / "shift", cfg, tcfg, SamplingConfig(), progress=False, shift=(4.0, 4.0),
               init=tmp_path / "first")
+
+
+def test_codebook_neighbours_are_the_nearest_other_codes_weighted_by_closeness():
+    from ochre.train.world import codebook_neighbours
+
+    codebook = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [10.0, 10.0], [0.0, 0.5]])
+    codes, weights = codebook_neighbours(codebook, 2)
+    assert codes.tolist() == [[4, 1], [0, 4], [4, 0], [2, 1], [0, 1]]
+    assert (codes != torch.arange(5)[:, None]).all()                       # never a code itself
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(5))
+    assert (weights[:, 0] >= weights[:, 1]).all()                          # the nearer weighs more
+    with pytest.raises(ValueError, match="soft_neighbours"):
+        codebook_neighbours(codebook, 5)
+
+
+@pytest.mark.parametrize("copy_bias", [True, False])
+def test_soft_targets_score_the_look_alikes_beside_the_target(copy_bias):
+    """loss = (1 − s)·NLL(target) + s·Σ w·NLL(look-alike), by hand on one step; s = 0 is exact targets."""
+    from ochre.models.dynamics import Dynamics
+    from ochre.train.world import codebook_neighbours
+
+    torch.manual_seed(0)
+    model = Dynamics(DynamicsConfig(**{**SMALL, "copy_bias": copy_bias}, impl="torch"))
+    neighbours = codebook_neighbours(torch.randn(64, 4), 3)
+    tokens, actions = torch.randint(0, 64, (2, 3, 16, 16)), torch.rand(2, 2, 4) * 2 - 1
+    kw = dict(window=3, unroll=0, token_noise=0.0, action_dropout=0.0)
+    exact = WorldLoss(model, WorldTrainConfig(**kw), SamplingConfig())
+    soft = WorldLoss(model, WorldTrainConfig(**kw, soft_targets=0.25), SamplingConfig(), neighbours=neighbours)
+    act = model.with_flag(actions[:, 0])
+    state = model.init_state(2)
+    logits, _ = model.core(model.input_gates(tokens[:, 0], act), tokens[:, 0], act, state)
+    lp = logits.movedim(1, -1)                                               # (B, h, w, K)
+    lp = lp if copy_bias else lp.log_softmax(dim=-1)
+    target = tokens[:, 1]
+    nll = -lp.gather(-1, target[..., None])[..., 0]
+    near = -(lp.gather(-1, neighbours[0][target]) * neighbours[1][target]).sum(-1)
+    got, _, _ = soft._step_loss(model.input_gates(tokens[:, 0], act), tokens[:, 0], act, state, target)
+    torch.testing.assert_close(got, (0.75 * nll + 0.25 * near).mean(dim=(1, 2)), rtol=1e-5, atol=1e-5)
+    got_exact, _, _ = exact._step_loss(model.input_gates(tokens[:, 0], act), tokens[:, 0], act, state, target)
+    torch.testing.assert_close(got_exact, nll.mean(dim=(1, 2)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="neighbours"):
+        WorldLoss(model, WorldTrainConfig(**kw, soft_targets=0.25), SamplingConfig())
+
+
+def test_a_soft_target_run_reads_the_tokenizers_codebook(data, tmp_path):
+    assert main(["train", str(data / "tokens"), "--out", str(tmp_path / "soft"), "--steps", "2", "--batch", "2",
+                 "--window", "6", "--unroll", "2", "--soft-targets", "0.3", "--soft-neighbours", "4",
+                 "--precision", "fp32"]) == 0
+    record = json.loads((latest_checkpoint(tmp_path / "soft") / "config.json").read_text())["extra"]["train"]
+    assert record["soft_targets"] == 0.3 and record["soft_neighbours"] == 4
+    assert main(["train", str(data / "tokens"), "--out", str(tmp_path / "bad"), "--steps", "1",
+                 "--soft-targets", "1.0"]) == 2                              # a share below 1, said so

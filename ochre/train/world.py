@@ -65,6 +65,11 @@ class WorldTrainConfig:
     token_noise: float = 0.1       # per window, a share uniform in [0, this] of input codes is randomised
     action_dropout: float = 0.1    # share of windows trained with the null action
     unroll_feed: str = "sample"    # "sample" (shipping decoding) | "argmax" (seed-v3)
+    # Look-alike credit: a share of each target code's mass goes to its nearest codes in the
+    # tokenizer's codebook (soft_neighbours of them, weighted by closeness; codebook_neighbours), so a
+    # prediction one code off in look is not scored as wrong as any other code. 0: exact targets.
+    soft_targets: float = 0.0
+    soft_neighbours: int = 16
     minutes: float | None = None   # wall-time budget; the schedule follows whichever of steps/minutes ends first
 
     def __post_init__(self):
@@ -74,6 +79,9 @@ class WorldTrainConfig:
             raise ValueError(f"unroll_feed must be 'sample' or 'argmax', got {self.unroll_feed!r}")
         if not (0 <= self.token_noise < 1 and 0 <= self.action_dropout < 1 and 0 < self.curriculum <= 1):
             raise ValueError(f"token_noise, action_dropout in [0, 1), curriculum in (0, 1]: {self}")
+        if not 0 <= self.soft_targets < 1 or self.soft_neighbours < 1:
+            raise ValueError(f"soft_targets in [0, 1) and soft_neighbours >= 1, got {self.soft_targets}, "
+                             f"{self.soft_neighbours}")
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"minutes must be positive, got {self.minutes}")
 
@@ -110,9 +118,14 @@ class WorldLoss(nn.Module):
     """
 
     def __init__(self, model: Dynamics, tcfg: WorldTrainConfig, sampling: SamplingConfig,
-                 compile_steps: bool = False):
+                 compile_steps: bool = False, neighbours: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         self.model, self.tcfg, self.sampling = model, tcfg, sampling
+        if (tcfg.soft_targets > 0) != (neighbours is not None):
+            raise ValueError("soft targets need the codebook's neighbours (codebook_neighbours), and only they do")
+        if neighbours is not None:
+            self.register_buffer("neighbour_codes", neighbours[0], persistent=False)      # (K, n) long
+            self.register_buffer("neighbour_weights", neighbours[1], persistent=False)    # (K, n), rows sum to 1
         self._step_fn, self._gates_fn = self._step_loss, model.input_gates
         if compile_steps:
             self._step_fn = torch.compile(self._step_loss, fullgraph=True)
@@ -139,7 +152,17 @@ class WorldLoss(nn.Module):
         # log-softmax over them is the identity, with the same gradient for every parameter).
         loss = F.nll_loss if self.model.config.copy_bias else F.cross_entropy
         ce = loss(rows, target.flatten(), reduction="none").view(target.shape)   # (B, h, w)
+        if self.tcfg.soft_targets > 0:
+            ce = (1 - self.tcfg.soft_targets) * ce + self.tcfg.soft_targets * self._look_alike_nll(rows, target)
         return ce.mean(dim=(1, 2)), logits, state
+
+    def _look_alike_nll(self, rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The NLL of the target's look-alikes, weighted by closeness: rows (N, K) logits, target (B, h, w)
+        -> (B, h, w)."""
+        lp = rows if self.model.config.copy_bias else rows.log_softmax(dim=-1)      # (N, K) log-probabilities
+        flat = target.flatten()
+        near = lp.gather(1, self.neighbour_codes[flat])                              # (N, n)
+        return -(near * self.neighbour_weights[flat]).sum(dim=1).view(target.shape)
 
     def compute_loss(self, tokens: torch.Tensor, actions: torch.Tensor, unroll):
         """tokens (B, T, h, w) int64, actions (B, T−1, 4), unroll: U, an int or per window (B,) int64,
@@ -201,6 +224,32 @@ class WorldLoss(nn.Module):
             return logits.argmax(dim=1)
         u = torch.rand(logits.shape[0], *logits.shape[2:], device=logits.device)
         return sample_tokens(logits, u, self.sampling)
+
+
+def codebook_neighbours(codebook: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each code's n nearest other codes in the tokenizer's codebook (K, D) (Euclidean, the quantiser's
+    distance) and their weights: softmax of −d² / s², s² the mean squared distance of a code to its
+    nearest other code, so a near-duplicate weighs most and a code twice as far e^−3 times less
+    -> codes (K, n) long, weights (K, n) float32 whose rows sum to 1."""
+    cb = codebook.detach().float()
+    if not 1 <= n < len(cb):
+        raise ValueError(f"soft_neighbours must be in [1, {len(cb) - 1}] for a codebook of {len(cb)}, got {n}")
+    d2 = torch.cdist(cb, cb).square()
+    d2.fill_diagonal_(float("inf"))                                       # a code is not its own look-alike
+    near, codes = d2.topk(n, dim=1, largest=False)                        # (K, n) ascending
+    scale = near[:, 0].mean().clamp(min=1e-12)
+    return codes, torch.softmax(-near / scale, dim=1)
+
+
+def _neighbours_for(tcfg: WorldTrainConfig, tokens_root, index: dict, device) -> tuple | None:
+    """codebook_neighbours of the tokenizer that made the tokens, when the run asks for soft targets."""
+    if tcfg.soft_targets == 0:
+        return None
+    from ochre.data.shards import indexed_folder
+    from ochre.models.checkpoint import load_tokenizer
+
+    tokenizer = load_tokenizer(indexed_folder(tokens_root, "tokenizer_checkpoint", index))
+    return tuple(x.to(device) for x in codebook_neighbours(tokenizer.codebook, tcfg.soft_neighbours))
 
 
 def motion_prior(index: dict, tokens_root, cfg: DynamicsConfig, given=None, moves: bool = True) -> dict:
@@ -347,7 +396,8 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
         load_weights(init, model)
     here = _windows_here(index, tcfg.window, info.rank, info.world, seed, run.epoch)
     check_every_rank_has_data(tokens_root, here, tcfg.batch, len(index["shards"]))
-    loss_fn: nn.Module = WorldLoss(model, tcfg, sampling)
+    neighbours = _neighbours_for(tcfg, tokens_root, index, info.device)
+    loss_fn: nn.Module = WorldLoss(model, tcfg, sampling, neighbours=neighbours)
     if info.world > 1:
         loss_fn = torch.nn.parallel.DistributedDataParallel(
             loss_fn, device_ids=[info.device.index] if info.device.type == "cuda" else None)
@@ -516,7 +566,8 @@ def _gather_rng(info) -> dict | list[dict]:
 
 def run(args) -> int:
     overrides = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr),
-                                   ("window", args.window), ("unroll", args.unroll), ("minutes", args.minutes))
+                                   ("window", args.window), ("unroll", args.unroll), ("minutes", args.minutes),
+                                   ("soft_targets", args.soft_targets), ("soft_neighbours", args.soft_neighbours))
                  if v is not None}
     try:
         cfg, tcfg, sampling = recipe(args.recipe, args.preset, **overrides)
