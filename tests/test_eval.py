@@ -466,3 +466,37 @@ def test_decoder_precision_reads_each_precision_against_fp64(data, tmp_path, cap
     capsys.readouterr()
     assert main([str(data / "tok"), "--bank", str(tmp_path / "wide.npz"), "--grids", "8", "--batch", "4"]) == 2
     assert "wide.npz" in capsys.readouterr().err
+
+
+def test_pixel_walk_zooms_the_walking_pictures_and_leaves_the_rest():
+    """bench/pixel_walk: while walking, the copy prior proposes the codes of its picture zoomed by the
+    whole zoom owed (and owes none after); a turn or a standstill proposes what the model does; the
+    model's own copy prior is back once the probe ends."""
+    import torch
+
+    from ochre.bench.pixel_walk import picture_zoom, zoom_pictures
+    from ochre.models.dynamics import Dynamics, DynamicsConfig
+
+    def decode(codes):                   # a code is a grey 4x4 block: an exact codec at zoom 1
+        return codes.to(torch.uint8).repeat_interleave(4, 1).repeat_interleave(4, 2)[:, None].expand(-1, 3, -1, -1)
+
+    def encode(frames):
+        return frames[:, 0, 1::4, 1::4].long()
+
+    model = Dynamics(DynamicsConfig(codebook_size=256, embed_dim=8, hidden=(8,), head_dim=8, action_embed=8,
+                                    zoom_per_unit=0.05, shift_per_unit=(3.0, 3.0), impl="torch"))
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 256, (3, 16, 16))
+    act = model.with_flag(torch.tensor([[0.0, 0.0, 0.0, 1.0], [0.5, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]))
+    view = torch.zeros(3, 5)
+    before = model.proposals(tokens, act, view)
+    with picture_zoom(encode, decode) as count:
+        codes, kind, owed, _ = model.proposals(tokens, act, view)
+    assert count["zoomed"] == 1
+    want = encode(zoom_pictures(decode(tokens[:1]), torch.exp(torch.tensor([0.05]))))
+    assert torch.equal(codes[0], want[0]) and not torch.equal(codes[0], before[0][0])
+    assert owed[0, 2].abs() < 1e-6 and before[2][0, 2] == pytest.approx(0.05)      # the zoom was paid
+    for i in (1, 2):                                                                # a turn, a standstill
+        assert torch.equal(codes[i], before[0][i]) and torch.equal(owed[i], before[2][i])
+    again = model.proposals(tokens, act, view)
+    assert torch.equal(again[0], before[0])                                        # the probe is gone
