@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     from ochre.models.checkpoint import load_tokenizer
 
     tok = load_tokenizer(args.tokenizer or indexed_folder(args.tokens, "tokenizer_checkpoint")).eval()
-    with torch.no_grad(), picture_zoom(tok.encode, lambda c: tok.decode(c, as_uint8=True), args.mode) as count:
+    # Autograd stays on: the eval trains its classifier and action model (the patched prior runs without it).
+    with picture_zoom(tok.encode, lambda c: tok.decode(c, as_uint8=True), args.mode) as count:
         rc = cli(["eval", args.run, args.tokens, "--out", args.out, *rest,
                   *(["--tokenizer", args.tokenizer] if args.tokenizer else [])])
     print(f"pixel_walk: {count['zoomed']} walking grids zoomed as pictures", file=sys.stderr)
