@@ -192,7 +192,7 @@ def test_rerun_skips_complete_episodes_and_clears_stale_temporaries(tmp_path):
 def test_workers_do_not_change_the_output(tmp_path):
     """Bit-exact files with 1 worker (in this process) and 2 (spawned); a difference says whether the
     decoded frames differ too, and by how much. (It once failed in 3 of 8 full runs and never alone:
-    x264's macroblock tree at 32 px read the heap, ochre.data.video.deterministic_mbtree.)"""
+    x264's SIMD macroblock tree at 32 px read the heap, ochre.data.video.deterministic_simd.)"""
     _synth(tmp_path / "one", "vpt", workers=1)
     _synth(tmp_path / "two", "vpt", workers=2)
     for i in range(2):
