@@ -66,7 +66,9 @@ def picture_zoom(encode, decode, mode: str = "bilinear"):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 epilog="every other flag goes to `ochre eval` (e.g. --split val --rollouts 100 "
+                                        "--long-rollouts 48 --seeds 0 1 --tours 64 --no-learned)")
     ap.add_argument("run", help="world-model run or checkpoint folder")
     ap.add_argument("tokens", help="its token shards")
     ap.add_argument("--out", required=True, help="eval output folder")
