@@ -40,15 +40,12 @@ def zoom_frames(frames: np.ndarray, factors) -> np.ndarray:
     """uint8 (N, H, W, 3) scaled by factors (N,) or one factor about the image centre (bilinear, the
     border repeated where a factor below 1 shows beyond the frame) -> uint8 (N, H, W, 3)."""
     import torch
-    import torch.nn.functional as F
 
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    n, _, h, w = x.shape
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    z = torch.as_tensor(np.broadcast_to(np.asarray(factors, np.float32), (n,)).copy())
-    grid = torch.stack([xs, ys], -1)[None] / z[:, None, None, None]                 # (N, H, W, 2)
-    y = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return y.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    from ochre.bench.pixel_walk import zoom_pictures
+
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    z = torch.as_tensor(np.broadcast_to(np.asarray(factors, np.float32), (len(frames),)).copy())
+    return zoom_pictures(x, z).permute(0, 2, 3, 1).numpy()
 
 
 def zoom_codes(codes: np.ndarray, factor: float) -> np.ndarray:
@@ -73,20 +70,22 @@ def ceiling(context: np.ndarray, truth: np.ndarray, zoom_per_unit: float, encode
         lo, hi = np.percentile(diff[boots].mean(1), [2.5, 97.5])
         return {"psnr": float(scores.mean()), "over_repeat": float(diff.mean()), "interval": [float(lo), float(hi)]}
 
-    roundtrip = (lambda f: decode(encode(f))) if encode is not None else None
+    zoomed = [zoom_frames(context, z) for z in ZOOM_GRID]                # the same for every horizon
+    codes = encode(context) if encode is not None else None
     out: dict = {}
     for h in HORIZONS:
         target = truth[:, h]
         base = psnr(context, target)
         factor = float(np.exp(zoom_per_unit * h))
-        grid = np.stack([psnr(zoom_frames(context, z), target) for z in ZOOM_GRID])    # (Z, N)
-        rows = {"repeat": base, "commanded_zoom": psnr(zoom_frames(context, factor), target),
+        commanded = zoom_frames(context, factor)
+        grid = np.stack([psnr(frames, target) for frames in zoomed])            # (Z, N)
+        rows = {"repeat": base, "commanded_zoom": psnr(commanded, target),
                 "best_one_zoom": grid[grid.mean(1).argmax()], "best_zoom_each": grid.max(0)}
-        if roundtrip is not None:
-            rows.update(still_recon=psnr(roundtrip(context), target),
-                        commanded_zoom_recon=psnr(roundtrip(zoom_frames(context, factor)), target),
-                        commanded_code_zoom=psnr(decode(zoom_codes(encode(context), factor)), target),
-                        oracle_recon=psnr(roundtrip(target), target))
+        if codes is not None:
+            rows.update(still_recon=psnr(decode(codes), target),
+                        commanded_zoom_recon=psnr(decode(encode(commanded)), target),
+                        commanded_code_zoom=psnr(decode(zoom_codes(codes, factor)), target),
+                        oracle_recon=psnr(decode(encode(target)), target))
         out.update({f"{name}@{h}": row(scores, base) for name, scores in rows.items()})
         out[f"commanded_factor@{h}"] = factor
         out[f"best_one_zoom_factor@{h}"] = float(ZOOM_GRID[grid.mean(1).argmax()])
