@@ -238,6 +238,10 @@ def _add_train(sub) -> None:
                    "codes in the tokenizer's codebook (default 0: exact targets)")
     p.add_argument("--soft-neighbours", type=_positive_int, default=None, metavar="N",
                    help="how many look-alikes share it (default 16)")
+    p.add_argument("--pointer", type=int, default=0, metavar="R",
+                   help="learned pointer: each position copies the code the state chooses among the (2R+1)^2 "
+                   "around the motion prior's source, instead of the source's own (default 0: off; with --init "
+                   "from a model without one, it grows one that starts as the prior)")
     p.add_argument("--impl", choices=choices.IMPLS, default="auto",
                    help="fused step kernel: Triton on CUDA (auto), or the torch reference")
     p.add_argument("--shift-per-unit", type=float, nargs=2, default=None, metavar=("YAW_PX", "PITCH_PX"),

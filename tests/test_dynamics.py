@@ -294,8 +294,9 @@ def test_the_live_step_is_deterministic_given_the_noise():
     assert torch.equal(a, b) and all(torch.equal(x, y) for x, y in zip(sa, sb))
 
 
-def test_rollout_loss_trains_every_parameter():
-    m = _model()
+@pytest.mark.parametrize("pointer", [0, 1])
+def test_rollout_loss_trains_every_parameter(pointer):
+    m = _model(pointer=pointer)
     loss_fn = WorldLoss(m, WorldTrainConfig(window=6, unroll=2, batch=2), SamplingConfig())
     tokens, actions = torch.randint(0, 64, (2, 6, 16, 16)), torch.rand(2, 5, 4) * 2 - 1
     loss, logs = loss_fn(tokens, actions, 2)
@@ -378,11 +379,65 @@ def test_the_mixture_samples_from_its_factors_what_its_log_probabilities_draw():
     assert sample_mixture(mixture, u, SamplingConfig())[1] is None
 
 
-def test_the_live_step_draws_the_same_codes_eager_and_compiled():
+def test_the_pointers_mixture_is_what_it_means_and_samples_from_its_factors():
+    """With a learned pointer the gate's mass is shared by 9 proposals per position by their weights:
+    log_probs() is log((1 - g) softmax(z) + g sum_n w_n onehot(c_n)) (checked dense, in fp64), with
+    neighbours that propose the same code pooled (some duplicated, at some positions all nine), and
+    sample_mixture draws from its factors what sample_tokens draws from it, with and without boosts. Its
+    log-probabilities agree to 1e-13: each is a sum of the same exponentials in another order (fp64)."""
+    from ochre.models.dynamics import Mixture
+    from ochre.models.sampling import BLOCK, sample_mixture
+
+    gen = torch.Generator().manual_seed(0)
+    B, h, w, K, n = 2, 3, 5, 4 * BLOCK, 9
+    for case in range(4):
+        z = torch.randn(B, h, w, K, generator=gen, dtype=torch.float64) * 3
+        codes = torch.randint(0, K, (B, h, w, n), generator=gen)
+        codes[..., 1], codes[..., 5] = codes[..., 0], codes[..., 4]
+        if case == 3:
+            codes[0] = codes[0, ..., :1]                     # one proposal nine times over
+        gate = torch.randn(B, h, w, generator=gen, dtype=torch.float64) * 3
+        weights = (torch.randn(B, h, w, n, generator=gen, dtype=torch.float64) * 2).log_softmax(dim=-1)
+        extra = None if case == 0 else torch.rand(B, h, w, generator=gen, dtype=torch.float64) * 9
+        mixture = Mixture(z, codes, gate, extra, weights)
+        lp = mixture.log_probs()
+        if extra is None:
+            g = torch.sigmoid(gate)[..., None]
+            dense = (1 - g) * z.softmax(dim=-1) + g * torch.zeros_like(z).scatter_add(-1, codes, weights.exp())
+            torch.testing.assert_close(lp.exp(), dense, rtol=1e-12, atol=1e-15)
+        for _ in range(4):
+            u = torch.rand(B, h, w, generator=gen, dtype=torch.float64)
+            for cfg in (SamplingConfig(), SamplingConfig(temperature=0.7), SamplingConfig(top_k=8)):
+                got, got_lp = sample_mixture(mixture, u, cfg, logits=True)
+                assert torch.equal(got, sample_tokens(lp.movedim(-1, 1), u, cfg)), (case, cfg)
+                torch.testing.assert_close(got_lp, lp, rtol=0, atol=1e-13)
+
+
+def test_the_pointers_proposals_are_the_neighbourhood_of_the_priors_source():
+    """Standing still with no view owed, the prior's source is the position itself: the pointer's 9
+    proposals are the codes at offsets [-1, 1]^2 (row-major), rows clamped at the edges and columns
+    wrapped, as the prior's own sources are; a new pointer puts POINTER_START on the middle one."""
+    from ochre.models.dynamics import POINTER_START
+
+    m = _model(pointer=1)
+    tokens = torch.randint(0, 64, (2, 16, 16))
+    mixture, _ = m.step(tokens, torch.zeros(2, 4), m.init_state(2), parts=True)
+    assert mixture.codes.shape == (2, 16, 16, 9) and mixture.weights.shape == (2, 16, 16, 9)
+    for k, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
+        rows = (torch.arange(16) + dy).clamp(0, 15)
+        cols = torch.remainder(torch.arange(16) + dx, 16)
+        assert torch.equal(mixture.codes[..., k], tokens[:, rows][:, :, cols]), (dy, dx)
+    torch.testing.assert_close(mixture.weights.exp()[..., 4], torch.full((2, 16, 16), POINTER_START))
+    with pytest.raises(ValueError, match="pointer"):
+        DynamicsConfig(**SMALL, pointer=1, copy_bias=False)
+
+
+@pytest.mark.parametrize("pointer", [0, 1])
+def test_the_live_step_draws_the_same_codes_eager_and_compiled(pointer):
     """The live step traced by a compiler gives the codes, log-probabilities and state of the eager
-    one on a real step (fp64). Dynamo's own backend runs the trace with eager kernels: Inductor's
-    code for it is the export tests' (test_native, test_export)."""
-    m = _model(codebook_size=2 * 64).double().eval()
+    one on a real step (fp64), with and without a learned pointer. Dynamo's own backend runs the trace
+    with eager kernels: Inductor's code for it is the export tests' (test_native, test_export)."""
+    m = _model(codebook_size=2 * 64, pointer=pointer).double().eval()
     gen = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, 128, (2, 16, 16), generator=gen)
     actions = torch.rand(2, 4, generator=gen, dtype=torch.float64) * 2 - 1

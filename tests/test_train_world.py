@@ -287,6 +287,31 @@ def test_init_starts_a_new_run_from_a_models_weights(data, tmp_path):
               init=tmp_path / "first")
 
 
+def test_init_grows_a_pointer_that_starts_as_the_copy_prior(data, tmp_path):
+    """--init from a model without a pointer, --pointer 1: every trained weight comes from it, the new pointer
+    starts with POINTER_START of its weight on the prior's own code (so the grown model's distribution is
+    within the moved weight of its parent's), and training moves the pointer too."""
+    from ochre.models.dynamics import POINTER_START
+
+    _train(data / "tokens", tmp_path / "first", steps=2)
+    first = _weights(tmp_path / "first")
+    cfg = DynamicsConfig(**SMALL, impl="torch", pointer=1)
+    tcfg = WorldTrainConfig(steps=2, batch=2, window=6, unroll=2, warmup=1)
+    train(data / "tokens", tmp_path / "grown", cfg, tcfg, SamplingConfig(), seed=5, ckpt_every=1, log_every=1,
+          progress=False, precision="fp32", init=tmp_path / "first")
+    grown = load_dynamics(latest_checkpoint(tmp_path / "grown"))[0]
+    after = grown.state_dict()
+    assert grown.config.pointer == 1 and {k for k in after if not k.startswith("pointer.")} == set(first)
+    assert max((first[k] - after[k]).abs().max().item() for k in first if first[k].is_floating_point()) < 0.05
+    bias = after["pointer.bias"]
+    assert not torch.equal(bias, torch.full_like(bias, bias[0].item()).index_fill_(0, torch.tensor(4), 0.0))
+    assert abs(torch.softmax(bias, dim=0)[4].item() - POINTER_START) < 0.01      # trained two steps from its start
+    assert main(["train", str(data / "tokens"), "--out", str(tmp_path / "cli"), "--pointer", "1", "--steps", "1",
+                 "--batch", "2", "--window", "6", "--unroll", "2"]) == 0
+    assert load_dynamics(latest_checkpoint(tmp_path / "cli"))[0].config.pointer == 1
+    assert main(["train", str(data / "tokens"), "--out", str(tmp_path / "neg"), "--pointer", "-1", "--steps", "1"]) == 2
+
+
 def test_codebook_neighbours_are_the_nearest_other_codes_weighted_by_closeness():
     from ochre.train.world import codebook_neighbours
 

@@ -98,15 +98,17 @@ def load_verified(path: Path, name: str, meta: dict) -> dict[str, torch.Tensor]:
     return load_file(file)
 
 
-def load_weights(path, model: torch.nn.Module) -> dict:
+def load_weights(path, model: torch.nn.Module, new: tuple[str, ...] = ()) -> dict:
     """Weights and buffers of a checkpoint (or a run's newest) into `model` in place, strict on keys
-    and shapes; returns config.json."""
+    and shapes, except that the model's parameters under the prefixes `new` (a part the model grows,
+    e.g. "pointer.") may be absent from the checkpoint and keep their initial values; returns config.json."""
     meta = read_checkpoint_config(path)
     path = Path(meta["path"])
     target = unwrap(model)
     state = load_verified(path, "model.safetensors", meta)
+    grown = {k: v for k, v in target.state_dict().items() if k.startswith(new) and k not in state} if new else {}
     try:
-        target.load_state_dict(state, strict=True)
+        target.load_state_dict({**state, **grown}, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit {type(target).__name__} "
                               f"({meta['kind']} {meta['config']}): {e}") from e

@@ -49,6 +49,7 @@ VIEW = 5
 MEMORY_ROWS = 8           # panorama rows above and below the level view: about ±40° of pitch
 COPY, MEMORY, GUESS = 0, 1, 2    # what a position's proposal is: a copy from the view, a remembered code, a guess
 ZOOM_STEP = math.log(7.5 / 6.5)   # the log zoom that moves the edge tokens of a 16-grid by one token
+POINTER_START = 0.98              # a new pointer's weight on the prior's own code
 
 
 def view_grid(base: torch.Tensor, view: torch.Tensor, per_unit: float) -> torch.Tensor:
@@ -109,6 +110,9 @@ class DynamicsConfig:
     fill: bool = True                          # ... and a proposal for the positions the turn reveals
     memory: bool = False                       # ... from a panorama of the codes seen from here (warp only)
     coords: bool = False                       # the screen position (row, column in [-1, 1]) as input planes
+    # A learned pointer (copy_bias only): the copy proposal becomes the state's choice among the (2r + 1)²
+    # codes around the prior's source, r = pointer (0: the prior's own code, as before).
+    pointer: int = 0
     # The motion prior's geometry, measured on the train clips (ochre.data.check.content_shift, at
     # tokenize time): tokens of picture shift per unit [yaw, pitch] (this default is the synthetic
     # world's at 70°), per unit move_x (strafing), and the log zoom per unit move_z (walking).
@@ -131,6 +135,8 @@ class DynamicsConfig:
             raise ValueError(f"sizes must be positive: {self}")
         if min(self.hidden) < 1 or self.head_dim < 1 or self.action_embed < 1:
             raise ValueError(f"channel counts must be positive: {self}")
+        if self.pointer < 0 or (self.pointer and not self.copy_bias):
+            raise ValueError(f"pointer is a radius >= 0 over the copy prior's proposals (copy_bias), got {self.pointer}")
         if self.impl not in ("auto", "triton", "torch"):
             raise ValueError(f"impl must be 'auto', 'triton' or 'torch', got {self.impl!r}")
 
@@ -207,6 +213,16 @@ class Dynamics(nn.Module):
             self.fill_logit = nn.Parameter(torch.tensor(-2.0)) if cfg.fill else None
             # A remembered code is what this spot looked like: it starts as trusted as a copy.
             self.memory_logit = nn.Parameter(torch.tensor(0.0)) if self.has_memory else None
+            if cfg.pointer:
+                # Which of the (2r + 1)² codes around the prior's source each position copies: log-weights
+                # from the state. It starts as the prior (POINTER_START of the weight on its own code), so a
+                # model trained without a pointer grows one without changing its dreams.
+                n = (2 * cfg.pointer + 1) ** 2
+                self.pointer = nn.Conv2d(cfg.hidden[-1] + planes, n, 3, padding=1)
+                nn.init.zeros_(self.pointer.weight)
+                others = math.log((1 - POINTER_START) / (POINTER_START * (n - 1)))      # each neighbour's logit
+                with torch.no_grad():
+                    self.pointer.bias.fill_(others).index_fill_(0, torch.tensor(n // 2), 0.0)
         if cfg.warp:
             # Fixed, not learned: the shift is the camera's geometry, measured on the data (a learned
             # one shrinks, since a bilinear state warp prefers less motion, and the copies lag the camera).
@@ -273,7 +289,7 @@ class Dynamics(nn.Module):
                              padding_mode="zeros", align_corners=True)
 
     def _copy_codes(self, tokens: torch.Tensor, motion: torch.Tensor | None, view: torch.Tensor,
-                    panorama: torch.Tensor | None = None, moving: torch.Tensor | None = None):
+                    panorama: torch.Tensor | None = None, moving: torch.Tensor | None = None, radius: int = 0):
         """The code the motion carries to each position, which kind of proposal it is, the view owed
         afterwards and the panorama.
 
@@ -286,10 +302,17 @@ class Dynamics(nn.Module):
         what the view turned away from), else by wrapping around horizontally and clamping to the
         edge row vertically. The panorama holds codes seen from where the player stands: the current
         view is written into it each step, and moving (translation) clears it.
+        radius r > 0 (the learned pointer): codes (B, h, w, (2r + 1)²) instead, the view's codes at the
+        offsets [-r, r]² (row-major) around each source, clamped and wrapped like it; the middle one is
+        the proposal above.
         -> codes (B, h, w) long, kind (B, h, w) long (COPY, MEMORY, GUESS), view (B, VIEW), panorama."""
         B, h, w = tokens.shape
         copy = torch.full_like(tokens, COPY)
         if motion is None:
+            if radius:
+                ar = torch.arange(h, device=tokens.device)
+                tokens = _neighbourhood(tokens, ar[None, :, None], torch.arange(w, device=tokens.device)[None, None, :],
+                                        radius, tokens)
             return tokens, copy, view, panorama
         if panorama is not None:
             panorama = _write_view(torch.where(moving[:, None, None], 0.0, panorama), tokens, view)
@@ -314,6 +337,8 @@ class Dynamics(nn.Module):
             kind = torch.where(remembered, MEMORY, kind)
             position = _move(position, whole, panorama.shape[-2:], h)
         owed = torch.cat([total[:, :2] - whole, (total[:, 2] - zoom)[:, None], position], dim=1)
+        if radius:
+            codes = _neighbourhood(tokens, ys, xs, radius, codes)
         return codes, kind, owed, panorama
 
     def input_gates(self, tokens: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -379,14 +404,18 @@ class Dynamics(nn.Module):
             new_state.append(x)
         logits = self.head_logits(x)                                                  # (B, h, w, K)
         if self.config.copy_bias:
+            radius = {"radius": self.config.pointer} if self.config.pointer else {}
             codes, kind, view, panorama = self._copy_codes(tokens, motion, view, panorama,
-                                                           act[:, 2:4].abs().amax(dim=1) > 0)
-            gate = self.copy_gate(self._with_planes(x, act))[:, 0].float()                  # (B, h, w)
+                                                           act[:, 2:4].abs().amax(dim=1) > 0, **radius)
+            xa = self._with_planes(x, act)
+            gate = self.copy_gate(xa)[:, 0].float()                                        # (B, h, w)
+            weights = (self.pointer(xa).float().permute(0, 2, 3, 1).log_softmax(dim=-1)    # (B, h, w, n)
+                       if self.config.pointer else None)
             # Without fills a revealed position gets no proposal: g = σ(−30) ≈ 1e-13.
             fill = self.fill_logit if self.fill_logit is not None else torch.full_like(self.copy_logit, -30.0)
             memory = self.memory_logit if self.memory_logit is not None else fill
             gate = gate + torch.where(kind == COPY, self.copy_logit, torch.where(kind == MEMORY, memory, fill))
-            mixture = Mixture(logits, codes, gate, self.boost(kind, boost, act))
+            mixture = Mixture(logits, codes, gate, self.boost(kind, boost, act), weights)
             new_state += [panorama] if panorama is not None else []
             if parts:
                 return mixture, [*new_state, view]
@@ -415,37 +444,59 @@ class Dynamics(nn.Module):
 
 class Mixture(NamedTuple):
     """The pointer-generator's next-code distribution as its factors: the head's logits z (B, h, w, K),
-    the proposed codes (B, h, w), the gate logits (B, h, w) and the decoding's boost at the
-    proposals (B, h, w) or None. log_probs() is the distribution the model means (_mix);
-    ochre.models.sampling.sample_mixture draws from it without materialising it."""
+    the proposed codes (B, h, w), the gate logits (B, h, w), the decoding's boost at the
+    proposals (B, h, w) or None, and with a learned pointer the log-weights (B, h, w, n) of n proposals
+    per position (codes then (B, h, w, n)): the gate's mass g is shared among them by these weights.
+    log_probs() is the distribution the model means (_mix); ochre.models.sampling.sample_mixture draws
+    from it without materialising it."""
 
     z: torch.Tensor
     codes: torch.Tensor
     gate: torch.Tensor
     extra: torch.Tensor | None
+    weights: torch.Tensor | None = None
 
     def log_probs(self) -> torch.Tensor:
-        """(B, h, w, K): log((1 − g) · softmax(z)), log(g + (1 − g) · softmax(z)) + boost at the proposal."""
+        """(B, h, w, K): log((1 − g) · softmax(z)), log(g · w_p + (1 − g) · softmax(z)) + boost at each
+        proposal p of weight w_p (1 for the single proposal)."""
         return _mix(*self)
 
+    def candidates(self) -> torch.Tensor:
+        """The proposed codes as (B, h, w, n), n = 1 without a pointer."""
+        return self.codes[..., None] if self.weights is None else self.codes
+
     def proposal(self, zp: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two numbers that normalise the mixture, from the proposal's head logit zp and
-        logsumexp(z) lse (B, h, w, 1) each -> shift (B, h, w, 1), the log-probability of every code
-        but the proposal being z − shift, and the proposal's log-probability (B, h, w, 1)."""
+        """The two numbers that normalise the mixture, from the proposals' head logits zp (B, h, w, n)
+        and logsumexp(z) lse (B, h, w, 1) -> shift (B, h, w, 1), the log-probability of every code but
+        the proposals being z − shift, and each proposal's log-probability (B, h, w, n)."""
         shift = lse - _log_sigmoid(-self.gate)[..., None]                              # lse(z) − log(1 − g)
-        at = _log_add_exp(zp - shift, _log_sigmoid(self.gate)[..., None])
+        at = _log_add_exp(zp - shift, _proposal_mass(self.gate, self.codes, self.weights))
         return shift, at if self.extra is None else at + self.extra[..., None]
 
 
-def _mix(z: torch.Tensor, codes: torch.Tensor, gate: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+def _proposal_mass(gate: torch.Tensor, codes: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """log of the copy mass at each proposal: log g (B, h, w, 1) for the single proposal; with a pointer,
+    log(g · the summed weight of every proposal of the same code) (B, h, w, n), since neighbours often
+    propose the same code."""
+    if weights is None:
+        return _log_sigmoid(gate)[..., None]
+    same = codes[..., :, None] == codes[..., None, :]                                # (B, h, w, n, n)
+    pooled = torch.where(same, weights[..., None, :], float("-inf")).logsumexp(dim=-1)
+    return pooled + _log_sigmoid(gate)[..., None]
+
+
+def _mix(z: torch.Tensor, codes: torch.Tensor, gate: torch.Tensor, extra: torch.Tensor | None,
+         weights: torch.Tensor | None = None) -> torch.Tensor:
     """The pointer-generator's log-probabilities: head logits z (B, h, w, K), proposed codes (B, h, w),
-    gate logits (B, h, w), the decoding's boost at the proposals (B, h, w) or None -> (B, h, w, K):
-    log((1 − g) · softmax(z)) everywhere, log(g + (1 − g) · softmax(z)) + boost at the proposed code.
-    A log-softmax (one fused kernel), then the proposal's value scattered in. The live step draws
+    gate logits (B, h, w), the decoding's boost at the proposals (B, h, w) or None [, the pointer's
+    log-weights (B, h, w, n) over proposed codes (B, h, w, n)] -> (B, h, w, K): log((1 − g) · softmax(z))
+    everywhere, log(g · w + (1 − g) · softmax(z)) + boost at a proposed code of weight w (1 alone).
+    A log-softmax (one fused kernel), then the proposals' values scattered in. The live step draws
     from the same distribution without writing it out (ochre.models.sampling.sample_mixture)."""
+    idx = codes[..., None] if weights is None else codes                            # (B, h, w, n)
     lq = z.log_softmax(dim=-1) + _log_sigmoid(-gate)[..., None]                     # + log(1 − g)
-    at = _log_add_exp(lq.gather(-1, codes[..., None]), _log_sigmoid(gate)[..., None])   # (B, h, w, 1)
-    return lq.scatter(-1, codes[..., None], at if extra is None else at + extra[..., None])
+    at = _log_add_exp(lq.gather(-1, idx), _proposal_mass(gate, codes, weights))    # (B, h, w, n)
+    return lq.scatter(-1, idx, at if extra is None else at + extra[..., None])
 
 
 # The gate's log-probabilities from Exp and Log only. ONNX has no LogSigmoid or LogAddExp; the
@@ -460,6 +511,24 @@ def _log_sigmoid(x: torch.Tensor) -> torch.Tensor:
 def _log_add_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """log(e^a + e^b) = max(a, b) + log(1 + e^−|a − b|)."""
     return torch.maximum(a, b) + torch.log1p(torch.exp(-(a - b).abs()))
+
+
+def _neighbourhood(tokens: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, r: int,
+                   centre: torch.Tensor) -> torch.Tensor:
+    """The codes of tokens (B, h, w) at the offsets [-r, r]² (row-major) around the sources ys (B, h, 1),
+    xs (B, 1, w), rows clamped and columns wrapped like the prior's own, with centre (B, h, w) in the
+    middle -> (B, h, w, (2r + 1)²)."""
+    B, h, w = tokens.shape
+    flat = tokens.reshape(B, h * w)
+    out = []
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            if dy == 0 and dx == 0:
+                out.append(centre)
+                continue
+            src = (ys + dy).clamp(0, h - 1) * w + torch.remainder(xs + dx, w)               # (B, h, w)
+            out.append(flat.gather(1, src.reshape(B, h * w)).view(B, h, w))
+    return torch.stack(out, dim=-1)
 
 
 def num_params(model: nn.Module) -> int:

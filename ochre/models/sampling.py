@@ -129,17 +129,20 @@ def sample_mixture(mixture, u: torch.Tensor, cfg: SamplingConfig,
     the same draw; in floating point they differ only at near-ties (export/ties.py). At temperature
     1 over the whole distribution (the default); otherwise (samples_factors), it samples log_probs()
     with sample_tokens."""
-    z, codes = mixture.z, mixture.codes
+    z = mixture.z
+    codes = mixture.candidates()                                                   # (B, h, w, n) proposals
     K = z.shape[-1]
     if not samples_factors(cfg, K):
         lp = mixture.log_probs()
         return sample_tokens(lp.movedim(-1, 1), u, cfg), lp if logits else None
     m = z.detach().amax(dim=-1, keepdim=True)                                      # (B, h, w, 1)
-    zp = z.gather(-1, codes[..., None])                                            # p's head logit
-    # exp(z − m) of every code but p, per block. Eager: p's entry zeroed in place (a scatter, not a
-    # (B, h, w, K) comparison and select: the same numbers, and the eager step is spared two passes
-    # over them). In a compiled or exported graph the comparison and select instead: they fuse with
-    # the exponential into the block sums, which read each row of z once and store nothing of size
+    zp = z.gather(-1, codes)                                                       # the proposals' head logits
+    # A code proposed by several neighbours (a learned pointer) counts once in each sum below: 1 / count.
+    once = (1.0 / (codes[..., :, None] == codes[..., None, :]).sum(dim=-1).to(z.dtype)) if codes.shape[-1] > 1 else None
+    # exp(z − m) of every code but the proposals, per block. Eager: their entries zeroed in place (a
+    # scatter, not a (B, h, w, K) comparison and select: the same numbers, and the eager step is spared
+    # two passes over them). In a compiled or exported graph the comparison and select instead: they fuse
+    # with the exponential into the block sums, which read each row of z once and store nothing of size
     # K, where the scatter made the compiler store every exponential (2 MB a player) and read it
     # again. The shipped model's native step on 2 cores (bench/results/live_cpu_2026-12-04_blocksum_ab.json):
     # under ochre's allocator settings within 3 % at batch 1 and 8 (bf16 at 8: 8.80 -> 8.56 ms);
@@ -147,24 +150,33 @@ def sample_mixture(mixture, u: torch.Tensor, cfg: SamplingConfig,
     # 3.11 and 13.4 at batch 8 instead of 23.1 (the stored exponentials' pages faulted in every step).
     ez = (z - m).exp()
     if torch.compiler.is_compiling():
-        ez = torch.where(torch.arange(K, device=z.device) == codes[..., None], 0.0, ez)
+        ar = torch.arange(K, device=z.device)
+        proposed = ar == codes[..., 0, None]
+        for j in range(1, codes.shape[-1]):
+            proposed = proposed | (ar == codes[..., j, None])
+        ez = torch.where(proposed, 0.0, ez)
     else:
-        ez = ez.scatter_(-1, codes[..., None], 0.0)
+        ez = ez.scatter_(-1, codes, 0.0)
     rest = ez.unflatten(-1, (K // BLOCK, BLOCK)).sum(dim=-1)
-    own = torch.exp(zp - m)
+    own = torch.exp(zp - m)                                                        # (B, h, w, n)
+    own = own if once is None else (own * once).sum(dim=-1, keepdim=True)
     shift, top = mixture.proposal(zp, m + torch.log(rest.sum(dim=-1, keepdim=True) + own))
-    # The largest log-probability (boosts are >= 0, so p's is at least z_p − shift): every weight
-    # below is exp(log-probability − M) <= 1, the largest exactly 1.
-    M = torch.maximum(m - shift, top)
-    in_block = (codes // BLOCK)[..., None] == torch.arange(K // BLOCK, device=z.device)   # (B, h, w, K/BLOCK)
-    p_weight = torch.exp(top - M)
-    mass = torch.exp(m - shift - M) * rest + torch.where(in_block, p_weight, 0.0)
+    # The largest log-probability (boosts are >= 0, so a proposal's is at least z_p − shift): every
+    # weight below is exp(log-probability − M) <= 1, the largest exactly 1.
+    M = torch.maximum(m - shift, top.amax(dim=-1, keepdim=True))
+    p_weight = torch.exp(top - M)                                                  # (B, h, w, n)
+    in_block = (codes // BLOCK)[..., None] == torch.arange(K // BLOCK, device=z.device)   # (B, h, w, n, K/BLOCK)
+    added = torch.where(in_block, (p_weight if once is None else p_weight * once)[..., None], 0.0).sum(dim=-2)
+    mass = torch.exp(m - shift - M) * rest + added
 
     blocks = z.unflatten(-1, (K // BLOCK, BLOCK))
 
     def weights(b):                                       # block b's codes: exp(log-probability − M)
         idx = b * BLOCK + torch.arange(BLOCK, device=z.device)                      # (B, h, w, BLOCK)
-        return torch.where(idx == codes[..., None], p_weight, torch.exp(_block(blocks, b) - shift - M))
+        w = torch.exp(_block(blocks, b) - shift - M)
+        for j in range(codes.shape[-1]):
+            w = torch.where(idx == codes[..., j, None], p_weight[..., j, None], w)
+        return w
 
     drawn = _two_level(mass, weights, u)
-    return drawn, (z - shift).scatter(-1, codes[..., None], top) if logits else None
+    return drawn, (z - shift).scatter(-1, codes, top) if logits else None

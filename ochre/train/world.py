@@ -393,7 +393,7 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
     if latest is not None:
         _restore(run, latest)
     elif init is not None:
-        load_weights(init, model)
+        load_weights(init, model, new=("pointer.",) if cfg.pointer else ())
     here = _windows_here(index, tcfg.window, info.rank, info.world, seed, run.epoch)
     check_every_rank_has_data(tokens_root, here, tcfg.batch, len(index["shards"]))
     neighbours = _neighbours_for(tcfg, tokens_root, index, info.device)
@@ -425,6 +425,8 @@ def _check_init(init, cfg: DynamicsConfig, index: dict) -> tuple[str, dict]:
         theirs = asdict(DynamicsConfig(**{k: v for k, v in meta["config"].items() if k != "impl"}))
     except TypeError as e:
         raise ValueError(f"--init {init}: its config does not fit this version's DynamicsConfig ({e})") from e
+    if theirs["pointer"] == 0:          # a model without a pointer may grow one (it starts as the copy prior)
+        theirs["pointer"] = mine["pointer"]
     differ = [f"{k} {theirs.get(k)} (here {v})" for k, v in mine.items() if theirs.get(k) != v]
     if differ:
         raise ValueError(f"--init {init}: its model settings differ from this run's: {', '.join(differ)}")
@@ -572,6 +574,8 @@ def run(args) -> int:
     try:
         cfg, tcfg, sampling = recipe(args.recipe, args.preset, **overrides)
         cfg.impl = args.impl
+        if args.pointer:
+            cfg = replace(cfg, pointer=args.pointer)
         summary = train(args.tokens, args.out, cfg, tcfg, sampling, recipe_name=args.recipe, preset=args.preset,
                         seed=args.seed, compile=args.compile, resume=args.resume, overwrite=args.overwrite,
                         workers=args.workers, device=args.device, ckpt_every=args.ckpt_every,
