@@ -136,7 +136,8 @@ class DynamicsConfig:
         if min(self.hidden) < 1 or self.head_dim < 1 or self.action_embed < 1:
             raise ValueError(f"channel counts must be positive: {self}")
         if self.pointer < 0 or (self.pointer and not self.copy_bias):
-            raise ValueError(f"pointer is a radius >= 0 over the copy prior's proposals (copy_bias), got {self.pointer}")
+            raise ValueError(f"pointer is a radius >= 0 over the copy prior's proposals (copy_bias), got "
+                             f"{self.pointer}")
         if self.impl not in ("auto", "triton", "torch"):
             raise ValueError(f"impl must be 'auto', 'triton' or 'torch', got {self.impl!r}")
 
