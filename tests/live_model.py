@@ -19,13 +19,15 @@ from ochre.models.tokenizer import Tokenizer, TokenizerConfig
 from ochre.train.checkpoint import save_checkpoint
 
 
-def make_model(root: Path, seed: int = 0, codebook_size: int = 2048) -> Path:
+def make_model(root: Path, seed: int = 0, codebook_size: int = 2048, pointer: int = 0) -> Path:
     """Write root/{tokenizer,tokens,world,eval}; returns root/world (a world-model run folder)."""
     torch.manual_seed(seed)
     tokenizer = Tokenizer(TokenizerConfig.preset("tiny", codebook_size=codebook_size))
     # The ochre recipe's model: every motion prior on, with the panorama memory.
     dynamics = Dynamics(DynamicsConfig.preset("tiny", codebook_size=codebook_size, memory=True, strafe_per_unit=0.4,
-                                              zoom_per_unit=0.05))
+                                              zoom_per_unit=0.05, pointer=pointer))
+    if pointer:                                     # a pointer that chooses, not its start (the prior)
+        torch.nn.init.normal_(dynamics.pointer.weight, std=0.5)
     tok_ckpt = save_checkpoint(root / "tokenizer", 1, tokenizer)
     tok_hash = checkpoint_hash(tok_ckpt)
     (root / "tokens").mkdir(parents=True, exist_ok=True)

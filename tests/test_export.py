@@ -157,3 +157,16 @@ def test_encode_parity_excuses_near_ties_only(world, fp32_export, monkeypatch):
         wrong = parity.check_encode(graph, fp32_export / "encode.onnx", "fp32", 1)
     assert same["agreement"] == 1.0 and same["near_ties"] == 0 and not same["failures"]
     assert wrong["agreement"] < 0.5 and wrong["near_ties"] < 0.01 * wrong["positions"] and wrong["failures"]
+
+
+def test_a_model_with_a_learned_pointer_exports_with_parity(tmp_path):
+    """A learned pointer (9 proposals per position, with weights that choose: tests/live_model.py) exports
+    and passes the same 64-step parity check: the factor sampler's compiled branch marks every proposal."""
+    from live_model import make_model
+
+    world = make_model(tmp_path / "model", pointer=1)
+    export_model(from_run(world), tmp_path / "onnx", dtype="fp32", batch=1, log=lambda m: None)
+    m = json.loads((tmp_path / "onnx" / "manifest.json").read_text())
+    step = m["parity"]["step"]
+    assert m["parity"]["passed"] and step["onnxruntime_mismatches_not_near_ties"] == 0
+    assert step["ort_error"]["logits"] <= step["tolerance"]["logits"] < 1e-4
