@@ -85,6 +85,15 @@ class Refiner(nn.Module):
         return y[:, :-1], y[:, -1]
 
 
+def _single_proposal(loaded, run):
+    """load_dynamics's result, refused for a model with a learned pointer: the refiner reads one proposal
+    per position."""
+    if loaded[0].config.pointer:
+        raise ValueError(f"{run}: a model with a learned pointer (pointer {loaded[0].config.pointer}); the mask "
+                         "rounds' refiner reads one copy proposal per position")
+    return loaded
+
+
 def refined(model, refiner: Refiner, x: torch.Tensor, mixture: Mixture, revealed: torch.Tensor) -> Mixture:
     """The step's mixture given the revealed codes: head(x + dx), gate + dg, the same proposals and boosts."""
     dx, dg = refiner(x, revealed, mixture.codes)
@@ -238,7 +247,7 @@ def train(run, tokens, out, minutes: float, batch: int, lr: float, seed: int = 0
     from ochre.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
     from ochre.train.common import RunLogger, cosine_lr
 
-    model, sampling, _ = load_dynamics(run)
+    model, sampling, _ = _single_proposal(load_dynamics(run), run)
     model.requires_grad_(False).eval()
     refiner = Refiner(RefinerConfig(model.config.codebook_size, model.config.hidden[-1]))
     opt = torch.optim.AdamW(refiner.parameters(), lr=lr, weight_decay=0.01)
@@ -345,7 +354,7 @@ def main(argv=None) -> int:
     from ochre.io import write_json_atomic
     from ochre.models.checkpoint import load_dynamics, load_tokenizer
 
-    model, sampling, _ = load_dynamics(args.run)
+    model, sampling, _ = _single_proposal(load_dynamics(args.run), args.run)
     if args.refiner == "none":              # the baseline: the world model's own draw, on the same rollouts
         refiner = Refiner(RefinerConfig(model.config.codebook_size, model.config.hidden[-1])).eval()
     else:
