@@ -428,6 +428,62 @@ def test_the_pointers_proposals_are_the_neighbourhood_of_the_priors_source():
         cols = torch.remainder(torch.arange(16) + dx, 16)
         assert torch.equal(mixture.codes[..., k], tokens[:, rows][:, :, cols]), (dy, dx)
     torch.testing.assert_close(mixture.weights.exp()[..., 4], torch.full((2, 16, 16), POINTER_START))
+    still = _model(pointer=1, warp=False)                                    # no motion prior: the same neighbourhood
+    assert torch.equal(still.step(tokens, torch.zeros(2, 4), still.init_state(2), parts=True)[0].codes, mixture.codes)
+
+
+def test_the_pointers_middle_proposal_is_the_priors_and_its_neighbours_are_looked_up_alike():
+    """Turning and walking with a view owed and a panorama that remembers: the pointer model's middle
+    proposal and kind are the prior's own (a model without a pointer, the same weights), and off the
+    edges, under a whole-token shift, the neighbour at (dy, dx) is the proposal of position (y+dy, x+dx)."""
+    base, ptr = _model(), _model(pointer=1)
+    ptr.load_state_dict(base.state_dict(), strict=False)
+    gen = torch.Generator().manual_seed(3)
+    tokens = torch.randint(0, 64, (3, 16, 16), generator=gen)
+    state = base.init_state(3)
+    for t in range(4):                                                     # fill the panorama, owe a view
+        act = base.with_flag(torch.tensor([[0.7, 0.2, 0.0, 0.0], [-1.0, 0.0, 0.0, 1.0], [0.3, -0.4, 1.0, 0.0]]))
+        want, want_kind, *_ = base.proposals(tokens, act, state[-1], state[-2])
+        got, got_kind, *_ = ptr._copy_codes(tokens, ptr._motion(act), state[-1], state[-2],
+                                            act[:, 2:4].abs().amax(dim=1) > 0, radius=1)
+        assert torch.equal(got[..., 4], want) and torch.equal(got_kind, want_kind), t
+        assert (want_kind != 0).any() or t == 0
+        _, state = base.step(tokens, act[:, :4], state)
+        tokens = torch.randint(0, 64, (3, 16, 16), generator=gen)
+    act = base.with_flag(torch.tensor([[0.7, 0.0, 0.0, 0.0]] * 3))
+    view = torch.zeros_like(state[-1])
+    want, *_ = base.proposals(tokens, act, view)
+    got, *_ = ptr._copy_codes(tokens, ptr._motion(act), view, None, None, radius=1)
+    for k, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
+        assert torch.equal(got[:, 2:14, 2:10, k], want[:, 2 + dy:14 + dy, 2 + dx:10 + dx]), (dy, dx)
+
+
+def test_the_pointers_gradients_are_the_dense_mixtures():
+    """The loss's gradients through log_probs() with repeated proposals (neighbours often propose the same
+    code) are those of the dense mixture (1 - g) softmax(z) + g sum_n w_n onehot(c_n), for z, the gate and
+    the pointer's weights (fp64: the two differ by rounding only)."""
+    from ochre.models.dynamics import Mixture
+
+    gen = torch.Generator().manual_seed(1)
+    B, h, w, K, n = 2, 3, 4, 16, 9
+    codes = torch.randint(0, 5, (B, h, w, n), generator=gen)                 # 5 codes for 9 proposals: repeats
+    target = torch.randint(0, 8, (B, h, w), generator=gen)
+    leaves = [torch.randn(B, h, w, K, generator=gen, dtype=torch.float64).requires_grad_(),
+              torch.randn(B, h, w, generator=gen, dtype=torch.float64).requires_grad_(),
+              torch.randn(B, h, w, n, generator=gen, dtype=torch.float64).requires_grad_()]
+
+    def grads(dense: bool):
+        z, gate, logits = leaves
+        weights = logits.log_softmax(dim=-1)
+        if dense:
+            g = torch.sigmoid(gate)[..., None]
+            lp = ((1 - g) * z.softmax(dim=-1) + g * torch.zeros_like(z).scatter_add(-1, codes, weights.exp())).log()
+        else:
+            lp = Mixture(z, codes, gate, None, weights).log_probs()
+        return torch.autograd.grad(-lp.gather(-1, target[..., None]).sum(), leaves)
+
+    for got, want in zip(grads(False), grads(True)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="pointer"):
         DynamicsConfig(**SMALL, pointer=1, copy_bias=False)
 

@@ -216,8 +216,9 @@ class Dynamics(nn.Module):
             self.memory_logit = nn.Parameter(torch.tensor(0.0)) if self.has_memory else None
             if cfg.pointer:
                 # Which of the (2r + 1)² codes around the prior's source each position copies: log-weights
-                # from the state. It starts as the prior (POINTER_START of the weight on its own code), so a
-                # model trained without a pointer grows one without changing its dreams.
+                # from the state. It starts near the prior (POINTER_START of the weight on its own code), so a
+                # model trained without a pointer grows one that dreams almost as it did (2 % of the copy
+                # mass moves to the neighbours).
                 n = (2 * cfg.pointer + 1) ** 2
                 self.pointer = nn.Conv2d(cfg.hidden[-1] + planes, n, 3, padding=1)
                 nn.init.zeros_(self.pointer.weight)
@@ -303,18 +304,16 @@ class Dynamics(nn.Module):
         what the view turned away from), else by wrapping around horizontally and clamping to the
         edge row vertically. The panorama holds codes seen from where the player stands: the current
         view is written into it each step, and moving (translation) clears it.
-        radius r > 0 (the learned pointer): codes (B, h, w, (2r + 1)²) instead, the view's codes at the
-        offsets [-r, r]² (row-major) around each source, clamped and wrapped like it; the middle one is
-        the proposal above.
+        radius r > 0 (the learned pointer): codes (B, h, w, (2r + 1)²) instead, the codes at the offsets
+        [-r, r]² (row-major) around each source, each looked up as the source itself is (the view's code,
+        else the panorama's, else the wrap-around guess); the middle one is the proposal above.
         -> codes (B, h, w) long, kind (B, h, w) long (COPY, MEMORY, GUESS), view (B, VIEW), panorama."""
         B, h, w = tokens.shape
-        copy = torch.full_like(tokens, COPY)
         if motion is None:
-            if radius:
-                ar = torch.arange(h, device=tokens.device)
-                tokens = _neighbourhood(tokens, ar[None, :, None], torch.arange(w, device=tokens.device)[None, None, :],
-                                        radius, tokens)
-            return tokens, copy, view, panorama
+            ar = torch.arange(h, device=tokens.device)
+            ys, xs = ar[None, :, None].expand(B, h, 1), torch.arange(w, device=tokens.device)[None, None, :].expand(B, 1, w)
+            codes = _codes_at(tokens, ys, xs, None, None, radius)[0] if radius else tokens
+            return codes, torch.full_like(tokens, COPY), view, panorama
         if panorama is not None:
             panorama = _write_view(torch.where(moving[:, None, None], 0.0, panorama), tokens, view)
         total = motion.detach() + view[:, :3]                                           # (B, 3)
@@ -326,20 +325,11 @@ class Dynamics(nn.Module):
                          + whole[:, 1, None, None]).long()                               # (B, h, 1)
         xs = torch.round(cx + (torch.arange(w, device=tokens.device)[None, None, :] - cx) * scale
                          + whole[:, 0, None, None]).long()                               # (B, 1, w)
-        inside = ((ys >= 0) & (ys < h)) & ((xs >= 0) & (xs < w))                        # (B, h, w)
-        src = ys.clamp(0, h - 1) * w + torch.remainder(xs, w)                           # (B, h, w)
-        codes = tokens.reshape(B, h * w).gather(1, src.reshape(B, h * w)).view(B, h, w)
-        kind = torch.where(inside, copy, GUESS)
         position = view[:, 3:]                                                          # (B, 2) column, row
+        codes, kind = _codes_at(tokens, ys, xs, panorama, position, radius)
         if panorama is not None:
-            seen = _read_panorama(panorama, position, ys, xs)                            # (B, h, w): code + 1, 0 unseen
-            remembered = ~inside & (seen > 0)
-            codes = torch.where(remembered, seen.long() - 1, codes)
-            kind = torch.where(remembered, MEMORY, kind)
             position = _move(position, whole, panorama.shape[-2:], h)
         owed = torch.cat([total[:, :2] - whole, (total[:, 2] - zoom)[:, None], position], dim=1)
-        if radius:
-            codes = _neighbourhood(tokens, ys, xs, radius, codes)
         return codes, kind, owed, panorama
 
     def input_gates(self, tokens: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -497,6 +487,10 @@ def _mix(z: torch.Tensor, codes: torch.Tensor, gate: torch.Tensor, extra: torch.
     idx = codes[..., None] if weights is None else codes                            # (B, h, w, n)
     lq = z.log_softmax(dim=-1) + _log_sigmoid(-gate)[..., None]                     # + log(1 − g)
     at = _log_add_exp(lq.gather(-1, idx), _proposal_mass(gate, codes, weights))    # (B, h, w, n)
+    if weights is not None:
+        # A repeated code's entries are equal, and the scatter keeps one; its gradient would flow back
+        # through every copy (scatter's backward gathers), so all but the first are cut off.
+        at = torch.where(first_proposals(codes), at, at.detach())
     return lq.scatter(-1, idx, at if extra is None else at + extra[..., None])
 
 
@@ -514,22 +508,36 @@ def _log_add_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.maximum(a, b) + torch.log1p(torch.exp(-(a - b).abs()))
 
 
-def _neighbourhood(tokens: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, r: int,
-                   centre: torch.Tensor) -> torch.Tensor:
-    """The codes of tokens (B, h, w) at the offsets [-r, r]² (row-major) around the sources ys (B, h, 1),
-    xs (B, 1, w), rows clamped and columns wrapped like the prior's own, with centre (B, h, w) in the
-    middle -> (B, h, w, (2r + 1)²)."""
+def _codes_at(tokens: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, panorama: torch.Tensor | None,
+              position: torch.Tensor | None, radius: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The copy prior's lookup of sources ys (B, h, 1), xs (B, 1, w) in the view's codes tokens (B, h, w):
+    inside the view its code; outside, the panorama's code of that spot (at the view's panorama position
+    (B, 2)) where it holds one, else the view's code wrapped around horizontally and clamped to the edge
+    row -> codes (B, h, w) and kind (B, h, w) (COPY, MEMORY, GUESS). radius r > 0: codes (B, h, w, (2r + 1)²),
+    the same lookup at the offsets [-r, r]² (row-major) around each source; kind is the middle one's."""
+    if radius:
+        offsets = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+        looked = [_codes_at(tokens, ys + dy, xs + dx, panorama, position) for dy, dx in offsets]
+        return torch.stack([c for c, _ in looked], dim=-1), looked[len(offsets) // 2][1]
     B, h, w = tokens.shape
-    flat = tokens.reshape(B, h * w)
-    out = []
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            if dy == 0 and dx == 0:
-                out.append(centre)
-                continue
-            src = (ys + dy).clamp(0, h - 1) * w + torch.remainder(xs + dx, w)               # (B, h, w)
-            out.append(flat.gather(1, src.reshape(B, h * w)).view(B, h, w))
-    return torch.stack(out, dim=-1)
+    inside = ((ys >= 0) & (ys < h)) & ((xs >= 0) & (xs < w))                            # (B, h, w)
+    src = ys.clamp(0, h - 1) * w + torch.remainder(xs, w)                               # (B, h, w)
+    codes = tokens.reshape(B, h * w).gather(1, src.reshape(B, h * w)).view(B, h, w)
+    kind = torch.where(inside, COPY, GUESS)
+    if panorama is not None:
+        seen = _read_panorama(panorama, position, ys, xs)                                # (B, h, w): code + 1, 0 unseen
+        remembered = ~inside & (seen > 0)
+        codes = torch.where(remembered, seen.long() - 1, codes)
+        kind = torch.where(remembered, MEMORY, kind)
+    return codes, kind
+
+
+def first_proposals(codes: torch.Tensor) -> torch.Tensor:
+    """Of n proposals (..., n), which are the first of their code (..., n) bool: a code several neighbours
+    propose is counted once in a sum over codes, and its log-probability has one path back to the weights."""
+    n = codes.shape[-1]
+    earlier = torch.ones(n, n, dtype=torch.bool, device=codes.device).tril(-1)      # [i, j]: j < i
+    return ~((codes[..., :, None] == codes[..., None, :]) & earlier).any(dim=-1)
 
 
 def num_params(model: nn.Module) -> int:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ochre.models.dynamics import first_proposals
+
 
 @dataclass
 class SamplingConfig:
@@ -137,8 +139,8 @@ def sample_mixture(mixture, u: torch.Tensor, cfg: SamplingConfig,
         return sample_tokens(lp.movedim(-1, 1), u, cfg), lp if logits else None
     m = z.detach().amax(dim=-1, keepdim=True)                                      # (B, h, w, 1)
     zp = z.gather(-1, codes)                                                       # the proposals' head logits
-    # A code proposed by several neighbours (a learned pointer) counts once in each sum below: 1 / count.
-    once = (1.0 / (codes[..., :, None] == codes[..., None, :]).sum(dim=-1).to(z.dtype)) if codes.shape[-1] > 1 else None
+    # A code proposed by several neighbours (a learned pointer) counts once in each sum below.
+    once = first_proposals(codes).to(z.dtype) if codes.shape[-1] > 1 else None
     # exp(z − m) of every code but the proposals, per block. Eager: their entries zeroed in place (a
     # scatter, not a (B, h, w, K) comparison and select: the same numbers, and the eager step is spared
     # two passes over them). In a compiled or exported graph the comparison and select instead: they fuse
