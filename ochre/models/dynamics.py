@@ -310,8 +310,8 @@ class Dynamics(nn.Module):
         -> codes (B, h, w) long, kind (B, h, w) long (COPY, MEMORY, GUESS), view (B, VIEW), panorama."""
         B, h, w = tokens.shape
         if motion is None:
-            ar = torch.arange(h, device=tokens.device)
-            ys, xs = ar[None, :, None].expand(B, h, 1), torch.arange(w, device=tokens.device)[None, None, :].expand(B, 1, w)
+            ys = torch.arange(h, device=tokens.device)[None, :, None].expand(B, h, 1)
+            xs = torch.arange(w, device=tokens.device)[None, None, :].expand(B, 1, w)
             codes = _codes_at(tokens, ys, xs, None, None, radius)[0] if radius else tokens
             return codes, torch.full_like(tokens, COPY), view, panorama
         if panorama is not None:
