@@ -67,10 +67,12 @@ def _cells(position: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, shape) ->
     """Panorama cells of view positions: position (B, 2) [column, row], ys (B, h, 1), xs (B, 1, w)
     -> flat cell indices (B, h, w) and whether the row is inside the panorama (B, h, w)."""
     rows, cols = shape
-    r = MEMORY_ROWS + position[:, 1].long()[:, None, None] + ys                      # (B, h, 1)
-    c = torch.remainder(position[:, 0].long()[:, None, None] + xs, cols)               # (B, 1, w)
+    at = (-1,) + (1,) * (ys.dim() - 1)                 # any trailing dims: (B, h, 1, n) too (the pointer's)
+    r = MEMORY_ROWS + position[:, 1].long().view(at) + ys                             # (B, h, 1)
+    c = torch.remainder(position[:, 0].long().view(at) + xs, cols)                     # (B, 1, w)
     ok = (r >= 0) & (r < rows)
-    return (r.clamp(0, rows - 1) * cols + c).expand(-1, ys.shape[1], xs.shape[2]), ok.expand_as(c + r)
+    full = torch.broadcast_shapes(r.shape, c.shape)
+    return (r.clamp(0, rows - 1) * cols + c).expand(full), ok.expand(full)
 
 
 def _write_view(panorama: torch.Tensor, tokens: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
@@ -312,7 +314,7 @@ class Dynamics(nn.Module):
         if motion is None:
             ys = torch.arange(h, device=tokens.device)[None, :, None].expand(B, h, 1)
             xs = torch.arange(w, device=tokens.device)[None, None, :].expand(B, 1, w)
-            codes = _codes_at(tokens, ys, xs, None, None, radius)[0] if radius else tokens
+            codes = _codes_at(tokens, *_neighbourhood(ys, xs, radius), None, None)[0] if radius else tokens
             return codes, torch.full_like(tokens, COPY), view, panorama
         if panorama is not None:
             panorama = _write_view(torch.where(moving[:, None, None], 0.0, panorama), tokens, view)
@@ -326,7 +328,11 @@ class Dynamics(nn.Module):
         xs = torch.round(cx + (torch.arange(w, device=tokens.device)[None, None, :] - cx) * scale
                          + whole[:, 0, None, None]).long()                               # (B, 1, w)
         position = view[:, 3:]                                                          # (B, 2) column, row
-        codes, kind = _codes_at(tokens, ys, xs, panorama, position, radius)
+        if radius:
+            codes, kind = _codes_at(tokens, *_neighbourhood(ys, xs, radius), panorama, position)
+            kind = kind[..., kind.shape[-1] // 2]
+        else:
+            codes, kind = _codes_at(tokens, ys, xs, panorama, position)
         if panorama is not None:
             position = _move(position, whole, panorama.shape[-2:], h)
         owed = torch.cat([total[:, :2] - whole, (total[:, 2] - zoom)[:, None], position], dim=1)
@@ -509,20 +515,16 @@ def _log_add_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _codes_at(tokens: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, panorama: torch.Tensor | None,
-              position: torch.Tensor | None, radius: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+              position: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The copy prior's lookup of sources ys (B, h, 1), xs (B, 1, w) in the view's codes tokens (B, h, w):
     inside the view its code; outside, the panorama's code of that spot (at the view's panorama position
     (B, 2)) where it holds one, else the view's code wrapped around horizontally and clamped to the edge
-    row -> codes (B, h, w) and kind (B, h, w) (COPY, MEMORY, GUESS). radius r > 0: codes (B, h, w, (2r + 1)²),
-    the same lookup at the offsets [-r, r]² (row-major) around each source; kind is the middle one's."""
-    if radius:
-        offsets = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
-        looked = [_codes_at(tokens, ys + dy, xs + dx, panorama, position) for dy, dx in offsets]
-        return torch.stack([c for c, _ in looked], dim=-1), looked[len(offsets) // 2][1]
+    row -> codes (B, h, w) and kind (B, h, w) (COPY, MEMORY, GUESS). Sources with a trailing axis,
+    (B, h, 1, n) and (B, 1, w, n) (the pointer's neighbourhoods), give (B, h, w, n) each."""
     B, h, w = tokens.shape
     inside = ((ys >= 0) & (ys < h)) & ((xs >= 0) & (xs < w))                            # (B, h, w)
     src = ys.clamp(0, h - 1) * w + torch.remainder(xs, w)                               # (B, h, w)
-    codes = tokens.reshape(B, h * w).gather(1, src.reshape(B, h * w)).view(B, h, w)
+    codes = tokens.reshape(B, h * w).gather(1, src.reshape(B, -1)).view(src.shape)
     kind = torch.where(inside, COPY, GUESS)
     if panorama is not None:
         seen = _read_panorama(panorama, position, ys, xs)                                # (B, h, w): code + 1, 0 unseen
@@ -530,6 +532,13 @@ def _codes_at(tokens: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, panorama
         codes = torch.where(remembered, seen.long() - 1, codes)
         kind = torch.where(remembered, MEMORY, kind)
     return codes, kind
+
+
+def _neighbourhood(ys: torch.Tensor, xs: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sources ys (B, h, 1), xs (B, 1, w) -> those at the offsets [-r, r]² (row-major) around each:
+    (B, h, 1, (2r + 1)²), (B, 1, w, (2r + 1)²); the middle offset is the source itself."""
+    d = torch.arange(-r, r + 1, device=ys.device)
+    return ys[..., None] + d.repeat_interleave(2 * r + 1), xs[..., None] + d.repeat(2 * r + 1)
 
 
 def first_proposals(codes: torch.Tensor) -> torch.Tensor:
