@@ -312,9 +312,11 @@ class Dynamics(nn.Module):
         -> codes (B, h, w) long, kind (B, h, w) long (COPY, MEMORY, GUESS), view (B, VIEW), panorama."""
         B, h, w = tokens.shape
         if motion is None:
-            ys = torch.arange(h, device=tokens.device)[None, :, None].expand(B, h, 1)
-            xs = torch.arange(w, device=tokens.device)[None, None, :].expand(B, 1, w)
-            codes = _codes_at(tokens, *_neighbourhood(ys, xs, radius), None, None)[0] if radius else tokens
+            codes = tokens
+            if radius:                  # the neighbourhood of each position itself
+                ys = torch.arange(h, device=tokens.device)[None, :, None].expand(B, h, 1)
+                xs = torch.arange(w, device=tokens.device)[None, None, :].expand(B, 1, w)
+                codes = _codes_at(tokens, *_neighbourhood(ys, xs, radius), None, None)[0]
             return codes, torch.full_like(tokens, COPY), view, panorama
         if panorama is not None:
             panorama = _write_view(torch.where(moving[:, None, None], 0.0, panorama), tokens, view)
@@ -460,7 +462,7 @@ class Mixture(NamedTuple):
 
     def candidates(self) -> torch.Tensor:
         """The proposed codes as (B, h, w, n), n = 1 without a pointer."""
-        return self.codes[..., None] if self.weights is None else self.codes
+        return _candidates(self.codes, self.weights)
 
     def proposal(self, zp: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two numbers that normalise the mixture, from the proposals' head logits zp (B, h, w, n)
@@ -469,6 +471,11 @@ class Mixture(NamedTuple):
         shift = lse - _log_sigmoid(-self.gate)[..., None]                              # lse(z) − log(1 − g)
         at = _log_add_exp(zp - shift, _proposal_mass(self.gate, self.codes, self.weights))
         return shift, at if self.extra is None else at + self.extra[..., None]
+
+
+def _candidates(codes: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The proposed codes as (B, h, w, n): the single proposal (B, h, w) gains the axis, a pointer's have it."""
+    return codes[..., None] if weights is None else codes
 
 
 def _proposal_mass(gate: torch.Tensor, codes: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -490,7 +497,7 @@ def _mix(z: torch.Tensor, codes: torch.Tensor, gate: torch.Tensor, extra: torch.
     everywhere, log(g · w + (1 − g) · softmax(z)) + boost at a proposed code of weight w (1 alone).
     A log-softmax (one fused kernel), then the proposals' values scattered in. The live step draws
     from the same distribution without writing it out (ochre.models.sampling.sample_mixture)."""
-    idx = codes[..., None] if weights is None else codes                            # (B, h, w, n)
+    idx = _candidates(codes, weights)                                               # (B, h, w, n)
     lq = z.log_softmax(dim=-1) + _log_sigmoid(-gate)[..., None]                     # + log(1 − g)
     at = _log_add_exp(lq.gather(-1, idx), _proposal_mass(gate, codes, weights))    # (B, h, w, n)
     if weights is not None:
