@@ -206,11 +206,25 @@ def _client_frame(payload: bytes) -> bytes:
 
 
 @needs_server
-def test_misbehaving_clients_are_closed_and_the_others_play_on(server):
+def test_misbehaving_clients_are_closed_and_the_others_play_on(server, monkeypatch):
     """Two bots play throughout; each misbehaviour gets a window of its own. The offender is closed
-    with its code (1008 misbehaving, 1013 full, 1000 idle, 403 for a foreign page), and the bots'
-    frame rate in its window stays within 10 % of quiet windows before the first and after the last."""
+    with its code (1008 misbehaving, 1013 full, 1000 idle, 403 for a foreign page); in its window the
+    server ticks within 10 % of its rate in quiet windows before the first and after the last, and
+    each bot receives at least 90 % of those ticks' frames.
+
+    Rates are read between the first and the last event inside a window, on the clock of whoever
+    made the event: the server's ticks on its own loop, the frames on the bot's. The bots share the
+    CPU (and the interpreter) with the server, so a frame can reach a bot late, in a burst, even in
+    the next window (a window's count of arrivals read 16 % over on a busy 2-core machine, its
+    neighbour 16 % under); a burst makes a bot's rate read high, never low, so its bar is one-sided."""
     import aiohttp
+
+    ticks: list[float] = []
+    tick = server.game._tick
+
+    async def timed_tick(loop):
+        await tick(loop)
+        ticks.append(loop.time())                      # time.monotonic(), as the windows below
 
     window = 2.5
 
@@ -286,20 +300,21 @@ def test_misbehaving_clients_are_closed_and_the_others_play_on(server):
             stop = asyncio.Event()
             bots = [asyncio.create_task(bot(server.url, 600, FPS, seed=i, stop=stop)) for i in range(2)]
             await asyncio.sleep(1.0)
-            t0 = time.perf_counter()
+            t0 = time.monotonic()
             await asyncio.sleep(window)
-            spans, outcomes = {"quiet": (t0, time.perf_counter())}, {}
+            spans, outcomes = {"quiet": (t0, time.monotonic())}, {}
             for name, (run, _, _) in cases.items():
-                t0 = time.perf_counter()
+                t0 = time.monotonic()
                 outcomes[name] = await asyncio.wait_for(run(s), 20)
-                await asyncio.sleep(max(0.0, t0 + window - time.perf_counter()))
-                spans[name] = (t0, time.perf_counter())
-            t0 = time.perf_counter()
+                await asyncio.sleep(max(0.0, t0 + window - time.monotonic()))
+                spans[name] = (t0, time.monotonic())
+            t0 = time.monotonic()
             await asyncio.sleep(window)
-            spans["quiet again"] = (t0, time.perf_counter())
+            spans["quiet again"] = (t0, time.monotonic())
             stop.set()
             return spans, outcomes, await asyncio.gather(*bots)
 
+    monkeypatch.setattr(server.game, "_tick", timed_tick)
     spans, outcomes, bots = asyncio.run(matrix())
     for name, (_, code, reason) in cases.items():
         got_code, got_reason = outcomes[name]
@@ -307,14 +322,21 @@ def test_misbehaving_clients_are_closed_and_the_others_play_on(server):
         assert reason is None or (got_reason is not None and reason in got_reason), (name, outcomes[name])
     assert all(b["closed"] is None for b in bots), [b["reason"] for b in bots]
 
-    def rate(span):
-        lo, hi = span
-        return np.mean([sum(lo <= t <= hi for t in b["arrivals"]) for b in bots]) / (hi - lo)
+    def rate(times, span):
+        """Events a second between the first and the last in the span."""
+        inside = [t for t in times if span[0] <= t <= span[1]]
+        return (len(inside) - 1) / (inside[-1] - inside[0]) if len(inside) > 2 else 0.0
 
-    quiet = (rate(spans["quiet"]) + rate(spans["quiet again"])) / 2     # before and after: the machine's drift
-    assert quiet > 0.5 * FPS, quiet                       # the bots played (a 3x slower CPU still ticks)
-    rates = {name: round(rate(span) / quiet, 3) for name, span in spans.items()}
-    assert all(abs(r - 1) <= 0.10 for r in rates.values()), json.dumps(rates)
+    # The bots time their frames with time.perf_counter(): on their clock, shifted onto the windows'.
+    shift = time.perf_counter() - time.monotonic()
+    arrivals = [[t - shift for t in b["arrivals"]] for b in bots]
+    quiet = (rate(ticks, spans["quiet"]) + rate(ticks, spans["quiet again"])) / 2   # before and after: drift
+    assert quiet > 0.5 * FPS, quiet                       # the server ticked (a 3x slower CPU still ticks)
+    served = {name: round(rate(ticks, span) / quiet, 3) for name, span in spans.items()}
+    assert all(abs(r - 1) <= 0.10 for r in served.values()), json.dumps(served)
+    received = {name: [round(rate(a, span) / rate(ticks, span), 3) for a in arrivals]
+                for name, span in spans.items()}
+    assert all(min(r) >= 0.9 for r in received.values()), json.dumps(received)
 
 
 def test_serve_help_explains():
