@@ -382,7 +382,8 @@ def test_the_mixture_samples_from_its_factors_what_its_log_probabilities_draw():
 def test_the_pointers_mixture_is_what_it_means_and_samples_from_its_factors():
     """With a learned pointer the gate's mass is shared by 9 proposals per position by their weights:
     log_probs() is log((1 - g) softmax(z) + g sum_n w_n onehot(c_n)) (checked dense, in fp64), with
-    neighbours that propose the same code pooled (some duplicated, at some positions all nine), and
+    neighbours that propose the same code pooled (some duplicated, at some positions all nine), a
+    decoding boost b scaling each code's probability by 1 - W + W e^b for its pooled weight W, and
     sample_mixture draws from its factors what sample_tokens draws from it, with and without boosts. Its
     log-probabilities agree to 1e-13: each is a sum of the same exponentials in another order (fp64)."""
     from ochre.models.dynamics import Mixture
@@ -401,16 +402,36 @@ def test_the_pointers_mixture_is_what_it_means_and_samples_from_its_factors():
         extra = None if case == 0 else torch.rand(B, h, w, generator=gen, dtype=torch.float64) * 9
         mixture = Mixture(z, codes, gate, extra, weights)
         lp = mixture.log_probs()
-        if extra is None:
-            g = torch.sigmoid(gate)[..., None]
-            dense = (1 - g) * z.softmax(dim=-1) + g * torch.zeros_like(z).scatter_add(-1, codes, weights.exp())
-            torch.testing.assert_close(lp.exp(), dense, rtol=1e-12, atol=1e-15)
+        g = torch.sigmoid(gate)[..., None]
+        pooled = torch.zeros_like(z).scatter_add(-1, codes, weights.exp())            # W per code, 0 unproposed
+        dense = (1 - g) * z.softmax(dim=-1) + g * pooled
+        if extra is not None:              # the boost b in expectation over the pointer's choice: 1 - W + W e^b
+            dense = dense * (1 + (extra.exp()[..., None] - 1) * pooled)
+        torch.testing.assert_close(lp.exp(), dense, rtol=1e-12, atol=1e-15)
         for _ in range(4):
             u = torch.rand(B, h, w, generator=gen, dtype=torch.float64)
             for cfg in (SamplingConfig(), SamplingConfig(temperature=0.7), SamplingConfig(top_k=8)):
                 got, got_lp = sample_mixture(mixture, u, cfg, logits=True)
                 assert torch.equal(got, sample_tokens(lp.movedim(-1, 1), u, cfg)), (case, cfg)
                 torch.testing.assert_close(got_lp, lp, rtol=0, atol=1e-13)
+
+
+def test_a_pointer_on_its_middle_proposal_decodes_as_the_single_proposal():
+    """All the pointer's weight on the middle proposal: the boosted distribution is the single proposal's,
+    the neighbours' codes keep the head's own mass. (The boost added to every proposal multiplied the
+    head's mass at each neighbour's code by e^b: a 3x3 neighbourhood shuffled into the dream.)"""
+    from ochre.models.dynamics import Mixture
+
+    gen = torch.Generator().manual_seed(1)
+    B, h, w, K, n = 2, 3, 4, 64, 9
+    z = torch.randn(B, h, w, K, generator=gen, dtype=torch.float64) * 3
+    codes = torch.randint(0, K, (B, h, w, n), generator=gen)
+    gate = torch.randn(B, h, w, generator=gen, dtype=torch.float64) * 3
+    extra = torch.full((B, h, w), 15.0, dtype=torch.float64)
+    weights = torch.full((B, h, w, n), -200.0, dtype=torch.float64)
+    weights[..., n // 2] = 0.0
+    single = Mixture(z, codes[..., n // 2], gate, extra).log_probs()
+    torch.testing.assert_close(Mixture(z, codes, gate, extra, weights).log_probs(), single, rtol=0, atol=1e-12)
 
 
 def test_the_pointers_proposals_are_the_neighbourhood_of_the_priors_source():

@@ -469,8 +469,9 @@ class Mixture(NamedTuple):
         and logsumexp(z) lse (B, h, w, 1) -> shift (B, h, w, 1), the log-probability of every code but
         the proposals being z − shift, and each proposal's log-probability (B, h, w, n)."""
         shift = lse - _log_sigmoid(-self.gate)[..., None]                              # lse(z) − log(1 − g)
-        at = _log_add_exp(zp - shift, _proposal_mass(self.gate, self.codes, self.weights))
-        return shift, at if self.extra is None else at + self.extra[..., None]
+        pooled = _pooled_weights(self.codes, self.weights)
+        at = _log_add_exp(zp - shift, _copy_mass(self.gate, pooled))
+        return shift, at if self.extra is None else at + _boost_at(self.extra, pooled)
 
 
 def _candidates(codes: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -478,15 +479,33 @@ def _candidates(codes: torch.Tensor, weights: torch.Tensor | None) -> torch.Tens
     return codes[..., None] if weights is None else codes
 
 
-def _proposal_mass(gate: torch.Tensor, codes: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """log of the copy mass at each proposal: log g (B, h, w, 1) for the single proposal; with a pointer,
-    log(g · the summed weight of every proposal of the same code) (B, h, w, n), since neighbours often
-    propose the same code."""
+def _pooled_weights(codes: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor | None:
+    """With a pointer, the log of its summed weight of every proposal of the same code (B, h, w, n),
+    since neighbours often propose the same code; None for the single proposal (weight 1)."""
     if weights is None:
-        return _log_sigmoid(gate)[..., None]
+        return None
     same = codes[..., :, None] == codes[..., None, :]                                # (B, h, w, n, n)
-    pooled = torch.where(same, weights[..., None, :], float("-inf")).logsumexp(dim=-1)
-    return pooled + _log_sigmoid(gate)[..., None]
+    return torch.where(same, weights[..., None, :], float("-inf")).logsumexp(dim=-1)
+
+
+def _copy_mass(gate: torch.Tensor, pooled: torch.Tensor | None) -> torch.Tensor:
+    """log of the copy mass at each proposal: log g (B, h, w, 1) for the single proposal, log(g · W)
+    (B, h, w, n) for a pointer's proposal of pooled weight W."""
+    return _log_sigmoid(gate)[..., None] if pooled is None else _log_sigmoid(gate)[..., None] + pooled
+
+
+def _boost_at(extra: torch.Tensor, pooled: torch.Tensor | None) -> torch.Tensor:
+    """The decoding's boost b (B, h, w) at each proposal: b (B, h, w, 1) for the single proposal; for a
+    pointer's proposal of pooled weight W, log(1 − W + W·e^b) (B, h, w, n), the single proposal's
+    boost in expectation over the pointer's choice of the code it copies (b at W = 1, 0 at W = 0).
+    Adding b to every proposal instead multiplied the head's own mass at each of a neighbourhood's
+    codes by e^b (3e6 at the shipped copy boost of 15), whatever weight the pointer gave them, and its
+    dreams dissolved (bench/results/pointer_cpu_2026-12-05.json). exp − 1 and log(1 + x), not expm1
+    and log1p: ONNX has neither (see _log_sigmoid)."""
+    if pooled is None:
+        return extra[..., None]
+    b = extra.to(torch.promote_types(extra.dtype, torch.float32))
+    return torch.log(1 + (torch.exp(b) - 1)[..., None] * pooled.exp())
 
 
 def _mix(z: torch.Tensor, codes: torch.Tensor, gate: torch.Tensor, extra: torch.Tensor | None,
@@ -499,12 +518,15 @@ def _mix(z: torch.Tensor, codes: torch.Tensor, gate: torch.Tensor, extra: torch.
     from the same distribution without writing it out (ochre.models.sampling.sample_mixture)."""
     idx = _candidates(codes, weights)                                               # (B, h, w, n)
     lq = z.log_softmax(dim=-1) + _log_sigmoid(-gate)[..., None]                     # + log(1 − g)
-    at = _log_add_exp(lq.gather(-1, idx), _proposal_mass(gate, codes, weights))    # (B, h, w, n)
+    pooled = _pooled_weights(codes, weights)
+    at = _log_add_exp(lq.gather(-1, idx), _copy_mass(gate, pooled))                 # (B, h, w, n)
+    if extra is not None:
+        at = at + _boost_at(extra, pooled)
     if weights is not None:
         # A repeated code's entries are equal, and the scatter keeps one; its gradient would flow back
         # through every copy (scatter's backward gathers), so all but the first are cut off.
         at = torch.where(first_proposals(codes), at, at.detach())
-    return lq.scatter(-1, idx, at if extra is None else at + extra[..., None])
+    return lq.scatter(-1, idx, at)
 
 
 # The gate's log-probabilities from Exp and Log only. ONNX has no LogSigmoid or LogAddExp; the
