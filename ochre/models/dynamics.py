@@ -491,7 +491,8 @@ def _pooled_weights(codes: torch.Tensor, weights: torch.Tensor | None) -> torch.
 def _copy_mass(gate: torch.Tensor, pooled: torch.Tensor | None) -> torch.Tensor:
     """log of the copy mass at each proposal: log g (B, h, w, 1) for the single proposal, log(g · W)
     (B, h, w, n) for a pointer's proposal of pooled weight W."""
-    return _log_sigmoid(gate)[..., None] if pooled is None else _log_sigmoid(gate)[..., None] + pooled
+    log_g = _log_sigmoid(gate)[..., None]
+    return log_g if pooled is None else log_g + pooled
 
 
 def _boost_at(extra: torch.Tensor, pooled: torch.Tensor | None) -> torch.Tensor:
