@@ -233,6 +233,10 @@ def _add_train(sub) -> None:
     p.add_argument("--window", type=_positive_int, default=None, help="frames per window (default: preset's)")
     p.add_argument("--unroll", type=int, default=None, help="max autoregressive steps (default: preset's)")
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default: preset's)")
+    p.add_argument("--unroll-feed", choices=choices.UNROLL_FEEDS, default=None,
+                   help="what the unroll feeds back as its next input: sample = the model's own distribution "
+                   "without the decoding's boosts (the ochre recipe's default), decoding = the shipped decoding, "
+                   "boosts included (the inputs a dream feeds it), argmax (seed-v3's)")
     p.add_argument("--soft-targets", type=float, default=None, metavar="SHARE",
                    help="give this share of each target code's probability to its look-alikes, its nearest "
                    "codes in the tokenizer's codebook (default 0: exact targets)")

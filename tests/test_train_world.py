@@ -365,3 +365,37 @@ def test_a_soft_target_run_reads_the_tokenizers_codebook(data, tmp_path):
     assert record["soft_targets"] == 0.3 and record["soft_neighbours"] == 4
     assert main(["train", str(data / "tokens"), "--out", str(tmp_path / "bad"), "--steps", "1",
                  "--soft-targets", "1.0"]) == 2                              # a share below 1, said so
+
+
+def test_the_decoding_feed_draws_from_the_boosted_dream_and_the_loss_never_sees_the_boost():
+    """unroll_feed 'decoding': the unroll's next input comes from the distribution the live step draws
+    from (the copy prior's proposals boosted, walk share included), while the loss is the model's own
+    NLL, equal to the 'sample' feed's."""
+    from ochre.models.dynamics import Dynamics
+
+    torch.manual_seed(0)
+    model = Dynamics(DynamicsConfig(**SMALL, impl="torch"))
+    kw = dict(window=4, unroll=2, token_noise=0.0, action_dropout=0.0)
+    sampling = SamplingConfig()
+    own = WorldLoss(model, WorldTrainConfig(**kw), sampling)
+    dream = WorldLoss(model, WorldTrainConfig(**kw, unroll_feed="decoding"), sampling)
+    tokens, actions = torch.randint(0, 64, (2, 4, 16, 16)), torch.rand(2, 3, 4) * 2 - 1
+    actions[1, :, 2:] = 0                                                   # one window turns only, one walks too
+    act, state, x = model.with_flag(actions[:, 0]), model.init_state(2), tokens[:, 0]
+    g = model.input_gates(x, act)
+    ce_own, feed_own, _ = own._step_loss(g, x, act, state, tokens[:, 1])
+    ce_dream, feed_dream, _ = dream._step_loss(g, x, act, state, tokens[:, 1])
+    torch.testing.assert_close(ce_dream, ce_own, rtol=1e-6, atol=1e-6)      # the boost is not in the loss
+    live, _ = model.step(x, actions[:, 0], state, boost=sampling.boosts, parts=True)
+    torch.testing.assert_close(feed_dream, live.log_probs().permute(0, 3, 1, 2), rtol=1e-6, atol=1e-5)
+    plain, _ = model.step(x, actions[:, 0], state)
+    torch.testing.assert_close(feed_own, plain, rtol=1e-6, atol=1e-5)
+    lift = (feed_dream - feed_own).movedim(1, -1).gather(-1, live.codes[..., None])[..., 0]   # (B, h, w)
+    assert lift.min() > 0 and (lift[0] < lift[1]).float().mean() > 0.9     # boosted, less while walking
+    loss, logs = dream(tokens, actions, 2)
+    assert torch.isfinite(loss) and logs["ce_unroll"] > 0
+    with pytest.raises(ValueError, match="copy_bias"):
+        WorldLoss(Dynamics(DynamicsConfig(**SMALL, impl="torch", copy_bias=False)),
+                  WorldTrainConfig(**kw, unroll_feed="decoding"), sampling)
+    with pytest.raises(ValueError, match="unroll_feed"):
+        WorldTrainConfig(**kw, unroll_feed="boosted")

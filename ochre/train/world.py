@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ochre.choices import RECIPES
+from ochre.choices import RECIPES, UNROLL_FEEDS
 from ochre.data.loader import Split, in_split, rank_shards, split_sources, window_batches
 from ochre.data.shards import index_digest, read_index
 from ochre.device import train_autocast, train_precision
@@ -64,7 +64,10 @@ class WorldTrainConfig:
     curriculum: float = 0.5        # share of the run over which U grows from 1 to `unroll`
     token_noise: float = 0.1       # per window, a share uniform in [0, this] of input codes is randomised
     action_dropout: float = 0.1    # share of windows trained with the null action
-    unroll_feed: str = "sample"    # "sample" (shipping decoding) | "argmax" (seed-v3)
+    # What the unroll feeds back: "sample" (the model's own distribution at the shipped temperature,
+    # without the decoding's boosts), "decoding" (the shipped decoding itself, boosts included: the
+    # inputs a dream feeds the model) or "argmax" (seed-v3).
+    unroll_feed: str = "sample"
     # Look-alike credit: a share of each target code's mass goes to its nearest codes in the
     # tokenizer's codebook (soft_neighbours of them, weighted by closeness; codebook_neighbours), so a
     # prediction one code off in look is not scored as wrong as any other code. 0: exact targets.
@@ -75,8 +78,8 @@ class WorldTrainConfig:
     def __post_init__(self):
         if self.window < 2 or not 0 <= self.unroll <= self.window - 2:
             raise ValueError(f"need window >= 2 and 0 <= unroll <= window - 2, got {self.window}, {self.unroll}")
-        if self.unroll_feed not in ("sample", "argmax"):
-            raise ValueError(f"unroll_feed must be 'sample' or 'argmax', got {self.unroll_feed!r}")
+        if self.unroll_feed not in UNROLL_FEEDS:
+            raise ValueError(f"unroll_feed must be one of {UNROLL_FEEDS}, got {self.unroll_feed!r}")
         if not (0 <= self.token_noise < 1 and 0 <= self.action_dropout < 1 and 0 < self.curriculum <= 1):
             raise ValueError(f"token_noise, action_dropout in [0, 1), curriculum in (0, 1]: {self}")
         if not 0 <= self.soft_targets < 1 or self.soft_neighbours < 1:
@@ -121,6 +124,9 @@ class WorldLoss(nn.Module):
                  compile_steps: bool = False, neighbours: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         self.model, self.tcfg, self.sampling = model, tcfg, sampling
+        if tcfg.unroll_feed == "decoding" and not model.config.copy_bias:
+            raise ValueError("unroll_feed 'decoding' feeds the copy prior's boosted decoding: it needs a model "
+                             "with copy_bias")
         if (tcfg.soft_targets > 0) != (neighbours is not None):
             raise ValueError("soft targets need the codebook's neighbours (codebook_neighbours), and only they do")
         if neighbours is not None:
@@ -145,8 +151,16 @@ class WorldLoss(nn.Module):
 
     def _step_loss(self, g: torch.Tensor, x: torch.Tensor, act: torch.Tensor, state: list[torch.Tensor],
                    target: torch.Tensor):
-        """One recurrent step and its loss: -> (per-window CE (B,), logits (B, K, h, w), new state)."""
-        logits, state = self.model.core(g, x, act, state)                       # (B, K, h, w)
+        """One recurrent step and its loss: -> (per-window CE (B,), the logits (B, K, h, w) the unroll
+        draws its next input from, new state). Those are the loss's own, except with the "decoding"
+        feed: the same distribution with the decoding's boosts at the proposals, which the loss never sees."""
+        if self.tcfg.unroll_feed == "decoding":
+            mixture, state = self.model.core(g, x, act, state, boost=self.sampling.boosts, parts=True)
+            logits = mixture._replace(extra=None).log_probs().permute(0, 3, 1, 2)   # the model's own
+            feed = mixture.log_probs().permute(0, 3, 1, 2)                          # + the boosts
+        else:
+            logits, state = self.model.core(g, x, act, state)                   # (B, K, h, w)
+            feed = logits
         rows = logits.movedim(1, -1).flatten(0, 2)                                # (B·h·w, K), contiguous
         # With the copy prior the logits are log-probabilities already: the loss is their NLL (a
         # log-softmax over them is the identity, with the same gradient for every parameter).
@@ -154,7 +168,7 @@ class WorldLoss(nn.Module):
         ce = loss(rows, target.flatten(), reduction="none").view(target.shape)   # (B, h, w)
         if self.tcfg.soft_targets > 0:
             ce = (1 - self.tcfg.soft_targets) * ce + self.tcfg.soft_targets * self._look_alike_nll(rows, target)
-        return ce.mean(dim=(1, 2)), logits, state
+        return ce.mean(dim=(1, 2)), feed, state
 
     def _look_alike_nll(self, rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The NLL of the target's look-alikes, weighted by closeness: rows (N, K) logits, target (B, h, w)
@@ -217,9 +231,11 @@ class WorldLoss(nn.Module):
         return loss, logs
 
     def _feed(self, logits: torch.Tensor) -> torch.Tensor:
-        """The next input of the unroll: a sample of the model's own distribution at the shipped
-        temperature and top-k, without the decoding's proposal boosts: unsoftened, the unroll shows
-        the model its own errors, which the boosted decoding (mostly copies) would hide."""
+        """The next input of the unroll from the step's feed logits: a sample at the shipped temperature
+        and top-k. With the "sample" feed, of the model's own distribution without the decoding's
+        proposal boosts: unsoftened, the unroll shows the model its own errors, which the boosted
+        decoding (mostly copies) would hide. With the "decoding" feed, of the boosted distribution: the
+        errors a dream makes, which are the ones the model meets in play."""
         if self.tcfg.unroll_feed == "argmax":
             return logits.argmax(dim=1)
         u = torch.rand(logits.shape[0], *logits.shape[2:], device=logits.device)
@@ -569,7 +585,8 @@ def _gather_rng(info) -> dict | list[dict]:
 def run(args) -> int:
     overrides = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr),
                                    ("window", args.window), ("unroll", args.unroll), ("minutes", args.minutes),
-                                   ("soft_targets", args.soft_targets), ("soft_neighbours", args.soft_neighbours))
+                                   ("soft_targets", args.soft_targets), ("soft_neighbours", args.soft_neighbours),
+                                   ("unroll_feed", args.unroll_feed))
                  if v is not None}
     try:
         cfg, tcfg, sampling = recipe(args.recipe, args.preset, **overrides)
