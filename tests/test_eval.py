@@ -500,3 +500,31 @@ def test_pixel_walk_zooms_the_walking_pictures_and_leaves_the_rest():
         assert torch.equal(codes[i], before[0][i]) and torch.equal(owed[i], before[2][i])
     again = model.proposals(tokens, act, view)
     assert torch.equal(again[0], before[0])                                        # the probe is gone
+
+
+def test_paired_compares_two_evals_rollout_by_rollout(tmp_path):
+    """bench/paired: B − A per rollout on the same real frames; a dreamer a constant amount closer to every
+    real frame reads that gain with an interval far narrower than either PSNR's; other rollouts are refused."""
+    import numpy as np
+
+    from ochre.bench.paired import load, main, paired
+
+    rng = np.random.default_rng(0)
+    real = rng.integers(64, 192, (40, 33, 8, 8, 3))
+    error = 2 * rng.integers(2, 30, (40, 1, 1, 1, 1)) * np.where(rng.random(real.shape) < 0.5, -1, 1)
+    far = (real + error).astype(np.uint8)                          # rollouts differ in difficulty: 4-58 levels off
+    near = (real + error // 2).astype(np.uint8)                    # half the error on every rollout: +6.02 dB
+    real = real.astype(np.uint8)
+    keys, starts = np.array(["t"] * 40), np.arange(40)
+    for name, dream in (("a", far), ("b", near)):
+        (tmp_path / name).mkdir()
+        np.savez(tmp_path / name / "rollouts.npz", real=real, dream=dream, keys=keys, starts=starts)
+    r = paired(load(tmp_path / "a"), load(tmp_path / "b"))
+    d, (lo, hi) = r["psnr@8"]["b_minus_a"]
+    (_, (alo, ahi)) = r["psnr@8"]["a"]
+    assert d == pytest.approx(20 * np.log10(2)) and hi - lo < 1e-9 < ahi - alo - 3   # the difficulty cancels
+    assert paired(load(tmp_path / "a"), load(tmp_path / "a"))["psnr@32"]["b_minus_a"] == (0.0, [0.0, 0.0])
+    np.savez(tmp_path / "b" / "rollouts.npz", real=real[::-1], dream=near, keys=keys, starts=starts)
+    with pytest.raises(ValueError, match="same real frames"):
+        paired(load(tmp_path / "a"), load(tmp_path / "b"))
+    assert main([str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
