@@ -11,6 +11,12 @@ decoder refined from the shipped tokenizer (`ochre train-tokenizer --decoder-of`
 unless it makes the shipped tokenizer's codes (`Tokenizer.codes_digest`), so the shipped world model
 still reads them; MODEL.json records CMD as `tokenizer_made_by`, and the eval's metrics of the model
 decoded through it replace metrics.json.
+
+`python -m ochre.runtime.ship --world RUN --command CMD --metrics EVAL/metrics.json` puts a world model
+trained on the shipped tokenizer's codes (e.g. `ochre train TOKENS --init ochre/shipped/world ...`) in the
+shipped one's place: refused unless its token shards were made by a tokenizer with the shipped one's codes,
+and unless the metrics are that model's own eval (their `world_hash`); MODEL.json records CMD as
+`world_made_by`, with its step.
 """
 
 from __future__ import annotations
@@ -110,24 +116,68 @@ def ship_decoder(tokenizer, command: str, dest: Path = SHIPPED, metrics=None) ->
     return info
 
 
+def ship_world(run, command: str, metrics, dest: Path = SHIPPED) -> dict:
+    """Replace the shipped world model by `run`'s newest checkpoint (module doc)."""
+    from ochre.models.checkpoint import checkpoint_hash, codes_mismatch
+
+    dest = Path(dest)
+    info_path = dest / "MODEL.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path}: no shipped model to replace the world model of")
+    model = from_run(run)                                       # a ModelError (ValueError) says what is missing
+    why = codes_mismatch(dest / "tokenizer", model.tokenizer)
+    if why:
+        raise ValueError(f"{run} was trained on codes the shipped tokenizer does not make ({why})")
+    metrics = Path(metrics)
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics}: no eval metrics; run `ochre eval {run} TOKENS --out EVAL` first")
+    evaluated, ours = json.loads(metrics.read_text()).get("world_hash"), checkpoint_hash(model.world)
+    if evaluated != ours:
+        raise ValueError(f"{metrics} is the eval of world model {evaluated}, not of {run} ({ours})")
+    tmp = dest / "world.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    world = _copy_checkpoint(model.world, tmp)
+    shutil.copyfile(metrics, dest / "metrics.json.tmp")
+    (dest / "metrics.json.tmp").replace(dest / "metrics.json")
+    shutil.rmtree(dest / "world")
+    tmp.rename(dest / "world")
+    from ochre.measure import git_sha
+
+    info = json.loads(info_path.read_text())
+    info.update(world_made_by=command, world_step=world["step"], git_sha=git_sha(), date=_dt.date.today().isoformat(),
+                bytes=sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()))
+    write_json_atomic(info_path, info)
+    return info
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ochre.runtime.ship", description=__doc__.split("\n")[0])
     ap.add_argument("demo_dir", nargs="?", help="an `ochre demo --out` folder (tokenizer/, tokens/, world/, eval/)")
     ap.add_argument("--decoder", default=None, metavar="TOK",
                     help="instead of a demo: replace the shipped tokenizer by a decoder refined from it "
                          "(`ochre train-tokenizer --decoder-of`; refused unless it makes the same codes)")
+    ap.add_argument("--world", default=None, metavar="RUN",
+                    help="instead of a demo: replace the shipped world model by a run trained on the shipped "
+                         "tokenizer's codes (e.g. `ochre train TOKENS --init ochre/shipped/world`); needs --metrics")
     ap.add_argument("--metrics", default=None,
-                    help="with --decoder: the eval metrics.json of the shipped world decoded through it")
+                    help="with --decoder: the eval metrics.json of the shipped world decoded through it; with "
+                         "--world: the run's own eval metrics.json")
     ap.add_argument("--command", required=True,
                     help="the exact command that made DEMO_DIR, recorded with the model "
                          "(e.g. \"ochre demo --quick --out demo-out\")")
     ap.add_argument("--dest", default=str(SHIPPED), help="where to write (default: the package's ochre/shipped)")
     args = ap.parse_args(argv)
-    if (args.demo_dir is None) == (args.decoder is None):
-        ap.error("give a demo folder or --decoder TOK, one of them")
+    if sum(x is not None for x in (args.demo_dir, args.decoder, args.world)) != 1:
+        ap.error("give a demo folder, --decoder TOK or --world RUN, one of them")
+    if args.world is not None and args.metrics is None:
+        ap.error("--world needs --metrics: the run's own eval")
     try:
-        info = (ship(args.demo_dir, args.command, Path(args.dest)) if args.decoder is None else
-                ship_decoder(args.decoder, args.command, Path(args.dest), args.metrics))
+        if args.world is not None:
+            info = ship_world(args.world, args.command, args.metrics, Path(args.dest))
+        elif args.decoder is not None:
+            info = ship_decoder(args.decoder, args.command, Path(args.dest), args.metrics)
+        else:
+            info = ship(args.demo_dir, args.command, Path(args.dest))
     except (FileNotFoundError, ValueError, CheckpointError) as e:
         print(f"ochre ship: {e}", file=sys.stderr)
         return 2

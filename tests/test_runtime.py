@@ -328,3 +328,47 @@ def test_a_models_label_names_no_path_of_this_machine(tmp_path):
         == "the newest `ochre demo` model (demo-out)"
     assert Model(run, run, 8.0, "checkpoint runs/world").label == "checkpoint runs/world"
     assert str(tmp_path) not in Model(run, run, 8.0, f"the export {tmp_path}/onnx").label
+
+
+def test_a_world_model_trained_on_the_shipped_codes_replaces_the_shipped_one(tmp_path):
+    """ship --world: a run whose tokens the shipped tokenizer's codes made replaces world/ and metrics.json,
+    MODEL.json says by which command; a run on other codes, or metrics of another model, is refused and
+    nothing changes."""
+    import shutil
+
+    import torch
+
+    from ochre.models.checkpoint import checkpoint_hash, latest_checkpoint, load_dynamics
+    from ochre.train.checkpoint import save_checkpoint
+    from runtime.ship import main as ship_main
+    from runtime.ship import ship_world
+
+    base, other = make_model(tmp_path / "a", seed=0), make_model(tmp_path / "b", seed=1)   # b: other codes
+    trained = make_model(tmp_path / "c", seed=0)             # a's tokenizer and world, then trained on
+    model, _, meta = load_dynamics(trained)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    save_checkpoint(trained, 2, model, extra=meta["extra"])
+    shipped = tmp_path / "shipped"
+    shutil.copytree(latest_checkpoint(base), shipped / "world")
+    shutil.copytree(latest_checkpoint(base.parent / "tokenizer"), shipped / "tokenizer")
+    (shipped / "MODEL.json").write_text(json.dumps({"made_by": "ochre demo", "world_step": 1}))
+    (shipped / "metrics.json").write_text(json.dumps({"world_hash": checkpoint_hash(base)}))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"world_hash": checkpoint_hash(trained), "psnr@8": 14.0}))
+    before = checkpoint_hash(shipped / "world")
+
+    with pytest.raises(ValueError, match="codes the shipped tokenizer does not make"):
+        ship_world(other, "cmd", good, shipped)
+    with pytest.raises(ValueError, match="is the eval of world model"):
+        ship_world(trained, "cmd", shipped / "metrics.json", shipped)
+    with pytest.raises(SystemExit):
+        ship_main(["--world", str(trained), "--command", "cmd", "--dest", str(shipped)])   # no --metrics
+    assert checkpoint_hash(shipped / "world") == before
+    info = ship_world(trained, "ochre train TOKENS --init ochre/shipped/world --steps 300", good, shipped)
+    assert checkpoint_hash(shipped / "world") == checkpoint_hash(trained) != before
+    assert json.loads((shipped / "metrics.json").read_text())["psnr@8"] == 14.0
+    assert info["made_by"] == "ochre demo" and info["world_made_by"].startswith("ochre train")
+    assert info["world_step"] == 2
+    assert json.loads((shipped / "MODEL.json").read_text()) == info and not list(shipped.glob("*.tmp"))
