@@ -16,7 +16,7 @@ decoded through it replace metrics.json.
 trained on the shipped tokenizer's codes (e.g. `ochre train TOKENS --init ochre/shipped/world ...`) in the
 shipped one's place: refused unless its token shards were made by a tokenizer with the shipped one's codes,
 and unless the metrics are that model's own eval (their `world_hash`); MODEL.json records CMD as
-`world_made_by`, with its step.
+`world_made_by`, with its step (counting the shipped model's before it when the run started from them).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def ship_decoder(tokenizer, command: str, dest: Path = SHIPPED, metrics=None) ->
 
 def ship_world(run, command: str, metrics, dest: Path = SHIPPED) -> dict:
     """Replace the shipped world model by `run`'s newest checkpoint (module doc)."""
-    from ochre.models.checkpoint import checkpoint_hash, codes_mismatch
+    from ochre.models.checkpoint import checkpoint_hash, codes_mismatch, read_checkpoint_config
 
     dest = Path(dest)
     info_path = dest / "MODEL.json"
@@ -134,6 +134,10 @@ def ship_world(run, command: str, metrics, dest: Path = SHIPPED) -> dict:
     evaluated, ours = json.loads(metrics.read_text()).get("world_hash"), checkpoint_hash(model.world)
     if evaluated != ours:
         raise ValueError(f"{metrics} is the eval of world model {evaluated}, not of {run} ({ours})")
+    # A run started from the shipped weights (`--init`) counts the shipped model's steps before its own.
+    init = (read_checkpoint_config(model.world).get("extra", {}).get("run", {}).get("inputs", {}).get("init") or "")
+    info = json.loads(info_path.read_text())
+    before = info.get("world_step", 0) if init[:16] == checkpoint_hash(dest / "world") else 0
     tmp = dest / "world.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     world = _copy_checkpoint(model.world, tmp)
@@ -143,9 +147,8 @@ def ship_world(run, command: str, metrics, dest: Path = SHIPPED) -> dict:
     tmp.rename(dest / "world")
     from ochre.measure import git_sha
 
-    info = json.loads(info_path.read_text())
-    info.update(world_made_by=command, world_step=world["step"], git_sha=git_sha(), date=_dt.date.today().isoformat(),
-                bytes=sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()))
+    info.update(world_made_by=command, world_step=before + world["step"], git_sha=git_sha(),
+                date=_dt.date.today().isoformat(), bytes=sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()))
     write_json_atomic(info_path, info)
     return info
 

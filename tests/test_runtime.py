@@ -338,7 +338,7 @@ def test_a_world_model_trained_on_the_shipped_codes_replaces_the_shipped_one(tmp
 
     import torch
 
-    from ochre.models.checkpoint import checkpoint_hash, latest_checkpoint, load_dynamics
+    from ochre.models.checkpoint import checkpoint_hash, latest_checkpoint, load_dynamics, sha256
     from ochre.train.checkpoint import save_checkpoint
     from runtime.ship import main as ship_main
     from runtime.ship import ship_world
@@ -349,11 +349,13 @@ def test_a_world_model_trained_on_the_shipped_codes_replaces_the_shipped_one(tmp
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01)
-    save_checkpoint(trained, 2, model, extra=meta["extra"])
+    extra = meta["extra"]
+    extra["run"]["inputs"]["init"] = sha256(latest_checkpoint(base) / "model.safetensors")   # `--init` from base
+    save_checkpoint(trained, 2, model, extra=extra)
     shipped = tmp_path / "shipped"
     shutil.copytree(latest_checkpoint(base), shipped / "world")
     shutil.copytree(latest_checkpoint(base.parent / "tokenizer"), shipped / "tokenizer")
-    (shipped / "MODEL.json").write_text(json.dumps({"made_by": "ochre demo", "world_step": 1}))
+    (shipped / "MODEL.json").write_text(json.dumps({"made_by": "ochre demo", "world_step": 1000}))
     (shipped / "metrics.json").write_text(json.dumps({"world_hash": checkpoint_hash(base)}))
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"world_hash": checkpoint_hash(trained), "psnr@8": 14.0}))
@@ -370,5 +372,5 @@ def test_a_world_model_trained_on_the_shipped_codes_replaces_the_shipped_one(tmp
     assert checkpoint_hash(shipped / "world") == checkpoint_hash(trained) != before
     assert json.loads((shipped / "metrics.json").read_text())["psnr@8"] == 14.0
     assert info["made_by"] == "ochre demo" and info["world_made_by"].startswith("ochre train")
-    assert info["world_step"] == 2
+    assert info["world_step"] == 1002                        # the shipped model's steps, then the run's
     assert json.loads((shipped / "MODEL.json").read_text()) == info and not list(shipped.glob("*.tmp"))
