@@ -192,8 +192,13 @@ def shipped(folder: Path = SHIPPED) -> Model:
         fps = float(info["fps"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{info_path}: unreadable or without `fps` ({e})") from None
+    made = [info.get("made_by", "ochre demo")]
+    if info.get("world_made_by"):
+        made.append(f"its world model trained further, {info.get('world_step', '?')} steps in all")
+    if info.get("tokenizer_made_by"):
+        made.append("its decoder refined")
     return Model(world=folder / "world", tokenizer=folder / "tokenizer", fps=fps,
-                 origin=f"the shipped model ({info.get('made_by', 'ochre demo')})",
+                 origin=f"the shipped model ({'; '.join(made)})",
                  contexts=folder / "contexts.npy", info=info)
 
 
