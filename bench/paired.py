@@ -38,9 +38,7 @@ def load(folder) -> dict[str, np.ndarray]:
 def paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray], steps=STEPS) -> dict[str, dict]:
     """psnr@s of each dream and B − A per rollout, with 95 % bootstrap intervals over rollouts:
     {f"psnr@{s}": {"a": [v, ci], "b": [v, ci], "b_minus_a": [v, ci]}}."""
-    if a["real"].shape != b["real"].shape or not (np.array_equal(a["keys"], b["keys"])
-                                                  and np.array_equal(a["starts"], b["starts"])
-                                                  and np.array_equal(a["real"], b["real"])):
+    if not all(np.array_equal(a[k], b[k]) for k in ("keys", "starts", "real")):
         raise ValueError("the two evals did not roll out the same real frames: run both with the same split, "
                          "--rollouts, --seeds and tokens")
     horizon = a["real"].shape[1] - 1

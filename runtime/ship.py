@@ -55,6 +55,23 @@ def _copy_checkpoint(src: Path, dst: Path) -> dict:
     return slim
 
 
+def _swap_in_checkpoint(src: Path, dst: Path) -> dict:
+    """_copy_checkpoint written beside dst, then put in its place."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    slim = _copy_checkpoint(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    return slim
+
+
+def _swap_in_file(src: Path, dst: Path) -> None:
+    """A copy of src written beside dst, then put in its place."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
 def ship(demo_dir, command: str, dest: Path = SHIPPED) -> dict:
     demo_dir = Path(demo_dir)
     model = from_run(demo_dir / "world")
@@ -99,17 +116,11 @@ def ship_decoder(tokenizer, command: str, dest: Path = SHIPPED, metrics=None) ->
         raise ValueError(f"{why}: it cannot replace the shipped tokenizer")
     src = Path(read_checkpoint_config(tokenizer)["path"])
     run = src.parent.parent if src.parent.name == "checkpoints" else src.parent
-    tmp = dest / "tokenizer.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    _copy_checkpoint(src, tmp)
     if (run / "metrics.json").is_file():
-        shutil.copyfile(run / "metrics.json", dest / "tokenizer_metrics.json.tmp")
-        (dest / "tokenizer_metrics.json.tmp").replace(dest / "tokenizer_metrics.json")
+        _swap_in_file(run / "metrics.json", dest / "tokenizer_metrics.json")
     if metrics is not None:
-        shutil.copyfile(metrics, dest / "metrics.json.tmp")
-        (dest / "metrics.json.tmp").replace(dest / "metrics.json")
-    shutil.rmtree(dest / "tokenizer")
-    tmp.rename(dest / "tokenizer")
+        _swap_in_file(Path(metrics), dest / "metrics.json")
+    _swap_in_checkpoint(src, dest / "tokenizer")
     info = json.loads(info_path.read_text())
     info.update(tokenizer_made_by=command, bytes=sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()))
     write_json_atomic(info_path, info)
@@ -138,13 +149,8 @@ def ship_world(run, command: str, metrics, dest: Path = SHIPPED) -> dict:
     init = (read_checkpoint_config(model.world).get("extra", {}).get("run", {}).get("inputs", {}).get("init") or "")
     info = json.loads(info_path.read_text())
     before = info.get("world_step", 0) if init[:16] == checkpoint_hash(dest / "world") else 0
-    tmp = dest / "world.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    world = _copy_checkpoint(model.world, tmp)
-    shutil.copyfile(metrics, dest / "metrics.json.tmp")
-    (dest / "metrics.json.tmp").replace(dest / "metrics.json")
-    shutil.rmtree(dest / "world")
-    tmp.rename(dest / "world")
+    _swap_in_file(metrics, dest / "metrics.json")
+    world = _swap_in_checkpoint(model.world, dest / "world")
     from ochre.measure import git_sha
 
     info.update(world_made_by=command, world_step=before + world["step"], git_sha=git_sha(),

@@ -460,6 +460,16 @@ class Mixture(NamedTuple):
         proposal p of weight w_p (1 for the single proposal)."""
         return _mix(*self)
 
+    def boosted(self, lp: torch.Tensor) -> torch.Tensor:
+        """lp (B, h, w, K), the log-probabilities without the decoding's boost (this mixture's log_probs()
+        with extra=None) -> log_probs() with it: the boost added at the proposals, without mixing again
+        (a code several neighbours propose gets it once: every copy of it is the same entry)."""
+        if self.extra is None:
+            return lp
+        idx = _candidates(self.codes, self.weights)                                   # (B, h, w, n)
+        at = lp.gather(-1, idx) + _boost_at(self.extra, _pooled_weights(self.codes, self.weights))
+        return lp.scatter(-1, idx, at)
+
     def candidates(self) -> torch.Tensor:
         """The proposed codes as (B, h, w, n), n = 1 without a pointer."""
         return _candidates(self.codes, self.weights)

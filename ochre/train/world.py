@@ -156,8 +156,8 @@ class WorldLoss(nn.Module):
         feed: the same distribution with the decoding's boosts at the proposals, which the loss never sees."""
         if self.tcfg.unroll_feed == "decoding":
             mixture, state = self.model.core(g, x, act, state, boost=self.sampling.boosts, parts=True)
-            logits = mixture._replace(extra=None).log_probs().permute(0, 3, 1, 2)   # the model's own
-            feed = mixture.log_probs().permute(0, 3, 1, 2)                          # + the boosts
+            lp = mixture._replace(extra=None).log_probs()                           # the model's own
+            logits, feed = lp.permute(0, 3, 1, 2), mixture.boosted(lp.detach()).permute(0, 3, 1, 2)
         else:
             logits, state = self.model.core(g, x, act, state)                   # (B, K, h, w)
             feed = logits
