@@ -3,6 +3,8 @@ guidance, and the one sampling function."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -234,21 +236,31 @@ def test_dropped_actions_are_ignored_and_kept_ones_are_not():
 
 
 def test_guidance_one_is_the_plain_step_and_other_weights_extrapolate():
-    """The live step's distribution: the model's own (boosted) log-probabilities at guidance 1,
-    uncond + w·(cond − uncond) at another w, with the state of the conditional branch."""
+    """The live step's distribution: the model's own (boosted) log-probabilities at guidance 1; at
+    another w, uncond + w·(cond − uncond) of the unboosted ones with the conditional branch's boost added
+    once after (the unconditional branch's boost never enters), with the conditional branch's state."""
     m = _model()
-    tokens, actions, state = torch.randint(0, 64, (2, 16, 16)), torch.rand(2, 4), m.init_state(2)
+    assert m.config.copy_bias
+    tokens, state = torch.randint(0, 64, (2, 16, 16)), m.init_state(2)
+    actions = torch.tensor([[0.3, -0.2, 0.0, 1.0], [-0.5, 0.1, 1.0, 0.0]])     # walking: a share of the boost
     noise = torch.rand(2, 16, 16)
-    boost = SamplingConfig().boosts
+    cfg = SamplingConfig(walk_boost=0.5)
     with torch.no_grad():
-        plain = m.step(tokens, actions, state, boost=boost)[0].movedim(1, -1)         # (B, h, w, K)
-        uncond = m.step(tokens, actions, state, present=torch.zeros(2), boost=boost)[0].movedim(1, -1)
-        _, lp, _ = live_step(m, tokens, actions, noise, state, SamplingConfig(guidance=1.0), logits=True)
+        plain = m.step(tokens, actions, state, boost=cfg.boosts)[0].movedim(1, -1)     # (B, h, w, K)
+        cond = m.step(tokens, actions, state)[0].movedim(1, -1)
+        uncond = m.step(tokens, actions, state, present=torch.zeros(2))[0].movedim(1, -1)
+        mixture = m.step(tokens, actions, state, boost=cfg.boosts, parts=True)[0]
+        _, lp, _ = live_step(m, tokens, actions, noise, state, cfg, logits=True)
         torch.testing.assert_close(lp, plain, rtol=0, atol=1e-5)
-        codes, got, new_state = live_step(m, tokens, actions, noise, state, SamplingConfig(guidance=2.0), logits=True)
-    torch.testing.assert_close(got, uncond + 2.0 * (plain - uncond))
+        guided = replace(cfg, guidance=2.0)
+        codes, got, new_state = live_step(m, tokens, actions, noise, state, guided, logits=True)
+    want = mixture.boosted(uncond + 2.0 * (cond - uncond))
+    torch.testing.assert_close(got, want)
+    proposals = mixture.candidates()
+    boost_at = got.gather(-1, proposals) - (uncond + 2.0 * (cond - uncond)).gather(-1, proposals)
+    torch.testing.assert_close(boost_at[..., 0], mixture.extra)                 # the conditional's boost, once
     torch.testing.assert_close(new_state[0], m.step(tokens, actions, state)[1][0])
-    assert torch.equal(codes, sample_tokens(got.movedim(-1, 1), noise, SamplingConfig(guidance=2.0)))
+    assert torch.equal(codes, sample_tokens(got.movedim(-1, 1), noise, guided))
 
 
 def test_sampling_follows_the_top_k_softmax_and_is_a_function_of_the_noise():

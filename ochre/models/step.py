@@ -61,12 +61,23 @@ def live_step(model, tokens: torch.Tensor, actions: torch.Tensor, noise: torch.T
 
 
 def _guided(model, tokens, actions, state, sampling):
-    """Log-probabilities uncond + w·(cond − uncond) (B, h, w, K), and the conditional next state."""
+    """Log-probabilities uncond + w·(cond − uncond) (B, h, w, K), and the conditional next state.
+
+    Guidance extrapolates the model's own distribution; the decoding's boost is a preference added once
+    after it, at the conditional branch's proposals. Guiding the boosted ones instead would count the boost
+    twice: the null action moves nothing, so while a movement key is held the unconditional branch keeps
+    its whole boost (walk_boost scales only the conditional's), and w > 1 took (w − 1)× that away from the
+    copies the conditional proposes (bench/results/longer_cpu_2026-12-06.json: at w 1.5, psnr@1 −0.8 dB)."""
     B = tokens.shape[0]
     present = torch.cat([torch.ones(B, device=tokens.device), torch.zeros(B, device=tokens.device)])
-    lp, new_state = model.step(tokens.repeat(2, 1, 1), actions.repeat(2, 1),
-                               [s.repeat(2, *[1] * (s.dim() - 1)) for s in state], present=present,
-                               boost=sampling.boosts)                                       # (2B, K, h, w)
+    twice = (tokens.repeat(2, 1, 1), actions.repeat(2, 1), [s.repeat(2, *[1] * (s.dim() - 1)) for s in state])
+    if model.config.copy_bias:
+        mixture, new_state = model.step(*twice, present=present, boost=sampling.boosts, parts=True)
+        lp = mixture._replace(extra=None).log_probs()                                       # (2B, h, w, K)
+        cond = type(mixture)(*(None if x is None else x[:B] for x in mixture))
+        guided = lp[B:] + sampling.guidance * (lp[:B] - lp[B:])
+        return cond.boosted(guided), [s[:B] for s in new_state]
+    lp, new_state = model.step(*twice, present=present)                                      # (2B, K, h, w)
     cond, uncond = lp[:B].movedim(1, -1), lp[B:].movedim(1, -1)
     return uncond + sampling.guidance * (cond - uncond), [s[:B] for s in new_state]
 
