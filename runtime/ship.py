@@ -17,6 +17,12 @@ trained on the shipped tokenizer's codes (e.g. `ochre train TOKENS --init ochre/
 shipped one's place: refused unless its token shards were made by a tokenizer with the shipped one's codes,
 and unless the metrics are that model's own eval (their `world_hash`); MODEL.json records CMD as
 `world_made_by`, with its step (counting the shipped model's before it when the run started from them).
+
+`python -m ochre.runtime.ship --decoding EVAL/metrics.json --command CMD` ships the decoding that eval read
+(temperature, top-k, action guidance, the copy, fill and walk boosts, min-p: what `ochre eval --guidance`
+and its neighbours override) with the shipped world model, whose weights stay as they are: refused unless
+the eval is of the shipped world model; its metrics replace metrics.json and MODEL.json records CMD as
+`decoding_chosen_by`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import hashlib
 import json
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +166,36 @@ def ship_world(run, command: str, metrics, dest: Path = SHIPPED) -> dict:
     return info
 
 
+def ship_decoding(metrics, command: str, dest: Path = SHIPPED) -> dict:
+    """Make the decoding an eval of the shipped world model read the one it ships with (module doc)."""
+    from ochre.models.checkpoint import checkpoint_hash
+    from ochre.models.sampling import SamplingConfig
+
+    dest, metrics = Path(dest), Path(metrics)
+    info_path, config_path = dest / "MODEL.json", dest / "world" / "config.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path}: no shipped model to set the decoding of")
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics}: no eval metrics; run `ochre eval {dest / 'world'} TOKENS --out EVAL` "
+                                "first")
+    read = json.loads(metrics.read_text())
+    if read.get("world_hash") != checkpoint_hash(dest / "world"):
+        raise ValueError(f"{metrics} is the eval of world model {read.get('world_hash')}, not of the shipped one "
+                         f"({checkpoint_hash(dest / 'world')})")
+    meta = json.loads(config_path.read_text())
+    missing = [k for k in SamplingConfig.__dataclass_fields__ if k not in read]
+    if missing:
+        raise ValueError(f"{metrics} does not say which decoding it read (no {', '.join(missing)})")
+    sampling = asdict(SamplingConfig(**{k: read[k] for k in SamplingConfig.__dataclass_fields__}))   # checks ranges
+    meta.setdefault("extra", {})["sampling"] = sampling
+    _swap_in_file(metrics, dest / "metrics.json")
+    write_json_atomic(config_path, meta)
+    info = json.loads(info_path.read_text())
+    info.update(decoding_chosen_by=command, date=_dt.date.today().isoformat())
+    write_json_atomic(info_path, info)
+    return info
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ochre.runtime.ship", description=__doc__.split("\n")[0])
     ap.add_argument("demo_dir", nargs="?", help="an `ochre demo --out` folder (tokenizer/, tokens/, world/, eval/)")
@@ -168,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--world", default=None, metavar="RUN",
                     help="instead of a demo: replace the shipped world model by a run trained on the shipped "
                          "tokenizer's codes (e.g. `ochre train TOKENS --init ochre/shipped/world`); needs --metrics")
+    ap.add_argument("--decoding", default=None, metavar="METRICS",
+                    help="instead of a demo: ship the decoding (temperature, top-k, guidance, boosts, min-p) that "
+                         "this eval metrics.json of the shipped world model read; the weights stay")
     ap.add_argument("--metrics", default=None,
                     help="with --decoder: the eval metrics.json of the shipped world decoded through it; with "
                          "--world: the run's own eval metrics.json")
@@ -176,12 +216,14 @@ def main(argv: list[str] | None = None) -> int:
                          "(e.g. \"ochre demo --quick --out demo-out\")")
     ap.add_argument("--dest", default=str(SHIPPED), help="where to write (default: the package's ochre/shipped)")
     args = ap.parse_args(argv)
-    if sum(x is not None for x in (args.demo_dir, args.decoder, args.world)) != 1:
-        ap.error("give a demo folder, --decoder TOK or --world RUN, one of them")
+    if sum(x is not None for x in (args.demo_dir, args.decoder, args.world, args.decoding)) != 1:
+        ap.error("give a demo folder, --decoder TOK, --world RUN or --decoding METRICS, one of them")
     if args.world is not None and args.metrics is None:
         ap.error("--world needs --metrics: the run's own eval")
     try:
-        if args.world is not None:
+        if args.decoding is not None:
+            info = ship_decoding(args.decoding, args.command, Path(args.dest))
+        elif args.world is not None:
             info = ship_world(args.world, args.command, args.metrics, Path(args.dest))
         elif args.decoder is not None:
             info = ship_decoder(args.decoder, args.command, Path(args.dest), args.metrics)

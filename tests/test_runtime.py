@@ -374,3 +374,44 @@ def test_a_world_model_trained_on_the_shipped_codes_replaces_the_shipped_one(tmp
     assert info["made_by"] == "ochre demo" and info["world_made_by"].startswith("ochre train")
     assert info["world_step"] == 1002                        # the shipped model's steps, then the run's
     assert json.loads((shipped / "MODEL.json").read_text()) == info and not list(shipped.glob("*.tmp"))
+
+
+def test_the_decoding_an_eval_of_the_shipped_model_read_ships_with_it(tmp_path):
+    """ship --decoding: the eval's decoding (guidance among it) becomes the shipped world model's, its metrics
+    the shipped ones, and the weights stay; an eval of another model, or one that does not say its decoding,
+    is refused and nothing changes."""
+    import shutil
+
+    from ochre.models.checkpoint import checkpoint_hash, latest_checkpoint, load_dynamics
+    from runtime.ship import main as ship_main
+    from runtime.ship import ship_decoding
+
+    base, other = make_model(tmp_path / "a", seed=0), make_model(tmp_path / "b", seed=1)
+    shipped = tmp_path / "shipped"
+    shutil.copytree(latest_checkpoint(base), shipped / "world")
+    (shipped / "MODEL.json").write_text(json.dumps({"made_by": "ochre demo", "world_step": 1000}))
+    (shipped / "metrics.json").write_text(json.dumps({"world_hash": checkpoint_hash(base), "psnr@8": 13.0}))
+    _, before, _ = load_dynamics(shipped / "world")
+    weights = checkpoint_hash(shipped / "world")
+    decoding = {"temperature": 1.0, "top_k": 2048, "guidance": 1.5, "copy_boost": 15.0, "fill_boost": 5.5,
+                "walk_boost": 0.5, "min_p": 0.0}
+    good, foreign, silent = tmp_path / "good.json", tmp_path / "foreign.json", tmp_path / "silent.json"
+    good.write_text(json.dumps({"world_hash": weights, "psnr@8": 14.0, **decoding}))
+    foreign.write_text(json.dumps({"world_hash": checkpoint_hash(other), **decoding}))
+    silent.write_text(json.dumps({"world_hash": weights, "psnr@8": 14.0}))
+
+    with pytest.raises(ValueError, match="not of the shipped one"):
+        ship_decoding(foreign, "cmd", shipped)
+    with pytest.raises(ValueError, match="does not say which decoding"):
+        ship_decoding(silent, "cmd", shipped)
+    assert ship_main(["--decoding", str(tmp_path / "none.json"), "--command", "cmd", "--dest", str(shipped)]) == 2
+    assert json.loads((shipped / "metrics.json").read_text())["psnr@8"] == 13.0
+    assert load_dynamics(shipped / "world")[1] == before
+
+    info = ship_decoding(good, "ochre eval ochre/shipped/world TOKENS --guidance 1.5 ...", shipped)
+    _, after, _ = load_dynamics(shipped / "world")
+    assert after.guidance == 1.5 and after.copy_boost == before.copy_boost
+    assert checkpoint_hash(shipped / "world") == weights                  # the weights stay
+    assert json.loads((shipped / "metrics.json").read_text())["psnr@8"] == 14.0
+    assert info["decoding_chosen_by"].startswith("ochre eval") and info["world_step"] == 1000
+    assert json.loads((shipped / "MODEL.json").read_text()) == info and not list(shipped.glob("*.tmp"))
