@@ -170,3 +170,14 @@ def test_a_model_with_a_learned_pointer_exports_with_parity(tmp_path):
     step = m["parity"]["step"]
     assert m["parity"]["passed"] and step["onnxruntime_mismatches_not_near_ties"] == 0
     assert step["ort_error"]["logits"] <= step["tolerance"]["logits"] < 1e-4
+
+
+def test_a_guided_step_exports_with_parity(world, tmp_path):
+    """Action guidance bakes a doubled batch and the boost added after guiding (ochre.models.step._guided) into
+    the step graph; it passes the same 64-step parity check as the plain step."""
+    export_model(from_run(world), tmp_path / "onnx", dtype="fp32", batch=1, guidance=1.5, log=lambda m: None)
+    m = json.loads((tmp_path / "onnx" / "manifest.json").read_text())
+    step = m["parity"]["step"]
+    assert m["sampling"]["guidance"] == 1.5
+    assert m["parity"]["passed"] and step["onnxruntime_mismatches_not_near_ties"] == 0
+    assert step["ort_error"]["logits"] <= step["tolerance"]["logits"] < 1e-4
