@@ -79,6 +79,20 @@ def _swap_in_file(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
+def _eval_of(metrics: Path, world, run, name=None) -> dict:
+    """The contents of `metrics`, refused unless it is an eval of the world checkpoint `world` (its
+    `world_hash`); `run` is what `ochre eval` would be given, `name` what the errors call it (default: run)."""
+    from ochre.models.checkpoint import checkpoint_hash
+
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics}: no eval metrics; run `ochre eval {run} TOKENS --out EVAL` first")
+    read = json.loads(metrics.read_text())
+    evaluated, ours = read.get("world_hash"), checkpoint_hash(world)
+    if evaluated != ours:
+        raise ValueError(f"{metrics} is the eval of world model {evaluated}, not of {name or run} ({ours})")
+    return read
+
+
 def ship(demo_dir, command: str, dest: Path = SHIPPED) -> dict:
     demo_dir = Path(demo_dir)
     model = from_run(demo_dir / "world")
@@ -147,11 +161,7 @@ def ship_world(run, command: str, metrics, dest: Path = SHIPPED) -> dict:
     if why:
         raise ValueError(f"{run} was trained on codes the shipped tokenizer does not make ({why})")
     metrics = Path(metrics)
-    if not metrics.is_file():
-        raise FileNotFoundError(f"{metrics}: no eval metrics; run `ochre eval {run} TOKENS --out EVAL` first")
-    evaluated, ours = json.loads(metrics.read_text()).get("world_hash"), checkpoint_hash(model.world)
-    if evaluated != ours:
-        raise ValueError(f"{metrics} is the eval of world model {evaluated}, not of {run} ({ours})")
+    _eval_of(metrics, model.world, run)
     # A run started from the shipped weights (`--init`) counts the shipped model's steps before its own.
     init = (read_checkpoint_config(model.world).get("extra", {}).get("run", {}).get("inputs", {}).get("init") or "")
     info = json.loads(info_path.read_text())
@@ -168,20 +178,13 @@ def ship_world(run, command: str, metrics, dest: Path = SHIPPED) -> dict:
 
 def ship_decoding(metrics, command: str, dest: Path = SHIPPED) -> dict:
     """Make the decoding an eval of the shipped world model read the one it ships with (module doc)."""
-    from ochre.models.checkpoint import checkpoint_hash
     from ochre.models.sampling import SamplingConfig
 
     dest, metrics = Path(dest), Path(metrics)
     info_path, config_path = dest / "MODEL.json", dest / "world" / "config.json"
     if not info_path.is_file():
         raise FileNotFoundError(f"{info_path}: no shipped model to set the decoding of")
-    if not metrics.is_file():
-        raise FileNotFoundError(f"{metrics}: no eval metrics; run `ochre eval {dest / 'world'} TOKENS --out EVAL` "
-                                "first")
-    read = json.loads(metrics.read_text())
-    if read.get("world_hash") != checkpoint_hash(dest / "world"):
-        raise ValueError(f"{metrics} is the eval of world model {read.get('world_hash')}, not of the shipped one "
-                         f"({checkpoint_hash(dest / 'world')})")
+    read = _eval_of(metrics, dest / "world", dest / "world", "the shipped one")
     meta = json.loads(config_path.read_text())
     missing = [k for k in SamplingConfig.__dataclass_fields__ if k not in read]
     if missing:
