@@ -164,7 +164,27 @@ def test_the_walk_ceiling_probe_ranks_its_priors(toured):
         assert rows[f"best_zoom_each@{h}"]["psnr"] >= rows[f"best_one_zoom@{h}"]["psnr"] - 1e-9
         lo, hi = rows[f"best_zoom_each@{h}"]["interval"]
         assert lo <= rows[f"best_zoom_each@{h}"]["over_repeat"] <= hi
-    assert rows["best_one_zoom_factor@16"] > 1.0
+        assert rows[f"best_plane_each@{h}"]["psnr"] >= rows[f"best_one_plane@{h}"]["psnr"] - 1e-9
+        assert rows[f"best_one_plane@{h}"]["psnr"] >= rows[f"repeat@{h}"]["psnr"] - 1e-9   # flow 0 is on the grid
+    assert rows["best_one_zoom_factor@16"] > 1.0 and len(rows["zoom_grid@16"]) == len(wc.ZOOM_GRID)
+    assert rows["best_one_plane_setting@16"]["flow_per_step"] > 0                        # walking brings the ground nearer
+
+    # The ground-plane flow: none is the frame itself; some moves the rows below the horizon and no row above it.
+    np.testing.assert_array_equal(wc.plane_flow(frames, 32.0, 0.0), frames)
+    moved = wc.plane_flow(frames, 32.0, 0.05)
+    np.testing.assert_array_equal(moved[:, :32], frames[:, :32])
+    assert (moved[:, 40:] != frames[:, 40:]).any()
+
+    # What the action model reads: a stand-in that calls a pair forward when its frames differ. The truth
+    # always moves; with no zoom per unit and no flow every prior is the frame itself, so none reads forward.
+    def differs(pairs):
+        moving = (pairs[:, 0] != pairs[:, 1]).reshape(len(pairs), -1).any(1)
+        return np.stack([np.ones(len(pairs), int)] * 2 + [np.where(moving, 2, 1), np.ones(len(pairs), int)], 1)
+    read = wc.read_as_walking(differs, arrays["walk/truth"], 0.0, [(32.0, 0.0)])
+    assert read["pairs"] == 6 * 16 and read["true"] > 0.9
+    assert read["plane_row32_flow0"] == 0 and all(read[f"zoom_x{r:g}"] == 0 for r in wc.RATES)
+    read = wc.read_as_walking(differs, arrays["walk/truth"], 0.05, [(32.0, 0.05)])
+    assert read["plane_row32_flow0.05"] == 1 and read["zoom_x1"] == 1
 
 
 def test_a_dream_moving_the_other_way_fails_the_sign_metrics(toured):
