@@ -9,6 +9,7 @@ PRESETS = ("tiny", "base")                   # model sizes (DynamicsConfig, reci
 TOKENIZER_PRESETS = ("tiny", "small", "base")   # tokenizer sizes (TokenizerConfig)
 RECIPES = ("ochre", "seed-v3", "blind")      # world-model training recipes (ochre.train.world)
 UNROLL_FEEDS = ("sample", "decoding", "argmax")   # what a training unroll feeds back (ochre.train.world)
+GUIDES = ("all", "head")                     # what action guidance extrapolates (ochre.models.sampling)
 COMPARE = ("seed-v3",)                       # recipes `ochre demo --compare` trains beside ochre
 IMPLS = ("auto", "triton", "torch")          # fused-kernel implementations (ochre.kernels)
 BACKENDS = ("torch", "compiled", "onnxruntime", "tensorrt", "native")   # ochre.runtime.stepper

@@ -185,6 +185,7 @@ def ship_decoding(metrics, command: str, dest: Path = SHIPPED) -> dict:
     if not info_path.is_file():
         raise FileNotFoundError(f"{info_path}: no shipped model to set the decoding of")
     read = _eval_of(metrics, dest / "world", dest / "world", "the shipped one")
+    read = {"guide": "all", **read}             # an eval from before `guide` existed guided the whole distribution
     meta = json.loads(config_path.read_text())
     missing = [k for k in SamplingConfig.__dataclass_fields__ if k not in read]
     if missing:

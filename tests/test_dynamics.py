@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ochre.models.dynamics import Dynamics, DynamicsConfig
-from ochre.models.sampling import SamplingConfig, sample_tokens
+from ochre.models.sampling import SamplingConfig, sample_mixture, sample_tokens
 from ochre.models.step import live_step
 from ochre.train.world import WorldLoss, WorldTrainConfig, recipe, unroll_at
 
@@ -261,6 +261,41 @@ def test_guidance_one_is_the_plain_step_and_other_weights_extrapolate():
     torch.testing.assert_close(boost_at[..., 0], mixture.extra)                 # the conditional's boost, once
     torch.testing.assert_close(new_state[0], m.step(tokens, actions, state)[1][0])
     assert torch.equal(codes, sample_tokens(got.movedim(-1, 1), noise, guided))
+
+
+def test_head_guidance_extrapolates_the_codes_and_keeps_the_copy_gate_and_proposals():
+    """guide "head": the conditional branch's mixture with the head's log-softmax guided, uncond + w·(cond −
+    uncond); its gate, proposals and boost are the conditional's, its draw is that mixture's (sample_mixture),
+    and its state the conditional's. Against the whole-distribution guide it differs exactly where the gate
+    does: the copy mass is left alone."""
+    m = _model()
+    with torch.no_grad():                                      # FiLM starts at identity: give it weight
+        for cell in m.cells:
+            cell.film.weight.normal_()
+    tokens, state = torch.randint(0, 64, (2, 16, 16)), m.init_state(2)
+    actions = torch.tensor([[0.3, -0.2, 0.0, 1.0], [-0.5, 0.1, 1.0, 0.0]])
+    noise = torch.rand(2, 16, 16)
+    cfg = SamplingConfig(walk_boost=0.5, guidance=1.5, guide="head")
+    with torch.no_grad():
+        cond, cond_state = m.step(tokens, actions, state, boost=cfg.boosts, parts=True)
+        uncond = m.step(tokens, actions, state, present=torch.zeros(2), boost=cfg.boosts, parts=True)[0]
+        codes, got, new_state = live_step(m, tokens, actions, noise, state, cfg, logits=True)
+        lz_c, lz_u = cond.z.log_softmax(-1), uncond.z.log_softmax(-1)
+        want = cond._replace(z=lz_u + 1.5 * (lz_c - lz_u))
+        torch.testing.assert_close(got, want.log_probs())
+        assert torch.equal(codes, sample_mixture(want, noise, cfg)[0])
+        torch.testing.assert_close(new_state[0], cond_state[0])
+        # The copy mass at each proposal is the conditional's: log g + ... is untouched by the head's guidance.
+        copy = got.gather(-1, cond.candidates())[..., 0] - cond.extra
+        floor = torch.nn.functional.logsigmoid(cond.gate)
+        assert (copy >= floor - 1e-5).all()
+        whole = live_step(m, tokens, actions, noise, state, replace(cfg, guide="all"), logits=True)[1]
+        assert not torch.allclose(whole, got)
+        # At w 1 both guides are the plain step.
+        plain = live_step(m, tokens, actions, noise, state, replace(cfg, guidance=1.0), logits=True)[1]
+        torch.testing.assert_close(plain, cond.log_probs())
+    with pytest.raises(ValueError, match="guide"):
+        SamplingConfig(guide="gate")
 
 
 def test_sampling_follows_the_top_k_softmax_and_is_a_function_of_the_noise():

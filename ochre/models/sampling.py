@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ochre.choices import GUIDES
 from ochre.models.dynamics import first_proposals
 
 
@@ -34,6 +35,8 @@ class SamplingConfig:
     temperature: float = 1.0    # 0: argmax
     top_k: int = 2048           # codes considered per position (>= K: the whole distribution)
     guidance: float = 1.0       # action guidance w: uncond + w·(cond − uncond); 1 = plain conditional
+    guide: str = "all"          # what guidance extrapolates: "all", the whole distribution; "head", the head's
+                                # codes alone (the copy gate and its proposals stay the conditional branch's)
     copy_boost: float = 15.0    # logits added to the copy prior's proposals (models with copy_bias)
     fill_boost: float = 5.5     # ... and to its fills of the positions a turn reveals
     walk_boost: float = 0.5     # share of both boosts kept while a movement key is held
@@ -41,9 +44,9 @@ class SamplingConfig:
 
     def __post_init__(self):
         if self.temperature < 0 or self.top_k < 1 or self.guidance < 0 or self.copy_boost < 0 or self.fill_boost < 0 \
-                or not 0 <= self.walk_boost <= 1 or not 0 <= self.min_p < 1:
+                or not 0 <= self.walk_boost <= 1 or not 0 <= self.min_p < 1 or self.guide not in GUIDES:
             raise ValueError(f"need temperature >= 0, top_k >= 1, guidance >= 0, boosts >= 0, walk_boost in "
-                             f"[0, 1], min_p in [0, 1); got {self}")
+                             f"[0, 1], min_p in [0, 1), guide in {GUIDES}; got {self}")
 
     @property
     def boosts(self) -> tuple[float, float, float]:

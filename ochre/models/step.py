@@ -47,8 +47,13 @@ def live_step(model, tokens: torch.Tensor, actions: torch.Tensor, noise: torch.T
 
     With the copy prior the draw comes from the mixture's factors (sample_mixture): no (B, h, w, K)
     tensor is written unless `logits` asks for it. Action guidance (w != 1) mixes the conditional
-    and unconditional log-probabilities, so it needs them whole; the state follows the conditional
-    branch."""
+    and unconditional log-probabilities, so it needs them whole; with guide "head" only the head's are
+    mixed and the draw comes from the mixture's factors again (a model without the copy prior has only
+    its head: both guides are the same). The state follows the conditional branch."""
+    if sampling.guidance != 1.0 and sampling.guide == "head" and model.config.copy_bias:
+        mixture, new_state = _guided_head(model, tokens, actions, state, sampling)
+        codes, lp = sample_mixture(mixture, noise, sampling, logits)
+        return codes, lp, new_state
     if sampling.guidance != 1.0:
         lp, new_state = _guided(model, tokens, actions, state, sampling)                     # (B, h, w, K)
         return sample_tokens(lp.movedim(-1, 1), noise, sampling), lp if logits else None, new_state
@@ -80,6 +85,21 @@ def _guided(model, tokens, actions, state, sampling):
     lp, new_state = model.step(*twice, present=present)                                      # (2B, K, h, w)
     cond, uncond = lp[:B].movedim(1, -1), lp[B:].movedim(1, -1)
     return uncond + sampling.guidance * (cond - uncond), [s[:B] for s in new_state]
+
+
+def _guided_head(model, tokens, actions, state, sampling):
+    """The conditional branch's mixture with its head guided: the head's log-softmax uncond + w·(cond −
+    uncond) over the codes, the copy gate, proposals and boost the conditional branch's own. What guidance
+    changes is then which new code a position draws, not whether it copies: extrapolating the whole
+    distribution moved the copy mass too, and long dreams became far easier to tell from real play
+    (bench/results/longer_cpu_2026-12-06.json). -> Mixture, the conditional next state."""
+    B = tokens.shape[0]
+    present = torch.cat([torch.ones(B, device=tokens.device), torch.zeros(B, device=tokens.device)])
+    twice = (tokens.repeat(2, 1, 1), actions.repeat(2, 1), [s.repeat(2, *[1] * (s.dim() - 1)) for s in state])
+    mixture, new_state = model.step(*twice, present=present, boost=sampling.boosts, parts=True)
+    lz = mixture.z.log_softmax(dim=-1)                                                 # (2B, h, w, K)
+    cond = type(mixture)(*(None if x is None else x[:B] for x in mixture))
+    return cond._replace(z=lz[B:] + sampling.guidance * (lz[:B] - lz[B:])), [s[:B] for s in new_state]
 
 
 def render(tokenizer, tokens: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
