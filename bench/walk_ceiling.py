@@ -20,7 +20,7 @@ all. From each tour context it scores, at steps 4 and 16 of the `walk` segment:
   pixel at depth d ∝ 1 / (rows below the horizon) comes nearer by the distance walked; the sky stays),
   its horizon row and distance the best of a grid over all contexts, or per context, in hindsight.
 Each with its difference to `repeat` and a 95 % bootstrap interval over contexts.
-Then what the eval's action model (TOKENS/idm, `ochre eval`'s instrument; trained if absent) reads as
+Then what the eval's action model (TOKENS/idm, `ochre eval`'s instrument, as it is; trained if absent) reads as
 walking: the share of the walk's step pairs it labels `forward`, for the true pairs and for each frame
 against one step of a prior applied to it (the commanded zoom, that zoom at 1.5× and 2× the rate, and the
 ground-plane flow: the one that scores best at step 4, and two with a level view's horizon). The action model's `idm/ratio_forward` asks a dream's
@@ -196,10 +196,11 @@ def main(argv=None) -> int:
         return tok.decode(torch.from_numpy(codes), as_uint8=True).permute(0, 2, 3, 1).numpy()
 
     rows = ceiling(np.stack([c.frame for c in contexts]), truth, float(zoom), encode, decode)
-    if args.action_model:
-        action_model, _ = idm.load(args.action_model)
+    own = Path(args.tokens) / "idm"
+    if args.action_model or (own / "config.json").is_file():        # the eval's instrument, as it was trained
+        action_model, _ = idm.load(args.action_model or own)
     else:
-        action_model = idm.load_or_train(clips, Path(args.tokens) / "idm", log=print)
+        action_model = idm.load_or_train(clips, own, log=print)
     best = rows["best_one_plane_setting@4"]
     walking = read_as_walking(lambda pairs: idm.predict(action_model, pairs), truth, float(zoom),
                               [(best["horizon_row"], best["flow_per_step"]), *LEVEL_PLANES])

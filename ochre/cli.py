@@ -312,7 +312,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--guidance", type=float, default=None, help="override the action guidance weight")
     p.add_argument("--guide", choices=choices.GUIDES, default=None,
                    help="what guidance extrapolates: all (the whole distribution, the default) or head (the head's "
-                   "codes alone; the copy gate and its proposals stay the action's)")
+                   "codes alone; the copy gate and its proposals stay the conditional branch's)")
     p.add_argument("--copy-boost", type=float, default=None,
                    help="override the decoding's boost of the copy prior's proposals (logits)")
     p.add_argument("--fill-boost", type=float, default=None,
