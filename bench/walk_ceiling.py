@@ -23,8 +23,8 @@ Each with its difference to `repeat` and a 95 % bootstrap interval over contexts
 Then what the eval's action model (TOKENS/idm, `ochre eval`'s instrument, as it is; trained if absent) reads as
 walking: the share of the walk's step pairs it labels `forward`, for the true pairs and for each frame
 against one step of a prior applied to it (the commanded zoom, that zoom at 1.5× and 2× the rate, and the
-ground-plane flow: the one that scores best at step 4, and two with a level view's horizon). The action model's `idm/ratio_forward` asks a dream's
-walks to read as walking as often as real ones do. A probe: it chooses nothing, so it may read any split.
+ground-plane flow: the one that scores best at step 4, and two with a level view's horizon). The action
+model's `idm/ratio_forward` asks a dream's walks to read as walking as often as real ones do. A probe: it chooses nothing, so it may read any split.
 Writes bench/results/walk_ceiling_<device>_<date>.json.
 """
 
@@ -169,9 +169,8 @@ def main(argv=None) -> int:
     import torch
 
     from ochre.data.shards import indexed_folder, read_index
-    from ochre.eval import idm
+    from ochre.eval import idm, tours
     from ochre.eval import rollouts as ro
-    from ochre.eval import tours
     from ochre.models.checkpoint import load_tokenizer
 
     t0 = time.time()
@@ -206,7 +205,8 @@ def main(argv=None) -> int:
                               [(best["horizon_row"], best["flow_per_step"]), *LEVEL_PLANES])
     result = {"benchmark": "walk_ceiling", **header("cpu"), "data": data_record(args.tokens), "split": args.split,
               "segment": SEGMENT, "contexts": len(contexts), "zoom_per_unit": float(zoom), "rows": rows,
-              "read_as_forward": walking, "action_model": "given" if args.action_model else "TOKENS/idm", "seconds": round(time.time() - t0, 1)}
+              "read_as_forward": walking, "action_model": "given" if args.action_model else "TOKENS/idm",
+              "seconds": round(time.time() - t0, 1)}
     out = args.out or result_path("walk_ceiling")
     write_json_atomic(out, result)
     for h in HORIZONS:

@@ -167,7 +167,7 @@ def test_the_walk_ceiling_probe_ranks_its_priors(toured):
         assert rows[f"best_plane_each@{h}"]["psnr"] >= rows[f"best_one_plane@{h}"]["psnr"] - 1e-9
         assert rows[f"best_one_plane@{h}"]["psnr"] >= rows[f"repeat@{h}"]["psnr"] - 1e-9   # flow 0 is on the grid
     assert rows["best_one_zoom_factor@16"] > 1.0 and len(rows["zoom_grid@16"]) == len(wc.ZOOM_GRID)
-    assert rows["best_one_plane_setting@16"]["flow_per_step"] > 0                        # walking brings the ground nearer
+    assert rows["best_one_plane_setting@16"]["flow_per_step"] > 0          # walking brings the ground nearer
 
     # The ground-plane flow: none is the frame itself; some moves the rows below the horizon and no row above it.
     np.testing.assert_array_equal(wc.plane_flow(frames, 32.0, 0.0), frames)
