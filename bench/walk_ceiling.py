@@ -24,7 +24,8 @@ Then what the eval's action model (TOKENS/idm, `ochre eval`'s instrument, as it 
 walking: the share of the walk's step pairs it labels `forward`, for the true pairs and for each frame
 against one step of a prior applied to it (the commanded zoom, that zoom at 1.5× and 2× the rate, and the
 ground-plane flow: the one that scores best at step 4, and two with a level view's horizon). The action
-model's `idm/ratio_forward` asks a dream's walks to read as walking as often as real ones do. A probe: it chooses nothing, so it may read any split.
+model's `idm/ratio_forward` asks a dream's walks to read as walking as often as real ones do.
+A probe: it chooses nothing, so it may read any split.
 Writes bench/results/walk_ceiling_<device>_<date>.json.
 """
 
