@@ -74,15 +74,13 @@ def _guided(model, tokens, actions, state, sampling):
     its whole boost (walk_boost scales only the conditional's), and w > 1 took (w − 1)× that away from the
     copies the conditional proposes (bench/results/longer_cpu_2026-12-06.json: at w 1.5, psnr@1 −0.8 dB)."""
     B = tokens.shape[0]
-    present = torch.cat([torch.ones(B, device=tokens.device), torch.zeros(B, device=tokens.device)])
-    twice = (tokens.repeat(2, 1, 1), actions.repeat(2, 1), [s.repeat(2, *[1] * (s.dim() - 1)) for s in state])
     if model.config.copy_bias:
-        mixture, new_state = model.step(*twice, present=present, boost=sampling.boosts, parts=True)
+        mixture, new_state = _both_branches(model, tokens, actions, state, boost=sampling.boosts, parts=True)
         lp = mixture._replace(extra=None).log_probs()                                       # (2B, h, w, K)
         cond = type(mixture)(*(None if x is None else x[:B] for x in mixture))
         guided = lp[B:] + sampling.guidance * (lp[:B] - lp[B:])
         return cond.boosted(guided), [s[:B] for s in new_state]
-    lp, new_state = model.step(*twice, present=present)                                      # (2B, K, h, w)
+    lp, new_state = _both_branches(model, tokens, actions, state)                            # (2B, K, h, w)
     cond, uncond = lp[:B].movedim(1, -1), lp[B:].movedim(1, -1)
     return uncond + sampling.guidance * (cond - uncond), [s[:B] for s in new_state]
 
@@ -94,12 +92,18 @@ def _guided_head(model, tokens, actions, state, sampling):
     distribution moved the copy mass too, and long dreams became far easier to tell from real play
     (bench/results/longer_cpu_2026-12-06.json). -> Mixture, the conditional next state."""
     B = tokens.shape[0]
-    present = torch.cat([torch.ones(B, device=tokens.device), torch.zeros(B, device=tokens.device)])
-    twice = (tokens.repeat(2, 1, 1), actions.repeat(2, 1), [s.repeat(2, *[1] * (s.dim() - 1)) for s in state])
-    mixture, new_state = model.step(*twice, present=present, boost=sampling.boosts, parts=True)
+    mixture, new_state = _both_branches(model, tokens, actions, state, boost=sampling.boosts, parts=True)
     lz = mixture.z.log_softmax(dim=-1)                                                 # (2B, h, w, K)
     cond = type(mixture)(*(None if x is None else x[:B] for x in mixture))
     return cond._replace(z=lz[B:] + sampling.guidance * (lz[:B] - lz[B:])), [s[:B] for s in new_state]
+
+
+def _both_branches(model, tokens, actions, state, **kw):
+    """One model step on the batch twice, actions present (rows :B) and dropped (rows B:) -> its output."""
+    B = tokens.shape[0]
+    present = torch.cat([torch.ones(B, device=tokens.device), torch.zeros(B, device=tokens.device)])
+    twice = (tokens.repeat(2, 1, 1), actions.repeat(2, 1), [s.repeat(2, *[1] * (s.dim() - 1)) for s in state])
+    return model.step(*twice, present=present, **kw)
 
 
 def render(tokenizer, tokens: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
