@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ochre.choices import COMPARE  # recipes `--compare` trains beside the ochre recipe
+from ochre.device import compile_pays, pick_device
 from ochre.io import write_json_atomic
 from ochre.measure import header, stats_ms, time_calls
 
@@ -236,9 +237,10 @@ def run(args) -> int:
                 str(args.seed), "--resume", "--minutes", str(cfg["world_minutes"]), "--steps", str(cfg["world_steps"])]
         if args.quick:
             argv += ["--batch", "4", "--ckpt-every", "10", "--log-every", "5"]
-        else:
+        elif compile_pays(pick_device()):
             # Compiled: more predicted frames/s than eager once compiled (one graph for every unroll
-            # length; compiling takes ~1-2 min of the budget); --quick's one minute cannot afford that.
+            # length; compiling takes ~1-2 min of the budget where it pays, ~4 on an AVX2-only CPU, where
+            # it does not); --quick's one minute cannot afford it either.
             argv += ["--compile"]
         stages.run(name, argv)
 

@@ -52,6 +52,16 @@ def bf16_matmul_hardware(device: torch.device) -> bool:
     return device.type == "cpu" and bool(is_amx and is_amx())
 
 
+def compile_pays(device: torch.device) -> bool:
+    """Whether torch.compile's world-model train step earns back its compile within minutes: on a GPU, and on
+    a CPU with AVX-512; not on an AVX2-only CPU, where the tiny preset's compiled step took 3.90 s against 3.97
+    eager after a 247 s compile (bench/results/demo_cpu_2026-12-06_avx2.json), against 1.0 s and 1.9 s eager
+    after ~100 s on a 2-core AVX-512 CPU."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def train_precision(device: torch.device, asked: str = "auto", cpu_bf16: bool = True) -> str:
     """The precision a training step runs in: "bf16" (autocast: convolutions and matrix products in
     bf16; reductions, losses and the weights in fp32) or "fp32". auto: bf16 on a GPU; on a CPU, bf16

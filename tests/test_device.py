@@ -1,5 +1,5 @@
 """Device choice: TRITON_INTERPRET=1 left in the environment makes a CPU run say so, once; the
-training precision that auto picks."""
+training precision that auto picks; where the demo compiles."""
 
 from __future__ import annotations
 
@@ -64,6 +64,20 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_bf16_units(monkeypat
     assert train_precision(torch.device("cuda"), cpu_bf16=False) == "bf16"
     with pytest.raises(ValueError, match="auto, bf16, fp32"):
         train_precision(cpu, "fp16")
+
+
+def test_the_demo_compiles_where_compiling_pays(monkeypatch):
+    """compile_pays: on a GPU and on an AVX-512 CPU; not on an AVX2-only CPU, where the compiled train step was no
+    faster than eager after a four-minute compile (ochre.device.compile_pays)."""
+    import torch
+
+    from ochre.device import compile_pays
+
+    cpu = torch.device("cpu")
+    for capability, pays in (("AVX2", False), ("AVX512", True), ("DEFAULT", False)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert compile_pays(cpu) is pays
+    assert compile_pays(torch.device("cuda"))
 
 
 # A batch-32 live step of the ochre model (random weights): its (B, h, w, K) logits and their
