@@ -338,8 +338,9 @@ def _add_demo(sub) -> None:
         "DIR/report.json (metrics, the `ochre bench` JSON, per-stage timings), DIR/report.md for people (metrics "
         "against repeating the frame, PSNR plot, dream videos, speed table, timings), DIR/eval/ (dream.mp4, "
         "psnr.png), DIR/play/dream.mp4 and DIR/bench/. About 30 minutes on a 2-core CPU "
-        "(29.9 measured on 2026-12-04; slower machines take longer; the world model trains for --world-minutes, "
-        "12 by default; eval is the next largest stage); --quick runs every "
+        "(29.9 measured on 2026-12-04; about 70 on a 2-core AVX2-only CPU on 2026-12-06, where the world model's "
+        "12 minutes also fit fewer steps and the demo's bars can be missed; the world model trains for "
+        "--world-minutes, 12 by default; eval is the next largest stage); --quick runs every "
         "stage small (torch and onnxruntime at batch 1 in the bench) in 2-5 minutes. A rerun skips finished stages. "
         "Afterwards `ochre play` and "
         "`ochre bench` take this model by default.",
