@@ -77,7 +77,7 @@ def _guided(model, tokens, actions, state, sampling):
     if model.config.copy_bias:
         mixture, new_state = _both_branches(model, tokens, actions, state, boost=sampling.boosts, parts=True)
         lp = mixture._replace(extra=None).log_probs()                                       # (2B, h, w, K)
-        cond = type(mixture)(*(None if x is None else x[:B] for x in mixture))
+        cond = _conditional(mixture, B)
         guided = lp[B:] + sampling.guidance * (lp[:B] - lp[B:])
         return cond.boosted(guided), [s[:B] for s in new_state]
     lp, new_state = _both_branches(model, tokens, actions, state)                            # (2B, K, h, w)
@@ -94,7 +94,7 @@ def _guided_head(model, tokens, actions, state, sampling):
     B = tokens.shape[0]
     mixture, new_state = _both_branches(model, tokens, actions, state, boost=sampling.boosts, parts=True)
     lz = mixture.z.log_softmax(dim=-1)                                                 # (2B, h, w, K)
-    cond = type(mixture)(*(None if x is None else x[:B] for x in mixture))
+    cond = _conditional(mixture, B)
     return cond._replace(z=lz[B:] + sampling.guidance * (lz[:B] - lz[B:])), [s[:B] for s in new_state]
 
 
@@ -104,6 +104,11 @@ def _both_branches(model, tokens, actions, state, **kw):
     present = torch.cat([torch.ones(B, device=tokens.device), torch.zeros(B, device=tokens.device)])
     twice = (tokens.repeat(2, 1, 1), actions.repeat(2, 1), [s.repeat(2, *[1] * (s.dim() - 1)) for s in state])
     return model.step(*twice, present=present, **kw)
+
+
+def _conditional(mixture, B: int):
+    """The conditional branch's rows (:B) of a two-branch step's Mixture."""
+    return type(mixture)(*(None if x is None else x[:B] for x in mixture))
 
 
 def render(tokenizer, tokens: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
