@@ -216,7 +216,14 @@ def test_misbehaving_clients_are_closed_and_the_others_play_on(server, monkeypat
     made the event: the server's ticks on its own loop, the frames on the bot's. The bots share the
     CPU (and the interpreter) with the server, so a frame can reach a bot late, in a burst, even in
     the next window (a window's count of arrivals read 16 % over on a busy 2-core machine, its
-    neighbour 16 % under); a burst makes a bot's rate read high, never low, so its bar is one-sided."""
+    neighbour 16 % under); a burst makes a bot's rate read high, never low, so its bar is one-sided.
+
+    A window that misses its bar is played again once, between quiet windows of its own, and must
+    meet it then: a misbehaviour that costs the server costs it every time, while one stall of a busy
+    machine does not come back. The server drops the ticks it is late for rather than bursting, so a
+    single 300 ms stall costs 2 of a window's 20 ticks (a busy 2-core machine read the flood's window
+    at 0.876 once; here it reads 0.98-1.02, the flood costing its client ~25 ms and the server's close
+    ~8 ms of CPU)."""
     import aiohttp
 
     ticks: list[float] = []
@@ -295,7 +302,7 @@ def test_misbehaving_clients_are_closed_and_the_others_play_on(server, monkeypat
         "never reads": (never_reads, 1008, "not reading"),
     }
 
-    async def matrix():
+    async def matrix(names):
         async with aiohttp.ClientSession() as s:
             stop = asyncio.Event()
             bots = [asyncio.create_task(bot(server.url, 600, FPS, seed=i, stop=stop)) for i in range(2)]
@@ -303,9 +310,9 @@ def test_misbehaving_clients_are_closed_and_the_others_play_on(server, monkeypat
             t0 = time.monotonic()
             await asyncio.sleep(window)
             spans, outcomes = {"quiet": (t0, time.monotonic())}, {}
-            for name, (run, _, _) in cases.items():
+            for name in names:
                 t0 = time.monotonic()
-                outcomes[name] = await asyncio.wait_for(run(s), 20)
+                outcomes[name] = await asyncio.wait_for(cases[name][0](s), 20)
                 await asyncio.sleep(max(0.0, t0 + window - time.monotonic()))
                 spans[name] = (t0, time.monotonic())
             t0 = time.monotonic()
@@ -314,28 +321,43 @@ def test_misbehaving_clients_are_closed_and_the_others_play_on(server, monkeypat
             stop.set()
             return spans, outcomes, await asyncio.gather(*bots)
 
-    monkeypatch.setattr(server.game, "_tick", timed_tick)
-    spans, outcomes, bots = asyncio.run(matrix())
-    for name, (_, code, reason) in cases.items():
-        got_code, got_reason = outcomes[name]
-        assert got_code == code, (name, outcomes[name])
-        assert reason is None or (got_reason is not None and reason in got_reason), (name, outcomes[name])
-    assert all(b["closed"] is None for b in bots), [b["reason"] for b in bots]
-
     def rate(times, span):
         """Events a second between the first and the last in the span."""
         inside = [t for t in times if span[0] <= t <= span[1]]
         return (len(inside) - 1) / (inside[-1] - inside[0]) if len(inside) > 2 else 0.0
 
-    # The bots time their frames with time.perf_counter(): on their clock, shifted onto the windows'.
-    shift = time.perf_counter() - time.monotonic()
-    arrivals = [[t - shift for t in b["arrivals"]] for b in bots]
-    quiet = (rate(ticks, spans["quiet"]) + rate(ticks, spans["quiet again"])) / 2   # before and after: drift
-    assert quiet > 0.5 * FPS, quiet                       # the server ticked (a 3x slower CPU still ticks)
-    served = {name: round(rate(ticks, span) / quiet, 3) for name, span in spans.items()}
+    def measure(names):
+        """Each window's tick rate over the quiet windows' and each bot's frames over the ticks."""
+        ticks.clear()
+        spans, outcomes, bots = asyncio.run(matrix(names))
+        for name in names:
+            _, code, reason = cases[name]
+            got_code, got_reason = outcomes[name]
+            assert got_code == code, (name, outcomes[name])
+            assert reason is None or (got_reason is not None and reason in got_reason), (name, outcomes[name])
+        assert all(b["closed"] is None for b in bots), [b["reason"] for b in bots]
+        # The bots time their frames with time.perf_counter(): on their clock, shifted onto the windows'.
+        shift = time.perf_counter() - time.monotonic()
+        arrivals = [[t - shift for t in b["arrivals"]] for b in bots]
+        quiet = (rate(ticks, spans["quiet"]) + rate(ticks, spans["quiet again"])) / 2   # before and after: drift
+        assert quiet > 0.5 * FPS, quiet                   # the server ticked (a 3x slower CPU still ticks)
+        served = {name: round(rate(ticks, span) / quiet, 3) for name, span in spans.items()}
+        received = {name: [round(rate(a, span) / rate(ticks, span), 3) for a in arrivals]
+                    for name, span in spans.items()}
+        return served, received
+
+    def missed(served, received):
+        """The windows to play again: all of them when a quiet one, the yardstick, missed."""
+        off = {name for name in served if abs(served[name] - 1) > 0.10 or min(received[name]) < 0.9}
+        return list(cases) if off & {"quiet", "quiet again"} else [name for name in cases if name in off]
+
+    monkeypatch.setattr(server.game, "_tick", timed_tick)
+    served, received = measure(list(cases))
+    again = missed(served, received)
+    if again:
+        print(f"played again: {again}; first {json.dumps(served)} {json.dumps(received)}")
+        served, received = measure(again)
     assert all(abs(r - 1) <= 0.10 for r in served.values()), json.dumps(served)
-    received = {name: [round(rate(a, span) / rate(ticks, span), 3) for a in arrivals]
-                for name, span in spans.items()}
     assert all(min(r) >= 0.9 for r in received.values()), json.dumps(received)
 
 
