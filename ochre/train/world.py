@@ -24,6 +24,7 @@ elapsed training time (so --minutes budgets survive a kill).
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import warnings
@@ -377,7 +378,7 @@ class _Run:
 def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sampling: SamplingConfig,
               info: DistInfo, *, recipe_name: str, preset: str, seed: int, compile: bool, resume: bool,
               overwrite: bool, workers: int, shift: tuple[float, float] | None = None, moves: bool = True,
-              init=None) -> _Run:
+              init=None, zoom_scale: float = 1.0) -> _Run:
     """Check the token set and the run folder, build model, optimizer and data, restore a checkpoint
     (or, for a new run, start from the weights of the dynamics checkpoint `init`)."""
     index = read_index(tokens_root)                          # a wrong path fails here, before any work
@@ -387,10 +388,13 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
         cfg = replace(cfg, codebook_size=index["codebook_size"])
     if init is not None and shift is not None:
         raise ValueError("--init and --shift-per-unit: a model trained on keeps the motion prior it learned with")
+    if not (math.isfinite(zoom_scale) and zoom_scale > 0):
+        raise ValueError(f"--walk-zoom-scale {zoom_scale}: must be a positive number")
     start = _check_init(init, cfg, index) if init is not None else None                # (hash, motion prior)
     if cfg.warp:
         # A model trained on keeps the motion prior it learned with (measured on its own data).
         cfg = replace(cfg, **(start[1] if start else motion_prior(index, tokens_root, cfg, shift, moves)))
+        cfg = replace(cfg, zoom_per_unit=round(cfg.zoom_per_unit * zoom_scale, 4))
         if info.is_main:
             print(f"motion prior: the picture moves {cfg.shift_per_unit[0]} tokens per unit yaw, "
                   f"{cfg.shift_per_unit[1]} per unit pitch, {cfg.strafe_per_unit} per unit strafe, and zooms by "
@@ -551,15 +555,16 @@ def train(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, samplin
           resume: bool = False, overwrite: bool = False, workers: int = 0, device: str | None = None,
           ckpt_every: int = 200, log_every: int = 25, keep: int = 3, progress: bool = True,
           shift: tuple[float, float] | None = None, moves: bool = True, precision: str = "auto",
-          init=None) -> dict:
+          init=None, zoom_scale: float = 1.0) -> dict:
     """Train (or resume) a world-model run in `out`; returns a summary of the last logged step.
     moves False leaves the motion prior of the movement keys off (an ablation); precision: of the
     train step (ochre.device.train_precision); init: a dynamics checkpoint whose weights a new run
-    starts from (a fresh optimizer and schedule: training a model on further)."""
+    starts from (a fresh optimizer and schedule: training a model on further); zoom_scale: the
+    walking zoom of the motion prior, times the measured one (or init's)."""
     info = setup(device)
     run = start_run(tokens_root, out, cfg, tcfg, sampling, info, recipe_name=recipe_name, preset=preset, seed=seed,
                     compile=compile, resume=resume, overwrite=overwrite, workers=workers, shift=shift, moves=moves,
-                    init=init)
+                    init=init, zoom_scale=zoom_scale)
     # auto: fp32 on a CPU (ochre.device.train_precision: bf16's slower compile costs more steps than it gains)
     run.precision = train_precision(info.device, precision, cpu_bf16=False)
     last = train_loop(run, tcfg, ckpt_every=ckpt_every, log_every=log_every, keep=keep, progress=progress)
@@ -597,7 +602,7 @@ def run(args) -> int:
                         seed=args.seed, compile=args.compile, resume=args.resume, overwrite=args.overwrite,
                         workers=args.workers, device=args.device, ckpt_every=args.ckpt_every,
                         log_every=args.log_every, keep=args.keep, shift=args.shift_per_unit,
-                        precision=args.precision, init=args.init)
+                        precision=args.precision, init=args.init, zoom_scale=args.walk_zoom_scale)
     except (FileNotFoundError, ValueError, CheckpointError) as e:   # RunMismatch is a ValueError
         print(f"ochre train: {e}", file=sys.stderr)
         return 2
