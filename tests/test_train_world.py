@@ -288,6 +288,15 @@ def test_init_starts_a_new_run_from_a_models_weights(data, tmp_path):
     with pytest.raises(ValueError, match="motion prior"):
         train(data / "tokens", tmp_path / "shift", cfg, tcfg, SamplingConfig(), progress=False, shift=(4.0, 4.0),
               init=tmp_path / "first")
+    # --walk-zoom-scale: the model's own walking zoom, scaled; the rest of its motion prior kept.
+    train(data / "tokens", tmp_path / "zoom", cfg, tcfg, SamplingConfig(), progress=False, precision="fp32",
+          init=tmp_path / "first", zoom_scale=1.5)
+    theirs, mine = (load_dynamics(latest_checkpoint(tmp_path / run))[0].config for run in ("first", "zoom"))
+    assert theirs.zoom_per_unit > 0 and mine.zoom_per_unit == round(1.5 * theirs.zoom_per_unit, 4)
+    assert (mine.shift_per_unit, mine.strafe_per_unit) == (theirs.shift_per_unit, theirs.strafe_per_unit)
+    for bad in ("0", "nan"):
+        assert main(["train", str(data / "tokens"), "--out", str(tmp_path / "badzoom"), "--init",
+                     str(tmp_path / "first"), "--steps", "1", "--walk-zoom-scale", bad]) == 2
 
 
 def test_init_grows_a_pointer_that_starts_as_the_copy_prior(data, tmp_path):
