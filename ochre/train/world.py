@@ -392,7 +392,8 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
         raise ValueError(f"--walk-zoom-scale {zoom_scale}: must be a positive number")
     start = _check_init(init, cfg, index) if init is not None else None                # (hash, motion prior)
     if cfg.warp:
-        # A model trained on keeps the motion prior it learned with (measured on its own data).
+        # A model trained on keeps the motion prior it learned with (measured on its own data), its walking
+        # zoom scaled by --walk-zoom-scale (1 by default).
         cfg = replace(cfg, **(start[1] if start else motion_prior(index, tokens_root, cfg, shift, moves)))
         cfg = replace(cfg, zoom_per_unit=round(cfg.zoom_per_unit * zoom_scale, 4))
         if info.is_main:
