@@ -254,7 +254,7 @@ def _add_train(sub) -> None:
     p.add_argument("--walk-zoom-scale", type=float, default=1.0, metavar="F",
                    help="walking zooms the motion prior's picture by F times the measured rate (or, with --init, "
                    "the model's own): a uniform zoom fitted to the clips moves the near ground slower than "
-                   "walking does (default 1)")
+                   "walking does (default 1; refused under a recipe without the prior, seed-v3)")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="start a new run from this world model's weights (a checkpoint or run folder, e.g. "
                    "ochre/shipped/world) with a fresh optimizer and schedule: to train a model further on the "

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -297,6 +298,9 @@ def test_init_starts_a_new_run_from_a_models_weights(data, tmp_path):
     for bad in ("0", "nan"):
         assert main(["train", str(data / "tokens"), "--out", str(tmp_path / "badzoom"), "--init",
                      str(tmp_path / "first"), "--steps", "1", "--walk-zoom-scale", bad]) == 2
+    with pytest.raises(ValueError, match="no motion prior"):                   # nothing to scale: said, not ignored
+        train(data / "tokens", tmp_path / "nowarp", replace(cfg, warp=False), tcfg, SamplingConfig(),
+              progress=False, zoom_scale=1.5)
 
 
 def test_init_grows_a_pointer_that_starts_as_the_copy_prior(data, tmp_path):

@@ -390,6 +390,8 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
         raise ValueError("--init and --shift-per-unit: a model trained on keeps the motion prior it learned with")
     if not (math.isfinite(zoom_scale) and zoom_scale > 0):
         raise ValueError(f"--walk-zoom-scale {zoom_scale}: must be a positive number")
+    if zoom_scale != 1.0 and not cfg.warp:
+        raise ValueError(f"--walk-zoom-scale {zoom_scale}: this recipe has no motion prior (warp) to scale")
     start = _check_init(init, cfg, index) if init is not None else None                # (hash, motion prior)
     if cfg.warp:
         # A model trained on keeps the motion prior it learned with (measured on its own data), its walking
