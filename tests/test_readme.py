@@ -78,3 +78,32 @@ def test_readme_luanti_commands_parse():
             build_parser().parse_args(shlex.split(command)[1:])
         except SystemExit:
             pytest.fail(f"README command does not parse: {command}")
+
+
+def test_readme_shipped_bars_are_the_shipped_models():
+    """The README's table of the shipped model's bars is what `python -m ochre.eval.bars` reads from the
+    metrics files shipped with it (so a re-ship that forgets the README fails here)."""
+    from ochre.eval.bars import SHIPPED, merged, worlds_table
+
+    match = re.search(r"<!-- shipped-bars: python -m ochre\.eval\.bars (.*?) -->\n(.*?)\n<!-- /shipped-bars -->",
+                      README.read_text(), re.S)
+    assert match, "README has no shipped-bars table"
+    files = [README.parent / f for f in match.group(1).split()]
+    assert {f.name for f in files} == {"metrics.json", "tokenizer_metrics.json"}
+    assert match.group(2).strip() == worlds_table(merged(files), SHIPPED)
+
+
+def test_bars_table_cli_marks_what_it_did_not_measure(tmp_path, capsys):
+    import json
+
+    from ochre.eval.bars import main
+
+    (tmp_path / "m.json").write_text(json.dumps({"psnr@8/over_repeat": 1.4, "psnr@8/over_repeat/ci": [0.9, 1.9],
+                                                 "test_world/psnr@8/over_repeat": 2.5}))
+    (tmp_path / "t.json").write_text(json.dumps({"psnr@8/over_repeat": 9.0, "c2st@129-256": 0.5}))
+    assert main([str(tmp_path / "m.json"), str(tmp_path / "t.json"), "--demo"]) == 0
+    rows = {r.split(" | ")[0].strip("| "): r for r in capsys.readouterr().out.splitlines()}
+    assert rows["psnr@8/over_repeat"] == ("| psnr@8/over_repeat | ≥ 1 | 1.400 (0.900), **missed by 0.100** "
+                                          "| 2.500, met |")                  # the first file naming it wins
+    assert rows["c2st@129-256"].endswith("| 0.500, met | not measured |")      # the other world's is not invented
+    assert "not measured | not measured" in rows["tour/turn_sign_acc"]

@@ -4,10 +4,17 @@ A bar is met only when the worse end of the metric's 95 % interval clears it (th
 the metrics that have no interval: the tours and action accuracy; for realism, c2st's upper end). A bar relative to a
 reference metric (the repeated frame's tour PSNR, the real frames' yaw response) sets its threshold
 from that reference's value. A metric the eval did not produce is "not measured", never met.
+
+    python -m ochre.eval.bars METRICS [METRICS ...] [--demo]
+
+prints the bars' verdicts on test and test_world for the metrics files merged (the first one naming a
+metric wins), e.g. the shipped model's: ochre/shipped/metrics.json ochre/shipped/tokenizer_metrics.json.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 from dataclasses import dataclass
 
@@ -101,13 +108,57 @@ def judge(metrics: dict, bars=DEMO, prefix: str = "") -> list[dict]:
     return out
 
 
+def _num(v) -> str:
+    return "–" if not isinstance(v, (int, float)) else (f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}")
+
+
 def bars_table(verdicts: list[dict]) -> str:
     """Markdown: metric | bar | value | worse end | verdict (with the gap when missed)."""
-    def num(v):
-        return "–" if not isinstance(v, (int, float)) else (f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}")
-
+    num = _num
     lines = ["| metric | bar | value | interval's worse end | verdict |", "|---|---|---|---|---|"]
     for v in verdicts:
         verdict = v["verdict"] + (f" by {num(v['gap'])}" if v["verdict"] == "missed" else "")
         lines.append(f"| {v['metric']} | {v['bar']} | {num(v['value'])} | {num(v['worse_end'])} | {verdict} |")
     return "\n".join(lines)
+
+
+def worlds_table(metrics: dict, bars=SHIPPED, worlds: dict[str, str] | None = None) -> str:
+    """Markdown, one row per bar and one column per world (default test and test_world, whose metrics
+    carry the `test_world/` prefix): each cell the value, its interval's worse end, and the verdict."""
+    worlds = worlds if worlds is not None else {"test": "", "test_world": "test_world/"}
+    columns = [judge(metrics, bars, prefix) for prefix in worlds.values()]
+    lines = ["| metric | bar | " + " | ".join(f"{w}: value (worse end), verdict" for w in worlds) + " |",
+             "|---|---|" + "---|" * len(worlds)]
+    for rows in zip(*columns):
+        cells = []
+        for v in rows:
+            if v["verdict"] == "not measured":
+                cells.append("not measured")
+                continue
+            end = f" ({_num(v['worse_end'])})" if v["worse_end"] != v["value"] else ""
+            verdict = "met" if v["verdict"] == "met" else f"**missed by {_num(v['gap'])}**"
+            cells.append(f"{_num(v['value'])}{end}, {verdict}")
+        lines.append(f"| {rows[0]['metric']} | {rows[0]['bar']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def merged(paths) -> dict:
+    """The metrics of several files in one dict; the first file naming a metric wins."""
+    out: dict = {}
+    for path in paths:
+        for k, v in json.loads(open(path).read()).items():
+            out.setdefault(k, v)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ochre.eval.bars", description=__doc__.split("\n\n")[0])
+    p.add_argument("metrics", nargs="+", help="metrics.json files (an eval's, a tokenizer's), merged in order")
+    p.add_argument("--demo", action="store_true", help="the default demo's bars instead of the shipped model's")
+    args = p.parse_args(argv)
+    print(worlds_table(merged(args.metrics), DEMO if args.demo else SHIPPED))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
