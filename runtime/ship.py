@@ -82,7 +82,8 @@ def _swap_in_file(src: Path, dst: Path) -> None:
 def _eval_of(metrics: Path, world, run, name=None) -> dict:
     """The contents of `metrics`, refused unless it is an eval of the world checkpoint `world` (its
     `world_hash`); `run` is what `ochre eval` would be given, `name` what the errors call it (default: run)."""
-    from ochre.models.checkpoint import checkpoint_hash
+    from ochre.models.checkpoint import checkpoint_hash, read_checkpoint_config
+    from ochre.models.dynamics import DynamicsConfig
 
     if not metrics.is_file():
         raise FileNotFoundError(f"{metrics}: no eval metrics; run `ochre eval {run} TOKENS --out EVAL` first")
@@ -90,6 +91,11 @@ def _eval_of(metrics: Path, world, run, name=None) -> dict:
     evaluated, ours = read.get("world_hash"), checkpoint_hash(world)
     if evaluated != ours:
         raise ValueError(f"{metrics} is the eval of world model {evaluated}, not of {name or run} ({ours})")
+    # The hash names the weights; the motion prior lives in the config (an eval before it was recorded says nothing).
+    prior = DynamicsConfig(**read_checkpoint_config(world)["config"]).motion_prior()
+    if read.get("motion_prior", prior) != prior:
+        raise ValueError(f"{metrics} read these weights with the motion prior {read['motion_prior']}, not "
+                         f"{name or run}'s {prior}")
     return read
 
 

@@ -186,6 +186,7 @@ def test_a_decoding_sweep_resumes_with_the_candidates_it_finished(data, tmp_path
 
     from ochre.bench import decoding_sweep
     from ochre.eval import EvalConfig
+    from ochre.models.checkpoint import latest_checkpoint
 
     cfg = EvalConfig(split="val", rollouts=2, long_rollouts=1, seeds=(0,), learned=False, tours=0, idm=False,
                      c2st=False)
@@ -201,6 +202,14 @@ def test_a_decoding_sweep_resumes_with_the_candidates_it_finished(data, tmp_path
     decoding_sweep.sweep(data / "ochre", data / "tokens", grid, out_dir=tmp_path, cfg=cfg, log=logs.append)
     assert not any("evaluated before" in line for line in logs)
     assert json.loads(metrics.read_text())["world_hash"] == m["world_hash"]
+    # The same weights under another motion prior are another model: their hash alone cannot say so.
+    prior = m["motion_prior"]
+    assert prior["zoom_per_unit"] == json.loads((latest_checkpoint(data / "ochre") / "config.json")
+                                                .read_text())["config"]["zoom_per_unit"]
+    metrics.write_text(json.dumps({**m, "motion_prior": {**prior, "zoom_per_unit": prior["zoom_per_unit"] + 0.01}}))
+    logs.clear()
+    decoding_sweep.sweep(data / "ochre", data / "tokens", grid, out_dir=tmp_path, cfg=cfg, log=logs.append)
+    assert not any("evaluated before" in line for line in logs)
     # An eval made without the realism test does not serve a sweep that guards realism.
     from dataclasses import replace
     sampling = {"temperature": 1.0, "copy_boost": 6.0, "fill_boost": 4.0, "walk_boost": 0.5, "min_p": 0.0}

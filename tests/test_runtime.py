@@ -383,6 +383,7 @@ def test_the_decoding_an_eval_of_the_shipped_model_read_ships_with_it(tmp_path):
     import shutil
 
     from ochre.models.checkpoint import checkpoint_hash, latest_checkpoint, load_dynamics
+    from ochre.models.dynamics import DynamicsConfig
     from runtime.ship import main as ship_main
     from runtime.ship import ship_decoding
 
@@ -396,7 +397,8 @@ def test_the_decoding_an_eval_of_the_shipped_model_read_ships_with_it(tmp_path):
     decoding = {"temperature": 1.0, "top_k": 2048, "guidance": 1.5, "copy_boost": 15.0, "fill_boost": 5.5,
                 "walk_boost": 0.5, "min_p": 0.0}
     good, foreign, silent = tmp_path / "good.json", tmp_path / "foreign.json", tmp_path / "silent.json"
-    good.write_text(json.dumps({"world_hash": weights, "psnr@8": 14.0, **decoding}))
+    good.write_text(json.dumps({"world_hash": weights, "psnr@8": 14.0, **decoding,
+                                "motion_prior": load_dynamics(shipped / "world")[0].config.motion_prior()}))
     foreign.write_text(json.dumps({"world_hash": checkpoint_hash(other), **decoding}))
     silent.write_text(json.dumps({"world_hash": weights, "psnr@8": 14.0}))
 
@@ -404,6 +406,13 @@ def test_the_decoding_an_eval_of_the_shipped_model_read_ships_with_it(tmp_path):
         ship_decoding(foreign, "cmd", shipped)
     with pytest.raises(ValueError, match="does not say which decoding"):
         ship_decoding(silent, "cmd", shipped)
+    # The same weights read with another motion prior are another model: the hash alone cannot tell.
+    prior = DynamicsConfig(**json.loads((shipped / "world" / "config.json").read_text())["config"]).motion_prior()
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps({"world_hash": weights, **decoding,
+                                 "motion_prior": {**prior, "zoom_per_unit": prior["zoom_per_unit"] + 0.005}}))
+    with pytest.raises(ValueError, match="with the motion prior"):
+        ship_decoding(moved, "cmd", shipped)
     assert ship_main(["--decoding", str(tmp_path / "none.json"), "--command", "cmd", "--dest", str(shipped)]) == 2
     assert json.loads((shipped / "metrics.json").read_text())["psnr@8"] == 13.0
     assert load_dynamics(shipped / "world")[1] == before

@@ -98,6 +98,11 @@ def _move(position: torch.Tensor, whole: torch.Tensor, shape, h: int) -> torch.T
     return torch.stack([col, row], dim=1)
 
 
+# The motion prior's settings: geometry measured on the clips, kept in the config beside the weights
+# (a checkpoint's hash names its weights only, so an eval records these too).
+MOTION_PRIOR = ("shift_per_unit", "strafe_per_unit", "zoom_per_unit")
+
+
 @dataclass
 class DynamicsConfig:
     codebook_size: int = 2048                  # K
@@ -142,6 +147,10 @@ class DynamicsConfig:
                              f"{self.pointer}")
         if self.impl not in ("auto", "triton", "torch"):
             raise ValueError(f"impl must be 'auto', 'triton' or 'torch', got {self.impl!r}")
+
+    def motion_prior(self) -> dict:
+        """The motion prior's settings, as config.json writes them."""
+        return {k: list(v) if isinstance(v, tuple) else v for k in MOTION_PRIOR for v in (getattr(self, k),)}
 
     @classmethod
     def preset(cls, name: str, **overrides) -> DynamicsConfig:

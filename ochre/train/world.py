@@ -42,7 +42,7 @@ from ochre.data.shards import index_digest, read_index
 from ochre.device import train_autocast, train_precision
 from ochre.io import record_path
 from ochre.models.checkpoint import CheckpointError, load_weights, read_checkpoint_config
-from ochre.models.dynamics import Dynamics, DynamicsConfig
+from ochre.models.dynamics import MOTION_PRIOR, Dynamics, DynamicsConfig
 from ochre.models.sampling import SamplingConfig, sample_tokens
 from ochre.train import checkpoint as ckpt
 from ochre.train.common import RunLogger, cosine_lr
@@ -430,9 +430,6 @@ def start_run(tokens_root, out, cfg: DynamicsConfig, tcfg: WorldTrainConfig, sam
     run.batches = window_batches(tokens_root, tcfg.window, tcfg.batch, seed=seed, split="train", workers=workers,
                                  dist=Split(info.rank, info.world), start_epoch=run.epoch, skip=run.batch_in_epoch)
     return run
-
-
-MOTION_PRIOR = ("shift_per_unit", "strafe_per_unit", "zoom_per_unit")
 
 
 def _check_init(init, cfg: DynamicsConfig, index: dict) -> tuple[str, dict]:
