@@ -92,15 +92,13 @@ def _done(folder: Path, run, tokens, cfg: EvalConfig, sampling: dict) -> dict | 
     """A candidate's metrics from an earlier sweep (killed or rerun) if they were made from this run's
     newest weights, these tokens and these eval settings; else None. A sweep resumes where it stopped."""
     from ochre.data.shards import index_digest
-    from ochre.models.checkpoint import checkpoint_hash, read_checkpoint_config
-    from ochre.models.dynamics import DynamicsConfig
+    from ochre.models.checkpoint import checkpoint_hash, motion_prior_of
 
     try:
         m = json.loads((folder / "metrics.json").read_text())     # written last: its presence marks a finished eval
     except (OSError, json.JSONDecodeError):
         return None
-    prior = DynamicsConfig(**read_checkpoint_config(run)["config"]).motion_prior()     # not in the weights' hash
-    want = {"world_hash": checkpoint_hash(run), "motion_prior": prior, "tokens": index_digest(tokens),
+    want = {"world_hash": checkpoint_hash(run), "motion_prior": motion_prior_of(run), "tokens": index_digest(tokens),
             "split": cfg.split, "seeds": list(cfg.seeds), "long_seeds": cfg.long_seeds, "rollouts_asked": cfg.rollouts,
             **sampling}
     if cfg.c2st and any(k not in m for k in C2ST_MAX):

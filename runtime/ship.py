@@ -82,8 +82,7 @@ def _swap_in_file(src: Path, dst: Path) -> None:
 def _eval_of(metrics: Path, world, run, name=None) -> dict:
     """The contents of `metrics`, refused unless it is an eval of the world checkpoint `world` (its
     `world_hash`); `run` is what `ochre eval` would be given, `name` what the errors call it (default: run)."""
-    from ochre.models.checkpoint import checkpoint_hash, read_checkpoint_config
-    from ochre.models.dynamics import DynamicsConfig
+    from ochre.models.checkpoint import checkpoint_hash, motion_prior_of
 
     if not metrics.is_file():
         raise FileNotFoundError(f"{metrics}: no eval metrics; run `ochre eval {run} TOKENS --out EVAL` first")
@@ -92,7 +91,7 @@ def _eval_of(metrics: Path, world, run, name=None) -> dict:
     if evaluated != ours:
         raise ValueError(f"{metrics} is the eval of world model {evaluated}, not of {name or run} ({ours})")
     # The hash names the weights; the motion prior lives in the config (an eval before it was recorded says nothing).
-    prior = DynamicsConfig(**read_checkpoint_config(world)["config"]).motion_prior()
+    prior = motion_prior_of(world)
     if read.get("motion_prior", prior) != prior:
         raise ValueError(f"{metrics} read these weights with the motion prior {read['motion_prior']}, not "
                          f"{name or run}'s {prior}")

@@ -382,8 +382,7 @@ def test_the_decoding_an_eval_of_the_shipped_model_read_ships_with_it(tmp_path):
     is refused and nothing changes."""
     import shutil
 
-    from ochre.models.checkpoint import checkpoint_hash, latest_checkpoint, load_dynamics
-    from ochre.models.dynamics import DynamicsConfig
+    from ochre.models.checkpoint import checkpoint_hash, latest_checkpoint, load_dynamics, motion_prior_of
     from runtime.ship import main as ship_main
     from runtime.ship import ship_decoding
 
@@ -407,7 +406,7 @@ def test_the_decoding_an_eval_of_the_shipped_model_read_ships_with_it(tmp_path):
     with pytest.raises(ValueError, match="does not say which decoding"):
         ship_decoding(silent, "cmd", shipped)
     # The same weights read with another motion prior are another model: the hash alone cannot tell.
-    prior = DynamicsConfig(**json.loads((shipped / "world" / "config.json").read_text())["config"]).motion_prior()
+    prior = motion_prior_of(shipped / "world")
     moved = tmp_path / "moved.json"
     moved.write_text(json.dumps({"world_hash": weights, **decoding,
                                  "motion_prior": {**prior, "zoom_per_unit": prior["zoom_per_unit"] + 0.005}}))

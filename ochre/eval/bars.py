@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from ochre.eval.intervals import worse_end
 
@@ -114,11 +115,10 @@ def _num(v) -> str:
 
 def bars_table(verdicts: list[dict]) -> str:
     """Markdown: metric | bar | value | worse end | verdict (with the gap when missed)."""
-    num = _num
     lines = ["| metric | bar | value | interval's worse end | verdict |", "|---|---|---|---|---|"]
     for v in verdicts:
-        verdict = v["verdict"] + (f" by {num(v['gap'])}" if v["verdict"] == "missed" else "")
-        lines.append(f"| {v['metric']} | {v['bar']} | {num(v['value'])} | {num(v['worse_end'])} | {verdict} |")
+        verdict = v["verdict"] + (f" by {_num(v['gap'])}" if v["verdict"] == "missed" else "")
+        lines.append(f"| {v['metric']} | {v['bar']} | {_num(v['value'])} | {_num(v['worse_end'])} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -146,7 +146,7 @@ def merged(paths) -> dict:
     """The metrics of several files in one dict; the first file naming a metric wins."""
     out: dict = {}
     for path in paths:
-        for k, v in json.loads(open(path).read()).items():
+        for k, v in json.loads(Path(path).read_text()).items():
             out.setdefault(k, v)
     return out
 

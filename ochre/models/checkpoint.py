@@ -89,6 +89,14 @@ def checkpoint_hash(path) -> str:
     return sha256(resolve(path) / "model.safetensors")[:16]
 
 
+def motion_prior_of(path) -> dict:
+    """The motion prior of a world checkpoint (or a run's newest): settings of its config that its hash,
+    which names the weights only, does not cover (DynamicsConfig.motion_prior)."""
+    from ochre.models.dynamics import DynamicsConfig
+
+    return DynamicsConfig(**read_checkpoint_config(path)["config"]).motion_prior()
+
+
 def load_verified(path: Path, name: str, meta: dict) -> dict[str, torch.Tensor]:
     """One safetensors file of a checkpoint, after checking it against config.json's sha256."""
     file = path / name
