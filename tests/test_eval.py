@@ -233,6 +233,24 @@ def test_the_decoding_sweep_keeps_only_candidates_whose_late_dreams_pass_the_rea
         admissible(healthy)
 
 
+def test_the_decoding_sweep_guards_the_shipped_model_by_its_own_bars():
+    """--bars shipped: both c2st windows under the shipped model's ceilings (0.8 early, 0.85 late) and the
+    detail inside its [0.8, 1.2], where the demo's guard allows 0.95 late and 1.25."""
+    from ochre.bench.decoding_sweep import admissible
+    from ochre.eval.bars import SHIPPED
+
+    healthy = {"code_usage@256": 0.9, "grad_ratio@256": 1.0, "grad_ratio@256/ci": [0.9, 1.1], "c2st@9-32": 0.7,
+               "c2st@129-256": 0.8}
+    assert admissible(healthy, bars=SHIPPED)
+    assert not admissible({**healthy, "c2st@129-256": 0.9}, bars=SHIPPED)
+    assert admissible({**healthy, "c2st@129-256": 0.9})
+    assert not admissible({**healthy, "c2st@9-32": 0.81}, bars=SHIPPED)
+    assert not admissible({**healthy, "grad_ratio@256/ci": [0.9, 1.22]}, bars=SHIPPED)
+    assert admissible({**healthy, "grad_ratio@256/ci": [0.9, 1.22]})
+    with pytest.raises(KeyError):
+        admissible({k: v for k, v in healthy.items() if k != "c2st@9-32"}, bars=SHIPPED)
+
+
 @pytest.mark.slow
 def test_the_calibration_separates_good_dreams_from_bad(tmp_path_factory):
     """docs/metrics.md#calibration: each metric reads what it claims. An action-blind model does not
