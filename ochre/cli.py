@@ -124,9 +124,10 @@ def _add_data(sub) -> None:
         "check",
         help="alignment self-test: yaw/pitch vs image shift at lags -5..+5",
         description="Correlate yaw with the horizontal shift (phase correlation) of consecutive "
-        "frames, and pitch with the vertical shift, at lags -5..+5. Exits 0 when both correlations "
-        "peak at lag 0, 1 when either peaks elsewhere, 3 when yaw or pitch never moves in the data "
-        "(nothing to check) — run it before training.",
+        "frames, and pitch with the vertical shift, at lags -5..+5. Exits 0 when the two together (the "
+        "mean of their correlations) peak at lag 0 and neither alone peaks elsewhere in 95 % of block "
+        "resamples of its pairs (a weak action's chance peak beside lag 0 is reported as within noise), "
+        "1 otherwise, 3 when yaw or pitch never moves in the data (nothing to check) — run it before training.",
     )
     c.add_argument("prepared", help="output folder of `ochre prepare`")
     c.add_argument("--max-samples", type=_positive_int, default=64, help="clips to read (default 64)")
