@@ -50,7 +50,6 @@ def grad_max(bars=DEMO) -> float:
     return next((bar.high for bar in bars if bar.metric == "grad_ratio@256" and bar.high is not None), GRAD_MAX)
 
 
-
 def objective(m: dict) -> float:
     return m["psnr@8"] + m["psnr@32"] + m["delta_psnr@16"]
 

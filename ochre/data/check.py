@@ -269,18 +269,19 @@ def run(args) -> int:
               f"{result['clips']} clips), so no lag can be told from another. Check data with camera turns, "
               "or raise --max-samples.", file=sys.stderr)
         return CANNOT_CHECK
-    alone = [f"{name} alone peaks at lag {result[f'{name}_peak_lag']} (above lag 0 in {result[f'{name}_support']:.0%} "
-             f"of {RESAMPLES} block resamples)" for name in ("yaw", "pitch") if result[f"{name}_peak_lag"] != 0]
+    alone = {name: f"{name} alone peaks at lag {result[f'{name}_peak_lag']} (above lag 0 in "
+                   f"{result[f'{name}_support']:.0%} of {RESAMPLES} block resamples)"
+             for name in ("yaw", "pitch") if result[f"{name}_peak_lag"] != 0}
     if result["ok"] and not alone:
         print("OK: yaw and pitch both peak at lag 0")
         return 0
     if result["ok"]:
-        print(f"OK: yaw and pitch together peak at lag 0; {'; '.join(alone)}: within noise, short of the "
+        print(f"OK: yaw and pitch together peak at lag 0; {'; '.join(alone.values())}: within noise, short of the "
               f"{SIGNIFICANT:.0%} a misalignment of one action needs. More clips (--max-samples), or clips with more "
               "turning, tell the lags apart better.")
         return 0
-    why = ([f"yaw and pitch together peak at lag {result['peak_lag']}"] if "both" in result["misaligned"] else []) + \
-        [a for a in alone if a.split()[0] in result["misaligned"]]
+    why = [f"yaw and pitch together peak at lag {result['peak_lag']}" if m == "both" else alone[m]
+           for m in result["misaligned"]]
     print(f"MISALIGNED: {'; '.join(why)}, expected 0. Check loading-frame skipping and the action window.",
           file=sys.stderr)
     return 1
