@@ -563,3 +563,40 @@ def test_paired_compares_two_evals_rollout_by_rollout(tmp_path):
     with pytest.raises(ValueError, match="same real frames"):
         paired(load(tmp_path / "a"), load(tmp_path / "b"))
     assert main([str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
+
+
+def test_learning_curve_fits_the_gain_over_the_prior_per_doubling(tmp_path):
+    """bench/learning_curve: three runs whose dreams have the prior's error, half and a quarter of it (gains
+    0, +6.02, +12.04 dB on every rollout) at 100, 200 and 400 steps read a slope of 6.02 dB per doubling,
+    its interval tight though the rollouts differ in difficulty; one point, or other rollouts, refused."""
+    import numpy as np
+
+    from ochre.bench.learning_curve import curve, gains, main
+    from ochre.bench.paired import load
+
+    rng = np.random.default_rng(1)
+    real = rng.integers(64, 192, (30, 33, 8, 8, 3))
+    error = 4 * rng.integers(1, 15, (30, 1, 1, 1, 1)) * np.where(rng.random(real.shape) < 0.5, -1, 1)
+    keys, starts = np.array(["t"] * 30), np.arange(30)
+    for name, div in (("prior", 1), ("m100", 1), ("m200", 2), ("m400", 4)):
+        (tmp_path / name).mkdir()
+        np.savez(tmp_path / name / "rollouts.npz", real=real.astype(np.uint8),
+                 dream=(real + error // div).astype(np.uint8), keys=keys, starts=starts)
+    prior = load(tmp_path / "prior")
+    points = [(s, gains(prior, load(tmp_path / f"m{s}"))) for s in (100, 200, 400)]
+    r = curve(points, boots=200)
+    v, (lo, hi) = r["slope_per_doubling"]["psnr@8"]
+    assert v == pytest.approx(20 * np.log10(2)) and hi - lo < 1e-9
+    assert r["points"][0]["gain"]["psnr@32"] == (0.0, [0.0, 0.0])
+    with pytest.raises(ValueError, match="two points"):
+        curve(points[:1])
+    with pytest.raises(ValueError, match="numbers of rollouts"):
+        curve([points[0], (200, points[1][1][:, :10])])
+    np.savez(tmp_path / "m200" / "rollouts.npz", real=real[::-1].astype(np.uint8), dream=real.astype(np.uint8),
+             keys=keys, starts=starts)
+    with pytest.raises(ValueError, match="same real frames"):
+        gains(prior, load(tmp_path / "m200"))
+    out = tmp_path / "curve.json"
+    assert main(["--point", "100", str(tmp_path / "prior"), str(tmp_path / "m100"), "--point", "400",
+                 str(tmp_path / "prior"), str(tmp_path / "m400"), "--boots", "50", "--out", str(out)]) == 0
+    assert out.is_file() and main(["--point", "100", str(tmp_path / "prior"), str(tmp_path / "gone")]) == 2
