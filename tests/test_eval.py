@@ -185,6 +185,7 @@ def test_a_decoding_sweep_resumes_with_the_candidates_it_finished(data, tmp_path
     import json
 
     from ochre.bench import decoding_sweep
+    from ochre.data.shards import read_index
     from ochre.eval import EvalConfig
     from ochre.models.checkpoint import latest_checkpoint
 
@@ -197,6 +198,7 @@ def test_a_decoding_sweep_resumes_with_the_candidates_it_finished(data, tmp_path
     assert any("evaluated before" in line for line in logs) and again == first
     metrics = tmp_path / "t1-c6-f4-w0.5-m0" / "metrics.json"
     m = json.loads(metrics.read_text())
+    assert m["sources"] == read_index(data / "tokens")["sources_digest"]          # the recordings, by any path
     metrics.write_text(json.dumps({**m, "world_hash": "another model"}))
     logs.clear()
     decoding_sweep.sweep(data / "ochre", data / "tokens", grid, out_dir=tmp_path, cfg=cfg, log=logs.append)
