@@ -19,21 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ochre.bench.paired import STEPS, load
+from ochre.bench.paired import STEPS, differences, load
 from ochre.eval.intervals import BOOTSTRAPS, interval, mean_interval
-from ochre.eval.rollouts import psnr
 from ochre.io import write_json_atomic
 
 
 def gains(prior: dict[str, np.ndarray], model: dict[str, np.ndarray], steps=STEPS) -> np.ndarray:
-    """Per rollout, the model's psnr@s minus the prior's: (len(steps), N)."""
-    if not all(np.array_equal(prior[k], model[k]) for k in ("keys", "starts", "real")):
-        raise ValueError("the prior's and the model's evals did not roll out the same real frames")
-    horizon = prior["real"].shape[1] - 1
-    if max(steps) > horizon:
-        raise ValueError(f"psnr@{max(steps)}: the rollouts on disk are {horizon} steps long")
-    return np.stack([psnr(model["dream"][:, s], model["real"][:, s]) - psnr(prior["dream"][:, s], prior["real"][:, s])
-                     for s in steps])
+    """Per rollout, the model's psnr@s minus the prior's: (len(steps), N) (bench/paired's differences)."""
+    return differences(prior, model, steps)
 
 
 def slope(x: np.ndarray, y: np.ndarray) -> float:

@@ -35,19 +35,25 @@ def load(folder) -> dict[str, np.ndarray]:
         return {k: z[k] for k in ("real", "dream", "keys", "starts")}
 
 
-def paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray], steps=STEPS) -> dict[str, dict]:
-    """psnr@s of each dream and B − A per rollout, with 95 % bootstrap intervals over rollouts:
-    {f"psnr@{s}": {"a": [v, ci], "b": [v, ci], "b_minus_a": [v, ci]}}."""
+def differences(a: dict[str, np.ndarray], b: dict[str, np.ndarray], steps=STEPS) -> np.ndarray:
+    """Per rollout, B's psnr@s minus A's: (len(steps), N); refused unless both rolled out the same real frames."""
     if not all(np.array_equal(a[k], b[k]) for k in ("keys", "starts", "real")):
         raise ValueError("the two evals did not roll out the same real frames: run both with the same split, "
                          "--rollouts, --seeds and tokens")
     horizon = a["real"].shape[1] - 1
+    if max(steps) > horizon:
+        raise ValueError(f"psnr@{max(steps)}: the rollouts on disk are {horizon} steps long")
+    return np.stack([psnr(b["dream"][:, s], b["real"][:, s]) - psnr(a["dream"][:, s], a["real"][:, s]) for s in steps])
+
+
+def paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray], steps=STEPS) -> dict[str, dict]:
+    """psnr@s of each dream and B − A per rollout, with 95 % bootstrap intervals over rollouts:
+    {f"psnr@{s}": {"a": [v, ci], "b": [v, ci], "b_minus_a": [v, ci]}}."""
+    diff = differences(a, b, steps)
     out = {}
-    for s in steps:
-        if s > horizon:
-            raise ValueError(f"psnr@{s}: the rollouts on disk are {horizon} steps long")
+    for i, s in enumerate(steps):
         pa, pb = psnr(a["dream"][:, s], a["real"][:, s]), psnr(b["dream"][:, s], b["real"][:, s])   # (N,)
-        out[f"psnr@{s}"] = {"a": mean_interval(pa), "b": mean_interval(pb), "b_minus_a": mean_interval(pb - pa)}
+        out[f"psnr@{s}"] = {"a": mean_interval(pa), "b": mean_interval(pb), "b_minus_a": mean_interval(diff[i])}
     return out
 
 

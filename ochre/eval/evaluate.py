@@ -285,7 +285,7 @@ def evaluate(ckpt, tokens_root, out, *, cfg: EvalConfig | None = None, compare=N
     metrics.update({"split": cfg.split, "seeds": list(cfg.seeds), "long_seeds": cfg.long_seeds,
                     "rollouts_asked": cfg.rollouts, "step": meta["step"], "world_hash": checkpoint_hash(meta["path"]),
                     "dtype": dtype, "tokens": index_digest(tokens_root),
-                    "sources": read_index(tokens_root).get("sources_digest"), **asdict(decoding),
+                    "sources": index.get("sources_digest"), **asdict(decoding),
                     "motion_prior": model.config.motion_prior()})     # world_hash names the weights only
     _write(out, metrics, arrays, worlds[0][0], curves, tour_arrays, cfg)
     return metrics
